@@ -1,0 +1,189 @@
+"""Decode once: header facts and one EXIF-transposed RGB working copy per image.
+
+Every later operator reads the `Work` this module makes; none of them decodes again. The working
+copy is reduced with JPEG draft mode (DCT scaling, so a 4000 px JPEG is never decoded at full
+size) and then resized so its short side is at most `work_size`.
+
+Pillow's `Image.verify()` passes truncated JPEGs; only a full decode (`load()`) catches them, so
+we always load. We never set `ImageFile.LOAD_TRUNCATED_IMAGES`.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from .base import Work
+
+assert not ImageFile.LOAD_TRUNCATED_IMAGES, "never decode truncated images as if they were whole"
+
+# Extensions we accept as images, and the Pillow formats each may hold.
+EXT_FORMATS: dict[str, set[str]] = {
+    "jpg": {"JPEG", "MPO"},
+    "jpeg": {"JPEG", "MPO"},
+    "jpe": {"JPEG", "MPO"},
+    "jfif": {"JPEG", "MPO"},
+    "png": {"PNG"},
+    "apng": {"PNG"},
+    "webp": {"WEBP"},
+    "bmp": {"BMP", "DIB"},
+    "dib": {"BMP", "DIB"},
+    "tif": {"TIFF"},
+    "tiff": {"TIFF"},
+    "gif": {"GIF"},
+    "heic": {"HEIF", "HEIC"},
+    "heif": {"HEIF", "HEIC"},
+    "avif": {"AVIF", "HEIF"},
+    "jp2": {"JPEG2000"},
+    "j2k": {"JPEG2000"},
+    "jxl": {"JXL"},
+    "ppm": {"PPM"},
+    "pgm": {"PPM"},
+    "pbm": {"PPM"},
+    "tga": {"TGA"},
+    "ico": {"ICO"},
+    "psd": {"PSD"},
+}
+IMAGE_EXTS = frozenset(EXT_FORMATS)
+
+_heif_registered = False
+
+
+def _register_plugins() -> None:
+    """HEIC/AVIF from phones are ordinary photos; pillow-heif decodes them where installed."""
+    global _heif_registered
+    if _heif_registered:
+        return
+    _heif_registered = True
+    try:
+        import pillow_heif  # type: ignore
+
+        pillow_heif.register_heif_opener()
+    except Exception:  # noqa: BLE001 - optional plugin; without it HEIC is `not_image`
+        pass
+
+
+@dataclass
+class Decoded:
+    """Header facts of one file, the working copy, or the rule it broke."""
+
+    format: str | None = None
+    width: int | None = None  # after EXIF transpose
+    height: int | None = None
+    mode: str | None = None
+    frames: int | None = None
+    exif_orientation: int | None = None
+    has_alpha: bool | None = None
+    work: Work | None = None
+    error: str | None = None  # broken_file rule
+    detail: str | None = None
+
+
+def _to_rgb(im: Image.Image) -> tuple[Image.Image, bool]:
+    """Convert any decodable mode to RGB; alpha is composited over white. Returns (rgb, had_alpha)."""
+    mode = im.mode
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in im.info)
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+        if mode.startswith("I;16") and hi <= 65535 and lo >= 0:
+            a = a / 257.0  # true 16-bit scale, not stretched
+        elif hi > lo:
+            a = (a - lo) * (255.0 / (hi - lo))
+        else:
+            a = np.zeros_like(a)
+        im = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), "L")
+    if has_alpha:
+        rgba = im.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(bg, rgba).convert("RGB"), True
+    return (im if im.mode == "RGB" else im.convert("RGB")), False
+
+
+def decode(data: bytes | None, ext: str | None, work_size: int, max_pixels: int, check_ext: bool = True) -> Decoded:
+    """Decode one image's bytes. Never raises for bad data: the failure is `Decoded.error`."""
+    _register_plugins()
+    d = Decoded()
+    if data is None or len(data) == 0:
+        d.error, d.detail = "zero_bytes", "file is empty"
+        return d
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+            d.format = im.format
+            d.mode = im.mode
+            d.frames = int(getattr(im, "n_frames", 1) or 1)
+            w, h = im.size
+            try:
+                d.exif_orientation = int(im.getexif().get(0x0112, 1) or 1)
+            except Exception:  # noqa: BLE001 - a broken EXIF block is not a broken image
+                d.exif_orientation = 1
+            if d.exif_orientation in (5, 6, 7, 8):
+                w, h = h, w
+            d.width, d.height = w, h
+            if check_ext and ext and ext.lower() in EXT_FORMATS and d.format not in EXT_FORMATS[ext.lower()]:
+                d.error, d.detail = "ext_mismatch", f"extension .{ext} but content is {d.format}"
+                return d
+            if w * h > max_pixels:
+                d.error, d.detail = "bomb", f"{w}x{h}={w * h} pixels > max_pixels={max_pixels}"
+                return d
+            if w <= 0 or h <= 0:
+                d.error, d.detail = "decode_error", f"image size {w}x{h}"
+                return d
+            short = min(w, h)
+            if im.format == "JPEG" and short > work_size:
+                f = work_size / short
+                # draft keeps the result >= the requested size, so the resize below is a true reduction
+                im.draft("RGB", (max(1, int(im.size[0] * f)), max(1, int(im.size[1] * f))))
+            im.load()  # the full decode: catches truncated files that verify() passes
+    except UnidentifiedImageError:
+        d.error, d.detail = "not_image", "no image format recognises these bytes"
+        return d
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        d.error, d.detail = "bomb", str(e)[:200]
+        return d
+    except (EOFError, SyntaxError, OSError, ValueError, IndexError, TypeError, ZeroDivisionError, MemoryError, struct_error()) as e:
+        msg = str(e)
+        if isinstance(e, EOFError) or "truncated" in msg or "broken data stream" in msg or "premature end" in msg.lower():
+            d.error = "truncated"
+        else:
+            d.error = "decode_error"
+        d.detail = f"{type(e).__name__}: {msg[:200]}"
+        return d
+    quant = getattr(im, "quantization", None) if d.format in ("JPEG", "MPO") else None
+    try:
+        im = ImageOps.exif_transpose(im)
+    except Exception:  # noqa: BLE001 - keep the pixels as stored when the EXIF block is unusable
+        pass
+    try:
+        rgb, alpha = _to_rgb(im)
+    except (ValueError, OSError, TypeError) as e:
+        d.error, d.detail = "unsupported_mode", f"mode {d.mode}: {type(e).__name__}: {str(e)[:120]}"
+        return d
+    d.has_alpha = alpha
+    short = min(rgb.size)
+    if short > work_size:
+        f = work_size / short
+        rgb = rgb.resize((max(1, round(rgb.size[0] * f)), max(1, round(rgb.size[1] * f))), Image.BILINEAR, reducing_gap=2.0)
+    info = {"format": d.format}
+    if quant:
+        info["quantization"] = {int(k): list(v) for k, v in quant.items()}
+    d.work = Work(rgb=np.asarray(rgb, dtype=np.uint8), width=d.width, height=d.height, info=info)
+    return d
+
+
+def struct_error() -> type[Exception]:
+    import struct
+
+    return struct.error
+
+
+def ext_of(name: str | None) -> str | None:
+    if not name or "." not in name.rsplit("/", 1)[-1]:
+        return None
+    return name.rsplit(".", 1)[-1].lower()

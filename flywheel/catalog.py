@@ -1,0 +1,300 @@
+"""The catalog: runs, datasets, per-operator stats, signals, routes, review queue, audit, users,
+tokens and models.
+
+Several processes use it at once (curation runs, a review server up for days, a retraining flow).
+DuckDB locks its database file against every other process while one holds it, so the
+transactional tables live in SQLite in WAL mode (readers never block the writer), and DuckDB is
+the query engine over them and over the datasets' Parquet (`query()`), opened per query.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from . import config
+
+SCHEMA_VERSION_TABLE = "schema_version"
+
+# Append-only list of migrations: (version, SQL). Never edit a released one; add a new one.
+MIGRATIONS: list[tuple[int, str]] = [
+    (
+        1,
+        """
+        CREATE TABLE runs (
+            run_id TEXT PRIMARY KEY, kind TEXT NOT NULL, recipe TEXT, recipe_hash TEXT,
+            input TEXT, output TEXT, status TEXT NOT NULL, started_at REAL, finished_at REAL,
+            params_json TEXT, stats_json TEXT, code_version TEXT, state_key TEXT
+        );
+        CREATE TABLE datasets (
+            name TEXT NOT NULL, version INTEGER NOT NULL, path TEXT, kind TEXT, run_id TEXT,
+            recipe_hash TEXT, rows INTEGER, parents_json TEXT, manifest_json TEXT,
+            status TEXT NOT NULL, created_at REAL, PRIMARY KEY (name, version)
+        );
+        CREATE TABLE op_stats (
+            run_id TEXT NOT NULL, operator TEXT NOT NULL, rule TEXT NOT NULL, count INTEGER NOT NULL,
+            PRIMARY KEY (run_id, operator, rule)
+        );
+        CREATE TABLE signals (
+            signal_id TEXT PRIMARY KEY, kind TEXT NOT NULL, prompt TEXT, payload_json TEXT,
+            status TEXT NOT NULL DEFAULT 'new', created_at REAL, source TEXT
+        );
+        CREATE TABLE routes (
+            route_id INTEGER PRIMARY KEY AUTOINCREMENT, signal_id TEXT NOT NULL, track TEXT NOT NULL,
+            evidence_json TEXT, created_at REAL
+        );
+        CREATE TABLE review_items (
+            item_id INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, signal_id TEXT,
+            sample_id TEXT, source TEXT, dataset TEXT, payload_json TEXT,
+            status TEXT NOT NULL DEFAULT 'pending', reason TEXT, decided_by TEXT, decided_at REAL,
+            version INTEGER NOT NULL DEFAULT 0, created_at REAL
+        );
+        CREATE INDEX review_items_queue ON review_items (queue, status, item_id);
+        CREATE INDEX review_items_signal ON review_items (signal_id, status, item_id);
+        CREATE TABLE audit_log (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, actor TEXT, action TEXT NOT NULL,
+            target TEXT, detail_json TEXT
+        );
+        CREATE TABLE users (
+            name TEXT PRIMARY KEY, role TEXT NOT NULL, password_hash TEXT NOT NULL,
+            created_at REAL, disabled INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE TABLE tokens (
+            token_id TEXT PRIMARY KEY, name TEXT NOT NULL, hash TEXT NOT NULL, created_at REAL,
+            revoked INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE TABLE models (
+            name TEXT PRIMARY KEY, kind TEXT, path TEXT, revision TEXT, files_json TEXT, installed_at REAL
+        );
+        """,
+    ),
+]
+
+
+class Catalog:
+    """A thin handle; each call opens a short-lived SQLite connection (safe across processes)."""
+
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path else config.catalog_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._migrate()
+
+    # -- connections -------------------------------------------------------------------------
+    def connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
+        con.row_factory = sqlite3.Row
+        con.execute("PRAGMA busy_timeout = 60000")
+        con.execute("PRAGMA foreign_keys = ON")
+        con.execute("PRAGMA synchronous = NORMAL")
+        return con
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction. BEGIN IMMEDIATE takes the write lock up front, so a busy catalog
+        makes us wait (busy_timeout) instead of failing half-way with SQLITE_BUSY on upgrade."""
+        for attempt in range(20):
+            con = self.connect()
+            try:
+                con.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError as e:
+                con.close()
+                if "locked" not in str(e) and "busy" not in str(e):
+                    raise
+                time.sleep(0.05 * (attempt + 1) + random.random() * 0.05)
+        else:
+            raise RuntimeError(f"catalog {self.path} stayed locked; is a process stuck holding it?")
+        try:
+            yield con
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        finally:
+            con.close()
+
+    def execute(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
+        con = self.connect()
+        try:
+            return con.execute(sql, params).fetchall()
+        finally:
+            con.close()
+
+    def _migrate(self) -> None:
+        con = self.connect()
+        try:
+            con.execute("PRAGMA journal_mode = WAL")
+        finally:
+            con.close()
+        with self.tx() as con:
+            con.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA_VERSION_TABLE} (version INTEGER NOT NULL)")
+            row = con.execute(f"SELECT MAX(version) FROM {SCHEMA_VERSION_TABLE}").fetchone()
+            current = row[0] or 0
+            for version, sql in MIGRATIONS:
+                if version > current:
+                    for stmt in filter(str.strip, sql.split(";")):
+                        con.execute(stmt)
+                    con.execute(f"INSERT INTO {SCHEMA_VERSION_TABLE} VALUES (?)", (version,))
+
+    def schema_version(self) -> int:
+        return self.execute(f"SELECT MAX(version) AS v FROM {SCHEMA_VERSION_TABLE}")[0]["v"]
+
+    # -- runs --------------------------------------------------------------------------------
+    def start_run(self, run_id: str, kind: str, **fields: Any) -> None:
+        with self.tx() as con:
+            con.execute(
+                "INSERT OR REPLACE INTO runs (run_id, kind, status, started_at, recipe, recipe_hash, input,"
+                " output, params_json, code_version, state_key) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    run_id, kind, "running", time.time(), fields.get("recipe"), fields.get("recipe_hash"),
+                    fields.get("input"), fields.get("output"), json.dumps(fields.get("params", {})),
+                    fields.get("code_version"), fields.get("state_key"),
+                ),
+            )
+
+    def finish_run(self, run_id: str, status: str, stats: dict | None = None) -> None:
+        with self.tx() as con:
+            con.execute(
+                "UPDATE runs SET status=?, finished_at=?, stats_json=? WHERE run_id=?",
+                (status, time.time(), json.dumps(stats or {}), run_id),
+            )
+
+    def record_op_stats(self, run_id: str, counts: dict[str, int]) -> None:
+        """counts: reason (`op:rule`, or `accepted`) -> rows."""
+        with self.tx() as con:
+            con.execute("DELETE FROM op_stats WHERE run_id=?", (run_id,))
+            for reason, n in counts.items():
+                op, _, rule = reason.partition(":")
+                con.execute("INSERT INTO op_stats VALUES (?,?,?,?)", (run_id, op, rule or "", int(n)))
+
+    # -- datasets ----------------------------------------------------------------------------
+    def reserve_dataset(self, name: str, kind: str, run_id: str | None = None) -> int:
+        """Assign the next version of `name` (the catalog, not the caller, numbers versions)."""
+        with self.tx() as con:
+            row = con.execute("SELECT MAX(version) FROM datasets WHERE name=?", (name,)).fetchone()
+            version = (row[0] or 0) + 1
+            con.execute(
+                "INSERT INTO datasets (name, version, kind, run_id, status, created_at) VALUES (?,?,?,?,?,?)",
+                (name, version, kind, run_id, "writing", time.time()),
+            )
+        return version
+
+    def commit_dataset(self, name: str, version: int, path: str, manifest: dict) -> None:
+        with self.tx() as con:
+            con.execute(
+                "UPDATE datasets SET path=?, rows=?, parents_json=?, manifest_json=?, recipe_hash=?,"
+                " status='ready' WHERE name=? AND version=?",
+                (
+                    str(path), manifest.get("rows"), json.dumps(manifest.get("parents", [])),
+                    json.dumps(manifest), manifest.get("recipe_hash"), name, version,
+                ),
+            )
+
+    def abort_dataset(self, name: str, version: int) -> None:
+        with self.tx() as con:
+            con.execute("UPDATE datasets SET status='failed' WHERE name=? AND version=?", (name, version))
+
+    def resolve_dataset(self, ref: str) -> Path:
+        """`name@vN` (or `name@latest`, or `name`) -> the dataset directory."""
+        name, _, ver = ref.partition("@")
+        if ver in ("", "latest"):
+            rows = self.execute(
+                "SELECT path FROM datasets WHERE name=? AND status='ready' ORDER BY version DESC LIMIT 1", (name,)
+            )
+        else:
+            rows = self.execute(
+                "SELECT path FROM datasets WHERE name=? AND version=? AND status='ready'",
+                (name, int(ver.lstrip("v"))),
+            )
+        if not rows:
+            known = [f"{r['name']}@v{r['version']}" for r in self.execute(
+                "SELECT name, version FROM datasets WHERE status='ready' ORDER BY name, version")]
+            raise KeyError(f"no dataset {ref!r} in the catalog {self.path}; known: {', '.join(known) or 'none'}")
+        return Path(rows[0]["path"])
+
+    def datasets(self) -> list[sqlite3.Row]:
+        return self.execute("SELECT * FROM datasets WHERE status='ready' ORDER BY name, version")
+
+    # -- audit -------------------------------------------------------------------------------
+    def audit(self, actor: str, action: str, target: str, detail: dict | None = None, con: sqlite3.Connection | None = None) -> None:
+        sql = "INSERT INTO audit_log (at, actor, action, target, detail_json) VALUES (?,?,?,?,?)"
+        args = (time.time(), actor, action, target, json.dumps(detail or {}))
+        if con is not None:
+            con.execute(sql, args)
+        else:
+            with self.tx() as c:
+                c.execute(sql, args)
+
+    # -- DuckDB over everything --------------------------------------------------------------
+    def query(self, sql: str, params: list | None = None):
+        """Run `sql` in a fresh in-process DuckDB that sees the catalog tables (read-only) and
+        every ready dataset: `samples` (all rows, with a `dataset` column `name@vN`) and one view
+        per dataset name (`ds_<name>`, all versions). Returns a pyarrow Table."""
+        con = duck_connect(self)
+        try:
+            return con.execute(sql, params or []).fetch_arrow_table()
+        finally:
+            con.close()
+
+
+CATALOG_TABLES = ("runs", "datasets", "op_stats", "signals", "routes", "review_items", "audit_log", "models")
+
+
+def duck_connect(cat: Catalog):
+    """A DuckDB connection with the catalog attached read-only and dataset views created."""
+    import re
+
+    import duckdb
+
+    con = duckdb.connect(":memory:")
+    _load_sqlite_extension(con)
+    con.execute(f"ATTACH '{cat.path}' AS catalog (TYPE sqlite, READ_ONLY)")
+    for t in CATALOG_TABLES:
+        con.execute(f"CREATE VIEW {t} AS SELECT * FROM catalog.{t}")
+    rows = cat.datasets()
+    by_name: dict[str, list[tuple[str, str]]] = {}
+    for r in rows:
+        files = sorted(Path(r["path"]).glob("data/*.parquet")) if r["path"] else []
+        for f in files:
+            by_name.setdefault(r["name"], []).append((str(f), f"{r['name']}@v{r['version']}"))
+    selects = []
+    for name, files in by_name.items():
+        ident = "ds_" + re.sub(r"\W", "_", name)
+        mapping = ", ".join(f"('{_q(f)}', '{_q(d)}')" for f, d in files)
+        flist = ", ".join(f"'{_q(f)}'" for f, _ in files)
+        sel = (
+            f"SELECT m.dataset, p.* EXCLUDE (filename) FROM read_parquet([{flist}], union_by_name=true, filename=true) p"
+            f" JOIN (VALUES {mapping}) m(file, dataset) ON p.filename = m.file"
+        )
+        con.execute(f"CREATE VIEW {ident} AS {sel}")
+        selects.append(f"SELECT * FROM {ident}")
+    if selects:
+        con.execute("CREATE VIEW samples AS " + " UNION ALL BY NAME ".join(selects))
+    else:
+        con.execute("CREATE VIEW samples AS SELECT NULL::VARCHAR AS dataset, NULL::VARCHAR AS id, NULL::VARCHAR AS source,"
+                    " NULL::VARCHAR AS reject_reason WHERE false")
+    return con
+
+
+def _q(s: str) -> str:
+    return s.replace("'", "''")
+
+
+def _load_sqlite_extension(con) -> None:
+    """The `duckdb-extension-sqlite-scanner` wheel ships the extension file, so DuckDB never
+    tries to download it (which fails offline)."""
+    import glob
+
+    try:
+        import duckdb_extension_sqlite_scanner as ext  # type: ignore
+    except ImportError:
+        raise RuntimeError("DuckDB's sqlite extension is missing: pip install 'duckdb-extension-sqlite-scanner==<duckdb version>'") from None
+    files = glob.glob(str(Path(ext.__file__).parent / "extensions" / "*" / "sqlite_scanner.duckdb_extension"))
+    if not files:
+        raise RuntimeError(f"no sqlite_scanner extension file under {Path(ext.__file__).parent}; reinstall duckdb-extension-sqlite-scanner")
+    con.execute(f"LOAD '{files[0]}'")

@@ -1,0 +1,1 @@
+"""Review queue API and dashboard."""
