@@ -27,6 +27,7 @@ FEATURES = (
     "flywheel.cli_models",
     "flywheel.cli_caption",
     "flywheel.cli_train",
+    "flywheel.cli_eval",
     "flywheel.cli_loop",
     "flywheel.cli_review",
 )
