@@ -73,6 +73,36 @@ MIGRATIONS: list[tuple[int, str]] = [
         );
         """,
     ),
+    (
+        2,
+        # Review queue (issue 6 item 4, issue 7): idempotent enqueue, one vote per reviewer and item
+        # (the deciding vote and second-opinion checks, for agreement), sampled-QA batches,
+        # server-side dashboard sessions and login throttling shared by every server process.
+        """
+        ALTER TABLE review_items ADD COLUMN track TEXT;
+        ALTER TABLE review_items ADD COLUMN request_id TEXT;
+        CREATE UNIQUE INDEX review_items_key ON review_items
+            (queue, COALESCE(signal_id, ''), COALESCE(sample_id, ''), COALESCE(source, ''));
+        CREATE INDEX review_items_track ON review_items (queue, status, track, item_id);
+        CREATE INDEX review_items_decided ON review_items (status, decided_at);
+        CREATE TABLE review_votes (
+            item_id INTEGER NOT NULL, reviewer TEXT NOT NULL, decision TEXT NOT NULL, reason TEXT,
+            kind TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (item_id, reviewer)
+        );
+        CREATE INDEX review_votes_reviewer ON review_votes (reviewer, at);
+        CREATE TABLE review_batches (
+            batch_id TEXT PRIMARY KEY, queue TEXT, filter_json TEXT, sample_json TEXT, size INTEGER,
+            max_error REAL, status TEXT NOT NULL DEFAULT 'open', created_by TEXT, created_at REAL,
+            decided_by TEXT, decided_at REAL, result_json TEXT
+        );
+        CREATE TABLE sessions (
+            sid_hash TEXT PRIMARY KEY, user TEXT NOT NULL, csrf TEXT NOT NULL, created_at REAL,
+            expires_at REAL NOT NULL
+        );
+        CREATE TABLE login_attempts (key TEXT NOT NULL, at REAL NOT NULL, ok INTEGER NOT NULL);
+        CREATE INDEX login_attempts_key ON login_attempts (key, at)
+        """,
+    ),
 ]
 
 
@@ -242,7 +272,8 @@ class Catalog:
             con.close()
 
 
-CATALOG_TABLES = ("runs", "datasets", "op_stats", "signals", "routes", "review_items", "audit_log", "models")
+CATALOG_TABLES = ("runs", "datasets", "op_stats", "signals", "routes", "review_items", "audit_log", "models",
+                  "review_votes", "review_batches")
 
 
 def duck_connect(cat: Catalog):
