@@ -103,6 +103,24 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX login_attempts_key ON login_attempts (key, at)
         """,
     ),
+    (
+        3,
+        # The loop (issue 6): signals queryable by concept and attribute; one route per signal and
+        # router run; per-concept evaluations before and after a retraining, for the loop table.
+        """
+        ALTER TABLE signals ADD COLUMN concept TEXT;
+        ALTER TABLE signals ADD COLUMN attribute TEXT;
+        ALTER TABLE routes ADD COLUMN run_id TEXT;
+        CREATE INDEX signals_status ON signals (status, created_at);
+        CREATE INDEX routes_signal ON routes (signal_id, route_id);
+        CREATE TABLE loop_evals (
+            run_id TEXT NOT NULL, phase TEXT NOT NULL, ckpt TEXT, dataset TEXT, concept TEXT NOT NULL,
+            attribute TEXT NOT NULL, seed INTEGER NOT NULL DEFAULT 0, n INTEGER NOT NULL,
+            correct INTEGER NOT NULL, accuracy REAL, created_at REAL,
+            PRIMARY KEY (run_id, phase, concept, attribute, seed)
+        )
+        """,
+    ),
 ]
 
 
@@ -273,7 +291,7 @@ class Catalog:
 
 
 CATALOG_TABLES = ("runs", "datasets", "op_stats", "signals", "routes", "review_items", "audit_log", "models",
-                  "review_votes", "review_batches")
+                  "review_votes", "review_batches", "loop_evals")
 
 
 def duck_connect(cat: Catalog):
