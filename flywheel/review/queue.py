@@ -1,0 +1,407 @@
+"""The review queue: samples the pre-training track retrieved for a signal wait here until a
+reviewer approves or rejects them (report section 2.4; issue 6 item 4). The dashboard and the
+HTTP API are thin layers over these functions; the emitter reads `approved()`.
+
+Pure Python over the catalog's SQLite tables (`review_items`, `review_votes`, `review_batches`,
+`audit_log`). Every write is one short `BEGIN IMMEDIATE` transaction, so a review server up for
+days never holds the catalog against curation runs and flows.
+
+Concurrency is optimistic: a decision is an UPDATE that applies only `WHERE status='pending'`
+(and `version = expected_version` when the caller read one). Of two reviewers deciding one item,
+the loser's UPDATE touches no row and they get `AlreadyDecided` naming who decided it and when.
+Repeating one's own request (a double click, a retried POST) is answered with the stored result.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sqlite3
+import time
+import uuid
+from typing import Any, Iterable
+
+DECISIONS = ("approved", "rejected")
+STATUSES = ("pending", "approved", "rejected")
+# Reason codes the dashboard offers; the API accepts any short text.
+REASONS = {
+    "approved": ("relevant", "good_example", "other"),
+    "rejected": ("off_concept", "low_quality", "caption_wrong", "duplicate", "unsafe", "watermark_or_text", "other"),
+}
+MAX_REASON = 500
+_ACTION = {"approved": "review.approve", "rejected": "review.reject"}
+_BULK_CHUNK = 500  # items per write transaction: a long bulk decision never holds the lock for long
+
+
+class ReviewError(Exception):
+    """Base of the queue's errors; messages say what to do next."""
+
+
+class ItemNotFound(ReviewError, KeyError):
+    def __init__(self, item_id: int):
+        self.item_id = item_id
+        super().__init__(f"no review item {item_id}; list items with list_items() or the queue page")
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.args[0]
+
+
+class AlreadyDecided(ReviewError):
+    """Someone decided the item first (or this reviewer decided it differently before)."""
+
+    def __init__(self, by: str, at: float, decision: str, item_id: int | None = None):
+        self.by, self.at, self.decision, self.item_id = by, at, decision, item_id
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at)) if at else "earlier"
+        super().__init__(f"item {item_id} was already {decision} by {by} at {when}; nothing changed, move on to the next item")
+
+
+class VersionConflict(ReviewError):
+    def __init__(self, item_id: int, expected: int, actual: int):
+        self.item_id, self.expected, self.actual = item_id, expected, actual
+        super().__init__(f"item {item_id} changed since it was read (version {actual}, expected {expected}); reload it and decide again")
+
+
+# -- helpers -----------------------------------------------------------------------------------
+def _item(row: sqlite3.Row | None) -> dict | None:
+    if row is None:
+        return None
+    d = dict(row)
+    d["payload"] = json.loads(d.pop("payload_json") or "{}")
+    return d
+
+
+def _check_decision(decision: str, reason: str | None) -> None:
+    if decision not in DECISIONS:
+        raise ReviewError(f"decision must be one of {', '.join(DECISIONS)}, not {decision!r}")
+    if reason is not None and len(reason) > MAX_REASON:
+        raise ReviewError(f"reason is {len(reason)} characters; keep it under {MAX_REASON}")
+
+
+def _where(queue: str | None, signal_id: str | None, status: str | None, track: str | None,
+           after_id: int | None = None, max_id: int | None = None) -> tuple[str, list]:
+    clauses, args = [], []
+    for col, val in (("queue", queue), ("signal_id", signal_id), ("status", status), ("track", track)):
+        if val is not None:
+            clauses.append(f"{col} = ?")
+            args.append(val)
+    if after_id is not None:
+        clauses.append("item_id > ?")
+        args.append(int(after_id))
+    if max_id is not None:
+        clauses.append("item_id <= ?")
+        args.append(int(max_id))
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+
+# -- enqueue and read --------------------------------------------------------------------------
+def enqueue(cat, queue: str, items: list[dict], actor: str = "router") -> list[int]:
+    """Queue samples for review; returns their item ids in order. Idempotent per
+    (queue, signal_id, sample_id, source): queueing a sample again returns the existing id.
+    Item keys: signal_id, sample_id, source, dataset (`name@vN`), payload (dict), track."""
+    if not queue or not isinstance(queue, str):
+        raise ReviewError("queue must be a non-empty name such as 'pretrain'")
+    now = time.time()
+    rows = []
+    for i, it in enumerate(items):
+        if not it.get("sample_id"):
+            raise ReviewError(f"item {i} has no sample_id; every queued item names the sample it shows")
+        payload = it.get("payload") or {}
+        rows.append((
+            queue, it.get("signal_id"), it["sample_id"], it.get("source"), it.get("dataset"),
+            json.dumps(payload, default=str), it.get("track") or payload.get("track"), now,
+        ))
+    ids: list[int] = []
+    new = 0
+    for start in range(0, len(rows), 5000):
+        chunk = rows[start:start + 5000]
+        with cat.tx() as con:
+            for r in chunk:
+                cur = con.execute(
+                    "INSERT OR IGNORE INTO review_items (queue, signal_id, sample_id, source, dataset, payload_json,"
+                    " track, created_at) VALUES (?,?,?,?,?,?,?,?)", r)
+                if cur.rowcount:
+                    ids.append(cur.lastrowid)
+                    new += 1
+                else:
+                    ids.append(con.execute(
+                        "SELECT item_id FROM review_items WHERE queue = ? AND COALESCE(signal_id, '') = ?"
+                        " AND COALESCE(sample_id, '') = ? AND COALESCE(source, '') = ?",
+                        (r[0], r[1] or "", r[2] or "", r[3] or "")).fetchone()[0])
+            if start + len(chunk) >= len(rows):
+                cat.audit(actor, "review.enqueue", f"queue:{queue}", {"items": len(rows), "new": new}, con=con)
+    return ids
+
+
+def list_items(cat, queue: str | None = None, signal_id: str | None = None, status: str | None = "pending",
+               after_id: int | None = None, limit: int = 50, track: str | None = None,
+               max_id: int | None = None) -> list[dict]:
+    """One page of items in id order, after `after_id` (keyset pagination: a page costs the same
+    at item 10 and at item 1,000,000). `status=None` lists every status."""
+    limit = max(1, min(int(limit), 1000))
+    where, args = _where(queue, signal_id, status, track, after_id, max_id)
+    rows = cat.execute(f"SELECT * FROM review_items{where} ORDER BY item_id LIMIT ?", (*args, limit))
+    return [_item(r) for r in rows]
+
+
+def count_items(cat, queue: str | None = None, signal_id: str | None = None, status: str | None = "pending",
+                track: str | None = None, max_id: int | None = None) -> int:
+    where, args = _where(queue, signal_id, status, track, None, max_id)
+    return cat.execute(f"SELECT COUNT(*) AS n FROM review_items{where}", args)[0]["n"]
+
+
+def get_item(cat, item_id: int) -> dict:
+    item = _item(next(iter(cat.execute("SELECT * FROM review_items WHERE item_id = ?", (int(item_id),))), None))
+    if item is None:
+        raise ItemNotFound(item_id)
+    return item
+
+
+def groups(cat, status: str = "pending") -> list[dict]:
+    """Counts per (queue, signal, track) for the queue index page."""
+    rows = cat.execute(
+        "SELECT queue, signal_id, track, COUNT(*) AS n, MIN(item_id) AS first_id FROM review_items WHERE status = ?"
+        " GROUP BY queue, signal_id, track ORDER BY queue, signal_id, track", (status,))
+    return [dict(r) for r in rows]
+
+
+# -- decisions ---------------------------------------------------------------------------------
+def _decide_in(con: sqlite3.Connection, cat, item_id: int, decision: str, reviewer: str, reason: str | None,
+               expected_version: int | None, request_id: str | None, kind: str = "decide") -> dict:
+    """The decision inside an open write transaction; returns the item plus `applied`."""
+    now = time.time()
+    sql = ("UPDATE review_items SET status = ?, reason = ?, decided_by = ?, decided_at = ?, request_id = ?,"
+           " version = version + 1 WHERE item_id = ? AND status = 'pending'")
+    args: list[Any] = [decision, reason, reviewer, now, request_id, int(item_id)]
+    if expected_version is not None:
+        sql += " AND version = ?"
+        args.append(int(expected_version))
+    cur = con.execute(sql, args)
+    row = _item(con.execute("SELECT * FROM review_items WHERE item_id = ?", (int(item_id),)).fetchone())
+    if row is None:
+        raise ItemNotFound(item_id)
+    if cur.rowcount == 0:
+        if row["status"] == "pending":
+            raise VersionConflict(item_id, expected_version, row["version"])
+        same_request = request_id is not None and row["request_id"] == request_id
+        if row["decided_by"] == reviewer and row["status"] == decision and (same_request or request_id is None or row["request_id"] is None):
+            return {**row, "applied": False, "repeated": True}
+        raise AlreadyDecided(row["decided_by"], row["decided_at"], row["status"], item_id)
+    con.execute("INSERT OR REPLACE INTO review_votes VALUES (?,?,?,?,?,?)", (int(item_id), reviewer, decision, reason, kind, now))
+    cat.audit(reviewer, _ACTION[decision], f"review_item:{item_id}", {
+        "item_id": int(item_id), "decision": decision, "reason": reason, "queue": row["queue"],
+        "signal_id": row["signal_id"], "sample_id": row["sample_id"], "dataset": row["dataset"],
+        "request_id": request_id, "kind": kind,
+    }, con=con)
+    return {**row, "applied": True, "repeated": False}
+
+
+def decide(cat, item_id: int, decision: str, reviewer: str, reason: str | None = None,
+           expected_version: int | None = None, request_id: str | None = None) -> dict:
+    """Approve or reject one pending item. Raises `AlreadyDecided(by, at, decision)` when someone
+    else got there first, `VersionConflict` when the item changed since `expected_version`.
+    The audit row is written in the same transaction as the decision."""
+    _check_decision(decision, reason)
+    if not reviewer:
+        raise ReviewError("a decision needs the reviewer's name")
+    with cat.tx() as con:
+        return _decide_in(con, cat, item_id, decision, reviewer, reason, expected_version, request_id)
+
+
+def bulk_decide(cat, item_ids: Iterable[int], decision: str, reviewer: str, reason: str | None = None,
+                kind: str = "bulk") -> dict:
+    """Decide many items; each still applies only if pending. Returns counts."""
+    _check_decision(decision, reason)
+    ids = [int(i) for i in item_ids]
+    out = {"applied": 0, "already_decided": 0, "repeated": 0, "missing": 0, "applied_ids": []}
+    for start in range(0, len(ids), _BULK_CHUNK):
+        with cat.tx() as con:
+            for i in ids[start:start + _BULK_CHUNK]:
+                try:
+                    r = _decide_in(con, cat, i, decision, reviewer, reason, None, None, kind=kind)
+                except AlreadyDecided:
+                    out["already_decided"] += 1
+                    continue
+                except ItemNotFound:
+                    out["missing"] += 1
+                    continue
+                if r["applied"]:
+                    out["applied"] += 1
+                    out["applied_ids"].append(i)
+                else:
+                    out["repeated"] += 1
+    return out
+
+
+def bulk_decide_filter(cat, decision: str, reviewer: str, reason: str | None = None, *, queue: str | None = None,
+                       signal_id: str | None = None, track: str | None = None, max_id: int | None = None,
+                       exclude: Iterable[int] = ()) -> dict:
+    """Decide every pending item matching a filter, up to `max_id` (the newest item the reviewer
+    saw, so items queued after the page was rendered are never decided unseen)."""
+    skip = set(int(i) for i in exclude)
+    total = {"applied": 0, "already_decided": 0, "repeated": 0, "missing": 0, "applied_ids": []}
+    after = None
+    while True:
+        page = list_items(cat, queue=queue, signal_id=signal_id, track=track, after_id=after, limit=1000, max_id=max_id)
+        if not page:
+            break
+        after = page[-1]["item_id"]
+        r = bulk_decide(cat, [p["item_id"] for p in page if p["item_id"] not in skip], decision, reviewer, reason)
+        for k in ("applied", "already_decided", "repeated", "missing"):
+            total[k] += r[k]
+        total["applied_ids"] += r["applied_ids"]
+    cat.audit(reviewer, "review.bulk", f"queue:{queue or '*'}", {
+        "decision": decision, "reason": reason, "signal_id": signal_id, "track": track, "max_id": max_id,
+        **{k: v for k, v in total.items() if k != "applied_ids"}})
+    return total
+
+
+def approved(cat, queue: str | None = None, signal_id: str | None = None) -> list[dict]:
+    """Every approved item (for emission): sample, source, dataset, signal, reviewer, time."""
+    where, args = _where(queue, signal_id, "approved", None)
+    return [_item(r) for r in cat.execute(f"SELECT * FROM review_items{where} ORDER BY item_id", args)]
+
+
+# -- second opinions (agreement) -----------------------------------------------------------------
+def check(cat, item_id: int, reviewer: str, decision: str, reason: str | None = None) -> dict:
+    """A second opinion on a decided item: recorded as a vote for agreement statistics, the
+    item's decision is unchanged. A reviewer cannot check their own decision."""
+    _check_decision(decision, reason)
+    with cat.tx() as con:
+        row = _item(con.execute("SELECT * FROM review_items WHERE item_id = ?", (int(item_id),)).fetchone())
+        if row is None:
+            raise ItemNotFound(item_id)
+        if row["status"] == "pending":
+            raise ReviewError(f"item {item_id} is still pending; decide it on the queue page instead")
+        if row["decided_by"] == reviewer:
+            raise ReviewError(f"item {item_id} was decided by you; a second opinion must come from another reviewer")
+        cur = con.execute("INSERT OR IGNORE INTO review_votes VALUES (?,?,?,?,?,?)",
+                          (int(item_id), reviewer, decision, reason, "check", time.time()))
+        if cur.rowcount:
+            cat.audit(reviewer, "review.check", f"review_item:{item_id}", {
+                "item_id": int(item_id), "decision": decision, "reason": reason, "original": row["status"],
+                "original_by": row["decided_by"]}, con=con)
+        return {**row, "check": decision, "agrees": decision == row["status"], "applied": bool(cur.rowcount)}
+
+
+def items_to_check(cat, reviewer: str, queue: str | None = None, n: int = 20) -> list[dict]:
+    """A random sample of items others decided that `reviewer` has not voted on."""
+    sql = ("SELECT r.* FROM review_items r LEFT JOIN review_votes v ON v.item_id = r.item_id AND v.reviewer = ?"
+           " WHERE r.status != 'pending' AND r.decided_by != ? AND v.item_id IS NULL")
+    args: list[Any] = [reviewer, reviewer]
+    if queue:
+        sql += " AND r.queue = ?"
+        args.append(queue)
+    rows = cat.execute(sql + " ORDER BY RANDOM() LIMIT ?", (*args, int(n)))
+    return [_item(r) for r in rows]
+
+
+# -- sampled QA batches --------------------------------------------------------------------------
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval for k errors in n reviewed samples."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return max(0.0, c - h), min(1.0, c + h)
+
+
+def create_batch(cat, created_by: str, *, queue: str | None = None, signal_id: str | None = None,
+                 track: str | None = None, sample_size: int = 20, max_error: float = 0.1, seed: int | None = None) -> dict:
+    """Freeze the pending items matching a filter as a batch and draw a random sample of it for
+    review; the batch is accepted or rejected as a whole by the sample's error rate."""
+    with cat.tx() as con:
+        where, args = _where(queue, signal_id, "pending", track)
+        ids = [r[0] for r in con.execute(f"SELECT item_id FROM review_items{where} ORDER BY item_id", args)]
+        if not ids:
+            raise ReviewError("no pending items match this filter; pick another queue or signal")
+        sample = sorted(random.Random(seed).sample(ids, min(int(sample_size), len(ids))))
+        batch_id = uuid.uuid4().hex[:12]
+        flt = {"queue": queue, "signal_id": signal_id, "track": track, "max_id": ids[-1]}
+        con.execute("INSERT INTO review_batches (batch_id, queue, filter_json, sample_json, size, max_error, created_by,"
+                    " created_at) VALUES (?,?,?,?,?,?,?,?)",
+                    (batch_id, queue, json.dumps(flt), json.dumps(sample), len(ids), float(max_error), created_by, time.time()))
+        cat.audit(created_by, "review.qa_batch", f"batch:{batch_id}", {**flt, "size": len(ids), "sample": len(sample),
+                                                                      "max_error": max_error}, con=con)
+    return batch_status(cat, batch_id)
+
+
+def batch_status(cat, batch_id: str) -> dict:
+    rows = cat.execute("SELECT * FROM review_batches WHERE batch_id = ?", (batch_id,))
+    if not rows:
+        raise ReviewError(f"no QA batch {batch_id}; start one from the QA page")
+    b = dict(rows[0])
+    flt, sample = json.loads(b.pop("filter_json")), json.loads(b.pop("sample_json"))
+    got = {r["item_id"]: r["status"] for r in cat.execute(
+        f"SELECT item_id, status FROM review_items WHERE item_id IN ({','.join('?' * len(sample))})", sample)}
+    reviewed = [i for i in sample if got.get(i) in DECISIONS]
+    errors = sum(got[i] == "rejected" for i in reviewed)
+    n = len(reviewed)
+    rate = errors / n if n else None
+    lo, hi = wilson(errors, n)
+    done = n == len(sample)
+    recommend = None if not done else ("accept" if rate <= b["max_error"] else "reject")
+    b["result"] = json.loads(b.pop("result_json") or "null")
+    return {**b, "filter": flt, "sample": sample, "reviewed": n, "errors": errors, "error_rate": rate,
+            "ci_low": lo, "ci_high": hi, "done": done, "recommend": recommend,
+            "pending_sample": [i for i in sample if got.get(i) == "pending"]}
+
+
+def close_batch(cat, batch_id: str, accept: bool, reviewer: str) -> dict:
+    """Apply the batch decision to its unreviewed items (those frozen when it was created and still
+    pending). Every sampled item must have been reviewed first."""
+    st = batch_status(cat, batch_id)
+    if st["status"] != "open":
+        raise ReviewError(f"QA batch {batch_id} is already {st['status']}")
+    if not st["done"]:
+        raise ReviewError(f"review the {len(st['pending_sample'])} remaining sampled items before closing batch {batch_id}")
+    decision = "approved" if accept else "rejected"
+    reason = f"qa_batch:{batch_id} error_rate={st['error_rate']:.3f} n={st['reviewed']}"
+    f = st["filter"]
+    res = bulk_decide_filter(cat, decision, reviewer, reason, queue=f["queue"], signal_id=f["signal_id"],
+                             track=f["track"], max_id=f["max_id"], exclude=st["sample"])
+    result = {"decision": decision, "applied": res["applied"], "already_decided": res["already_decided"],
+              "error_rate": st["error_rate"], "ci": [st["ci_low"], st["ci_high"]]}
+    with cat.tx() as con:
+        con.execute("UPDATE review_batches SET status = ?, decided_by = ?, decided_at = ?, result_json = ? WHERE batch_id = ?",
+                    ("accepted" if accept else "rejected", reviewer, time.time(), json.dumps(result), batch_id))
+        cat.audit(reviewer, "review.qa_close", f"batch:{batch_id}", result, con=con)
+    return {**batch_status(cat, batch_id), "applied": res["applied"]}
+
+
+def batches(cat, limit: int = 50) -> list[dict]:
+    return [dict(r) for r in cat.execute(
+        "SELECT batch_id, queue, size, max_error, status, created_by, created_at, decided_by FROM review_batches"
+        " ORDER BY created_at DESC LIMIT ?", (limit,))]
+
+
+# -- statistics --------------------------------------------------------------------------------
+def stats(cat, since: float | None = None) -> dict:
+    """Counts per queue and status; per reviewer: decisions, approvals, throughput (decisions per
+    active hour: gaps over 10 minutes do not count as work) and agreement with other reviewers on
+    the items both voted on (second opinions and QA)."""
+    queues: dict[str, dict[str, int]] = {}
+    for r in cat.execute("SELECT queue, status, COUNT(*) AS n FROM review_items GROUP BY queue, status"):
+        queues.setdefault(r["queue"], {s: 0 for s in STATUSES})[r["status"]] = r["n"]
+    since = since if since is not None else 0.0
+    reviewers: dict[str, dict] = {}
+    for r in cat.execute(
+        "SELECT reviewer, COUNT(*) AS votes, SUM(kind != 'check') AS decisions, SUM(decision = 'approved') AS approved,"
+        " SUM(decision = 'rejected') AS rejected, MIN(at) AS first_at, MAX(at) AS last_at, SUM(CASE WHEN gap < 600 THEN gap ELSE 0 END) AS active"
+        " FROM (SELECT *, at - LAG(at) OVER (PARTITION BY reviewer ORDER BY at) AS gap FROM review_votes WHERE at >= ?)"
+        " GROUP BY reviewer ORDER BY reviewer", (since,)):
+        d = dict(r)
+        hours = max(d.pop("active") or 0.0, 60.0) / 3600.0  # at least a minute, so one decision is not infinite speed
+        d["per_hour"] = d["votes"] / hours
+        d["agreement"], d["compared"] = None, 0
+        reviewers[d["reviewer"]] = d
+    for r in cat.execute(
+        "SELECT a.reviewer, COUNT(*) AS compared, SUM(a.decision = b.decision) AS agreed FROM review_votes a"
+        " JOIN review_votes b ON a.item_id = b.item_id AND a.reviewer != b.reviewer GROUP BY a.reviewer"):
+        if r["reviewer"] in reviewers:
+            reviewers[r["reviewer"]]["compared"] = r["compared"]
+            reviewers[r["reviewer"]]["agreement"] = r["agreed"] / r["compared"]
+    return {"queues": queues, "reviewers": reviewers,
+            "pending": sum(q["pending"] for q in queues.values())}

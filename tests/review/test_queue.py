@@ -1,0 +1,192 @@
+"""The review queue over a real SQLite catalog: idempotent enqueue, keyset pages, one decision per
+item under concurrent reviewers (threads and processes), audit rows, QA batches, statistics."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import threading
+
+import pytest
+
+from flywheel.catalog import Catalog
+from flywheel.review import queue as q
+
+
+def _items(n, signal="sig-1", track="pretrain", start=0):
+    return [{"signal_id": signal, "sample_id": f"{i:064x}", "source": f"pool/{i}.png", "dataset": "pool@v1",
+             "payload": {"track": track, "captions": {"general": f"caption {i}"}, "scores": {"clip": 0.3}}}
+            for i in range(start, start + n)]
+
+
+@pytest.fixture
+def cat():
+    return Catalog()
+
+
+def test_enqueue_is_idempotent_per_key(cat):
+    ids = q.enqueue(cat, "pretrain", _items(5))
+    assert len(set(ids)) == 5
+    again = q.enqueue(cat, "pretrain", _items(5) + _items(2, start=5))
+    assert again[:5] == ids and len(set(again)) == 7
+    # the same sample for another signal or queue is another item
+    other = q.enqueue(cat, "pretrain", _items(1, signal="sig-2")) + q.enqueue(cat, "other", _items(1))
+    assert not set(other) & set(again)
+    assert q.count_items(cat, queue="pretrain") == 8
+    item = q.get_item(cat, ids[0])
+    assert item["track"] == "pretrain" and item["payload"]["captions"]["general"] == "caption 0"
+    with pytest.raises(q.ReviewError, match="sample_id"):
+        q.enqueue(cat, "pretrain", [{"signal_id": "s"}])
+
+
+def test_keyset_pagination_walks_every_item_once(cat):
+    ids = q.enqueue(cat, "pretrain", _items(23))
+    q.enqueue(cat, "pretrain", _items(4, signal="sig-2", start=100))
+    seen, after = [], None
+    while page := q.list_items(cat, queue="pretrain", signal_id="sig-1", after_id=after, limit=5):
+        assert len(page) <= 5
+        seen += [p["item_id"] for p in page]
+        after = page[-1]["item_id"]
+    assert seen == ids
+    q.decide(cat, ids[3], "approved", "ann")
+    assert ids[3] not in [p["item_id"] for p in q.list_items(cat, queue="pretrain", limit=100)]
+    assert [p["item_id"] for p in q.list_items(cat, status="approved")] == [ids[3]]
+
+
+def test_decide_writes_audit_and_losers_see_who_decided(cat):
+    (i,) = q.enqueue(cat, "pretrain", _items(1))
+    r = q.decide(cat, i, "approved", "ann", reason="relevant", request_id="req-1")
+    assert r["applied"] and r["status"] == "approved" and r["version"] == 1
+    # the same request again: the stored result, no second audit row
+    again = q.decide(cat, i, "approved", "ann", reason="relevant", request_id="req-1")
+    assert again["repeated"] and not again["applied"]
+    with pytest.raises(q.AlreadyDecided) as e:
+        q.decide(cat, i, "rejected", "bob", reason="low_quality")
+    assert e.value.by == "ann" and e.value.decision == "approved" and e.value.at == r["decided_at"]
+    assert "ann" in str(e.value)
+    with pytest.raises(q.AlreadyDecided):  # ann changing her mind is not a repeat
+        q.decide(cat, i, "rejected", "ann")
+    audit = cat.execute("SELECT actor, action, target, detail_json FROM audit_log WHERE action IN ('review.approve', 'review.reject')")
+    decisions = [a for a in audit if a["target"] == f"review_item:{i}"]
+    assert len(decisions) == 1 and decisions[0]["actor"] == "ann"
+    assert json.loads(decisions[0]["detail_json"])["reason"] == "relevant"
+    with pytest.raises(q.ItemNotFound):
+        q.decide(cat, 999_999, "approved", "ann")
+    with pytest.raises(q.ReviewError, match="decision must be"):
+        q.decide(cat, i, "maybe", "ann")
+
+
+def test_expected_version_guards_stale_reads(cat):
+    (i,) = q.enqueue(cat, "pretrain", _items(1))
+    with pytest.raises(q.VersionConflict):
+        q.decide(cat, i, "approved", "ann", expected_version=7)
+    assert q.decide(cat, i, "approved", "ann", expected_version=0)["applied"]
+
+
+def test_two_threads_deciding_one_item_leave_one_decision(cat):
+    ids = q.enqueue(cat, "pretrain", _items(20))
+    results: dict[str, list] = {"ann": [], "bob": []}
+
+    def worker(name, decision):
+        c = Catalog(cat.path)
+        for i in ids:
+            try:
+                results[name].append(q.decide(c, i, decision, name)["item_id"])
+            except q.AlreadyDecided:
+                pass
+
+    ts = [threading.Thread(target=worker, args=a) for a in (("ann", "approved"), ("bob", "rejected"))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert sorted(results["ann"] + results["bob"]) == sorted(ids)
+    audit = cat.execute("SELECT target FROM audit_log WHERE action IN ('review.approve', 'review.reject')")
+    assert sorted(int(a["target"].split(":")[1]) for a in audit) == sorted(ids)
+    for i in ids:
+        it = q.get_item(cat, i)
+        assert (it["decided_by"], it["status"]) in (("ann", "approved"), ("bob", "rejected"))
+
+
+def _proc_decide(path, ids, name, decision, out):
+    c = Catalog(path)
+    won = []
+    for i in ids:
+        try:
+            q.decide(c, i, decision, name)
+            won.append(i)
+        except q.AlreadyDecided:
+            pass
+    out.put((name, won))
+
+
+def test_two_processes_deciding_one_item_leave_one_decision(cat):
+    ids = q.enqueue(cat, "pretrain", _items(15))
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    ps = [ctx.Process(target=_proc_decide, args=(str(cat.path), ids, n, d, out)) for n, d in (("ann", "approved"), ("bob", "rejected"))]
+    for p in ps:
+        p.start()
+    won = dict(out.get(timeout=60) for _ in ps)
+    for p in ps:
+        p.join(30)
+    assert sorted(won["ann"] + won["bob"]) == sorted(ids)
+    assert not set(won["ann"]) & set(won["bob"])
+    assert cat.execute("SELECT COUNT(*) AS n FROM review_votes")[0]["n"] == len(ids)
+
+
+def test_bulk_decide_counts_and_filter_respects_max_id(cat):
+    ids = q.enqueue(cat, "pretrain", _items(10))
+    q.decide(cat, ids[0], "rejected", "bob")
+    r = q.bulk_decide(cat, ids[:4] + [123456], "approved", "ann", reason="relevant")
+    assert (r["applied"], r["already_decided"], r["missing"]) == (3, 1, 1)
+    late = q.enqueue(cat, "pretrain", _items(2, start=50))  # queued after the reviewer looked
+    r = q.bulk_decide_filter(cat, "rejected", "ann", "off_concept", queue="pretrain", signal_id="sig-1", max_id=ids[-1])
+    assert r["applied"] == 6
+    assert all(q.get_item(cat, i)["status"] == "pending" for i in late)
+    assert [a["item_id"] for a in q.approved(cat, queue="pretrain")] == ids[1:4]
+    assert {a["signal_id"] for a in q.approved(cat, signal_id="sig-1")} == {"sig-1"}
+
+
+def test_qa_batch_accepts_by_sample_error_rate(cat):
+    ids = q.enqueue(cat, "pretrain", _items(40))
+    b = q.create_batch(cat, "ann", queue="pretrain", signal_id="sig-1", sample_size=10, max_error=0.2, seed=1)
+    assert b["size"] == 40 and len(b["sample"]) == 10 and b["recommend"] is None
+    with pytest.raises(q.ReviewError, match="remaining sampled"):
+        q.close_batch(cat, b["batch_id"], True, "ann")
+    for k, i in enumerate(b["sample"]):
+        q.decide(cat, i, "rejected" if k == 0 else "approved", "ann")
+    st = q.batch_status(cat, b["batch_id"])
+    assert st["errors"] == 1 and st["error_rate"] == pytest.approx(0.1) and st["recommend"] == "accept"
+    assert 0 < st["ci_low"] < 0.1 < st["ci_high"] < 0.5
+    done = q.close_batch(cat, b["batch_id"], True, "ann")
+    assert done["applied"] == 30 and done["status"] == "accepted"
+    assert len(q.approved(cat)) == 39
+    with pytest.raises(q.ReviewError, match="already accepted"):
+        q.close_batch(cat, b["batch_id"], True, "ann")
+
+
+def test_wilson_interval():
+    lo, hi = q.wilson(0, 20)
+    assert lo == 0 and 0.15 < hi < 0.18
+    lo, hi = q.wilson(10, 20)
+    assert lo == pytest.approx(1 - hi)
+
+
+def test_stats_throughput_and_agreement(cat):
+    ids = q.enqueue(cat, "pretrain", _items(6))
+    for i in ids[:3]:
+        q.decide(cat, i, "approved", "ann")
+    for i in ids[3:5]:
+        q.decide(cat, i, "rejected", "bob")
+    assert q.check(cat, ids[0], "bob", "approved")["agrees"]
+    assert not q.check(cat, ids[1], "bob", "rejected")["agrees"]
+    with pytest.raises(q.ReviewError, match="decided by you"):
+        q.check(cat, ids[0], "ann", "approved")
+    assert {i["item_id"] for i in q.items_to_check(cat, "bob")} == {ids[2]}
+    s = q.stats(cat)
+    assert s["queues"]["pretrain"] == {"pending": 1, "approved": 3, "rejected": 2}
+    ann, bob = s["reviewers"]["ann"], s["reviewers"]["bob"]
+    assert (ann["decisions"], ann["approved"], ann["compared"], ann["agreement"]) == (3, 3, 2, 0.5)
+    assert (bob["decisions"], bob["votes"], bob["agreement"]) == (2, 4, 0.5)
+    assert ann["per_hour"] > 0
