@@ -145,9 +145,18 @@ def list_items(cat, queue: str | None = None, signal_id: str | None = None, stat
 
 
 def count_items(cat, queue: str | None = None, signal_id: str | None = None, status: str | None = "pending",
-                track: str | None = None, max_id: int | None = None) -> int:
+                track: str | None = None, max_id: int | None = None, cap: int | None = None) -> int:
+    """How many items match; with `cap`, stops counting there (a page shows "10000+")."""
     where, args = _where(queue, signal_id, status, track, None, max_id)
-    return cat.execute(f"SELECT COUNT(*) AS n FROM review_items{where}", args)[0]["n"]
+    if cap is None:
+        return cat.execute(f"SELECT COUNT(*) AS n FROM review_items{where}", args)[0]["n"]
+    return cat.execute(f"SELECT COUNT(*) AS n FROM (SELECT 1 FROM review_items{where} LIMIT ?)", (*args, int(cap)))[0]["n"]
+
+
+def max_item_id(cat, queue: str | None = None, signal_id: str | None = None, status: str | None = "pending",
+                track: str | None = None) -> int | None:
+    where, args = _where(queue, signal_id, status, track)
+    return cat.execute(f"SELECT MAX(item_id) AS m FROM review_items{where}", args)[0]["m"]
 
 
 def get_item(cat, item_id: int) -> dict:
