@@ -240,9 +240,9 @@ class Denoiser:
     (B, L) bool, img_slots (L,) bool: where the encoder reserved slots for condition images (2.1 only).
     """
 
-    def __init__(self, transformer):
-        self.model = transformer
-        self.arch = arch_of(transformer)
+    def __init__(self, transformer, arch: str | None = None):
+        self.model = transformer  # may be wrapped (DDP, torch.compile): pass `arch` then
+        self.arch = arch or arch_of(transformer)
 
     def __call__(self, x, t, grid, text, text_mask, img_slots=None, cond=None, cond_grids=None):
         import torch

@@ -100,7 +100,9 @@ class MiniLMEncoder(TextEncoder):
 
 
 def _slot_count(img) -> int:
-    """Slots for a condition image of a given (w, h) size or PIL image: one per 32x32 pixels."""
+    """Slots for a condition image: an int is the count itself; a (w, h) size or PIL image has one per 32x32 pixels."""
+    if isinstance(img, int):
+        return img
     w, h = img if isinstance(img, tuple) else img.size
     return (w // 32) * (h // 32)
 
