@@ -1,6 +1,6 @@
 """Users, roles, sessions, login throttling and API tokens for the review dashboard.
 
-Passwords are stored as argon2id hashes (argon2-cffi's defaults, RFC 9106 low-memory profile).
+Passwords are stored as argon2id hashes (RFC 9106 low-memory profile).
 Sessions live server-side in the catalog (`sessions`): the cookie carries a random id, the catalog
 only its SHA-256, so a leaked catalog cannot be replayed as cookies and a user who is disabled
 loses every session at once. Each session has its own CSRF token, checked on every
@@ -51,9 +51,16 @@ class Session:
 
 
 def _hasher():
-    from argon2 import PasswordHasher
+    """argon2id with RFC 9106's low-memory profile. `FLYWHEEL_ARGON2_PROFILE=test` picks the
+    cheapest parameters, for test suites only (every hash records its own parameters, so
+    verification works whichever profile made it)."""
+    import os
 
-    return PasswordHasher()
+    from argon2 import PasswordHasher, profiles
+
+    if os.environ.get("FLYWHEEL_ARGON2_PROFILE") == "test":
+        return PasswordHasher.from_parameters(profiles.CHEAPEST)
+    return PasswordHasher.from_parameters(profiles.RFC_9106_LOW_MEMORY)
 
 
 _DUMMY_HASH: str | None = None

@@ -1,0 +1,103 @@
+"""Review fixtures: a catalog with a reviewer and an admin, and a pool dataset of real PNGs whose
+samples are queued for review (captions include hostile HTML)."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pyarrow as pa
+import pytest
+
+HOSTILE_GENERAL = "<script>window.__pwned = 1</script> a red bicycle"
+HOSTILE_TEXT = '<img src=x onerror="window.__pwned = 2">'
+PASSWORDS = {"ann": "ann-password-1", "bob": "bob-password-1", "root": "root-password-1"}
+
+
+@pytest.fixture(autouse=True)
+def _cheap_argon2(monkeypatch):
+    """Production argon2 costs ~1 s per hash on a loaded 2-core machine; tests use the cheapest
+    parameters (the code path is the same)."""
+    monkeypatch.setenv("FLYWHEEL_ARGON2_PROFILE", "test")
+
+
+def png(color, size=(96, 64)) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def make_pool(cat, root, n: int = 12, name: str = "pool"):
+    """A registered dataset of `n` distinct PNGs; returns (ref, rows)."""
+    from flywheel.datasets import BASE_SCHEMA, DatasetWriter, sample_id
+
+    rows = []
+    for i in range(n):
+        data = png(((i * 37) % 256, (i * 91) % 256, (i * 53) % 256))
+        rows.append({"id": sample_id(data), "source": f"pool/{i:03d}.png", "task": "t2i", "image": data,
+                     "width": 96, "height": 64, "format": "PNG", "caption": f"caption {i}"})
+    table = pa.Table.from_pylist(rows, schema=pa.schema([BASE_SCHEMA.field(c) for c in rows[0]]))
+    with DatasetWriter(root / name, name=name, kind="accepted", catalog=cat) as w:
+        w.write(table)
+    return f"{name}@v{w.version}", rows
+
+
+def queue_pool(cat, ref, rows, signal="sig-red-bicycle", track="pretrain", queue="pretrain"):
+    from flywheel.review import queue as q
+
+    items = []
+    for k, r in enumerate(rows):
+        items.append({
+            "signal_id": signal, "sample_id": r["id"], "source": r["source"], "dataset": ref, "track": track,
+            "payload": {
+                "track": track,
+                "captions": {"general": HOSTILE_GENERAL if k == 0 else f"general caption {k}",
+                             "text": HOSTILE_TEXT if k == 0 else "", "knowledge": f"knowledge {k}",
+                             "structured": {"entities": [{"name": "bicycle", "color": "red"}]}},
+                "scores": {"clip__score": 0.25 + k / 100, "aesthetic__score": 5.5},
+                "neighbours": [{"sample_id": "ab" * 32, "caption": f"a blue bicycle {k}", "score": 0.71,
+                                "dataset": "train@v1"}],
+            }})
+    return q.enqueue(cat, queue, items)
+
+
+def add_users(cat):
+    from flywheel.review import auth
+
+    auth.add_user(cat, "ann", "reviewer", PASSWORDS["ann"])
+    auth.add_user(cat, "bob", "reviewer", PASSWORDS["bob"])
+    auth.add_user(cat, "root", "admin", PASSWORDS["root"])
+
+
+def login(client, user: str, password: str | None = None, next: str = "/queue"):
+    page = client.get("/login")
+    token = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    return client.post("/login", data={"username": user, "password": password or PASSWORDS[user], "csrf": token,
+                                       "next": next}, follow_redirects=False)
+
+
+def csrf_of(html: str) -> str:
+    return re.search(r'name="csrf-token" content="([^"]+)"', html).group(1)
+
+
+@pytest.fixture
+def review_env(tmp_path):
+    from flywheel.catalog import Catalog
+
+    cat = Catalog()
+    add_users(cat)
+    ref, rows = make_pool(cat, tmp_path)
+    ids = queue_pool(cat, ref, rows)
+    return {"cat": cat, "ref": ref, "rows": rows, "ids": ids}
+
+
+@pytest.fixture
+def client(review_env):
+    from fastapi.testclient import TestClient
+
+    from flywheel.review.app import create_app
+
+    with TestClient(create_app(review_env["cat"], secure_cookies=False)) as c:
+        yield c

@@ -1,0 +1,265 @@
+"""The dashboard and the review API through FastAPI's TestClient against a real catalog and a
+real dataset: authentication, roles, CSRF, escaping, concurrency, thumbnails, bulk, QA, audit."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import sys
+import types
+
+import pytest
+from fastapi.testclient import TestClient
+
+from flywheel.review import auth
+from flywheel.review import queue as q
+from flywheel.review.app import _csv_cell, create_app
+
+from .conftest import PASSWORDS, csrf_of, login
+
+
+def _logged_in(env, user):
+    c = TestClient(create_app(env["cat"], secure_cookies=False))
+    assert login(c, user).status_code == 303
+    return c
+
+
+def test_unauthenticated_requests_are_redirected_or_refused(client, review_env):
+    for path in ("/queue", "/queue/pretrain", "/audit", "/audit.csv", "/stats", "/admin/users", f"/thumb/{review_env['ids'][0]}"):
+        r = client.get(path, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"].startswith("/login?next="), path
+    r = client.post(f"/items/{review_env['ids'][0]}/decide", data={"decision": "approved"}, follow_redirects=False)
+    assert r.status_code == 303
+    assert client.get("/api/review/items").status_code == 401
+    r = client.get("/api/review/items", headers={"Authorization": "Bearer fwt_nope.nope"})
+    assert r.status_code == 401 and "tokens create" in r.json()["detail"]
+    assert q.get_item(review_env["cat"], review_env["ids"][0])["status"] == "pending"
+
+
+def test_login_sets_strict_cookie_and_rejects_bad_password_and_forged_login(review_env):
+    c = TestClient(create_app(review_env["cat"], secure_cookies=True), base_url="https://testserver")
+    r = login(c, "ann")
+    assert r.status_code == 303 and r.headers["location"] == "/queue"
+    cookie = [h for h in r.headers.get_list("set-cookie") if h.startswith("fw_session=")][0].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "secure" in cookie
+    assert c.get("/queue").status_code == 200
+    c2 = TestClient(create_app(review_env["cat"], secure_cookies=False))
+    assert login(c2, "ann", "wrong-password").status_code == 401
+    # no login CSRF token: refused before the password is even checked
+    r = c2.post("/login", data={"username": "ann", "password": PASSWORDS["ann"]}, follow_redirects=False)
+    assert r.status_code == 403
+
+
+def test_login_is_rate_limited_per_user(review_env):
+    c = TestClient(create_app(review_env["cat"], secure_cookies=False))
+    for _ in range(auth.MAX_FAILS_PER_USER):
+        assert login(c, "bob", "not-his-password").status_code == 401
+    r = login(c, "bob")  # the right password no longer helps inside the window
+    assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
+    assert login(c, "ann").status_code == 303  # other users are unaffected
+    fails = review_env["cat"].execute("SELECT COUNT(*) AS n FROM audit_log WHERE action = 'login.fail'")[0]["n"]
+    assert fails == auth.MAX_FAILS_PER_USER
+
+
+def test_reviewer_cannot_reach_admin_pages(review_env):
+    ann = _logged_in(review_env, "ann")
+    assert ann.get("/admin/users").status_code == 403
+    assert ann.get("/admin/queues").status_code == 403
+    token = csrf_of(ann.get("/queue").text)
+    r = ann.post("/admin/users", data={"csrf": token, "name": "mallory", "role": "admin", "password": "x" * 12})
+    assert r.status_code == 403
+    assert "mallory" not in [u["name"] for u in auth.list_users(review_env["cat"])]
+    assert "/admin/users" not in ann.get("/queue").text
+    root = _logged_in(review_env, "root")
+    assert root.get("/admin/users").status_code == 200
+    token = csrf_of(root.get("/admin/users").text)
+    r = root.post("/admin/users", data={"csrf": token, "name": "carol", "role": "reviewer", "password": "carol-pass-1"},
+                  follow_redirects=False)
+    assert r.status_code == 303
+    assert login(TestClient(create_app(review_env["cat"], secure_cookies=False)), "carol", "carol-pass-1").status_code == 303
+    # disabling a user ends their sessions at once
+    root.post("/admin/users/ann", data={"csrf": token, "action": "disable"})
+    assert ann.get("/queue", follow_redirects=False).status_code == 303
+
+
+def test_posts_without_csrf_token_are_refused(review_env):
+    ann = _logged_in(review_env, "ann")
+    item = review_env["ids"][0]
+    for data in ({"decision": "approved"}, {"decision": "approved", "csrf": "forged"}):
+        r = ann.post(f"/items/{item}/decide", data=data, follow_redirects=False)
+        assert r.status_code == 403 and "CSRF" in r.text
+    assert ann.post("/queue/pretrain/bulk", data={"decision": "approved", "confirm": "yes", "max_id": "999"}).status_code == 403
+    assert ann.post(f"/api/review/items/{item}/decision", json={"decision": "approved"}).status_code == 403
+    assert q.get_item(review_env["cat"], item)["status"] == "pending"
+    token = csrf_of(ann.get("/queue").text)
+    r = ann.post(f"/api/review/items/{item}/decision", json={"decision": "approved"}, headers={"X-CSRF-Token": token})
+    assert r.status_code == 200 and r.json()["decided_by"] == "ann"
+
+
+def test_captions_render_inert(review_env):
+    ann = _logged_in(review_env, "ann")
+    r = ann.get("/queue/pretrain?signal=sig-red-bicycle")
+    assert r.status_code == 200
+    html = r.text
+    assert "<script>window.__pwned" not in html and "&lt;script&gt;window.__pwned = 1&lt;/script&gt;" in html
+    assert "<img src=x" not in html and "&lt;img src=x onerror=" in html
+    assert "onerror=" not in re.sub(r"&lt;.*?&gt;", "", html)  # only inside escaped text
+    csp = r.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert "<script>" not in html.replace('<script src="/static/review.js" defer></script>', "")
+    # every card shows the four caption types, the signal, neighbours and scores
+    assert html.count('class="card pending"') == len(review_env["ids"])
+    for part in ("knowledge 3", "&#34;color&#34;: &#34;red&#34;", "a blue bicycle 3", "clip__score", "sig-red-bicycle"):
+        assert part in html, part
+
+
+def test_second_reviewer_sees_who_decided_first(review_env):
+    ann, bob = _logged_in(review_env, "ann"), _logged_in(review_env, "bob")
+    item = review_env["ids"][1]
+    ta, tb = csrf_of(ann.get("/queue/pretrain").text), csrf_of(bob.get("/queue/pretrain").text)
+    hdr = {"X-Requested-With": "fetch"}
+    r = ann.post(f"/items/{item}/decide", data={"csrf": ta, "decision": "approved", "reason": "relevant",
+                                                "request_id": "r1"}, headers=hdr)
+    assert r.status_code == 200 and r.json()["status"] == "approved"
+    r = ann.post(f"/items/{item}/decide", data={"csrf": ta, "decision": "approved", "request_id": "r1"}, headers=hdr)
+    assert r.status_code == 200 and r.json()["repeated"]  # a double click
+    r = bob.post(f"/items/{item}/decide", data={"csrf": tb, "decision": "rejected"}, headers=hdr)
+    assert r.status_code == 409 and r.json()["decided_by"] == "ann" and r.json()["decision"] == "approved"
+    # without JavaScript: redirected back with the notice on the page
+    r = bob.post(f"/items/{item}/decide", data={"csrf": tb, "decision": "rejected", "next": "/queue/pretrain"})
+    assert r.status_code == 200 and "already approved by ann" in r.text
+    assert q.get_item(review_env["cat"], item)["decided_by"] == "ann"
+
+
+def test_thumbnail_is_resized_once_and_served_from_cache(review_env):
+    from PIL import Image
+
+    from flywheel.config import cache_dir
+
+    ann = _logged_in(review_env, "ann")
+    item, row = review_env["ids"][2], review_env["rows"][2]
+    r = ann.get(f"/thumb/{item}?w=128")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+    im = Image.open(io.BytesIO(r.content))
+    assert im.size == (96, 64)  # never upscaled
+    cached = list(cache_dir("thumbs").rglob(f"{row['id']}_128.jpg"))
+    assert len(cached) == 1
+    mtime = cached[0].stat().st_mtime_ns
+    assert ann.get(f"/thumb/{item}?w=100").content == r.content
+    assert cached[0].stat().st_mtime_ns == mtime
+    assert ann.get("/thumb/99999").status_code == 404
+
+
+def test_bulk_decision_on_filtered_set(review_env):
+    cat, ids = review_env["cat"], review_env["ids"]
+    ann = _logged_in(review_env, "ann")
+    q.decide(cat, ids[0], "rejected", "bob")
+    html = ann.get("/queue/pretrain?signal=sig-red-bicycle").text
+    max_id = int(re.search(r'name="max_id" value="(\d+)"', html).group(1))
+    late = q.enqueue(cat, "pretrain", [{"signal_id": "sig-red-bicycle", "sample_id": "f" * 64, "track": "pretrain"}])
+    form = {"csrf": csrf_of(html), "decision": "approved", "reason": "relevant", "max_id": str(max_id),
+            "signal": "sig-red-bicycle", "track": ""}
+    assert ann.post("/queue/pretrain/bulk", data=form).status_code == 400  # not confirmed
+    r = ann.post("/queue/pretrain/bulk", data={**form, "confirm": "yes"})
+    assert r.status_code == 200 and f"Applied to {len(ids) - 1} items" in r.text
+    assert len(q.approved(cat)) == len(ids) - 1
+    assert q.get_item(cat, late[0])["status"] == "pending"  # queued after the page was seen
+
+
+def test_audit_page_and_csv_export(review_env):
+    cat, ids = review_env["cat"], review_env["ids"]
+    for i in ids[:3]:
+        q.decide(cat, i, "approved", "ann", reason="relevant")
+    q.decide(cat, ids[3], "rejected", "bob", reason="=HYPERLINK(\"http://x\")")
+    root = _logged_in(review_env, "root")
+    html = root.get("/audit?action=review.").text
+    assert html.count("review.approve") == 3 and html.count("review.reject") == 1
+    r = root.get("/audit.csv?action=review.")
+    assert r.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    decisions = [x for x in rows if x["action"] in ("review.approve", "review.reject")]
+    assert len(decisions) == 4 and {x["actor"] for x in decisions} == {"ann", "bob"}
+    assert rows[0]["seq"] > rows[-1]["seq"] or len(rows) == 1
+    assert _csv_cell("=1+1") == "'=1+1" and _csv_cell("ann") == "ann"
+    # the audit log is append-only from the dashboard: no route deletes or edits it
+    n = cat.execute("SELECT COUNT(*) AS n FROM audit_log")[0]["n"]
+    assert n >= 4 + 3  # 4 decisions, 3 user.add, enqueue
+
+
+def test_sampled_qa_batch_through_pages(review_env):
+    cat = review_env["cat"]
+    ann = _logged_in(review_env, "ann")
+    html = ann.get("/qa").text
+    group = re.search(r'<option value="([^"]+)">pretrain', html).group(1).replace("&#34;", '"')
+    r = ann.post("/qa", data={"csrf": csrf_of(html), "group": group, "sample_size": "4", "max_error": "0.3"},
+                 follow_redirects=False)
+    assert r.status_code == 303
+    batch_url = r.headers["location"]
+    b = q.batch_status(cat, batch_url.rsplit("/", 1)[1])
+    for k, i in enumerate(b["sample"]):
+        q.decide(cat, i, "rejected" if k == 0 else "approved", "ann")
+    page = ann.get(batch_url).text
+    assert "25.0%" in page and "accept</b> the batch" in page and "Wilson" in page
+    r = ann.post(batch_url + "/close", data={"csrf": csrf_of(page), "accept": "yes"})
+    assert r.status_code == 200 and "accepted" in r.text
+    assert len(q.approved(cat)) == len(review_env["ids"]) - 1
+
+
+def test_second_opinions_feed_agreement_stats(review_env):
+    cat, ids = review_env["cat"], review_env["ids"]
+    q.decide(cat, ids[0], "approved", "ann")
+    q.decide(cat, ids[1], "rejected", "ann")
+    bob = _logged_in(review_env, "bob")
+    page = bob.get("/check").text
+    assert page.count('action="/items/') == 2
+    token = csrf_of(page)
+    bob.post(f"/items/{ids[0]}/check", data={"csrf": token, "decision": "approved"})
+    bob.post(f"/items/{ids[1]}/check", data={"csrf": token, "decision": "approved"})
+    assert q.get_item(cat, ids[1])["status"] == "rejected"  # a second opinion never overrides
+    stats = bob.get("/stats").text
+    row = re.search(r"<tr><td>ann</td>(.*?)</tr>", stats, re.S).group(1)
+    assert "50%" in row
+
+
+def test_admin_emit_reports_missing_emission_and_calls_it_when_present(review_env, monkeypatch):
+    root = _logged_in(review_env, "root")
+    token = csrf_of(root.get("/admin/queues").text)
+    monkeypatch.setitem(sys.modules, "flywheel.emit", None)  # as if issue 6's emission were not installed
+    r = root.post("/admin/emit", data={"csrf": token, "from_ref": review_env["ref"], "name": "train"})
+    assert r.status_code == 400 and "flywheel.emit.emit is missing" in r.text
+    calls = []
+    fake = types.ModuleType("flywheel.emit")
+    fake.emit = lambda from_ref, add_approved, name: calls.append((from_ref, add_approved, name)) or "train@v2"
+    monkeypatch.setitem(sys.modules, "flywheel.emit", fake)
+    r = root.post("/admin/emit", data={"csrf": token, "from_ref": review_env["ref"], "name": "train"})
+    assert r.status_code == 200 and "Emitted train@v2" in r.text
+    assert calls == [(review_env["ref"], True, "train")]
+    assert review_env["cat"].execute("SELECT COUNT(*) AS n FROM audit_log WHERE action = 'admin.emit'")[0]["n"] == 1
+
+
+def test_api_with_token(review_env):
+    cat, ids = review_env["cat"], review_env["ids"]
+    tok = auth.create_token(cat, "loop")
+    c = TestClient(create_app(cat, secure_cookies=False))
+    h = {"Authorization": f"Bearer {tok}"}
+    page1 = c.get("/api/review/items?queue=pretrain&limit=5", headers=h).json()
+    page2 = c.get(f"/api/review/items?queue=pretrain&limit=5&after_id={page1['next_after_id']}", headers=h).json()
+    assert [i["item_id"] for i in page1["items"] + page2["items"]] == ids[:10]
+    r = c.post(f"/api/review/items/{ids[0]}/decision", json={"decision": "approved", "expected_version": 3}, headers=h)
+    assert r.status_code == 409 and "changed since" in r.json()["detail"]
+    r = c.post(f"/api/review/items/{ids[0]}/decision", json={"decision": "approved", "expected_version": 0,
+                                                           "request_id": "x1"}, headers=h)
+    assert r.status_code == 200 and r.json()["decided_by"] == "token:loop"
+    r = c.post(f"/api/review/items/{ids[0]}/decision", json={"decision": "maybe"}, headers=h)
+    assert r.status_code == 422
+    r = c.post("/api/review/bulk", json={"item_ids": ids[:4], "decision": "approved"}, headers=h).json()
+    assert (r["applied"], r["repeated"]) == (3, 1)
+    assert len(c.get("/api/review/approved?queue=pretrain", headers=h).json()["items"]) == 4
+    r = c.post("/api/review/enqueue", json={"queue": "pretrain", "items": [{"sample_id": "e" * 64, "signal_id": "s9"}]}, headers=h)
+    assert r.status_code == 200 and len(r.json()["item_ids"]) == 1
+    assert c.get("/api/review/stats", headers=h).json()["queues"]["pretrain"]["approved"] == 4
+    ann = _logged_in(review_env, "ann")  # reviewers decide, they do not queue
+    t = csrf_of(ann.get("/queue").text)
+    r = ann.post("/api/review/enqueue", json={"queue": "x", "items": []}, headers={"X-CSRF-Token": t})
+    assert r.status_code == 403
