@@ -117,6 +117,8 @@ class Operator:
     types: ClassVar[dict[str, pa.DataType]] = {}
     # Short description of each score: model, scale, direction (the "threshold card").
     cards: ClassVar[dict[str, str]] = {}
+    # Score column -> the param it is compared with (report threshold lines, calibration).
+    limits: ClassVar[dict[str, str]] = {}
 
     def __init__(self, params: Params | dict | None = None):
         if params is None:
@@ -142,11 +144,13 @@ class Operator:
         raise NotImplementedError
 
     # -- helpers -----------------------------------------------------------------------------
-    def column_type(self, column: str) -> pa.DataType:
-        return self.types.get(column, pa.float64())
+    @classmethod
+    def column_type(cls, column: str) -> pa.DataType:
+        return cls.types.get(column, pa.float64())
 
-    def schema(self) -> pa.Schema:
-        return pa.schema([(c, self.column_type(c)) for c in self.writes])
+    @classmethod
+    def schema(cls) -> pa.Schema:
+        return pa.schema([(c, cls.column_type(c)) for c in cls.writes])
 
     @classmethod
     def fail(cls, rule: str, detail: str = "") -> Fail:

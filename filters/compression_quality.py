@@ -52,6 +52,7 @@ class CompressionQuality(Operator):
     Params = CompressionParams
     writes = ("compression_quality__quality",)
     rules = ("low_quality",)
+    limits = {"compression_quality__quality": "min_quality"}
     cards = {"compression_quality__quality": "estimated encoder quality 1-100 (JPEG from quantisation tables; lossless = 100; null = unknown); higher is better"}
 
     def score(self, batch: pa.Table, work: Sequence[Work | None]) -> dict[str, Sequence[Any]]:

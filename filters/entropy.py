@@ -35,6 +35,7 @@ class Entropy(Operator):
     Params = EntropyParams
     writes = ("entropy__hist", "entropy__edges", "entropy__neighbor_corr")
     rules = ("flat", "low_detail", "noise")
+    limits = {"entropy__hist": "min_entropy", "entropy__edges": "min_edges", "entropy__neighbor_corr": "min_neighbor_corr"}
     cards = {
         "entropy__hist": "grayscale histogram entropy in bits (0-8); higher is more varied tone",
         "entropy__edges": "fraction (0-1) of pixels on an edge at the analysis size; higher is more detail",

@@ -37,6 +37,7 @@ class Resolution(Operator):
     writes = ("resolution__short_side", "resolution__bucket", "resolution__aspect")
     types = {"resolution__short_side": pa.int32(), "resolution__bucket": pa.int32()}
     rules = ("too_small", "aspect")
+    limits = {"resolution__aspect": "max_aspect", "resolution__bucket": "min_bucket"}
     cards = {
         "resolution__short_side": "pixels of the shorter side after EXIF transpose",
         "resolution__bucket": "largest bucket reached (0: below every bucket); higher is larger",

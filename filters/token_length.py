@@ -71,6 +71,7 @@ class TokenLength(Operator):
     writes = ("token_length__tokens",)
     types = {"token_length__tokens": pa.int32()}
     rules = ("missing", "too_short", "too_long")
+    limits = {"token_length__tokens": "max_tokens"}
     cards = {"token_length__tokens": "caption length in Qwen BPE tokens (instruction for edit pairs); null = missing or blank"}
 
     def texts(self, batch: pa.Table) -> list[str | None]:

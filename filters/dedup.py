@@ -1,0 +1,138 @@
+"""dedup: exact copies (same sample id) and near copies (perceptual hash within a Hamming radius,
+confirmed by a 16x16 thumbnail pixel distance), within the run and against datasets already in
+the catalog. Report section 2.3, stage 1, "Deduplication Filter".
+
+Scoring is per batch (`dedup__phash`, `dedup__thumb`); the decision is a barrier over the whole
+run (`decide`), so results never depend on batch order or worker count. The kept member of a
+family is chosen deterministically: samples already in the catalog first, then the largest short
+side, then `source` order. Families are pairs confirmed against their kept member, never chains.
+The confirmation matters: distinct document pages in one layout often have phashes within 6 bits.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+from pydantic import Field
+
+from .base import Fail, Operator, Params, Work, register
+
+THUMB = 16
+
+
+def phash64(gray: np.ndarray) -> int:
+    """imagehash's pHash (32x32 DCT, top-left 8x8 vs median) as a signed 64-bit integer."""
+    import imagehash
+    from PIL import Image
+
+    h = imagehash.phash(Image.fromarray(np.clip(gray, 0, 255).astype(np.uint8), "L"))
+    bits = np.packbits(h.hash.astype(np.uint8).ravel())
+    return int(np.frombuffer(bits.tobytes(), dtype=">u8")[0].astype(np.int64))
+
+
+def thumb16(gray: np.ndarray) -> bytes:
+    from PIL import Image
+
+    im = Image.fromarray(np.clip(gray, 0, 255).astype(np.uint8), "L").resize((THUMB, THUMB), Image.BOX)
+    return np.asarray(im, dtype=np.uint8).tobytes()
+
+
+class DedupParams(Params):
+    radius: int = Field(6, ge=0, le=12, description="max Hamming distance between 64-bit phashes")
+    max_thumb_dist: float = Field(12.0, ge=0, description="max mean |pixel difference| of 16x16 thumbnails (0-255)")
+    against_catalog: bool = Field(True, description="also dedup against accepted datasets already in the catalog")
+
+
+@register
+class Dedup(Operator):
+    name = "dedup"
+    Params = DedupParams
+    barrier = True
+    writes = ("dedup__phash", "dedup__thumb")
+    decided = ("dedup__kind", "dedup__dist", "dedup__of_id", "dedup__of_source")
+    types = {
+        "dedup__phash": pa.int64(), "dedup__thumb": pa.binary(), "dedup__kind": pa.string(),
+        "dedup__dist": pa.int16(), "dedup__of_id": pa.string(), "dedup__of_source": pa.string(),
+    }
+    rules = ("exact", "near")
+    limits = {"dedup__dist": "radius"}
+    cards = {
+        "dedup__phash": "64-bit DCT perceptual hash (imagehash.phash) as int64",
+        "dedup__thumb": "16x16 grayscale thumbnail bytes, the near-copy confirmation",
+        "dedup__dist": "Hamming distance to the kept member of the family (0 for exact copies)",
+    }
+
+    def score(self, batch: pa.Table, work: Sequence[Work | None]) -> dict[str, Sequence[Any]]:
+        ph, th = [], []
+        for w in work:
+            if w is None:
+                ph.append(None), th.append(None)
+            else:
+                ph.append(phash64(w.gray)), th.append(thumb16(w.gray))
+        return {"dedup__phash": ph, "dedup__thumb": th}
+
+    def decide(self, table: pa.Table, prior: pa.Table | None = None) -> dict[str, list]:
+        """Barrier step. `table`: this run's rows (id, source, width, height, dedup__phash,
+        dedup__thumb); `prior`: rows of accepted catalog datasets (same columns). Returns the
+        `decided` columns aligned with `table`."""
+        from .dedup_index import decide_families
+
+        p: DedupParams = self.params
+        n = table.num_rows
+        out = {c: [None] * n for c in self.decided}
+        ph = table.column("dedup__phash").to_pylist()
+        valid = [i for i, v in enumerate(ph) if v is not None]
+        prior_rows = []
+        if prior is not None and p.against_catalog and prior.num_rows:
+            pph = prior.column("dedup__phash").to_pylist()
+            prior_rows = [i for i, v in enumerate(pph) if v is not None]
+        if not valid:
+            return out
+
+        def cols(t: pa.Table, idx: list[int]):
+            sub = t.take(pa.array(idx, pa.int64()))
+            ids = sub.column("id").to_pylist()
+            srcs = sub.column("source").to_pylist()
+            phs = np.array(sub.column("dedup__phash").to_pylist(), dtype=np.int64).view(np.uint64)
+            th = sub.column("dedup__thumb").to_pylist()
+            thumbs = np.frombuffer(b"".join(x if x and len(x) == THUMB * THUMB else bytes(THUMB * THUMB) for x in th),
+                                   dtype=np.uint8).reshape(-1, THUMB * THUMB)
+            w = np.array([x or 0 for x in sub.column("width").to_pylist()])
+            h = np.array([x or 0 for x in sub.column("height").to_pylist()])
+            return ids, srcs, phs, thumbs, np.minimum(w, h)
+
+        parts = [cols(prior, prior_rows)] if prior_rows else []
+        parts.append(cols(table, valid))
+        ids = sum((list(x[0]) for x in parts), [])
+        srcs = sum((list(x[1]) for x in parts), [])
+        phs = np.concatenate([x[2] for x in parts])
+        thumbs = np.concatenate([x[3] for x in parts])
+        short = np.concatenate([x[4] for x in parts])
+        k = len(prior_rows)
+        dup_of, kind, dist = decide_families(ids, srcs, phs, thumbs, short, radius=p.radius,
+                                             max_thumb_dist=p.max_thumb_dist, prior_count=k)
+        names = {0: None, 1: "exact", 2: "near"}
+        for j, i in enumerate(valid):
+            jj = j + k
+            if dup_of[jj] >= 0:
+                out["dedup__kind"][i] = names[int(kind[jj])]
+                out["dedup__dist"][i] = int(dist[jj])
+                out["dedup__of_id"][i] = ids[dup_of[jj]]
+                out["dedup__of_source"][i] = srcs[dup_of[jj]]
+            else:
+                out["dedup__dist"][i] = 0
+        return out
+
+    def reject(self, table: pa.Table, params: DedupParams) -> list[list[Fail]]:
+        out = []
+        cols = [table.column(c).to_pylist() for c in ("dedup__kind", "dedup__dist", "dedup__of_source")]
+        for kind, dist, of in zip(*cols):
+            if kind == "exact":
+                out.append([self.fail("exact", f"same bytes as kept {of}")])
+            elif kind == "near":
+                out.append([self.fail("near", f"phash distance {dist} <= radius={params.radius} to kept {of}, thumbnail confirmed")])
+            else:
+                out.append([])
+        return out
