@@ -1,0 +1,192 @@
+"""open_clip image and text embeddings, loaded from the model store's `local-dir:` folders.
+
+A CLIP model in the store is an open_clip `local-dir:` folder: `open_clip_config.json`
+(`model_cfg`, `preprocess_cfg`) and `open_clip_model.safetensors`, the layout of the hub repos
+open_clip publishes (ViT-L-14 / openai is `timm/vit_large_patch14_clip_224.openai`). The same
+code path loads the real ViT-L-14 and the tiny random-weight models tests build with
+`build_tiny()`.
+
+Embeddings are L2-normalised float32; cosine similarity is their dot product (-1..1; CLIP
+ViT-L-14 gives ~0.15-0.20 for unrelated and ~0.30+ for matching image-text pairs).
+
+Embeddings are kept so nothing is embedded twice: per process in `EmbeddingCache` (the
+aesthetic head running beside the CLIP operator in one worker reads it), and per run in a side
+dataset (`write_side`, `read_side`: Parquet parts of `id, image_emb, text_emb, model, revision`)
+that the FAISS index reads.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections import OrderedDict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+SIDE_COLUMNS = ("id", "image_emb", "text_emb", "model", "revision")
+
+
+def device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class Clip:
+    """`images(list of RGB uint8)` and `texts(list of str)` -> (N, D) normalised embeddings."""
+
+    def __init__(self, model_dir: Path | str, batch_size: int = 32, dev: str | None = None):
+        import open_clip
+        import torch
+
+        self.dir = Path(model_dir)
+        self.device = dev or device()
+        ref = f"local-dir:{self.dir}"
+        self.model, _, self.preprocess = open_clip.create_model_and_transforms(ref, device=self.device)
+        self.model.eval()
+        if self.device == "cuda":
+            self.model.half()
+        self.tokenizer = open_clip.get_tokenizer(ref)
+        self.batch_size = max(1, batch_size)
+        self.dtype = torch.float16 if self.device == "cuda" else torch.float32
+        self.dim = int(self.model.text_projection.shape[1]) if getattr(self.model, "text_projection", None) is not None else None
+
+    def images(self, rgbs: Sequence[np.ndarray]) -> np.ndarray:
+        import torch
+        from PIL import Image
+
+        out = []
+        with torch.inference_mode():
+            for s in range(0, len(rgbs), self.batch_size):
+                x = torch.stack([self.preprocess(Image.fromarray(r)) for r in rgbs[s:s + self.batch_size]])
+                e = self.model.encode_image(x.to(self.device, self.dtype))
+                out.append(torch.nn.functional.normalize(e.float(), dim=-1).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.dim or 0), np.float32)
+
+    def texts(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        out = []
+        with torch.inference_mode():
+            for s in range(0, len(texts), self.batch_size):
+                tok = self.tokenizer(list(texts[s:s + self.batch_size])).to(self.device)
+                e = self.model.encode_text(tok)
+                out.append(torch.nn.functional.normalize(e.float(), dim=-1).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.dim or 0), np.float32)
+
+
+_models: dict[tuple[str, int], Clip] = {}
+_lock = threading.Lock()
+
+
+def shared(model_dir: Path | str, batch_size: int = 32) -> Clip:
+    """One loaded CLIP per folder per process (CLIP and aesthetic in one worker share it)."""
+    key = (str(Path(model_dir).resolve()), batch_size)
+    with _lock:
+        if key not in _models:
+            _models[key] = Clip(model_dir, batch_size)
+        return _models[key]
+
+
+class EmbeddingCache:
+    """Process-wide LRU of image embeddings keyed by (model folder, sample id)."""
+
+    def __init__(self, capacity: int = 50_000):
+        self.capacity = capacity
+        self.data: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def put(self, model: str, ids: Sequence[str], embs: np.ndarray) -> None:
+        with self.lock:
+            for i, e in zip(ids, embs):
+                self.data[(model, i)] = e
+                self.data.move_to_end((model, i))
+            while len(self.data) > self.capacity:
+                self.data.popitem(last=False)
+
+    def get(self, model: str, sample_id: str) -> np.ndarray | None:
+        with self.lock:
+            return self.data.get((model, sample_id))
+
+
+IMAGE_CACHE = EmbeddingCache()
+
+
+def write_side(side_dir: Path | str, ids: Sequence[str], image_emb: np.ndarray, text_emb: np.ndarray | None,
+               model: str, revision: str) -> Path:
+    """One Parquet part of the embeddings side dataset (each worker writes its own parts)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    d = Path(side_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    dim = image_emb.shape[1]
+    t = pa.table({
+        "id": pa.array(list(ids), pa.string()),
+        "image_emb": pa.FixedSizeListArray.from_arrays(pa.array(image_emb.astype(np.float32).ravel()), dim),
+        "text_emb": (pa.FixedSizeListArray.from_arrays(pa.array(text_emb.astype(np.float32).ravel()), dim)
+                     if text_emb is not None else pa.nulls(len(ids), pa.list_(pa.float32(), dim))),
+        "model": pa.array([model] * len(ids), pa.string()),
+        "revision": pa.array([revision] * len(ids), pa.string()),
+    })
+    p = d / f"part-{uuid.uuid4().hex[:12]}.parquet"
+    tmp = p.with_suffix(".tmp")
+    pq.write_table(t, tmp, compression="zstd")
+    tmp.rename(p)
+    if not (d / "_meta.json").exists():
+        (d / "_meta.json").write_text(json.dumps({"columns": list(SIDE_COLUMNS), "dim": dim, "model": model,
+                                                  "revision": revision, "key": "id (sample id)"}))
+    return p
+
+
+def read_side(side_dir: Path | str):
+    """The embeddings side dataset as one Arrow table (duplicates of an id: the first kept)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parts = sorted(Path(side_dir).glob("part-*.parquet"))
+    if not parts:
+        return pa.table({c: [] for c in SIDE_COLUMNS})
+    t = pa.concat_tables([pq.read_table(p) for p in parts])
+    seen, keep = set(), []
+    for i, sid in enumerate(t.column("id").to_pylist()):
+        if sid not in seen:
+            seen.add(sid)
+            keep.append(i)
+    return t.take(keep)
+
+
+def build_tiny(dest: Path | str, seed: int = 0, embed_dim: int = 32, image_size: int = 32, revision: str = "tiny-random") -> Path:
+    """A tiny random-weight open_clip model in the store's folder layout, with its `model.yaml`
+    card (kind, revision, SHA-256 of each file) so `flywheel models add NAME --from DEST` takes it."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    from .store import sha256
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    model_cfg = {
+        "embed_dim": embed_dim,
+        "vision_cfg": {"image_size": image_size, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+    }
+    cfg = {"model_cfg": model_cfg, "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073],
+                                                      "std": [0.26862954, 0.26130258, 0.27577711],
+                                                      "interpolation": "bicubic", "resize_mode": "shortest"}}
+    (dest / "open_clip_config.json").write_text(json.dumps(cfg, indent=1))
+    torch.manual_seed(seed)
+    model = open_clip.create_model(f"local-dir:{dest}")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(dest / "open_clip_model.safetensors"))
+    files = {f: sha256(dest / f) for f in ("open_clip_config.json", "open_clip_model.safetensors")}
+    import yaml
+
+    (dest / "model.yaml").write_text(yaml.safe_dump({
+        "kind": "open_clip", "source": {"local": "flywheel.models.clip.build_tiny"}, "revision": revision,
+        "files": files, "licence": "test model (random weights)", "operators": ["clip", "aesthetic"],
+    }, sort_keys=False))
+    return dest
