@@ -65,7 +65,7 @@ def _pretty(v) -> str:
             v = json.loads(v)
         except ValueError:
             return v
-    return json.dumps(v, indent=1, ensure_ascii=False) if isinstance(v, (dict, list)) else str(v)
+    return json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else str(v)
 
 
 def _safe_next(nxt: str | None, default: str = "/queue") -> str:

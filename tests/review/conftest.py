@@ -21,11 +21,15 @@ def _cheap_argon2(monkeypatch):
     monkeypatch.setenv("FLYWHEEL_ARGON2_PROFILE", "test")
 
 
-def png(color, size=(96, 64)) -> bytes:
-    from PIL import Image
+def png(color, size=(320, 240)) -> bytes:
+    """A coloured disc on a light background (distinct bytes per colour)."""
+    from PIL import Image, ImageDraw
 
+    im = Image.new("RGB", size, (235, 235, 225))
+    w, h = size
+    ImageDraw.Draw(im).ellipse((w * 0.2, h * 0.1, w * 0.8, h * 0.9), fill=color)
     buf = io.BytesIO()
-    Image.new("RGB", size, color).save(buf, "PNG")
+    im.save(buf, "PNG")
     return buf.getvalue()
 
 
@@ -37,7 +41,7 @@ def make_pool(cat, root, n: int = 12, name: str = "pool"):
     for i in range(n):
         data = png(((i * 37) % 256, (i * 91) % 256, (i * 53) % 256))
         rows.append({"id": sample_id(data), "source": f"pool/{i:03d}.png", "task": "t2i", "image": data,
-                     "width": 96, "height": 64, "format": "PNG", "caption": f"caption {i}"})
+                     "width": 320, "height": 240, "format": "PNG", "caption": f"caption {i}"})
     table = pa.Table.from_pylist(rows, schema=pa.schema([BASE_SCHEMA.field(c) for c in rows[0]]))
     with DatasetWriter(root / name, name=name, kind="accepted", catalog=cat) as w:
         w.write(table)
@@ -45,7 +49,13 @@ def make_pool(cat, root, n: int = 12, name: str = "pool"):
 
 
 def queue_pool(cat, ref, rows, signal="sig-red-bicycle", track="pretrain", queue="pretrain"):
+    import time
+
     from flywheel.review import queue as q
+
+    with cat.tx() as con:  # the signal the items were retrieved for, as the loop stores it
+        con.execute("INSERT OR IGNORE INTO signals (signal_id, kind, prompt, status, created_at) VALUES (?,?,?,?,?)",
+                    (signal, "eval", f"a red bicycle leaning on a wall ({signal})", "routed", time.time()))
 
     items = []
     for k, r in enumerate(rows):
