@@ -50,6 +50,10 @@ class Backend:
         """Generation parameters that change outputs: part of every prompt hash."""
         return {}
 
+    def row_inputs(self, ctype: str, row: dict) -> dict:
+        """Row fields the output depends on beyond the prompt and images (part of the prompt hash)."""
+        return {}
+
     def generate(self, requests: list[Request]) -> list[str | BaseException]:
         raise NotImplementedError
 
@@ -133,11 +137,8 @@ class TransformersBackend(Backend):
         dtype = self.dtype
         if dtype == "auto":
             dtype = "bfloat16" if device.startswith("cuda") else "float32"
-        kw = {}
-        if self.max_pixels:
-            kw["max_pixels"] = self.max_pixels
         try:
-            self.processor = AutoProcessor.from_pretrained(self.model_ref, **kw)
+            self.processor = AutoProcessor.from_pretrained(self.model_ref)
             self.model = Qwen3VLForConditionalGeneration.from_pretrained(self.model_ref, dtype=getattr(torch, dtype))
         except OSError as e:
             raise RuntimeError(
@@ -145,6 +146,9 @@ class TransformersBackend(Backend):
                 "(save_pretrained layout) or a hub id that is in the HF cache") from e
         self.model.to(device).eval()
         self.processor.tokenizer.padding_side = "left"
+        if self.max_pixels:  # caps the image tokens per image (16 px patches, 2x2 merged)
+            self.processor.image_processor.size = {**self.processor.image_processor.size,
+                                                   "longest_edge": self.max_pixels}
         self._device = device
         p = Path(self.model_ref)
         if p.is_dir():
@@ -173,25 +177,27 @@ class TransformersBackend(Backend):
         msgs.append({"role": "user", "content": content})
         return msgs
 
-    def generate(self, requests: list[Request]) -> list[str | BaseException]:
+    def generate(self, requests: list[Request], **overrides) -> list[str | BaseException]:
+        """`overrides`: max_new_tokens / temperature / top_p for this call (the server's requests)."""
         self.setup()
         out: list[str | BaseException] = []
         for i in range(0, len(requests), self.batch_size):
             chunk = requests[i: i + self.batch_size]
             try:
-                out.extend(self._generate(chunk))
+                out.extend(self._generate(chunk, **overrides))
             except Exception as e:  # a bad batch: fall back to one by one, so one image fails alone
                 if len(chunk) == 1:
                     out.append(e)
                     continue
                 for r in chunk:
                     try:
-                        out.extend(self._generate([r]))
+                        out.extend(self._generate([r], **overrides))
                     except Exception as e1:
                         out.append(e1)
         return out
 
-    def _generate(self, chunk: list[Request]) -> list[str]:
+    def _generate(self, chunk: list[Request], max_new_tokens: int | None = None, temperature: float | None = None,
+                  top_p: float | None = None) -> list[str]:
         import torch
 
         proc = self.processor
@@ -202,12 +208,13 @@ class TransformersBackend(Backend):
         inputs = inputs.to(self._device)
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
-        sample = self.temperature > 0
-        kw: dict[str, Any] = dict(max_new_tokens=self.max_new_tokens, do_sample=sample,
+        temperature = self.temperature if temperature is None else temperature
+        sample = temperature > 0
+        kw: dict[str, Any] = dict(max_new_tokens=max_new_tokens or self.max_new_tokens, do_sample=sample,
                                   repetition_penalty=self.repetition_penalty,
                                   pad_token_id=proc.tokenizer.pad_token_id)
         if sample:
-            kw.update(temperature=self.temperature, top_p=self.top_p)
+            kw.update(temperature=temperature, top_p=self.top_p if top_p is None else top_p)
             if self.top_k:
                 kw["top_k"] = self.top_k
             torch.manual_seed(self.seed)
@@ -344,6 +351,12 @@ class OfflineBackend(Backend):
 
     def __init__(self, ocr: bool = True):
         self.ocr = ocr
+
+    def row_inputs(self, ctype: str, row: dict) -> dict:
+        keys = {"text": ("lang",), "knowledge": ("meta", "caption", "instruction", "task"),
+                "general": ("caption", "instruction", "task", "width", "height"),
+                "structured": ("caption", "width", "height", "format", "has_alpha")}[ctype]
+        return {k: row.get(k) for k in keys}
 
     @property
     def revision(self) -> str:

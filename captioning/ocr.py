@@ -41,16 +41,9 @@ def _rapid():
 
     from rapidocr import RapidOCR
 
-    logging.getLogger("RapidOCR").setLevel(logging.WARNING)
-    return RapidOCR(params={"Global.log_level": "warning"}) if _accepts_params() else RapidOCR()
-
-
-def _accepts_params() -> bool:
-    import inspect
-
-    from rapidocr import RapidOCR
-
-    return "params" in inspect.signature(RapidOCR.__init__).parameters
+    engine = RapidOCR()
+    logging.getLogger("RapidOCR").setLevel(logging.ERROR)  # "detection result is empty" on blank images
+    return engine
 
 
 @functools.lru_cache(maxsize=1)

@@ -1,0 +1,157 @@
+"""`flywheel caption serve`: an OpenAI-compatible chat-completions server over the transformers
+backend, for teams without vLLM.
+
+Concurrent requests are batched into one `generate` call: handlers put their request on a queue
+and await a future; one worker thread takes what is waiting (up to `max_batch`, after at most
+`max_wait_ms` for more to arrive), groups it by generation parameters and runs each group as one
+left-padded batch. Endpoints: `GET /v1/models` (with the model `revision`, which the openai backend
+puts in its cache key), `POST /v1/chat/completions` (text and `image_url` parts; images as base64
+data URLs), `GET /health`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import queue
+import threading
+import time
+import uuid
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from .backends import Request, TransformersBackend
+from .types import Prompt
+
+
+@dataclass
+class _Job:
+    req: Request
+    params: tuple  # (max_new_tokens, temperature, top_p)
+    future: Future
+
+
+class Batcher:
+    """Collects concurrent requests into batches for one generate call each."""
+
+    def __init__(self, backend: TransformersBackend, max_batch: int = 8, max_wait_ms: float = 20.0):
+        self.backend = backend
+        self.max_batch = max_batch
+        self.max_wait = max_wait_ms / 1000
+        self.q: queue.Queue[_Job | None] = queue.Queue()
+        self.batches: list[int] = []  # sizes of the batches run (for tests and the benchmark)
+        self._thread = threading.Thread(target=self._loop, name="caption-batcher", daemon=True)
+        self._thread.start()
+
+    def submit(self, req: Request, params: tuple) -> Future:
+        fut: Future = Future()
+        self.q.put(_Job(req, params, fut))
+        return fut
+
+    def close(self) -> None:
+        self.q.put(None)
+        self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while True:
+            job = self.q.get()
+            if job is None:
+                return
+            jobs = [job]
+            deadline = time.monotonic() + self.max_wait
+            while len(jobs) < self.max_batch:
+                try:
+                    nxt = self.q.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self.q.put(None)
+                    break
+                jobs.append(nxt)
+            groups: dict[tuple, list[_Job]] = {}
+            for j in jobs:
+                groups.setdefault(j.params, []).append(j)
+            for (max_new, temp, top_p), group in groups.items():
+                self.batches.append(len(group))
+                try:
+                    outs = self.backend.generate([j.req for j in group], max_new_tokens=max_new,
+                                                 temperature=temp, top_p=top_p)
+                except Exception as e:
+                    outs = [e] * len(group)
+                for j, out in zip(group, outs):
+                    if isinstance(out, BaseException):
+                        j.future.set_exception(out)
+                    else:
+                        j.future.set_result(out)
+
+
+def _decode_image(url: str) -> bytes:
+    if url.startswith("data:"):
+        _, _, b64 = url.partition(",")
+        return base64.b64decode(b64)
+    if url.startswith("file://"):
+        with open(url[7:], "rb") as f:
+            return f.read()
+    raise ValueError("only data: and file:// image URLs are accepted (this server has no internet access)")
+
+
+def parse_messages(messages: list[dict]) -> tuple[str, str, list[bytes]]:
+    """(system text, user text, images) from OpenAI chat messages; earlier turns are joined."""
+    system, user, images = [], [], []
+    for m in messages:
+        content = m.get("content")
+        parts = [{"type": "text", "text": content}] if isinstance(content, str) else (content or [])
+        for p in parts:
+            if p.get("type") == "text":
+                (system if m.get("role") == "system" else user).append(p.get("text", ""))
+            elif p.get("type") == "image_url":
+                iu = p.get("image_url")
+                images.append(_decode_image(iu["url"] if isinstance(iu, dict) else iu))
+    return "\n".join(system), "\n".join(user), images
+
+
+def create_app(backend: TransformersBackend, model_name: str, max_batch: int = 8, max_wait_ms: float = 20.0):
+    from fastapi import FastAPI, HTTPException
+    from fastapi.responses import JSONResponse
+
+    backend.setup()
+    batcher = Batcher(backend, max_batch=max_batch, max_wait_ms=max_wait_ms)
+    app = FastAPI(title="flywheel caption server")
+    app.state.batcher = batcher
+
+    @app.get("/health")
+    def health():
+        return {"status": "ok", "model": model_name, "batches": len(batcher.batches)}
+
+    @app.get("/v1/models")
+    def models():
+        return {"object": "list", "data": [{"id": model_name, "object": "model", "owned_by": "flywheel",
+                                            "revision": backend.revision}]}
+
+    @app.post("/v1/chat/completions")
+    async def chat(body: dict):
+        if body.get("stream"):
+            raise HTTPException(400, "streaming is not supported; send stream=false")
+        if body.get("model") not in (None, model_name):
+            raise HTTPException(404, f"model {body.get('model')!r} is not served here; GET /v1/models lists {model_name!r}")
+        try:
+            system, user, images = parse_messages(body.get("messages") or [])
+        except (ValueError, KeyError, OSError) as e:
+            raise HTTPException(400, f"bad message content: {e}")
+        if not user and not images:
+            raise HTTPException(400, "no user content; send a text or image_url part")
+        req = Request(images=images, prompt=Prompt(type="chat", system=system, user=user, n_images=len(images)))
+        params = (int(body.get("max_tokens") or body.get("max_completion_tokens") or backend.max_new_tokens),
+                  float(body.get("temperature") if body.get("temperature") is not None else backend.temperature),
+                  float(body.get("top_p") if body.get("top_p") is not None else backend.top_p))
+        try:
+            text = await asyncio.wrap_future(batcher.submit(req, params))
+        except Exception as e:
+            return JSONResponse({"error": {"message": f"{type(e).__name__}: {e}", "type": "server_error"}}, 500)
+        return {
+            "id": "chatcmpl-" + uuid.uuid4().hex[:24], "object": "chat.completion", "created": int(time.time()),
+            "model": model_name,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        }
+
+    return app
