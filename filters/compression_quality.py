@@ -32,14 +32,26 @@ _STD_LUMA_ZZ = _STD_LUMA[_ZIGZAG]
 LOSSLESS = {"PNG", "BMP", "DIB", "TIFF", "GIF", "PPM", "TGA", "ICO", "PSD", "PCX", "SGI", "IM", "QOI"}
 
 
+def _ijg_table(quality: int, std: np.ndarray) -> np.ndarray:
+    scale = 5000.0 / quality if quality < 50 else 200.0 - 2.0 * quality
+    return np.clip(np.floor((std * scale + 50.0) / 100.0), 1, 255)
+
+
+_IJG = {order: np.stack([_ijg_table(q, std) for q in range(1, 101)])
+        for order, std in (("zigzag", _STD_LUMA_ZZ), ("natural", _STD_LUMA))}
+
+
 def jpeg_quality(table: list[int]) -> float:
+    """The IJG quality (1-100) whose scaled standard table is closest to `table`.
+
+    Matching against every IJG table (with libjpeg's clamping to 1..255) stays exact at very low
+    qualities, where a mean-ratio estimate is biased by the clamped entries. Tables from other
+    encoders (custom tables) get the closest IJG equivalent.
+    """
     q = np.asarray(table[:64], dtype=np.float64)
-    # Pillow gives zigzag order; a table in natural order would give a similar ratio, take the closer.
-    scale = min(np.mean(q / _STD_LUMA_ZZ), np.mean(q / _STD_LUMA)) * 100.0
-    if scale <= 0:
-        return 100.0
-    quality = (200.0 - scale) / 2.0 if scale <= 100.0 else 5000.0 / scale
-    return float(np.clip(quality, 1.0, 100.0))
+    best = min((np.abs(np.log(tabs) - np.log(np.maximum(q, 1))).sum(axis=1).min(), order) for order, tabs in _IJG.items())
+    tabs = _IJG[best[1]]
+    return float(np.argmin(np.abs(np.log(tabs) - np.log(np.maximum(q, 1))).sum(axis=1)) + 1)
 
 
 class CompressionParams(Params):

@@ -5,7 +5,8 @@ copy is reduced with JPEG draft mode (DCT scaling, so a 4000 px JPEG is never de
 size) and then resized so its short side is at most `work_size`.
 
 Pillow's `Image.verify()` passes truncated JPEGs; only a full decode (`load()`) catches them, so
-we always load. We never set `ImageFile.LOAD_TRUNCATED_IMAGES`.
+we always load. Conversely `load()` ignores PNG chunk CRCs, so PNGs are also verified (cheap: no
+decompression). We never set `ImageFile.LOAD_TRUNCATED_IMAGES`.
 """
 
 from __future__ import annotations
@@ -114,6 +115,10 @@ def decode(data: bytes | None, ext: str | None, work_size: int, max_pixels: int,
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            if data[:8] == b"\x89PNG\r\n\x1a\n":
+                # load() skips chunk CRCs (a corrupted IDAT can decode to silent garbage); verify()
+                # checks them without decompressing. It consumes its image, so on a separate open.
+                Image.open(io.BytesIO(data)).verify()
             im = Image.open(io.BytesIO(data))
             d.format = im.format
             d.mode = im.mode
@@ -149,7 +154,7 @@ def decode(data: bytes | None, ext: str | None, work_size: int, max_pixels: int,
         return d
     except (EOFError, SyntaxError, OSError, ValueError, IndexError, TypeError, ZeroDivisionError, MemoryError, struct_error()) as e:
         msg = str(e)
-        if isinstance(e, EOFError) or "truncated" in msg or "broken data stream" in msg or "premature end" in msg.lower():
+        if isinstance(e, EOFError) or "truncated" in msg.lower() or "broken data stream" in msg or "premature end" in msg.lower():
             d.error = "truncated"
         else:
             d.error = "decode_error"

@@ -281,6 +281,8 @@ def decide_table(table: pa.Table, steps: list[tuple[str, dict]]) -> pa.Table:
     reasons: list[list[str]] = [[] for _ in range(n)]
     details: list[list[str]] = [[] for _ in range(n)]
     src_scores = _src_scores(table)
+    broken = ([e is not None for e in table.column("broken_file__error").to_pylist()]
+              if "broken_file__error" in table.column_names else [False] * n)
     for name, params in steps:
         cls = base.get(name)
         op = cls(params)
@@ -292,6 +294,8 @@ def decide_table(table: pa.Table, steps: list[tuple[str, dict]]) -> pa.Table:
         else:
             fails = [[] for _ in range(n)]
         for i in range(n):
+            if broken[i] and name != "broken_file":
+                continue  # after broken_file fails, later operators hold null scores and no verdict
             if errs[i]:
                 etype = errs[i].split(":", 1)[0]
                 reasons[i].append(f"{name}:error:{etype}")
