@@ -121,6 +121,15 @@ MIGRATIONS: list[tuple[int, str]] = [
         )
         """,
     ),
+    (
+        4,
+        # Review queue pages filtered by signal (and track) stay keyset scans at a million items:
+        # without these the planner walks the whole (queue, status, track) range and filters.
+        """
+        CREATE INDEX review_items_qsig ON review_items (queue, status, signal_id, item_id);
+        CREATE INDEX review_items_qsigtrack ON review_items (queue, status, signal_id, track, item_id)
+        """,
+    ),
 ]
 
 
