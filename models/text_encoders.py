@@ -10,7 +10,7 @@ last decoder layer before the final RMSNorm, system-prompt tokens dropped): it c
 `encode_prompt` on a pipeline instance that holds only the encoder, so training and inference cannot
 drift apart. `MiniLMEncoder` is the offline alternative: all-MiniLM-L6-v2 shipped as a PyPI wheel,
 its last-layer token features (384-d) projected by the transformer's learned `txt_in`; condition
-images get slots appended after the text, since MiniLM cannot see them.
+images get slots placed before the text (MiniLM cannot see them; the transformer fills them with latents).
 
 `revision` fingerprints config and weights; cache keys include it.
 """
@@ -89,10 +89,11 @@ class MiniLMEncoder(TextEncoder):
             tok = self.tokenizer([prompt or " "], return_tensors="pt", truncation=True, max_length=self.max_length).to(self.device)
             h = self.model(**tok).last_hidden_state[0].float().cpu()  # (L, 384)
         slots = torch.zeros(h.shape[0], dtype=torch.bool)
-        if images:  # condition images go after the text, one slot per 2x2 latent cells
+        if images:  # condition images go before the text, as in Qwen3-VL's template, so their slots sit at the
+            # same positions for every sample of a batch; one slot per 2x2 latent cells
             n = sum(_slot_count(img) for img in images)
-            h = torch.cat([h, h.new_zeros(n, h.shape[1])])
-            slots = torch.cat([slots, torch.ones(n, dtype=torch.bool)])
+            h = torch.cat([h.new_zeros(n, h.shape[1]), h])
+            slots = torch.cat([torch.ones(n, dtype=torch.bool), slots])
         return Encoded(h, slots)
 
     def save(self, dest: Path) -> None:
