@@ -1,0 +1,234 @@
+"""Review dashboard under load (issue 7 target): with 1,000,000 pending items in the catalog,
+the queue page's server time p95 < 200 ms and a decision < 50 ms.
+
+Loopback only and bounded: fills a fresh catalog in a temporary FLYWHEEL_HOME through the queue
+API (`enqueue`), starts a real `flywheel review serve` on 127.0.0.1, logs in, then requests
+queue pages at random keyset positions (some filtered by signal and track) and posts decisions on
+distinct items; first alone, then while another process keeps writing the catalog (as a curation
+run or the router would). Server time is the app's own `Server-Timing` header; client wall time
+over loopback HTTP is printed next to it.
+
+    .venv/bin/python benchmarks/review_load.py                # 1,000,000 items
+    .venv/bin/python benchmarks/review_load.py --items 100000 --requests 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import random
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _payload(i: int, signal: str, track: str) -> dict:
+    return {
+        "track": track,
+        "captions": {"general": f"a photo of object {i} in a street scene, daylight, several people in the background",
+                     "text": f"SHOP {i % 997}", "knowledge": "Taken in a city centre; metadata says 2019.",
+                     "structured": {"entities": [{"name": f"object {i}", "color": "red"}, {"name": "street"}]}},
+        "scores": {"clip__score": 0.2 + (i % 100) / 1000, "aesthetic__score": 5.1, "nsfw__score": 0.01},
+        "neighbours": [{"sample_id": f"{(i * 7 + k):064x}", "caption": f"training neighbour {k} of {i}",
+                        "score": 0.8 - k / 20, "dataset": "train@v3"} for k in range(5)],
+        "signal": {"prompt": f"prompt for {signal}"},
+    }
+
+
+def fill(cat, n: int, signals: int, via_api: int = 20_000) -> None:
+    """The first `via_api` items go through `queue.enqueue` (its throughput is printed); the
+    rest are inserted with executemany into the same table and indexes, with the payload JSON
+    made from a template (json.dumps of a million payloads would dominate the run)."""
+    from flywheel.review import queue as q
+
+    tracks = ("pretrain", "pretrain", "edit")
+
+    def item(i):
+        sig = f"sig-{i % signals:04d}"
+        return sig, tracks[i % 3]
+
+    k = min(n, via_api)
+    t0 = time.perf_counter()
+    for start in range(0, k, 5000):
+        items = []
+        for i in range(start, min(k, start + 5000)):
+            sig, track = item(i)
+            items.append({"signal_id": sig, "sample_id": f"{i:064x}", "source": f"reserve/{i}.jpg",
+                          "dataset": "reserve@v1", "track": track, "payload": _payload(i, sig, track)})
+        q.enqueue(cat, "pretrain", items)
+    secs = time.perf_counter() - t0
+    print(f"  queue.enqueue: {k:,} items in {secs:.1f} s ({k / secs:,.0f} items/s)")
+    template = json.dumps(_payload(123456789, "SIG", "TRACK"))
+    t0 = time.perf_counter()
+    now = time.time()
+    for start in range(k, n, 50_000):
+        rows = []
+        for i in range(start, min(n, start + 50_000)):
+            sig, track = item(i)
+            rows.append(("pretrain", sig, f"{i:064x}", f"reserve/{i}.jpg", "reserve@v1",
+                         template.replace("123456789", str(i)).replace("SIG", sig).replace("TRACK", track), track, now))
+        with cat.tx() as con:
+            con.executemany("INSERT OR IGNORE INTO review_items (queue, signal_id, sample_id, source, dataset, payload_json,"
+                            " track, created_at) VALUES (?,?,?,?,?,?,?,?)", rows)
+        done = min(n, start + 50_000)
+        print(f"\r  bulk insert {done:,}/{n:,} ({(done - k) / (time.perf_counter() - t0):,.0f} items/s)", end="",
+              file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+
+
+def _writer(path: str, stop, counter) -> None:
+    """Another process writing the catalog all the time: runs, stats and queued items."""
+    from flywheel.catalog import Catalog
+    from flywheel.review import queue as q
+
+    cat = Catalog(path)
+    k = 0
+    while not stop.is_set():
+        cat.start_run(f"bench-{os.getpid()}-{k}", "curate", recipe="stage1")
+        cat.record_op_stats(f"bench-{os.getpid()}-{k}", {"accepted": 100, "resolution:too_small": 3})
+        q.enqueue(cat, "other", [{"signal_id": "w", "sample_id": f"w{k}-{j}"} for j in range(200)], actor="bench")
+        k += 1
+        counter.value = k
+        time.sleep(0.02)
+
+
+def _pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def _timing(resp) -> tuple[float, float]:
+    """(server wall ms, server CPU ms) from the app's Server-Timing header."""
+    app, cpu = (float(p.split("dur=")[1]) for p in resp.headers["server-timing"].split(","))
+    return app, cpu
+
+
+def _summary(name: str, server: list[tuple[float, float]], wall: list[float]) -> dict:
+    s, c = [x[0] for x in server], [x[1] for x in server]
+    r = {"p50": _pct(s, 50), "p95": _pct(s, 95), "max": max(s), "cpu_p50": _pct(c, 50), "cpu_p95": _pct(c, 95),
+         "wall_p50": _pct(wall, 50), "wall_p95": _pct(wall, 95)}
+    print(f"  {name:<30} server p50 {r['p50']:6.1f} p95 {r['p95']:6.1f} max {r['max']:6.1f} ms"
+          f" | server CPU p50 {r['cpu_p50']:6.1f} p95 {r['cpu_p95']:6.1f} ms"
+          f" | client wall p50 {r['wall_p50']:6.1f} p95 {r['wall_p95']:6.1f} ms (n={len(s)})")
+    return r
+
+
+def measure(client, ids: list[int], signals: int, requests: int, csrf: str, rng: random.Random, label: str) -> dict:
+    lo, hi = ids[0], ids[-1]
+    page_s, page_w, filt_s, filt_w, dec_s, dec_w = [], [], [], [], [], []
+    for k in range(requests):
+        after = rng.randint(lo, hi)
+        url = f"/queue/pretrain?after={after}&limit=20"
+        t = time.perf_counter()
+        r = client.get(url)
+        page_w.append((time.perf_counter() - t) * 1000)
+        assert r.status_code == 200 and 'class="card pending"' in r.text, (r.status_code, r.text[:300])
+        page_s.append(_timing(r))
+        sig = f"sig-{rng.randrange(signals):04d}"
+        url = f"/queue/pretrain?signal={sig}&track=pretrain&after={after}&limit=20"
+        t = time.perf_counter()
+        r = client.get(url)
+        filt_w.append((time.perf_counter() - t) * 1000)
+        assert r.status_code == 200
+        filt_s.append(_timing(r))
+        item = ids.pop(rng.randrange(len(ids)))
+        t = time.perf_counter()
+        r = client.post(f"/items/{item}/decide", data={"csrf": csrf, "decision": rng.choice(["approved", "rejected"]),
+                                                       "reason": "relevant", "request_id": f"b{item}"},
+                        headers={"X-Requested-With": "fetch"})
+        dec_w.append((time.perf_counter() - t) * 1000)
+        assert r.status_code == 200 and r.json()["ok"], r.text
+        dec_s.append(_timing(r))
+    print(f"{label}:")
+    return {"page": _summary("queue page (keyset, 20 items)", page_s, page_w),
+            "page_filtered": _summary("queue page by signal+track", filt_s, filt_w),
+            "decision": _summary("decision (POST, audited)", dec_s, dec_w)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--items", type=int, default=1_000_000)
+    ap.add_argument("--signals", type=int, default=200)
+    ap.add_argument("--requests", type=int, default=200, help="page views and decisions per phase")
+    ap.add_argument("--home", help="reuse a FLYWHEEL_HOME already filled by a previous run")
+    args = ap.parse_args()
+
+    home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="review-load-"))
+    os.environ["FLYWHEEL_HOME"] = str(home)
+    os.environ["FLYWHEEL_ARGON2_PROFILE"] = "test"  # one login; hashing cost is not what is measured
+    import httpx
+
+    from flywheel.catalog import Catalog
+    from flywheel.review import auth
+
+    cat = Catalog()
+    have = cat.execute("SELECT COUNT(*) AS n FROM review_items WHERE queue = 'pretrain' AND status = 'pending'")[0]["n"]
+    print(f"catalog {cat.path}")
+    if have < args.items:
+        print(f"filling {args.items - have:,} pending items through queue.enqueue ...")
+        fill(cat, args.items - have, args.signals)
+    if not cat.execute("SELECT 1 FROM users WHERE name = 'bench'"):
+        auth.add_user(cat, "bench", "reviewer", "bench-password")
+    ids = [r["item_id"] for r in cat.execute("SELECT item_id FROM review_items WHERE queue = 'pretrain' AND status = 'pending'")]
+    size = sum(f.stat().st_size for f in home.glob("catalog.db*"))
+    print(f"pending items: {len(ids):,}; catalog size {size / 1e9:.2f} GB")
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "flywheel.cli", "review", "serve", "--port", str(port), "--insecure-cookies"],
+                            env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ctx = mp.get_context("spawn")
+    stop, counter, writer = ctx.Event(), ctx.Value("i", 0), None
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        client = httpx.Client(base_url=base, timeout=60, follow_redirects=True)
+        login = client.get("/login")
+        tok = re.search(r'name="csrf" value="([^"]+)"', login.text).group(1)
+        r = client.post("/login", data={"username": "bench", "password": "bench-password", "csrf": tok, "next": "/queue"})
+        assert r.status_code == 200, r.status_code
+        csrf = re.search(r'name="csrf-token" content="([^"]+)"', r.text).group(1)
+        t = time.perf_counter()
+        client.get("/queue")
+        print(f"queue index (GROUP BY over every pending item, then cached 5 s): first {(time.perf_counter() - t) * 1000:.0f} ms")
+        rng = random.Random(0)
+        for _ in range(10):  # warm-up: templates compiled, SQLite pages cached
+            client.get(f"/queue/pretrain?after={rng.choice(ids)}")
+        alone = measure(client, ids, args.signals, args.requests, csrf, rng, "alone")
+        writer = ctx.Process(target=_writer, args=(str(cat.path), stop, counter))
+        writer.start()
+        time.sleep(2.0)
+        busy = measure(client, ids, args.signals, args.requests, csrf, rng, "while another process writes the catalog")
+        print(f"  (the writer committed {counter.value} rounds of run + stats + 200 queued items meanwhile)")
+    finally:
+        stop.set()
+        if writer is not None and writer.pid is not None:
+            writer.join(30)
+        proc.terminate()
+        proc.wait(10)
+
+    worst_page = max(alone["page"]["p95"], alone["page_filtered"]["p95"], busy["page"]["p95"], busy["page_filtered"]["p95"])
+    worst_dec = max(alone["decision"]["p95"], busy["decision"]["p95"])
+    print(f"\ntarget: queue page server p95 < 200 ms: worst {worst_page:.1f} ms -> {'PASS' if worst_page < 200 else 'FAIL'}")
+    print(f"target: decision < 50 ms (p95): worst {worst_dec:.1f} ms -> {'PASS' if worst_dec < 50 else 'FAIL'}")
+    load = os.getloadavg()
+    print(f"machine: {os.cpu_count()} CPUs, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} (other work on the"
+          " machine inflates wall times; server CPU time is the request's own work)")
+    print(json.dumps({"items": args.items, "alone": alone, "with_writer": busy, "loadavg": load}))
+
+
+if __name__ == "__main__":
+    main()
