@@ -409,3 +409,17 @@ def density(vec: np.ndarray, idxs: Sequence[DatasetIndex], tau: float, k: int = 
         top += [{"dataset": ix.dataset, "id": r["id"], "source": r["source"], "text": r["text"], "score": round(s, 4)} for s, r in keep[:5]]
     top.sort(key=lambda h: -h["score"])
     return {"near": near, "searched": total, "tau": tau, "k": k, "nearest": top[:5]}
+
+
+def kth_similarity(vec: np.ndarray, idxs: Sequence[DatasetIndex], k: int) -> float | None:
+    """Cosine similarity of the k-th nearest row over all of `idxs` (rejected rows skipped): the
+    radius of the k-NN density estimate, density ~ k / (N r^d)."""
+    sims: list[float] = []
+    for ix in idxs:
+        if ix.faiss().ntotal == 0:
+            continue
+        D, I = ix.search(vec, k * 2)
+        sims += [float(s) for s, i in zip(D[0], I[0]) if i >= 0 and not ix.keys.column("rejected")[int(i)].as_py()]
+    sims.sort(reverse=True)
+    return sims[k - 1] if len(sims) >= k else None
+

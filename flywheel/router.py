@@ -43,9 +43,10 @@ Evaluator = Callable[[list[str], list[dict]], list[dict]]
 class RouterConfig:
     trained_on: list[str]  # datasets the model was trained on (name@vN or paths)
     reserve: list[str]  # the reserve pool to retrieve from
-    tau: float = 0.8  # cosine similarity for "a row of the same concept"
-    min_near: int = 3  # scarce below this many such training rows, whatever the reserve holds
-    rel_density: float = 0.25  # ... or below this fraction of what the reserve's density predicts
+    tau: float = 0.8  # cosine similarity for "a row of the same concept" (evidence; the test without a reserve)
+    min_near: int = 3  # without a reserve pool: scarce below this many such training rows
+    k_reserve: int = 5  # k of the k-NN density estimate in the reserve pool
+    radius_ratio: float = 1.4  # scarce when the training k-NN radius is this many times the reserve's
     k_density: int = 1024
     k_retrieve: int = 40
     min_score: float = 0.5  # retrieved candidates must be at least this similar to the prompt
@@ -174,6 +175,16 @@ class Router:
         for ix in self.train_idx:
             self.used_ids.update(ix.keys.column("id").to_pylist())
         self.enhancer = self._enhancer()
+        self._emb: dict[str, np.ndarray] = {}
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Embeddings with a per-run cache; route() embeds every signal's texts in one batch
+        (one call per text costs a model forward each)."""
+        todo = list(dict.fromkeys(t for t in texts if t not in self._emb))
+        if todo:
+            for t, v in zip(todo, self.encoder.encode(todo)):
+                self._emb[t] = v
+        return np.stack([self._emb[t] for t in texts]) if texts else np.zeros((0, 1), np.float32)
 
     def _enhancer(self):
         if self.cfg.enhancer.startswith("llm:"):
@@ -229,35 +240,49 @@ class Router:
                 ev["reason"] = f"rewrite passed {new_pass}/{n} evaluations against {old_pass}/{n} for the original"
                 return Decision(sig["signal_id"], "prompt", ev)
             ev["prompt_track"]["result"] = "the rewrite does not pass evaluation"
-        # 2. pre-training track: scarcity of the concept in the training data
-        q = self.encoder.encode([prompt])
+        # 2. pre-training track: scarcity of the concept in the training data. The failing concept
+        # (when the signal names it) is what is measured, not the whole prompt: counts, positions
+        # and phrasing dominate a prompt's embedding and hide which concept is missing.
+        dtext = sig.get("concept") or prompt
+        q = self.embed([dtext])
         dens = fx.density(q, self.train_idx, self.cfg.tau, self.cfg.k_density)
-        ref = fx.density(q, self.reserve_idx, self.cfg.tau, self.cfg.k_density) if self.reserve_idx else None
-        # the reserve pool is the reference distribution: were the training data drawn like it,
-        # the prompt would have `expected` near neighbours there
-        expected = ref["near"] * dens["searched"] / ref["searched"] if ref and ref["searched"] else None
-        scarce_abs = dens["near"] < self.cfg.min_near
-        scarce_rel = expected is not None and expected >= self.cfg.min_near and dens["near"] < self.cfg.rel_density * expected
-        ev["density"] = {**dens, "min_near": self.cfg.min_near, "encoder": self.encoder_name,
-                         "reserve_near": ref["near"] if ref else None, "reserve_searched": ref["searched"] if ref else None,
-                         "expected_near": None if expected is None else round(expected, 2), "rel_density": self.cfg.rel_density,
-                         "scarce_absolute": scarce_abs, "scarce_relative": scarce_rel}
-        if scarce_abs or scarce_rel:
+        n_train = sum(ix.faiss().ntotal for ix in self.train_idx)
+        n_res = sum(ix.faiss().ntotal for ix in self.reserve_idx)
+        dv = {**dens, "query": dtext, "by": "concept" if sig.get("concept") else "prompt", "encoder": self.encoder_name}
+        if n_res and n_train:
+            # k-NN density ratio: with k scaled to the pool sizes, equal densities give equal radii
+            kr = self.cfg.k_reserve
+            kt = max(1, int(round(kr * n_train / n_res)))
+            s_res = fx.kth_similarity(q, self.reserve_idx, kr)
+            s_tr = fx.kth_similarity(q, self.train_idx, kt)
+            ratio = None if s_res is None or s_tr is None else (1 - s_tr) / max(1 - s_res, 1e-3)
+            scarce = ratio is not None and ratio >= self.cfg.radius_ratio
+            dv.update({"test": "knn_radius_ratio", "k_train": kt, "k_reserve": kr, "sim_train_k": s_tr, "sim_reserve_k": s_res,
+                       "radius_ratio": None if ratio is None else round(ratio, 3), "threshold": self.cfg.radius_ratio,
+                       "n_train": n_train, "n_reserve": n_res})
+            why_scarce = (f"the training data's {kt}-NN radius around '{dtext}' is {ratio:.2f}x the reserve pool's "
+                          f"{kr}-NN radius (>= {self.cfg.radius_ratio})") if ratio is not None else ""
+            why_covered = (f"the training data's {kt}-NN radius around '{dtext}' is {ratio:.2f}x the reserve pool's "
+                           f"(< {self.cfg.radius_ratio})") if ratio is not None else "no reserve neighbours to compare with"
+        else:
+            scarce = dens["near"] < self.cfg.min_near
+            dv.update({"test": "near_count", "min_near": self.cfg.min_near})
+            why_scarce = f"{dens['near']} training rows within similarity {self.cfg.tau} of '{dtext}' (< {self.cfg.min_near})"
+            why_covered = f"{dens['near']} training rows within similarity {self.cfg.tau} of '{dtext}'"
+        ev["density"] = dv
+        if scarce:
+            # retrieval asks for the same concept: more signals on it retrieve further candidates
+            # (rows queued for an earlier signal are skipped)
             cands = self._retrieve(q, rejected, queued)
             ev["retrieval"] = {"candidates": len(cands), "k": self.cfg.k_retrieve, "min_score": self.cfg.min_score,
                                "from": [ix.dataset for ix in self.reserve_idx], "top": cands[:5]}
-            why = (f"< {self.cfg.min_near}" if scarce_abs else
-                   f"< {self.cfg.rel_density} x {expected:.1f} expected from the reserve pool's density")
-            ev["reason"] = (f"{dens['near']} training rows within similarity {self.cfg.tau} ({why}): "
-                            f"the concept is scarce; {len(cands)} candidates retrieved for review")
+            ev["reason"] = f"{why_scarce}: the concept is scarce; {len(cands)} candidates retrieved for review"
             d = Decision(sig["signal_id"], "pretrain", ev)
             d.enqueued = self._enqueue(sig, prompt, cands)
             queued.update(c["id"] for c in cands)
             return d
         # 3. RL track
-        exp = "" if expected is None else f", {expected:.1f} expected from the reserve pool"
-        ev["reason"] = (f"{dens['near']} training rows within similarity {self.cfg.tau}{exp}: the concept is covered "
-                        "and no rewrite fixed it; the policy needs RL")
+        ev["reason"] = f"{why_covered}: the concept is covered and no rewrite fixed it; the policy needs RL"
         return Decision(sig["signal_id"], "rl", ev)
 
     def _retrieve(self, q: np.ndarray, rejected: set[str], queued: set[str]) -> list[dict]:
@@ -315,6 +340,7 @@ def route(cat, cfg: RouterConfig, evaluator: Evaluator | None = None, progress: 
         return summary
     router = Router(cat, cfg, evaluator, progress=progress)
     rejected, queued = router._excluded()
+    router.embed([t for sig in pending for t in (sig.get("concept"), sig.get("prompt")) if t])
     rl_rows, pair_rows = [], []
     bar = None
     if progress:
