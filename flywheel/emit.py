@@ -229,3 +229,46 @@ def _decision(cat, item_id: int) -> dict:
                         "density": {k: ev.get("density", {}).get(k) for k in ("near", "tau", "min_near", "searched")}}
     out["source_origin"] = _origin(cat, it["dataset"]) if it.get("dataset") else None
     return out
+
+
+def describe_lineage(info: dict) -> list[str]:
+    """Readable lines for `flywheel lineage`."""
+    lines: list[str] = []
+    if info["kind"] == "dataset":
+        def walk(n: dict, depth: int) -> None:
+            pad = "  " * depth
+            if n.get("missing"):
+                lines.append(f"{pad}{n['dataset']} (not in the catalog)")
+                return
+            lines.append(f"{pad}{n['dataset']} [{n['kind']}, {n['rows']} rows]: {n.get('why', '')}")
+            if n.get("reviewers"):
+                lines.append(f"{pad}  reviewers: {', '.join(n['reviewers'])}; signals: {n.get('signals')}")
+            for p in n.get("parents", []):
+                walk(p, depth + 1)
+        walk(info, 0)
+        return lines
+    lines.append(f"sample {info['id']}")
+    for a in info["appearances"]:
+        head = f"  in {a['dataset']} as {a['source']}"
+        if a.get("reject_reason"):
+            head += f" (rejected: {a['reject_reason']})"
+        lines.append(head)
+        if "added_by" in a:
+            d = a["added_by"]
+            lines.append(f"    added by review item {d['review_item']}: {d['decision']} by {d['reviewer']}"
+                         f"{' (' + d['reason'] + ')' if d.get('reason') else ''}, retrieved from {d['retrieved_from']}"
+                         f" (similarity {d.get('retrieval_score')})")
+            if d.get("signal"):
+                s = d["signal"]
+                lines.append(f"    for signal {s['signal_id']} ({s['kind']}): {s['prompt']!r}, concept {s.get('concept')}, failed {s.get('attribute')}")
+            if d.get("route"):
+                lines.append(f"    routed to {d['route']['track']} ({d['route']['run_id']}): {d['route']['reason']}")
+            if d.get("source_origin"):
+                o = d["source_origin"]
+                lines.append(f"    source: {o['source_dataset']} [{o['kind']}]" + (f", recipe {o['recipe']}" if o.get("recipe") else ""))
+        else:
+            o = a["origin"]
+            via = " <- ".join(o["via"])
+            lines.append(f"    inherited: {via}; source {o['source_dataset']} [{o['kind']}]" + (f", recipe {o['recipe']} ({(o['recipe_hash'] or '')[:12]})" if o.get("recipe") else "")
+                         + (f", run {o['run_id']}" if o.get("run_id") else ""))
+    return lines
