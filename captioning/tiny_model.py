@@ -83,16 +83,18 @@ def build_tiny_qwen3_vl(out_dir: str | Path, seed: int = 0, max_pixels: int = 12
             num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=4096,
             rope_parameters={"rope_type": "default", "rope_theta": 5_000_000.0, "mrope_section": [4, 2, 2],
                              "mrope_interleaved": True},
-            tie_word_embeddings=True,
+            tie_word_embeddings=False,  # tied, a random model only echoes its last input token
         ),
         vision_config=dict(
             depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=16,
             spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=256, deepstack_visual_indexes=[1],
         ),
         image_token_id=151655, video_token_id=151656, vision_start_token_id=151652, vision_end_token_id=151653,
-        tie_word_embeddings=True,
+        tie_word_embeddings=False,
     )
     model = Qwen3VLForConditionalGeneration(cfg).eval()
+    with torch.no_grad():  # special tokens get zero output logits, so greedy decoding writes words
+        model.lm_head.weight[QWEN_FIRST_SPECIAL_ID:].zero_()
     gen = model.generation_config
     gen.eos_token_id, gen.pad_token_id, gen.bos_token_id = [151645, 151643], 151643, 151643
     model.save_pretrained(out)
