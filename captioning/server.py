@@ -121,7 +121,8 @@ def create_app(backend: TransformersBackend, model_name: str, max_batch: int = 8
 
     @app.get("/health")
     def health():
-        return {"status": "ok", "model": model_name, "batches": len(batcher.batches)}
+        return {"status": "ok", "model": model_name, "batches": len(batcher.batches),
+                "batch_sizes": batcher.batches[-100:]}
 
     @app.get("/v1/models")
     def models():
