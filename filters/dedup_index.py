@@ -1,0 +1,470 @@
+"""Near-duplicate index over 64-bit perceptual hashes, and the family decision of `dedup`.
+
+Report section 2.3 (stage 1) applies a deduplication filter after the broken-file and resolution
+filters. This module is the core of that barrier step: numpy in, numpy out, no Arrow, no Ray.
+
+`near_pairs` finds every pair of hashes within a Hamming radius r, exactly and sub-quadratically,
+by pigeonhole (multi-index hashing, Norouzi et al. 2012; Manku et al. 2007 for near-duplicate web
+pages). The 64 bits are cut into m = r + 2 blocks; two hashes within distance r differ in at most
+r blocks, so they agree exactly on at least 2. Indexing every pair of blocks (C(m, 2) keys; for
+r = 6: 8 blocks of 8 bits, 28 keys of 16 bits) finds every such pair in some bucket; a popcount
+verifies it. A pair found under several keys is emitted only under the first two blocks it agrees
+on, so nothing needs a global de-duplication afterwards.
+
+Real phashes are clustered (solid fills, document layouts, blurred photos), so some buckets are
+large. Two things bound the work per bucket:
+- identical hashes are collapsed first (a million blank images are one hash, not 5e11 pairs to
+  verify); the pairs among copies are expanded at the end, and the family decision never expands
+  them at all;
+- a bucket larger than `_SUB_INDEX_MIN` is indexed again on the 64 - 16 bits outside its key:
+  within distance r those bits, cut into r + 1 sub-blocks, agree exactly on at least one, so
+  the bucket is sorted by each sub-block in turn and only runs that share one are verified.
+
+`decide_families` keeps one member per family greedily in a fixed order (rows of accepted catalog
+datasets first, then the largest short side, then `source`, then `id`), so its decisions never
+depend on input order, batching or workers. A near copy must match a KEPT row directly (phash
+within r AND the 16x16 thumbnails within `max_thumb_dist` mean absolute difference, since
+distinct document pages in one layout often have phashes within 6 bits); chains a~b~c never make
+c a copy of a.
+
+numba is imported with this module; the operator imports it inside its barrier step.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+
+import numba as nb
+import numpy as np
+from numba import types
+from numba.extending import intrinsic
+
+# A bucket with more members than this is indexed again on its sub-blocks instead of verifying
+# all its pairs; below it the quadratic loop is cheaper than the sub-sorts (measured).
+_SUB_INDEX_MIN = 64
+# Keys up to this many bits are bucketed by a counting sort, wider ones by argsort.
+_COUNTING_SORT_MAX_BITS = 22
+_MAX_RADIUS = 20
+
+KEPT, EXACT, NEAR = 0, 1, 2
+
+
+@intrinsic
+def _popcount(typingctx, x):
+    """LLVM ctpop: one POPCNT instruction on x86-64."""
+    sig = types.uint64(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        return builder.ctpop(args[0])
+
+    return sig, codegen
+
+
+def _blocks(radius: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cut 64 bits into radius + 2 blocks as even as possible: (shift, width) per block."""
+    m = radius + 2
+    bounds = [(64 * k) // m for k in range(m + 1)]
+    lo = np.array(bounds[:-1], dtype=np.uint64)
+    width = np.array([bounds[k + 1] - bounds[k] for k in range(m)], dtype=np.uint64)
+    return lo, width
+
+
+def _check_radius(radius: int) -> int:
+    radius = int(radius)
+    if not 0 <= radius <= _MAX_RADIUS:
+        raise ValueError(f"radius={radius} is outside 0..{_MAX_RADIUS}; use a Hamming radius such as 6")
+    return radius
+
+
+def _as_uint64(hashes) -> np.ndarray:
+    arr = np.asarray(hashes)
+    if arr.ndim != 1:
+        raise ValueError(f"hashes must be a 1-D array of 64-bit integers, got shape {arr.shape}")
+    if arr.dtype == np.uint64:
+        return np.ascontiguousarray(arr)
+    if arr.dtype == np.int64:
+        return np.ascontiguousarray(arr).view(np.uint64)
+    if arr.size == 0:
+        return np.zeros(0, dtype=np.uint64)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"hashes must be 64-bit integers (uint64), got dtype {arr.dtype}")
+    return arr.astype(np.uint64)
+
+
+@nb.njit(cache=True, nogil=True)
+def _block(h, lo, w):
+    return (h >> lo) & ((np.uint64(1) << w) - np.uint64(1))
+
+
+@nb.njit(cache=True, nogil=True)
+def _first_pair_is(x, lo, width, a, b):
+    """True when blocks a < b are the first two blocks on which the xor x is zero."""
+    found = 0
+    for k in range(lo.shape[0]):
+        if _block(x, lo[k], width[k]) == 0:
+            if found == 0:
+                if k != a:
+                    return False
+                found = 1
+            else:
+                return k == b
+    return False
+
+
+@nb.njit(cache=True, nogil=True)
+def _emit(out, count, hp, hq):
+    """Write the hash pair (smaller, larger) at row count if it fits; returns count + 1.
+
+    Callers grow `out` and redo the bucket when the count passed its capacity: reassigning
+    the array inside the verification loop made that loop 2x slower.
+    """
+    if count < out.shape[0]:
+        out[count, 0] = min(hp, hq)
+        out[count, 1] = max(hp, hq)
+    return count + 1
+
+
+@nb.njit(cache=True, nogil=True)
+def _grow(out, need):
+    bigger = np.empty((max(need, 2 * out.shape[0]), 2), dtype=np.uint64)
+    bigger[: out.shape[0]] = out
+    return bigger
+
+
+@nb.njit(cache=True, nogil=True)
+def _verify_bucket(bucket, a, b, lo, width, r, min_sub, out, count):
+    """Emit the pairs of one bucket within r whose first two agreeing blocks are (a, b)."""
+    if bucket.shape[0] >= min_sub:
+        return _sub_index(bucket, a, b, lo, width, r, out, count)
+    for s in range(bucket.shape[0]):
+        hp = bucket[s]
+        for t in range(s + 1, bucket.shape[0]):
+            x = hp ^ bucket[t]
+            if _popcount(x) <= r and _first_pair_is(x, lo, width, a, b):
+                count = _emit(out, count, hp, bucket[t])
+    return count
+
+
+@nb.njit(cache=True, nogil=True)
+def _sort_by_key(keys, bits, src, dst):
+    """dst = src ordered by keys: a counting sort when the bins are few, else argsort."""
+    n = keys.shape[0]
+    if bits <= _COUNTING_SORT_MAX_BITS and (1 << bits) <= 4 * n + 256:
+        start = np.zeros((1 << bits) + 1, dtype=np.int64)
+        for i in range(n):
+            start[np.int64(keys[i]) + 1] += 1
+        for v in range(1 << bits):
+            start[v + 1] += start[v]
+        for i in range(n):
+            k = np.int64(keys[i])
+            dst[start[k]] = src[i]
+            start[k] += 1
+    else:
+        perm = np.argsort(keys)
+        for i in range(n):
+            dst[i] = src[perm[i]]
+
+
+@nb.njit(cache=True, nogil=True)
+def _sort_by_block(src, lo, w, dst, keys):
+    """dst = hashes src ordered by their block (lo, w); keys is scratch of src's length."""
+    n = src.shape[0]
+    for i in range(n):
+        keys[i] = _block(src[i], lo, w)
+    _sort_by_key(keys[:n], np.int64(w), src, dst)
+
+
+@nb.njit(cache=True, nogil=True)
+def _run_end(h, start, lo, w):
+    """End of the run of hashes sharing block (lo, w) with h[start]."""
+    v = _block(h[start], lo, w)
+    end = start + 1
+    while end < h.shape[0] and _block(h[end], lo, w) == v:
+        end += 1
+    return end
+
+
+@nb.njit(cache=True, nogil=True)
+def _near_pairs_unique(u, radius, lo, width, min_sub):
+    """Hash pairs (smaller, larger) of distinct hashes u within `radius` bits, unsorted.
+
+    Bucket (a, b) = hashes agreeing on blocks a and b. Sorting all hashes by block a, then each
+    run of one a-value by block b, makes every bucket a contiguous run that stays in cache
+    (sorting the whole array once per key was 4x slower at 1M, all in cache misses).
+    """
+    n = u.shape[0]
+    m = lo.shape[0]
+    r = np.uint64(radius)
+    out = np.empty((4096, 2), dtype=np.uint64)
+    count = 0
+    by_a = np.empty(n, dtype=np.uint64)
+    by_b = np.empty(n, dtype=np.uint64)
+    keys = np.empty(n, dtype=np.uint64)
+    for a in range(m):
+        _sort_by_block(u, lo[a], width[a], by_a, keys)
+        a_start = 0
+        while a_start < n:
+            a_end = _run_end(by_a, a_start, lo[a], width[a])
+            if a_end - a_start >= 2:
+                for b in range(a + 1, m):
+                    run = by_b[: a_end - a_start]
+                    _sort_by_block(by_a[a_start:a_end], lo[b], width[b], run, keys)
+                    start = 0
+                    while start < run.shape[0]:
+                        end = _run_end(run, start, lo[b], width[b])
+                        if end - start >= 2:
+                            bucket = run[start:end]
+                            after = _verify_bucket(bucket, a, b, lo, width, r, min_sub, out, count)
+                            if after > out.shape[0]:
+                                out = _grow(out, after)
+                                after = _verify_bucket(bucket, a, b, lo, width, r, min_sub, out, count)
+                            count = after
+                        start = end
+            a_start = a_end
+    return out[:count]
+
+
+@nb.njit(cache=True, nogil=True)
+def _sub_index(bucket, a, b, lo, width, r, out, count):
+    """Verify one large bucket (hashes agreeing on blocks a and b) through sub-blocks.
+
+    The other bits hold the whole distance (<= r), so cut into r + 1 sub-blocks they agree on
+    at least one: sort by each sub-block in turn, verify within runs, and emit a pair only under
+    the first sub-block it agrees on.
+    """
+    size = bucket.shape[0]
+    m = lo.shape[0]
+    n_sub = np.int64(r) + 1
+    rest = np.empty(size, dtype=np.uint64)  # the bits outside blocks a and b, packed
+    for s in range(size):
+        v = np.uint64(0)
+        for k in range(m):
+            if k != a and k != b:
+                v = (v << width[k]) | _block(bucket[s], lo[k], width[k])
+        rest[s] = v
+    rest_w = np.int64(64 - width[a] - width[b])
+    sub_lo = np.empty(n_sub, dtype=np.uint64)
+    sub_w = np.empty(n_sub, dtype=np.uint64)
+    for j in range(n_sub):
+        s0 = (rest_w * j) // n_sub
+        sub_lo[j] = np.uint64(s0)
+        sub_w[j] = np.uint64((rest_w * (j + 1)) // n_sub - s0)
+    keys = np.empty(size, dtype=np.uint64)
+    ident = np.arange(size)
+    perm = np.empty(size, dtype=np.int64)
+    srest = np.empty(size, dtype=np.uint64)
+    for j in range(n_sub):
+        for s in range(size):
+            keys[s] = _block(rest[s], sub_lo[j], sub_w[j])
+        _sort_by_key(keys, np.int64(sub_w[j]), ident, perm)
+        for s in range(size):
+            srest[s] = rest[perm[s]]
+        start = 0
+        while start < size:
+            end = _run_end(srest, start, sub_lo[j], sub_w[j])
+            for s in range(start, end):
+                rp = srest[s]
+                for t in range(s + 1, end):
+                    xr = rp ^ srest[t]
+                    if _popcount(xr) > r:
+                        continue
+                    first = True
+                    for jj in range(j):
+                        if _block(xr, sub_lo[jj], sub_w[jj]) == 0:
+                            first = False
+                            break
+                    hp = bucket[perm[s]]
+                    hq = bucket[perm[t]]
+                    if first and _first_pair_is(hp ^ hq, lo, width, a, b):
+                        count = _emit(out, count, hp, hq)
+            start = end
+    return count
+
+
+@nb.njit(cache=True, nogil=True)
+def _expand(pairs, group_start, group_members, dup_count):
+    """Index pairs from pairs of distinct hashes plus the pairs among copies of one hash."""
+    total = dup_count
+    for t in range(pairs.shape[0]):
+        p, q = pairs[t, 0], pairs[t, 1]
+        total += (group_start[p + 1] - group_start[p]) * (group_start[q + 1] - group_start[q])
+    out = np.empty((total, 2), dtype=np.int64)
+    c = 0
+    for g in range(group_start.shape[0] - 1):
+        for s in range(group_start[g], group_start[g + 1]):
+            for t in range(s + 1, group_start[g + 1]):
+                out[c, 0] = min(group_members[s], group_members[t])
+                out[c, 1] = max(group_members[s], group_members[t])
+                c += 1
+    for t in range(pairs.shape[0]):
+        p, q = pairs[t, 0], pairs[t, 1]
+        for s in range(group_start[p], group_start[p + 1]):
+            i = group_members[s]
+            for v in range(group_start[q], group_start[q + 1]):
+                j = group_members[v]
+                if i < j:
+                    out[c, 0] = i
+                    out[c, 1] = j
+                else:
+                    out[c, 0] = j
+                    out[c, 1] = i
+                c += 1
+    return out
+
+
+def _groups(h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct hashes u, each row's group, and the rows of each group (CSR)."""
+    order = np.argsort(h)
+    sorted_h = h[order]
+    new = np.ones(h.shape[0], dtype=bool)
+    new[1:] = sorted_h[1:] != sorted_h[:-1]
+    u = sorted_h[new]
+    group_start = np.append(np.flatnonzero(new), h.shape[0]).astype(np.int64)
+    group_of = np.empty(h.shape[0], dtype=np.int64)
+    group_of[order] = np.cumsum(new) - 1
+    return u, group_of, group_start, order.astype(np.int64)
+
+
+def _unique_pairs(u: np.ndarray, radius: int, min_sub: int = _SUB_INDEX_MIN) -> np.ndarray:
+    """Index pairs (p < q) into the sorted distinct hashes u within the radius, unsorted."""
+    lo, width = _blocks(radius)
+    hash_pairs = _near_pairs_unique(u, radius, lo, width, min_sub)
+    return np.searchsorted(u, hash_pairs).astype(np.int64).reshape(-1, 2)
+
+
+def near_pairs(hashes: np.ndarray, radius: int = 6) -> np.ndarray:
+    """All index pairs (i < j) whose 64-bit hashes differ in <= radius bits.
+
+    Returns an int64 array of shape (k, 2), sorted by (i, j). Complete within the radius
+    (pigeonhole over radius + 2 blocks, see the module docstring) and sub-quadratic on uniform and
+    on clustered hashes. Copies of one hash give every pair among them, so k can be large when
+    a value repeats many times; `decide_families` never expands those.
+    """
+    radius = _check_radius(radius)
+    h = _as_uint64(hashes)
+    n = h.shape[0]
+    if n < 2:
+        return np.zeros((0, 2), dtype=np.int64)
+    u, _, group_start, members = _groups(h)
+    sizes = np.diff(group_start)
+    dup_count = int((sizes * (sizes - 1) // 2).sum())
+    pairs = _expand(_unique_pairs(u, radius), group_start, members, dup_count)
+    if pairs.shape[0] == 0:
+        return pairs
+    order = np.argsort(pairs[:, 0] * np.int64(n) + pairs[:, 1])
+    return pairs[order]
+
+
+@nb.njit(cache=True, nogil=True)
+def _greedy(order, prior_count, id_code, n_ids, group_of, gpairs_start, gpairs_to, u, phash,
+            thumbs, max_sum):
+    """Walk rows in decision order; keep a row unless it copies a kept row (exact id first)."""
+    n = order.shape[0]
+    n_groups = u.shape[0]
+    dup_of = np.full(n, -1, dtype=np.int64)
+    kind = np.zeros(n, dtype=np.int8)
+    dist = np.zeros(n, dtype=np.int8)
+    rank = np.empty(n, dtype=np.int64)
+    for pos in range(n):
+        rank[order[pos]] = pos
+    first_kept_of_id = np.full(n_ids, -1, dtype=np.int64)
+    # kept rows of each distinct hash as linked lists, in decision order
+    head = np.full(n_groups, -1, dtype=np.int64)
+    tail = np.full(n_groups, -1, dtype=np.int64)
+    nxt = np.full(n, -1, dtype=np.int64)
+    width = thumbs.shape[1]
+    for pos in range(n):
+        i = order[pos]
+        g = group_of[i]
+        if i >= prior_count:
+            kept_same = first_kept_of_id[id_code[i]]
+            if kept_same >= 0:
+                dup_of[i] = kept_same
+                kind[i] = 1
+                continue
+            best = -1
+            best_rank = n
+            for e in range(gpairs_start[g] - 1, gpairs_start[g + 1]):
+                h = g if e < gpairs_start[g] else gpairs_to[e]
+                j = head[h]
+                while j >= 0 and rank[j] < best_rank:
+                    acc = 0
+                    for c in range(width):
+                        acc += abs(np.int64(thumbs[i, c]) - np.int64(thumbs[j, c]))
+                        if acc > max_sum:
+                            break
+                    if acc <= max_sum:
+                        best = j
+                        best_rank = rank[j]
+                        break  # later kept rows of this hash come after j in order
+                    j = nxt[j]
+            if best >= 0:
+                dup_of[i] = best
+                kind[i] = 2
+                dist[i] = np.int8(_popcount(phash[i] ^ phash[best]))
+                continue
+        if first_kept_of_id[id_code[i]] < 0:
+            first_kept_of_id[id_code[i]] = i
+        if head[g] < 0:
+            head[g] = i
+        else:
+            nxt[tail[g]] = i
+        tail[g] = i
+    return dup_of, kind, dist
+
+
+def _codes(values, name: str, n: int) -> np.ndarray:
+    """Rank of each string in sorted order of the distinct strings (Python str order)."""
+    arr = np.asarray(values, dtype=object) if not isinstance(values, np.ndarray) else values
+    if arr.shape != (n,):
+        raise ValueError(f"{name} has {arr.shape[0] if arr.ndim else 0} entries for {n} hashes; give one per row")
+    if arr.dtype.kind not in "US":
+        arr = arr.astype(str)  # numpy's unicode sort is code point order, as Python's str
+    _, codes = np.unique(arr, return_inverse=True)
+    return codes.reshape(-1).astype(np.int64)
+
+
+def decide_families(ids, sources, phash: np.ndarray, thumbs: np.ndarray, short_side: np.ndarray,
+                    radius: int = 6, max_thumb_dist: float = 12.0,
+                    prior_count: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pick one kept member per duplicate family; prior rows (0..prior_count-1) are always kept.
+
+    Rows 0..prior_count-1 are samples of accepted catalog datasets; the rest are this run's rows.
+    `thumbs` (n, 256) uint8 are 16x16 grayscale thumbnails: a near copy needs the phash within
+    `radius` AND a mean absolute pixel difference <= `max_thumb_dist`.
+
+    Returns (dup_of int64, kind int8, dist int8): dup_of[i] is the kept row that i copies or -1;
+    kind is 0 kept, 1 exact (same id), 2 near; dist the Hamming distance to its kept row (0 for
+    exact). Decision order: prior rows, then largest short side, then `sources` (string order),
+    then `ids`; a row copies the earliest kept row it matches, never a chain.
+    """
+    radius = _check_radius(radius)
+    h = _as_uint64(phash)
+    n = h.shape[0]
+    if not 0 <= prior_count <= n:
+        raise ValueError(f"prior_count={prior_count} must be between 0 and the number of rows ({n})")
+    thumbs = np.ascontiguousarray(np.asarray(thumbs, dtype=np.uint8))
+    if thumbs.ndim != 2 or thumbs.shape[0] != n:
+        raise ValueError(f"thumbs must be (n, 256) uint8 16x16 thumbnails, got shape {thumbs.shape} for {n} rows")
+    short = np.asarray(short_side, dtype=np.int64)
+    if short.shape != (n,):
+        raise ValueError(f"short_side has shape {short.shape} for {n} rows; give one per row")
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int8), np.zeros(0, np.int8)
+    id_code = _codes(ids, "ids", n)
+    source_code = _codes(sources, "sources", n)
+    is_new = (np.arange(n) >= prior_count).astype(np.int64)
+    order = np.lexsort((id_code, source_code, -short, is_new)).astype(np.int64)
+
+    u, group_of, _, _ = _groups(h)
+    gp = _unique_pairs(u, radius)
+    # neighbours of each distinct hash (CSR, both directions)
+    src = np.concatenate([gp[:, 0], gp[:, 1]])
+    dst = np.concatenate([gp[:, 1], gp[:, 0]])
+    by_src = np.argsort(src, kind="stable")
+    gpairs_to = dst[by_src].astype(np.int64)
+    gpairs_start = np.zeros(u.shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(src, minlength=u.shape[0]), out=gpairs_start[1:])
+    max_sum = int(np.floor(max_thumb_dist * thumbs.shape[1] + 1e-9))
+    return _greedy(order, prior_count, id_code, int(id_code.max()) + 1, group_of, gpairs_start,
+                   gpairs_to, u, h, thumbs, max_sum)
