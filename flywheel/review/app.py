@@ -439,8 +439,15 @@ def create_app(catalog=None, secure_cookies: bool = True) -> FastAPI:
             error = "Emission is not available in this install (flywheel.emit.emit is missing); run `flywheel emit` once it is."
         if emit_fn is not None:
             try:
-                out = emit_fn(form.get("from_ref", ""), add_approved=True, name=form.get("name") or None)
-                result = str(getattr(out, "ref", None) or out)
+                import inspect
+
+                accepts = inspect.signature(emit_fn).parameters
+                extra = {k: v for k, v in (("catalog", catalog), ("actor", s.user)) if k in accepts}
+                out = emit_fn(form.get("from_ref", ""), add_approved=True, name=form.get("name") or None, **extra)
+                if isinstance(out, dict):
+                    result = f"{out.get('dataset')} ({out.get('added', '?')} approved samples added, {out.get('rows', '?')} rows)"
+                else:
+                    result = str(getattr(out, "ref", None) or out)
                 catalog.audit(s.user, "admin.emit", f"dataset:{result}", {"from": form.get("from_ref"), "name": form.get("name")})
             except Exception as e:  # shown to the admin, who can fix the input and retry
                 error = f"Emission failed: {type(e).__name__}: {e}"
@@ -506,20 +513,25 @@ def _decorate(catalog, items: list[dict]) -> list[dict]:
     sids = sorted({i["signal_id"] for i in items if i.get("signal_id")})
     signals = {}
     if sids:
-        rows = catalog.execute(f"SELECT signal_id, kind, prompt FROM signals WHERE signal_id IN ({','.join('?' * len(sids))})", sids)
+        rows = catalog.execute(f"SELECT * FROM signals WHERE signal_id IN ({','.join('?' * len(sids))})", sids)
         signals = {r["signal_id"]: dict(r) for r in rows}
     out = []
     for it in items:
         p = it.get("payload") or {}
         caps = p.get("captions") if isinstance(p.get("captions"), dict) else {}
         captions = [(t, caps.get(t)) for t in ("general", "text", "knowledge", "structured")]
-        if not any(c for _, c in captions) and p.get("caption"):
-            captions[0] = ("general", p["caption"])
+        if not any(c for _, c in captions) and (p.get("caption") or p.get("text")):
+            captions[0] = ("general", p.get("caption") or p.get("text"))  # the router sends the row's text
         sig = dict(signals.get(it.get("signal_id")) or {})
         if isinstance(p.get("signal"), dict):
             sig = {**p["signal"], **sig}
+        for key, alt in (("prompt", "prompt"), ("kind", "signal_kind"), ("concept", "concept")):
+            if not sig.get(key) and p.get(alt):
+                sig[key] = p[alt]
         neigh = p.get("neighbours") or p.get("neighbors") or []
-        scores = p.get("scores") if isinstance(p.get("scores"), dict) else {}
+        scores = dict(p["scores"]) if isinstance(p.get("scores"), dict) else {}
+        if isinstance(p.get("score"), (int, float)):
+            scores.setdefault("retrieval_similarity", p["score"])
         out.append({**it, "captions": captions, "signal": sig, "neighbours": neigh if isinstance(neigh, list) else [],
                     "scores": scores, "request_id": uuid.uuid4().hex})
     return out

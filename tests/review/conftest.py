@@ -33,12 +33,12 @@ def png(color, size=(320, 240)) -> bytes:
     return buf.getvalue()
 
 
-def make_pool(cat, root, n: int = 12, name: str = "pool"):
+def make_pool(cat, root, n: int = 12, name: str = "pool", offset: int = 0):
     """A registered dataset of `n` distinct PNGs; returns (ref, rows)."""
     from flywheel.datasets import BASE_SCHEMA, DatasetWriter, sample_id
 
     rows = []
-    for i in range(n):
+    for i in range(offset, offset + n):
         data = png(((i * 37) % 256, (i * 91) % 256, (i * 53) % 256))
         rows.append({"id": sample_id(data), "source": f"pool/{i:03d}.png", "task": "t2i", "image": data,
                      "width": 320, "height": 240, "format": "PNG", "caption": f"caption {i}"})

@@ -263,3 +263,39 @@ def test_api_with_token(review_env):
     t = csrf_of(ann.get("/queue").text)
     r = ann.post("/api/review/enqueue", json={"queue": "x", "items": []}, headers={"X-CSRF-Token": t})
     assert r.status_code == 403
+
+
+def test_router_payload_renders_and_admin_emit_writes_lineage(review_env, tmp_path):
+    """The loop end to end through the dashboard: items queued as the router queues them,
+    decided on the page, emitted from the admin page by issue 6's real `flywheel.emit.emit`;
+    the emitted dataset names the review item behind every added row."""
+    emit_mod = pytest.importorskip("flywheel.emit")
+    from flywheel.datasets import open_dataset
+
+    from .conftest import make_pool
+
+    cat = review_env["cat"]
+    base_ref, _ = make_pool(cat, tmp_path, n=3, name="train", offset=100)
+    rows = review_env["rows"][:4]
+    ids = q.enqueue(cat, "router-q", [{
+        "signal_id": "sig-loop", "sample_id": r["id"], "source": r["source"], "dataset": review_env["ref"], "track": "pretrain",
+        "payload": {"track": "pretrain", "prompt": "a red cube on a blue sphere", "text": f"retrieved text {k}",
+                    "task": "t2i", "score": 0.61, "signal_kind": "eval", "concept": "red cube"}} for k, r in enumerate(rows)])
+    ann = _logged_in(review_env, "ann")
+    html = ann.get("/queue/router-q").text
+    for part in ("retrieved text 2", "a red cube on a blue sphere", "concept: red cube", "retrieval_similarity", "0.610"):
+        assert part in html, part
+    token = csrf_of(html)
+    for i, d in zip(ids, ("approved", "approved", "rejected", "approved")):
+        assert ann.post(f"/items/{i}/decide", data={"csrf": token, "decision": d, "reason": "relevant"},
+                        headers={"X-Requested-With": "fetch"}).status_code == 200
+    root = _logged_in(review_env, "root")
+    r = root.post("/admin/emit", data={"csrf": csrf_of(root.get("/admin/queues").text), "from_ref": base_ref, "name": "train"})
+    assert r.status_code == 200, r.text
+    assert "train@v2 (3 approved samples added, 6 rows)" in r.text, re.findall(r'class="(?:note|error)"[^>]*>([^<]*)', r.text)
+    t = open_dataset("train@v2", catalog=cat).to_table(columns=["id", "lineage_item", "lineage_signal"])
+    added = {x["lineage_item"] for x in t.to_pylist() if x["lineage_item"] is not None}
+    assert added == {ids[0], ids[1], ids[3]}
+    assert {x["lineage_signal"] for x in t.to_pylist() if x["lineage_item"]} == {"sig-loop"}
+    lin = emit_mod.lineage(rows[0]["id"], catalog=cat)
+    assert "ann" in str(lin)

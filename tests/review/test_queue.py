@@ -122,7 +122,7 @@ def _proc_decide(path, ids, name, decision, out):
 
 def test_two_processes_deciding_one_item_leave_one_decision(cat):
     ids = q.enqueue(cat, "pretrain", _items(15))
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context("fork")  # the target lives in this test module, which a spawned child cannot import
     out = ctx.Queue()
     ps = [ctx.Process(target=_proc_decide, args=(str(cat.path), ids, n, d, out)) for n, d in (("ann", "approved"), ("bob", "rejected"))]
     for p in ps:
