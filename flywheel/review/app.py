@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -81,11 +82,22 @@ def _pretty(v) -> str:
     return json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else str(v)
 
 
+_NEXT_RE = re.compile(r"^/(?![/\\])[A-Za-z0-9/_.~%?&=+\-]*$")
+
+
 def _safe_next(nxt: str | None, default: str = "/queue") -> str:
-    """Only same-site relative paths, so a crafted link cannot bounce a reviewer elsewhere."""
-    if not nxt or not nxt.startswith("/") or nxt.startswith("//") or "\\" in nxt:
+    """Only same-site paths, so a crafted link cannot bounce a reviewer elsewhere (browsers drop
+    tabs and newlines from URLs, so `/\t/evil.example` would become `//evil.example`: any
+    character outside a plain path and query is refused)."""
+    if not nxt or not _NEXT_RE.match(nxt):
         return default
     return nxt
+
+
+def _here(request: Request) -> str:
+    """This page's URL as sent (percent-encoding kept), for forms to come back to."""
+    raw = request.scope.get("raw_path") or request.url.path.encode()
+    return raw.decode("latin-1") + (f"?{request.url.query}" if request.url.query else "")
 
 
 def _with_note(url: str, note: str, **extra) -> str:
@@ -137,6 +149,15 @@ def create_app(catalog=None, secure_cookies: bool = True) -> FastAPI:
     @app.exception_handler(LoginRequired)
     def _login(request: Request, exc):
         return RedirectResponse("/login?" + urlencode({"next": request.url.path + (f"?{request.url.query}" if request.url.query else "")}), 303)
+
+    @app.exception_handler(HTTPException)
+    def _http_error(request: Request, exc: HTTPException):
+        """JSON for the API and for the page's own fetch calls; an HTML page for people."""
+        if request.url.path.startswith("/api/") or request.headers.get("x-requested-with") == "fetch":
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+        session = auth.get_session(catalog, request.cookies.get(SESSION_COOKIE))
+        return page(request, "error.html", {"message": str(exc.detail), "title": "Request refused"},
+                    status=exc.status_code, session=session)
 
     @app.exception_handler(Forbidden)
     def _forbidden(request: Request, exc):
@@ -239,7 +260,7 @@ def create_app(catalog=None, secure_cookies: bool = True) -> FastAPI:
         return page(request, "queue.html", {
             "queue": queue, "items": items, "count": count, "capped": count >= COUNT_CAP,
             "max_id": max_id, "filter": flt, "next_url": nxt, "limit": limit, "decided": decided,
-            "here": request.url.path + (f"?{request.url.query}" if request.url.query else ""),
+            "here": _here(request),
         }, session=s)
 
     @app.post("/items/{item_id}/decide")

@@ -299,3 +299,19 @@ def test_router_payload_renders_and_admin_emit_writes_lineage(review_env, tmp_pa
     assert {x["lineage_signal"] for x in t.to_pylist() if x["lineage_item"]} == {"sig-loop"}
     lin = emit_mod.lineage(rows[0]["id"], catalog=cat)
     assert "ann" in str(lin)
+
+
+@pytest.mark.parametrize("target,ok", [("/queue/pretrain?signal=s%201&track=t", True), ("//evil.example", False),
+                                       ("/\t/evil.example", False), ("/\\evil.example", False),
+                                       ("https://evil.example", False), ("/a\nb", False)])
+def test_login_redirect_stays_on_site(review_env, target, ok):
+    c = TestClient(create_app(review_env["cat"], secure_cookies=False))
+    r = login(c, "ann", next=target)
+    assert r.status_code == 303 and r.headers["location"] == (target if ok else "/queue")
+
+
+def test_refused_form_posts_get_an_html_page(review_env):
+    ann = _logged_in(review_env, "ann")
+    r = ann.post("/queue/pretrain/bulk", data={"csrf": csrf_of(ann.get("/queue").text), "decision": "approved", "max_id": "9"})
+    assert r.status_code == 400 and r.headers["content-type"].startswith("text/html")
+    assert "tick the confirmation box" in r.text and 'href="/queue"' in r.text
