@@ -1,0 +1,105 @@
+"""The caption flow and CLI: a new dataset version, every row kept, catalog lineage, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from flywheel.captioning.annotate import token_column
+from flywheel.captioning.cache import CaptionCache
+from flywheel.catalog import Catalog
+from flywheel.datasets import open_dataset
+
+
+def _cli():
+    from flywheel.cli import _register_all, app
+
+    _register_all()
+    return app
+
+
+def test_cli_writes_a_captioned_version_with_lineage(small_dataset, tmp_path, prefect_harness):
+    out = tmp_path / "captioned"
+    r = CliRunner().invoke(_cli(), ["caption", "--input", "pool@v1", "--output", str(out), "--types",
+                                    "general,knowledge,structured", "--backend", "offline", "--workers", "0"])
+    assert r.exit_code == 0, r.output
+    ds = open_dataset(out)
+    assert ds.manifest.kind == "captioned" and ds.manifest.parents == ["pool@v1"]
+    assert ds.manifest.extra["caption"]["backend"] == "offline" and ds.manifest.rows == 4
+    t = ds.to_table()
+    assert sorted(zip(t.column("id").to_pylist(), t.column("source").to_pylist())) == sorted(
+        zip(*(open_dataset(small_dataset).to_table(columns=["id", "source"]).column(c).to_pylist() for c in ("id", "source"))))
+    assert all(c["general"] and c["structured"] for c in t.column("captions").to_pylist())
+    assert all(n > 0 for n in t.column(token_column("knowledge")).to_pylist())
+    got = Catalog().query("SELECT count(*) AS n FROM samples WHERE dataset = 'captioned@v1' AND captions.general LIKE '[offline]%'")
+    assert got.column("n")[0].as_py() == 4
+    run = Catalog().execute("SELECT kind, status, input FROM runs WHERE kind='caption'")[0]
+    assert (run["status"], run["input"]) == ("finished", "pool@v1")
+
+
+def test_cli_errors_say_what_to_do(small_dataset, tmp_path):
+    app = _cli()
+    r = CliRunner().invoke(app, ["caption", "--input", "pool@v1", "--output", str(tmp_path / "o"), "--types", "poem"])
+    assert r.exit_code != 0 and "--types" in str(r.exception)
+    r = CliRunner().invoke(app, ["caption", "--input", "pool@v1", "--output", str(tmp_path / "o"), "--backend", "transformers"])
+    assert "--model" in str(r.exception)
+    r = CliRunner().invoke(app, ["caption", "--input", "nothere@v3", "--output", str(tmp_path / "o")])
+    assert "nothere" in str(r.exception)
+
+
+def test_flow_on_ray_actors(small_dataset, tmp_path, ray_local, prefect_harness):
+    from flywheel import flows_caption as fc
+
+    state = fc.prepare(str(small_dataset), str(tmp_path / "out"), types=["knowledge", "structured"],
+                       backend="offline", workers=1, batch_size=2)
+    stats = fc.caption_flow(state=state)
+    assert stats["rows"] == 4 and stats["errors"] == {}
+    assert not Path(state).exists()
+    t = open_dataset(tmp_path / "out").to_table()
+    assert t.num_rows == 4 and all(c["knowledge"] for c in t.column("captions").to_pylist())
+
+
+RUNNER = """
+import sys
+from flywheel import flows_caption as fc
+fc.caption_parts(sys.argv[1])
+"""
+
+
+def test_killed_run_resumes_from_the_cache(small_dataset, tmp_path):
+    """Kill a caption run after its first batch, rerun: cached captions are not recomputed."""
+    from flywheel import flows_caption as fc
+
+    kw = dict(types=["text", "knowledge"], backend="offline", workers=0, batch_size=1)
+    state = fc.prepare(str(small_dataset), str(tmp_path / "out"), **kw)
+    proc = subprocess.Popen([sys.executable, "-c", RUNNER, state], env=dict(os.environ),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parts = Path(state) / "parts"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not list(parts.glob("part-*.parquet")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in parts.glob("part-*.parquet"))
+    assert 1 <= done_rows < 4, "the run finished before it could be killed"
+    cached = CaptionCache().count()
+    assert cached >= 2 * done_rows
+
+    state = fc.prepare(str(small_dataset), str(tmp_path / "out"), **kw)  # the rerun starts over
+    fc.caption_parts(state)
+    stats = json.loads((Path(state) / "caption_stats.json").read_text())["captioner"]
+    # nothing cached is generated again (rows 2 and 3 share an image, so a hit can also come from
+    # a caption the rerun itself wrote)
+    assert stats["hits"] + stats["generated"] == 8 and stats["hits"] >= cached
+    assert stats["generated"] == CaptionCache().count() - cached
+    fc.finalize(state)
+    assert open_dataset(tmp_path / "out").manifest.rows == 4
