@@ -66,14 +66,51 @@ class Decision:
 
 
 # -- prompt enhancer ---------------------------------------------------------------------------
+# Rule-based rewriting: words users write -> the plainer words captions use. A rule applies only
+# when its target is in the training captions' vocabulary (the model has seen it).
+SYNONYMS: dict[str, tuple[str, ...]] = {
+    "red": ("crimson", "scarlet", "ruby", "maroon", "vermilion", "cherry"),
+    "orange": ("tangerine", "amber", "apricot"),
+    "yellow": ("golden", "gold", "lemon", "mustard"),
+    "green": ("emerald", "lime", "olive", "jade"),
+    "cyan": ("teal", "turquoise", "aqua", "aquamarine"),
+    "blue": ("azure", "navy", "cobalt", "sapphire", "indigo"),
+    "purple": ("violet", "lilac", "lavender", "magenta", "plum"),
+    "black": ("ebony", "jet", "onyx", "dark"),
+    "white": ("ivory", "blank"),
+    "circle": ("disc", "disk", "ring", "dot", "round", "ball", "sphere"),
+    "circles": ("discs", "disks", "rings", "dots", "balls", "spheres"),
+    "square": ("box", "cube", "block", "tile"),
+    "squares": ("boxes", "cubes", "blocks", "tiles"),
+    "triangle": ("pyramid", "wedge"),
+    "triangles": ("pyramids", "wedges"),
+    "star": ("pentagram", "asterisk"),
+    "stars": ("pentagrams", "asterisks"),
+    "cross": ("plus", "x"),
+    "crosses": ("pluses",),
+    "diamond": ("rhombus", "lozenge"),
+    "diamonds": ("rhombi", "rhombuses", "lozenges"),
+    "picture": ("photo", "photograph", "pic", "snapshot"),
+    "image": ("img",),
+    "left": ("leftmost", "west"),
+    "right": ("rightmost", "east"),
+    "top": ("upper", "north"),
+    "bottom": ("lower", "south"),
+    "center": ("centre", "centered", "centred", "central"),
+}
+_RULES = {src: dst for dst, srcs in SYNONYMS.items() for src in srcs}
+
+
 class RuleEnhancer:
-    """Offline, rule-based: words the training captions never use are replaced by the nearest
-    word of the caption vocabulary (MiniLM similarity of the single words, at least `min_sim`),
-    and spacing and case are normalised. No language model is involved; `mode` says so."""
+    """Offline, rule-based: words the training captions never use are rewritten into the caption
+    vocabulary by synonym rules (`SYNONYMS`, applied only when the target word occurs in the
+    captions), else to the nearest vocabulary word by MiniLM similarity when it is at least
+    `min_sim` (single-word embeddings are a weak signal, so the bar is high); spacing and case
+    are normalised. No language model is involved; `mode` says so."""
 
-    mode = "rule-based (offline, caption vocabulary)"
+    mode = "rule-based (offline: synonym rules and nearest words of the caption vocabulary)"
 
-    def __init__(self, vocabulary: dict[str, int], encoder=None, min_sim: float = 0.45, max_vocab: int = 20000):
+    def __init__(self, vocabulary: dict[str, int], encoder=None, min_sim: float = 0.7, max_vocab: int = 20000):
         self.vocab = dict(sorted(vocabulary.items(), key=lambda kv: -kv[1])[:max_vocab])
         self.words = [w for w in self.vocab if w.isalpha()]
         self.encoder = encoder
@@ -103,10 +140,15 @@ class RuleEnhancer:
         for tok in prompt.strip().split():
             core = tok.strip(".,;:!?\"'()").lower()
             if core and core.isalpha() and core not in self.vocab:
-                w, s = self._nearest(core)
-                if w is not None and s >= self.min_sim:
-                    subs.append({"from": core, "to": w, "similarity": round(s, 3)})
-                    tok = tok.lower().replace(core, w)
+                rule = _RULES.get(core)
+                if rule is not None and rule in self.vocab:
+                    subs.append({"from": core, "to": rule, "by": "synonym rule"})
+                    tok = tok.lower().replace(core, rule)
+                else:
+                    w, s = self._nearest(core)
+                    if w is not None and s >= self.min_sim:
+                        subs.append({"from": core, "to": w, "by": "nearest word", "similarity": round(s, 3)})
+                        tok = tok.lower().replace(core, w)
             out.append(tok)
         text = " ".join(out)
         text = text[:1].lower() + text[1:] if text[:1].isupper() and text[1:2].islower() else text

@@ -33,6 +33,7 @@ class _Signal(BaseModel):
     prompt: str | None = Field(default=None, max_length=4000)
     concept: str | None = Field(default=None, max_length=200, description="what failed, e.g. 'red triangle'")
     source: str | None = Field(default=None, max_length=200, description="who sent it: eval run, miner, app")
+    expected: dict[str, Any] = Field(default_factory=dict, description="what the prompt asks for, when known, e.g. {'color': 'red'}")
 
     @field_validator("id")
     @classmethod
@@ -61,7 +62,6 @@ class EvalSignal(_Signal):
     ckpt: str | None = None
     eval_dataset: str | None = None
     seed: int | None = None
-    expected: dict[str, Any] = Field(default_factory=dict, description="the prompt's ground truth, e.g. {'color': 'red'}")
 
     @field_validator("results")
     @classmethod
