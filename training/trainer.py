@@ -62,6 +62,7 @@ class TrainConfig:
     ckpt_every: int = 500
     log_every: int = 10
     resume: bool = True
+    max_seconds: float | None = None  # stop (and checkpoint) after this much wall time: toy runs with a time budget
     cache_dir: str | None = None
     progress: bool = True
 
@@ -195,8 +196,9 @@ def main(cfg: TrainConfig) -> dict:
     if master and cfg.progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=cfg.steps, initial=start, desc=f"train {cfg.stage}", unit="step")
-    t_last = time.time()
+    t_last = t_start = time.time()
     last_loss = float("nan")
+    step = start - 1
     for step in range(start, cfg.steps):
         res = resolution_at(step)
         batch = batches.get(step, res, rank, world)
@@ -258,7 +260,13 @@ def main(cfg: TrainConfig) -> dict:
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{last_loss:.4f}", res=res)
-        if master and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):
+        out_of_time = cfg.max_seconds is not None and time.time() - t_start > cfg.max_seconds
+        if world > 1 and cfg.max_seconds is not None:  # all ranks stop at the same step
+            flag = torch.tensor([float(out_of_time)], device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            out_of_time = bool(flag.item())
+        last = step + 1 == cfg.steps or out_of_time
+        if master and ((step + 1) % cfg.log_every == 0 or last):
             rec = dict(step=step + 1, loss=last_loss, lr=lr_at(step), grad_norm=float(gnorm), resolution=res,
                        sec_per_step=(time.time() - t_last) / cfg.log_every,
                        loss_by_t_bin={f"{b / n_bins:.1f}": sum(v) / len(v) for b, v in sorted(bins.items())})
@@ -266,7 +274,7 @@ def main(cfg: TrainConfig) -> dict:
                 f.write(json.dumps(rec) + "\n")
             bins.clear()
             t_last = time.time()
-        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
+        if (step + 1) % cfg.ckpt_every == 0 or last:
             _write_sample_losses(out, sample_losses, rank, world)
             sample_losses = []
             if master:
@@ -274,11 +282,13 @@ def main(cfg: TrainConfig) -> dict:
                 _save_checkpoint(out, raw, ema, vae, encoder, cfg, step + 1, arch)
             if world > 1:
                 dist.barrier()
+        if out_of_time:
+            break
     if bar is not None:
         bar.close()
     if world > 1:
         dist.destroy_process_group()
-    return dict(losses=history, step=cfg.steps, out=str(out), text_cache=(text_cache.hits, text_cache.misses),
+    return dict(losses=history, step=step + 1, out=str(out), text_cache=(text_cache.hits, text_cache.misses),
                 latent_cache=(latent_cache.hits, latent_cache.misses), loss=last_loss)
 
 

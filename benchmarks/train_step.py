@@ -1,0 +1,114 @@
+"""Trainer overhead and cache speed-up, measured in one run on the same model and batch shape.
+
+1. `flywheel train`'s step time once latents and text embeddings are cached (epochs 2 and 3) against a
+   bare forward + backward + AdamW loop over the same transformer and batch shape (goal: <= 1.1x).
+2. Epoch 2 against epoch 1, which encodes every sample with the VAE and the text encoder (goal: >= 3x).
+
+    .venv/bin/python benchmarks/train_step.py [--size 128] [--batch-size 8] [--n 64]
+
+Also `flops_per_step` / `mfu` used by benchmarks/train_gpu.sh.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+
+def flops_per_step(cfg: dict, batch: int, img_tokens: int, txt_tokens: int) -> float:
+    """Training FLOPs of one step of QwenImage21Transformer2DModel (forward + backward = 3x forward):
+    matmuls 2 * params-per-token * tokens, plus attention 4 * seq^2 * dim per layer."""
+    d = cfg["num_attention_heads"] * cfg["attention_head_dim"]
+    layers, mlp = cfg["num_layers"], cfg.get("mlp_ratio", 3)
+    seq = img_tokens + txt_tokens
+    per_token = layers * (4 * d * d + 3 * d * mlp * d)  # q,k,v,o + SwiGLU (gate, up, down)
+    per_token += cfg["in_channels"] * d + d * cfg["out_channels"]
+    linear = 2 * per_token * seq + 2 * cfg["context_in_dim"] * d * txt_tokens
+    attn = layers * 4 * seq * seq * d
+    return 3.0 * batch * (linear + attn)
+
+
+def mfu(flops: float, seconds: float, peak_tflops: float) -> float:
+    return flops / seconds / (peak_tflops * 1e12)
+
+
+def bare_loop(model, batch: dict, steps: int, lr: float = 1e-4) -> list[float]:
+    """The floor: forward, loss, backward, clip, AdamW; nothing else."""
+    import torch
+
+    from flywheel.models.qwen_image import Denoiser
+    from flywheel.training import flow
+
+    den = Denoiser(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.001)
+    times = []
+    x0, text, mask, grid = batch["x0"], batch["text"], batch["mask"], batch["grid"]
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        noise = torch.randn_like(x0)
+        t = torch.rand(x0.shape[0])
+        pred = den(flow.interpolate(x0, noise, t), t, grid, text, mask)
+        loss = flow.loss_per_sample(pred, x0, noise).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--n", type=int, default=64, help="samples, i.e. n / batch-size steps per epoch")
+    ap.add_argument("--preset", default="tiny")
+    ap.add_argument("--vae", default="tiny", help="VAE preset used for the cache (epoch 1 encodes with it)")
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(a.threads)
+    from flywheel.models import qwen_image as qi
+    from flywheel.training import synthetic as syn
+    from flywheel.training.trainer import TrainConfig, main as train
+
+    tmp = Path(tempfile.mkdtemp(prefix="train-step-"))
+    syn.write_dataset(tmp / "data", a.n, seed=0, size=a.size, split="train", suite="shapes")
+    nb = a.n // a.batch_size
+    cfg = TrainConfig(datasets=[str(tmp / "data")], out=str(tmp / "out"), preset=a.preset, vae=a.vae, resolution=a.size,
+                      steps=3 * nb, batch_size=a.batch_size, log_every=nb, ti2i_ratio=0.0, progress=False,
+                      caption_probs={"original": 1.0}, uncond_dropout=0.0, cache_dir=str(tmp / "cache"), ckpt_every=10**9)
+    train(cfg)
+    recs = [json.loads(line) for line in (tmp / "out" / "metrics.jsonl").read_text().splitlines()]
+    epoch = [r["sec_per_step"] for r in recs]  # one record per epoch
+
+    # the bare loop on the same transformer config and batch shape (text length as the cache holds it)
+    vae = qi.build_vae("2.1", a.vae) if a.vae in qi.PRESETS else qi.PixelCodec(patch=int(a.vae.split(":")[1]))
+    scale = qi.vae_scale(vae)
+    h, w = qi.grid_for(a.size, a.size, scale)
+    torch.manual_seed(0)
+    model = qi.build_transformer("2.1", a.preset, qi.z_dim(vae), 384).train()
+    from flywheel.models.text_encoders import load_text_encoder
+
+    L = load_text_encoder("minilm").encode(syn.sample_prompts(1, seed=0)[0][0]).embeds.shape[0]
+    batch = dict(x0=torch.randn(a.batch_size, h * w, qi.z_dim(vae)), text=torch.randn(a.batch_size, L, 384),
+                 mask=None, grid=(h, w))
+    bare = bare_loop(model, batch, steps=max(2 * nb, 10))
+    bare_s = statistics.median(bare[2:])
+    cached = min(epoch[1:])
+    print(f"model: {qi.describe(model, vae)}; {a.size}px, batch {a.batch_size}, {h * w} image + ~{L} text tokens, "
+          f"{a.threads} thread(s)")
+    print(f"epoch 1 (encodes everything): {epoch[0] * 1000:8.1f} ms/step")
+    print(f"epochs 2-3 (cached):          {', '.join(f'{e * 1000:.1f}' for e in epoch[1:])} ms/step")
+    print(f"bare fwd+bwd+AdamW loop:      {bare_s * 1000:8.1f} ms/step")
+    print(f"trainer / bare = {cached / bare_s:.2f}x (goal <= 1.1x); epoch 1 / epoch 2 = {epoch[0] / epoch[1]:.1f}x (goal >= 3x)")
+
+
+if __name__ == "__main__":
+    main()
