@@ -8,8 +8,9 @@ Model: `model` names a model-store entry (default `clip-vit-l-14`, the backbone 
 head needs); `flywheel models check` / the curate preflight stop a run before it starts when it
 is missing. Thresholds are on that model's scale: another backbone needs `flywheel calibrate`.
 
-Embeddings side dataset: when the engine sets `side_dir` on the instance (it reads the class
-attribute `side_output`, a folder relative to the run output: `embeddings/clip`), each worker
+Embeddings side dataset: when the engine sets `side_dir` on the instance (the class attribute
+`side_output`, `embeddings/clip`, is its place relative to the run output), or sets
+`FLYWHEEL_RUN_OUTPUT` in the workers' environment, each worker
 writes Parquet parts `id, image_emb, text_emb, model, revision` there (see
 `flywheel.models.clip.write_side` / `read_side`), keyed by sample id, for the FAISS index.
 In-process, image embeddings also go to `flywheel.models.clip.IMAGE_CACHE` for the aesthetic head.
@@ -17,6 +18,7 @@ In-process, image embeddings also go to `flywheel.models.clip.IMAGE_CACHE` for t
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
@@ -75,11 +77,12 @@ class Clip(Operator):
         key = str(self.model_dir)
         have_ids = [k for k, i in enumerate(idx) if ids[i]]
         clip.IMAGE_CACHE.put(key, [ids[idx[k]] for k in have_ids], img[have_ids])
-        if self.side_dir is not None and idx:
+        side = self.side_dir or (os.environ.get("FLYWHEEL_RUN_OUTPUT") and Path(os.environ["FLYWHEEL_RUN_OUTPUT"]) / self.side_output)
+        if side and idx:
             text_full = np.full_like(img, np.nan)
             for k, t in zip(tidx, txt):
                 text_full[k] = t
-            clip.write_side(self.side_dir, [ids[i] or "" for i in idx], img, text_full, self.params.model, self.revision)
+            clip.write_side(side, [ids[i] or "" for i in idx], img, text_full, self.params.model, self.revision)
         return {"clip__similarity": sim}
 
     def reject(self, table: pa.Table, params: ClipParams) -> list[list[Fail]]:

@@ -213,10 +213,9 @@ def text_orientation(rgb: np.ndarray) -> tuple[int, float]:
     from docorient import detect_orientation
 
     res = detect_orientation(Image.fromarray(rgb))
-    # docorient reports the clockwise rotation that *corrects* the page; the page itself is
-    # turned the other way.
-    angle = (360 - int(res.angle)) % 360
-    return angle, (0.95 if res.reliable else 0.5)
+    # docorient corrects with PIL's counter-clockwise `rotate(angle)`, so the page as stored is
+    # turned clockwise by that angle. It gives no probability, only `reliable`.
+    return int(res.angle) % 360, (0.95 if res.reliable else 0.5)
 
 
 # -- training photos shipped by installable packages (provenance of the shipped head) ----------

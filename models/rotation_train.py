@@ -1,0 +1,81 @@
+"""Training the photo rotation head (`flywheel models train rotation`).
+
+Self-supervised: the photos are assumed upright; each is seen whole and as random crops, at
+0/90/180/270 degrees, and the head learns the angle over frozen OpenNSFW features
+(`flywheel.models.rotation`). The result is a model-store folder: `rotation_photo.npz` and a
+`model.yaml` card (kind, revision, SHA-256, training provenance), installed with `store.add`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from . import rotation as R
+
+
+def train_from_images(images: Sequence[np.ndarray], dest: Path | str, *, crops: int = 12, seed: int = 0,
+                      provenance: dict | None = None, progress: bool = False, revision: str | None = None) -> dict:
+    """Train a head on upright RGB images and write the model folder `dest`."""
+    import yaml
+
+    from . import store
+
+    if len(images) < 4:
+        raise ValueError(f"{len(images)} usable photos; the rotation head needs at least 4 upright photos (dozens to be useful)")
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(images), desc="rotation examples", unit="photo")
+    views, labels, _ = R.examples(images, crops, seed, progress=(bar.update if bar else None))
+    if bar:
+        bar.close()
+    fx = R.PhotoFeatures(store.path("opennsfw"))
+    feats = []
+    it = range(0, len(views), 64)
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc="features", unit="batch")
+    for s in it:
+        feats.append(fx(views[s:s + 64]))
+    head = R.fit_head(np.concatenate(feats), labels, seed=seed)
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    rev = revision or f"rotation-photo-{time.strftime('%Y%m%d')}"
+    head.save(dest / R.HEAD_FILE, revision=rev, photos=len(images), crops=crops, seed=seed)
+    (dest / "model.yaml").write_text(yaml.safe_dump({
+        "kind": "npz", "source": {"trained": "flywheel models train rotation"}, "revision": rev,
+        "files": {R.HEAD_FILE: store.sha256(dest / R.HEAD_FILE)}, "licence": "as the training photos allow",
+        "operators": ["rotation"], "training": {"photos": len(images), "crops": crops, "seed": seed, **(provenance or {})},
+    }, sort_keys=False))
+    return {"photos": len(images), "examples": len(views), "path": str(dest)}
+
+
+def train_from_dataset(ref: str, name: str, *, crops: int = 12, limit: int = 0, progress: bool = False) -> dict:
+    """Decode a dataset's images (upright photos), train, and install the head as `name`."""
+    from flywheel.datasets import open_dataset
+    from flywheel.filters.decode import decode
+
+    from . import store
+
+    ds = open_dataset(ref)
+    images = []
+    for batch in ds.iter_batches(batch_size=64, columns=["image"]):
+        for data in batch.column("image").to_pylist():
+            d = decode(data, None, 256, 200_000_000, check_ext=False)
+            if d.work is not None and min(d.work.rgb.shape[:2]) >= 32:
+                images.append(d.work.rgb)
+            if limit and len(images) >= limit:
+                break
+        if limit and len(images) >= limit:
+            break
+    with tempfile.TemporaryDirectory() as tmp:
+        res = train_from_images(images, tmp, crops=crops, provenance={"dataset": str(ref)}, progress=progress)
+        res["path"] = store.add(name, tmp)["path"]
+    return res
