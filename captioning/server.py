@@ -2,9 +2,10 @@
 backend, for teams without vLLM.
 
 Concurrent requests are batched into one `generate` call: handlers put their request on a queue
-and await a future; one worker thread takes what is waiting (up to `max_batch`, after at most
-`max_wait_ms` for more to arrive), groups it by generation parameters and runs each group as one
-left-padded batch. Endpoints: `GET /v1/models` (with the model `revision`, which the openai backend
+and await a future; one worker thread takes what is waiting (up to `max_batch`; the batch stays
+open while requests keep arriving less than `max_wait_ms` apart, at most 4 x `max_wait_ms`),
+groups it by generation parameters and runs each group as one left-padded batch. Requests that
+arrive during a generate call wait in the queue and form the next batch. Endpoints: `GET /v1/models` (with the model `revision`, which the openai backend
 puts in its cache key), `POST /v1/chat/completions` (text and `image_url` parts; images as base64
 data URLs), `GET /health`.
 """
@@ -58,10 +59,13 @@ class Batcher:
             if job is None:
                 return
             jobs = [job]
-            deadline = time.monotonic() + self.max_wait
+            # Clients' requests arrive staggered: keep the batch open while they keep coming (each
+            # arrival extends the window by max_wait), never longer than 4 windows in all.
+            hard = time.monotonic() + 4 * self.max_wait
             while len(jobs) < self.max_batch:
+                wait = min(self.max_wait, hard - time.monotonic())
                 try:
-                    nxt = self.q.get(timeout=max(0.0, deadline - time.monotonic()))
+                    nxt = self.q.get(timeout=max(0.0, wait))
                 except queue.Empty:
                     break
                 if nxt is None:
