@@ -130,6 +130,20 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX review_items_qsigtrack ON review_items (queue, status, signal_id, track, item_id)
         """,
     ),
+    (
+        5,
+        # Review counts per (queue, signal, track, status), kept by flywheel.review.queue in the
+        # transactions that change them: the dashboard's queue list and statistics read a few
+        # hundred rows instead of grouping a million items (seconds on a cold cache).
+        """
+        CREATE TABLE review_counts (
+            queue TEXT NOT NULL, signal_id TEXT NOT NULL, track TEXT NOT NULL, status TEXT NOT NULL,
+            n INTEGER NOT NULL, PRIMARY KEY (queue, signal_id, track, status)
+        );
+        INSERT INTO review_counts SELECT queue, COALESCE(signal_id, ''), COALESCE(track, ''), status, COUNT(*)
+            FROM review_items GROUP BY 1, 2, 3, 4
+        """,
+    ),
 ]
 
 
