@@ -128,8 +128,8 @@ def lineage(id_or_ref: str, catalog=None) -> dict:
 
     cat = catalog or Catalog()
     if "@" in id_or_ref or Path(id_or_ref).exists():
-        return {"kind": "dataset", **dataset_lineage(id_or_ref, cat)}
-    return {"kind": "sample", **sample_lineage(id_or_ref, cat)}
+        return {"of": "dataset", **dataset_lineage(id_or_ref, cat)}
+    return {"of": "sample", **sample_lineage(id_or_ref, cat)}
 
 
 def dataset_lineage(ref, cat, depth: int = 0) -> dict:
@@ -234,7 +234,7 @@ def _decision(cat, item_id: int) -> dict:
 def describe_lineage(info: dict) -> list[str]:
     """Readable lines for `flywheel lineage`."""
     lines: list[str] = []
-    if info["kind"] == "dataset":
+    if info["of"] == "dataset":
         def walk(n: dict, depth: int) -> None:
             pad = "  " * depth
             if n.get("missing"):
