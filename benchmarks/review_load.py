@@ -81,6 +81,7 @@ def fill(cat, n: int, signals: int, via_api: int = 20_000) -> None:
         print(f"\r  bulk insert {done:,}/{n:,} ({(done - k) / (time.perf_counter() - t0):,.0f} items/s)", end="",
               file=sys.stderr, flush=True)
     print(file=sys.stderr)
+    q.recount(cat)  # the executemany rows bypassed the queue API's counts
 
 
 def _writer(path: str, stop, counter) -> None:

@@ -41,6 +41,17 @@ def serve(
         raise UserError(f"cannot listen on {host}:{port} ({e}); pick another --port") from None
 
 
+@review_app.command("recount")
+def recount() -> None:
+    """Rebuild the queue counts from the review items (after rows were written outside the queue API)."""
+    from flywheel.catalog import Catalog
+
+    from .review import queue as q
+
+    n = q.recount(Catalog())
+    typer.echo(f"recounted: {n} (queue, signal, track, status) groups")
+
+
 @users_app.command("add")
 def users_add(
     name: str = typer.Argument(..., help="User name (letters, digits, _ . @ -)."),

@@ -233,7 +233,7 @@ def create_app(catalog=None, secure_cookies: bool = True) -> FastAPI:
     # -- queue pages -------------------------------------------------------------------------
     @app.get("/queue", response_class=HTMLResponse)
     def queue_index(request: Request, s: auth.Session = Depends(session_dep)):
-        groups = _cached(app, "groups", 5.0, lambda: q.groups(catalog))
+        groups = q.groups(catalog)
         return page(request, "queue_index.html", {"groups": groups}, session=s)
 
     @app.get("/queue/{queue}", response_class=HTMLResponse)
@@ -316,7 +316,7 @@ def create_app(catalog=None, secure_cookies: bool = True) -> FastAPI:
     # -- sampled QA and second opinions -------------------------------------------------------
     @app.get("/qa", response_class=HTMLResponse)
     def qa_index(request: Request, s: auth.Session = Depends(session_dep)):
-        groups = _cached(app, "groups", 5.0, lambda: q.groups(catalog))
+        groups = q.groups(catalog)
         return page(request, "qa_index.html", {"batches": q.batches(catalog), "groups": groups}, session=s)
 
     @app.post("/qa")

@@ -94,6 +94,24 @@ def _where(queue: str | None, signal_id: str | None, status: str | None, track: 
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
 
 
+def _bump(con: sqlite3.Connection, counts: dict[tuple, int]) -> None:
+    """Apply count changes {(queue, signal_id, track, status): delta} to `review_counts` inside
+    the caller's transaction (every write to review_items in this module does)."""
+    for (queue, signal_id, track, status), delta in counts.items():
+        if delta:
+            con.execute("INSERT INTO review_counts VALUES (?,?,?,?,?) ON CONFLICT (queue, signal_id, track, status)"
+                        " DO UPDATE SET n = n + excluded.n", (queue, signal_id or "", track or "", status, delta))
+
+
+def recount(cat) -> int:
+    """Rebuild `review_counts` from review_items (after rows were written around this module)."""
+    with cat.tx() as con:
+        con.execute("DELETE FROM review_counts")
+        con.execute("INSERT INTO review_counts SELECT queue, COALESCE(signal_id, ''), COALESCE(track, ''), status,"
+                    " COUNT(*) FROM review_items GROUP BY 1, 2, 3, 4")
+        return con.execute("SELECT COUNT(*) FROM review_counts").fetchone()[0]
+
+
 # -- enqueue and read --------------------------------------------------------------------------
 def enqueue(cat, queue: str, items: list[dict], actor: str = "router") -> list[int]:
     """Queue samples for review; returns their item ids in order. Idempotent per
@@ -116,6 +134,7 @@ def enqueue(cat, queue: str, items: list[dict], actor: str = "router") -> list[i
     for start in range(0, len(rows), 5000):
         chunk = rows[start:start + 5000]
         with cat.tx() as con:
+            added: dict[tuple, int] = {}
             for r in chunk:
                 cur = con.execute(
                     "INSERT OR IGNORE INTO review_items (queue, signal_id, sample_id, source, dataset, payload_json,"
@@ -123,11 +142,14 @@ def enqueue(cat, queue: str, items: list[dict], actor: str = "router") -> list[i
                 if cur.rowcount:
                     ids.append(cur.lastrowid)
                     new += 1
+                    key = (r[0], r[1], r[6], "pending")
+                    added[key] = added.get(key, 0) + 1
                 else:
                     ids.append(con.execute(
                         "SELECT item_id FROM review_items WHERE queue = ? AND COALESCE(signal_id, '') = ?"
                         " AND COALESCE(sample_id, '') = ? AND COALESCE(source, '') = ?",
                         (r[0], r[1] or "", r[2] or "", r[3] or "")).fetchone()[0])
+            _bump(con, added)
             if start + len(chunk) >= len(rows):
                 cat.audit(actor, "review.enqueue", f"queue:{queue}", {"items": len(rows), "new": new}, con=con)
     return ids
@@ -167,10 +189,10 @@ def get_item(cat, item_id: int) -> dict:
 
 
 def groups(cat, status: str = "pending") -> list[dict]:
-    """Counts per (queue, signal, track) for the queue index page."""
+    """Counts per (queue, signal, track) for the queue index page (from `review_counts`)."""
     rows = cat.execute(
-        "SELECT queue, signal_id, track, COUNT(*) AS n, MIN(item_id) AS first_id FROM review_items WHERE status = ?"
-        " GROUP BY queue, signal_id, track ORDER BY queue, signal_id, track", (status,))
+        "SELECT queue, NULLIF(signal_id, '') AS signal_id, NULLIF(track, '') AS track, n FROM review_counts"
+        " WHERE status = ? AND n > 0 ORDER BY queue, signal_id, track", (status,))
     return [dict(r) for r in rows]
 
 
@@ -197,6 +219,8 @@ def _decide_in(con: sqlite3.Connection, cat, item_id: int, decision: str, review
             return {**row, "applied": False, "repeated": True}
         raise AlreadyDecided(row["decided_by"], row["decided_at"], row["status"], item_id)
     con.execute("INSERT OR REPLACE INTO review_votes VALUES (?,?,?,?,?,?)", (int(item_id), reviewer, decision, reason, kind, now))
+    group = (row["queue"], row["signal_id"], row["track"])
+    _bump(con, {(*group, "pending"): -1, (*group, decision): 1})
     cat.audit(reviewer, _ACTION[decision], f"review_item:{item_id}", {
         "item_id": int(item_id), "decision": decision, "reason": reason, "queue": row["queue"],
         "signal_id": row["signal_id"], "sample_id": row["sample_id"], "dataset": row["dataset"],
@@ -392,7 +416,7 @@ def stats(cat, since: float | None = None) -> dict:
     active hour: gaps over 10 minutes do not count as work) and agreement with other reviewers on
     the items both voted on (second opinions and QA)."""
     queues: dict[str, dict[str, int]] = {}
-    for r in cat.execute("SELECT queue, status, COUNT(*) AS n FROM review_items GROUP BY queue, status"):
+    for r in cat.execute("SELECT queue, status, SUM(n) AS n FROM review_counts GROUP BY queue, status"):
         queues.setdefault(r["queue"], {s: 0 for s in STATUSES})[r["status"]] = r["n"]
     since = since if since is not None else 0.0
     reviewers: dict[str, dict] = {}
