@@ -50,6 +50,7 @@ class Dedup(Operator):
     name = "dedup"
     Params = DedupParams
     barrier = True
+    reads = ("task",)
     writes = ("dedup__phash", "dedup__thumb")
     decided = ("dedup__kind", "dedup__dist", "dedup__of_id", "dedup__of_source")
     types = {
@@ -66,8 +67,9 @@ class Dedup(Operator):
 
     def score(self, batch: pa.Table, work: Sequence[Work | None]) -> dict[str, Sequence[Any]]:
         ph, th = [], []
-        for w in work:
-            if w is None:
+        tasks = batch.column("task").to_pylist() if "task" in batch.column_names else [None] * len(work)
+        for w, task in zip(work, tasks):
+            if w is None or task == "ti2i":  # edit pairs are deduplicated on their pair id alone
                 ph.append(None), th.append(None)
             else:
                 ph.append(phash64(w.gray)), th.append(thumb16(w.gray))
@@ -82,6 +84,7 @@ class Dedup(Operator):
         p: DedupParams = self.params
         n = table.num_rows
         out = {c: [None] * n for c in self.decided}
+        self._exact_pairs(table, out)
         ph = table.column("dedup__phash").to_pylist()
         valid = [i for i, v in enumerate(ph) if v is not None]
         prior_rows = []
@@ -124,6 +127,22 @@ class Dedup(Operator):
             else:
                 out["dedup__dist"][i] = 0
         return out
+
+    @staticmethod
+    def _exact_pairs(table: pa.Table, out: dict[str, list]) -> None:
+        """Edit pairs: the same pair id twice keeps the first by `source` order."""
+        if "task" not in table.column_names:
+            return
+        kept: dict[str, str] = {}
+        rows = [(s, i, d) for i, (t, d, s) in enumerate(zip(table.column("task").to_pylist(), table.column("id").to_pylist(),
+                                                             table.column("source").to_pylist())) if t == "ti2i"]
+        for src, i, pid in sorted(rows):
+            if pid in kept:
+                out["dedup__kind"][i], out["dedup__dist"][i] = "exact", 0
+                out["dedup__of_id"][i], out["dedup__of_source"][i] = pid, kept[pid]
+            else:
+                kept[pid] = src
+                out["dedup__dist"][i] = 0
 
     def reject(self, table: pa.Table, params: DedupParams) -> list[list[Fail]]:
         out = []

@@ -200,8 +200,8 @@ class Scorer:
             table = _set_column(table, c, existing[c], op.column_type(c))
         if any(errs):
             table = _set_column(table, errcol, errs, pa.string())
-        # Edit pairs: every image operator also scores the sources.
-        if op.needs_image:
+        # Edit pairs: every image operator also scores the sources (dedup is on the pair id instead).
+        if _image_op(op):
             for i, sw in enumerate(src_works):
                 if not sw or broken[i] or not need[i]:
                     continue
@@ -227,6 +227,11 @@ class Scorer:
                     for j, k in enumerate(ok):
                         src_scores[i][errcol][k] = res["errors"][j]
         return table, src_scores
+
+
+def _image_op(op) -> bool:
+    """Operators that judge an image (pixels or its size) also judge an edit pair's sources."""
+    return (op.needs_image or "width" in op.reads) and not op.barrier and op.name != "broken_file"
 
 
 def _src_scores(table: pa.Table) -> list[dict]:
@@ -304,7 +309,7 @@ def decide_table(table: pa.Table, steps: list[tuple[str, dict]]) -> pa.Table:
                 reasons[i].append(f"{name}:{f.rule}")
                 details[i].append(f.detail)
         # edit pairs: the sources
-        if op.needs_image or name == "broken_file":
+        if _image_op(op) or name == "broken_file":
             for i, ss in enumerate(src_scores):
                 if not ss:
                     continue
