@@ -62,7 +62,9 @@ class TrainConfig:
     ckpt_every: int = 500
     log_every: int = 10
     resume: bool = True
-    max_seconds: float | None = None  # stop (and checkpoint) after this much wall time: toy runs with a time budget
+    max_seconds: float | None = None  # stop (and checkpoint) after this much time: toy runs with a time budget
+    deadline: float | None = None  # stop (and checkpoint) at this Unix time, whatever the budget says
+    budget_clock: str = "wall"  # "wall" | "cpu" (this process's CPU seconds, all threads: fair on a shared machine)
     cache_dir: str | None = None
     progress: bool = True
 
@@ -196,7 +198,8 @@ def main(cfg: TrainConfig) -> dict:
     if master and cfg.progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=cfg.steps, initial=start, desc=f"train {cfg.stage}", unit="step")
-    t_last = t_start = time.time()
+    clock = time.process_time if cfg.budget_clock == "cpu" else time.time
+    t_last, t_start = time.time(), clock()
     last_loss = float("nan")
     step = start - 1
     for step in range(start, cfg.steps):
@@ -260,14 +263,16 @@ def main(cfg: TrainConfig) -> dict:
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{last_loss:.4f}", res=res)
-        out_of_time = cfg.max_seconds is not None and time.time() - t_start > cfg.max_seconds
-        if world > 1 and cfg.max_seconds is not None:  # all ranks stop at the same step
+        out_of_time = ((cfg.max_seconds is not None and clock() - t_start > cfg.max_seconds)
+                       or (cfg.deadline is not None and time.time() > cfg.deadline))
+        if world > 1 and (cfg.max_seconds is not None or cfg.deadline is not None):  # all ranks stop at the same step
             flag = torch.tensor([float(out_of_time)], device=device)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
             out_of_time = bool(flag.item())
         last = step + 1 == cfg.steps or out_of_time
         if master and ((step + 1) % cfg.log_every == 0 or last):
             rec = dict(step=step + 1, loss=last_loss, lr=lr_at(step), grad_norm=float(gnorm), resolution=res,
+                       batch=len(batch), img_tokens=int(x0.shape[1]) * (1 + len(cond)), txt_tokens=int(text.shape[1]),
                        sec_per_step=(time.time() - t_last) / cfg.log_every,
                        loss_by_t_bin={f"{b / n_bins:.1f}": sum(v) / len(v) for b, v in sorted(bins.items())})
             with open(out / "metrics.jsonl", "a") as f:
