@@ -202,9 +202,14 @@ def main() -> None:
         r = client.post("/login", data={"username": "bench", "password": "bench-password", "csrf": tok, "next": "/queue"})
         assert r.status_code == 200, r.status_code
         csrf = re.search(r'name="csrf-token" content="([^"]+)"', r.text).group(1)
-        t = time.perf_counter()
-        client.get("/queue")
-        print(f"queue index (GROUP BY over every pending item, then cached 5 s): first {(time.perf_counter() - t) * 1000:.0f} ms")
+        for path in ("/queue", "/stats"):
+            times = []
+            for _ in range(20):
+                r = client.get(path)
+                assert r.status_code == 200, (path, r.status_code)
+                times.append(_timing(r)[0])
+            print(f"{path:<7} (queue list / reviewer statistics): server first {times[0]:.1f} ms, p50 {_pct(times, 50):.1f} ms,"
+                  f" max {max(times):.1f} ms")
         rng = random.Random(0)
         for _ in range(10):  # warm-up: templates compiled, SQLite pages cached
             client.get(f"/queue/pretrain?after={rng.choice(ids)}")

@@ -421,8 +421,8 @@ def stats(cat, since: float | None = None) -> dict:
     since = since if since is not None else 0.0
     reviewers: dict[str, dict] = {}
     for r in cat.execute(
-        "SELECT reviewer, COUNT(*) AS votes, SUM(kind != 'check') AS decisions, SUM(decision = 'approved') AS approved,"
-        " SUM(decision = 'rejected') AS rejected, MIN(at) AS first_at, MAX(at) AS last_at, SUM(CASE WHEN gap < 600 THEN gap ELSE 0 END) AS active"
+        "SELECT reviewer, COUNT(*) AS votes, SUM(kind != 'check') AS decisions, SUM(kind = 'check') AS checks,"
+        " SUM(kind != 'check' AND decision = 'approved') AS approved, SUM(kind != 'check' AND decision = 'rejected') AS rejected, MIN(at) AS first_at, MAX(at) AS last_at, SUM(CASE WHEN gap < 600 THEN gap ELSE 0 END) AS active"
         " FROM (SELECT *, at - LAG(at) OVER (PARTITION BY reviewer ORDER BY at) AS gap FROM review_votes WHERE at >= ?)"
         " GROUP BY reviewer ORDER BY reviewer", (since,)):
         d = dict(r)

@@ -188,7 +188,7 @@ def test_stats_throughput_and_agreement(cat):
     assert s["queues"]["pretrain"] == {"pending": 1, "approved": 3, "rejected": 2}
     ann, bob = s["reviewers"]["ann"], s["reviewers"]["bob"]
     assert (ann["decisions"], ann["approved"], ann["compared"], ann["agreement"]) == (3, 3, 2, 0.5)
-    assert (bob["decisions"], bob["votes"], bob["agreement"]) == (2, 4, 0.5)
+    assert (bob["decisions"], bob["checks"], bob["rejected"], bob["votes"], bob["agreement"]) == (2, 2, 2, 4, 0.5)
     assert ann["per_hour"] > 0
 
 
