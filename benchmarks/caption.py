@@ -81,10 +81,10 @@ def main() -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        exe = Path(sys.executable).parent / "flywheel"
         t0 = time.perf_counter()
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-        proc = subprocess.Popen([str(exe), "caption", "serve", "--model", model, "--port", str(port),
+        proc = subprocess.Popen([sys.executable, "-m", "flywheel.captioning.server", "--model", model, "--port", str(port),
+                                 "--device", args.device,
                                  "--max-batch", "8", "--max-wait-ms", "30", "--max-new-tokens", str(args.tokens)],
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:

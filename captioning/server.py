@@ -41,8 +41,14 @@ class Batcher:
         self.max_wait = max_wait_ms / 1000
         self.q: queue.Queue[_Job | None] = queue.Queue()
         self.batches: list[int] = []  # sizes of the batches run (for tests and the benchmark)
+        self.arriving = 0  # requests a handler has accepted but not yet submitted (body being parsed)
+        self._count_lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="caption-batcher", daemon=True)
         self._thread.start()
+
+    def arrive(self, delta: int) -> None:
+        with self._count_lock:
+            self.arriving += delta
 
     def submit(self, req: Request, params: tuple) -> Future:
         fut: Future = Future()
@@ -67,6 +73,8 @@ class Batcher:
                 try:
                     nxt = self.q.get(timeout=max(0.0, wait))
                 except queue.Empty:
+                    if self.arriving > 0 and time.monotonic() < hard:
+                        continue  # a handler is still parsing a request: it joins this batch
                     break
                 if nxt is None:
                     self.q.put(None)
@@ -139,18 +147,23 @@ def create_app(backend: TransformersBackend, model_name: str, max_batch: int = 8
             raise HTTPException(400, "streaming is not supported; send stream=false")
         if body.get("model") not in (None, model_name):
             raise HTTPException(404, f"model {body.get('model')!r} is not served here; GET /v1/models lists {model_name!r}")
+        batcher.arrive(1)
         try:
-            system, user, images = parse_messages(body.get("messages") or [])
-        except (ValueError, KeyError, OSError) as e:
-            raise HTTPException(400, f"bad message content: {e}")
-        if not user and not images:
-            raise HTTPException(400, "no user content; send a text or image_url part")
-        req = Request(images=images, prompt=Prompt(type="chat", system=system, user=user, n_images=len(images)))
-        params = (int(body.get("max_tokens") or body.get("max_completion_tokens") or backend.max_new_tokens),
-                  float(body.get("temperature") if body.get("temperature") is not None else backend.temperature),
-                  float(body.get("top_p") if body.get("top_p") is not None else backend.top_p))
+            try:
+                system, user, images = parse_messages(body.get("messages") or [])
+            except (ValueError, KeyError, OSError) as e:
+                raise HTTPException(400, f"bad message content: {e}")
+            if not user and not images:
+                raise HTTPException(400, "no user content; send a text or image_url part")
+            req = Request(images=images, prompt=Prompt(type="chat", system=system, user=user, n_images=len(images)))
+            params = (int(body.get("max_tokens") or body.get("max_completion_tokens") or backend.max_new_tokens),
+                      float(body.get("temperature") if body.get("temperature") is not None else backend.temperature),
+                      float(body.get("top_p") if body.get("top_p") is not None else backend.top_p))
+            fut = batcher.submit(req, params)
+        finally:
+            batcher.arrive(-1)
         try:
-            text = await asyncio.wrap_future(batcher.submit(req, params))
+            text = await asyncio.wrap_future(fut)
         except Exception as e:
             return JSONResponse({"error": {"message": f"{type(e).__name__}: {e}", "type": "server_error"}}, 500)
         return {
@@ -160,3 +173,36 @@ def create_app(backend: TransformersBackend, model_name: str, max_batch: int = 8
         }
 
     return app
+
+
+def serve(model: str, host: str = "127.0.0.1", port: int = 8000, served_name: str | None = None, max_batch: int = 8,
+          max_wait_ms: float = 20.0, max_new_tokens: int = 256, max_pixels: int | None = None,
+          device: str = "auto") -> None:
+    """Run the server until interrupted (`flywheel caption serve` and `python -m` both land here)."""
+    from pathlib import Path
+
+    import uvicorn
+
+    name = served_name or Path(model).name
+    backend = TransformersBackend(model, max_new_tokens=max_new_tokens, batch_size=max_batch, max_pixels=max_pixels,
+                                  device=device)
+    app = create_app(backend, name, max_batch=max_batch, max_wait_ms=max_wait_ms)
+    print(f"serving {name} on http://{host}:{port}/v1 (batches of up to {max_batch})", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description="OpenAI-compatible caption server over Qwen3-VL (transformers)")
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8000)
+    ap.add_argument("--served-name")
+    ap.add_argument("--max-batch", type=int, default=8)
+    ap.add_argument("--max-wait-ms", type=float, default=20.0)
+    ap.add_argument("--max-new-tokens", type=int, default=256)
+    ap.add_argument("--max-pixels", type=int)
+    ap.add_argument("--device", default="auto")
+    a = ap.parse_args()
+    serve(a.model, a.host, a.port, a.served_name, a.max_batch, a.max_wait_ms, a.max_new_tokens, a.max_pixels, a.device)

@@ -121,19 +121,11 @@ def register(app: typer.Typer) -> None:
         max_pixels: Optional[int] = typer.Option(None, help="cap on pixels per image"),
     ) -> None:
         """OpenAI-compatible chat-completions server over the transformers backend (batches concurrent requests)."""
-        from pathlib import Path
+        from flywheel.captioning.server import serve as run_server
 
-        import uvicorn
-
-        from flywheel.captioning.backends import TransformersBackend
-        from flywheel.captioning.server import create_app
-
-        backend = TransformersBackend(model, max_new_tokens=max_new_tokens, batch_size=max_batch, max_pixels=max_pixels)
         try:
-            app = create_app(backend, served_name or Path(model).name, max_batch=max_batch, max_wait_ms=max_wait_ms)
+            run_server(model, host, port, served_name, max_batch, max_wait_ms, max_new_tokens, max_pixels)
         except RuntimeError as e:
             raise UserError(str(e)) from None
-        typer.echo(f"serving {served_name or Path(model).name} on http://{host}:{port}/v1 (batches of up to {max_batch})")
-        uvicorn.run(app, host=host, port=port, log_level="warning")
 
     app.add_typer(caption_app, name="caption")
