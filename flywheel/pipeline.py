@@ -135,6 +135,7 @@ def score(state: str, on_progress: Callable[[int, dict], None] | None = None) ->
     """Score every row not scored yet; rows already in state/parts are skipped (resume)."""
     from . import engine
 
+    started_at = time.time()
     plan = load_plan(state)
     st = Path(state)
     r = _recipe(plan)
@@ -145,14 +146,15 @@ def score(state: str, on_progress: Callable[[int, dict], None] | None = None) ->
         t = pads.dataset(parts, format="parquet").to_table(columns=["source"])
         done = set(t.column("source").to_pylist())
         resumed = len(done)
+        done_all = frozenset(done)  # one object shared by every dataset shard (pickled once)
         for s, k in zip(plan["shards"], plan["shard_keys"]):
-            done_by_shard[k] = frozenset(_shard_done(s, done))
+            done_by_shard[k] = done_all if s["kind"] == "parquet" and s.get("dataset") else frozenset(_shard_done(s, done))
     todo = [(s, k) for s, k in zip(plan["shards"], plan["shard_keys"]) if not _shard_complete(s, done_by_shard.get(k))]
     t_ray = engine.ensure_ray(plan["workers"])
     t0 = time.perf_counter()
     res = engine.score_shards([s for s, _ in todo], [k for _, k in todo], r, str(st / "parts"), str(st / "ingest"),
                               plan["workers"], {k: done_by_shard[k] for _, k in todo if k in done_by_shard}, on_progress)
-    info = {"ray_startup_s": t_ray["startup_s"], "score_s": time.perf_counter() - t0, "rows_scored": res["rows"],
+    info = {"started_at": started_at, "ray_startup_s": t_ray["startup_s"], "score_s": time.perf_counter() - t0, "rows_scored": res["rows"],
             "rows_resumed": resumed, "timing": res["timing"]}
     prev = json.loads((st / "score.json").read_text()) if (st / "score.json").exists() else {}
     info["attempts"] = prev.get("attempts", 0) + 1
@@ -169,8 +171,6 @@ def _shard_done(shard: dict, done: set[str]) -> set[str]:
         pre = shard["rel"] + "!"
         return {s for s in done if s.startswith(pre)}
     if shard["kind"] == "parquet":
-        if shard.get("dataset"):
-            return done  # sources are the original ones; filtered in the reader
         pre = shard["rel"] + "#"
         return {s for s in done if s.startswith(pre)}
     return set()
@@ -347,6 +347,7 @@ def finalize(state: str) -> dict:
         "histograms": hist.to_dict(),
         "timing": {
             "prepare_s": plan.get("prepare_s"), "ray_startup_s": score_info.get("ray_startup_s"),
+            "score_started_at": score_info.get("started_at"),
             "score_s": score_info.get("score_s"), "barrier_s": sum(v["seconds"] for v in barrier_info.values()),
             "operator_cpu_s": score_info.get("timing", {}), "rows_scored_this_attempt": score_info.get("rows_scored"),
             "rows_resumed": score_info.get("rows_resumed"), "attempts": score_info.get("attempts"),

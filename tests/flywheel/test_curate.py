@@ -236,3 +236,20 @@ def test_two_curations_and_a_writer_share_the_catalog(demo_corpus, ray_local, tm
     runs = cat.execute("SELECT status FROM runs")
     assert [r["status"] for r in runs] == ["succeeded", "succeeded"]
     assert cat.execute("SELECT count(*) AS n FROM audit_log")[0]["n"] == writes[0]
+
+
+def test_dedup_against_datasets_already_in_the_catalog(in_home, tmp_path):
+    """A copy of a sample that an earlier run accepted is a duplicate of that dataset's row."""
+    from flywheel import pipeline
+
+    out, _, _ = in_home
+    acc = pads.dataset(str(out / "accepted" / "data")).to_table(columns=["source", "image"]).to_pylist()
+    kept = next(r for r in acc if r["source"].startswith("photos/") and r["source"].endswith(".jpg"))
+    new = tmp_path / "new"
+    new.mkdir()
+    (new / "again.jpg").write_bytes(kept["image"])
+    (new / "again.txt").write_text("the same photo, found again elsewhere")
+    stats = pipeline.curate("stage1", str(new), str(tmp_path / "o"), skip=CPU_SKIP, workers=1)
+    assert stats["reject_reason"] == {"dedup:exact": 1}
+    row = pads.dataset(str(tmp_path / "o" / "rejected" / "data")).to_table(columns=["dedup_of"]).to_pylist()[0]
+    assert row["dedup_of"]["source"] == kept["source"]
