@@ -66,7 +66,8 @@ def _threshold_keep(values, direction: str, keep: float) -> float:
 def calibrate_table(table, steps: dict[str, dict], keep: float) -> dict:
     """Thresholds for the calibrated operators present in `table` (all scored rows of a run).
 
-    Eligible rows: scored (not broken) and not rejected by any other rule of the recipe.
+    Eligible rows: not rejected by any other rule of the recipe (broken files fail broken_file).
+    A null score (the operator could not score that row) passes, as it does in a run.
     One per-rule quantile q is found by bisection so the calibrated rules together keep
     `keep` of the eligible rows (per-rule keep q >= keep, since the rules overlap partly).
     """
@@ -87,20 +88,23 @@ def calibrate_table(table, steps: dict[str, dict], keep: float) -> dict:
         raise UserError("the recipe has no calibrated operator with scores here "
                         f"({', '.join(CALIBRATED)}); nothing to calibrate")
     cols = {col: np.array([np.nan if x is None else x for x in table.column(col).to_pylist()], dtype=np.float64) for _, _, col, _ in rules}
-    scored = np.ones(table.num_rows, dtype=bool)
-    for c in cols.values():
-        scored &= ~np.isnan(c)
-    eligible = scored & ~other_reject
+    eligible = ~other_reject  # broken files fail broken_file, one of the other rules
     if eligible.sum() == 0:
-        raise UserError("no row has every calibrated score and passes the other rules; check the input and --skip")
+        raise UserError("no row passes the recipe's other rules; check the input and --skip")
 
-    def thresholds(q: float) -> dict:
-        return {(op, p): _threshold_keep(cols[col][eligible], d, q) for op, p, col, d in rules}
+    def values(col: str) -> np.ndarray:
+        v = cols[col][eligible]
+        return v[~np.isnan(v)]
+
+    def thresholds(q: float) -> dict:  # a null score never fails (the operator could not score the row)
+        return {(op, p): _threshold_keep(values(col), d, q) if values(col).size else float("nan") for op, p, col, d in rules}
 
     def kept(th: dict) -> int:
         ok = eligible.copy()
         for op, p, col, d in rules:
-            ok &= (cols[col] >= th[(op, p)]) if d == "min" else (cols[col] <= th[(op, p)])
+            c, t = cols[col], th[(op, p)]
+            if not np.isnan(t):
+                ok &= np.isnan(c) | ((c >= t) if d == "min" else (c <= t))
         return int(ok.sum())
 
     n = int(eligible.sum())
@@ -114,10 +118,11 @@ def calibrate_table(table, steps: dict[str, dict], keep: float) -> dict:
             hi = mid
     q = hi if abs(kept(thresholds(hi)) - target) <= abs(kept(thresholds(lo)) - target) else lo
     th = thresholds(q)
-    pct = {col: {p: float(np.percentile(cols[col][eligible], p)) for p in PERCENTILES} for _, _, col, _ in rules}
+    pct = {col: {p: float(np.percentile(values(col), p)) if values(col).size else float("nan") for p in PERCENTILES}
+           for _, _, col, _ in rules}
     return {
         "keep": keep, "per_rule_keep": q, "rows": table.num_rows, "eligible": n, "kept": kept(th),
-        "kept_fraction": kept(th) / n, "thresholds": {f"{op}.{p}": v for (op, p), v in th.items()},
+        "kept_fraction": kept(th) / n, "thresholds": {f"{op}.{p}": v for (op, p), v in th.items() if not np.isnan(v)},
         "percentiles": pct, "directions": {col: d for _, _, col, d in rules},
     }
 

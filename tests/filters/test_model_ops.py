@@ -15,9 +15,7 @@ from PIL import Image, ImageFilter
 from flywheel.filters.base import Work
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "models"))
-from conftest import photos  # noqa: E402  (tests/models/conftest.py: real photos from installed packages)
-
-pytest_plugins = []
+from model_fixtures import photos, tiny_aesthetic_dir, tiny_clip_dir, tiny_models  # noqa: E402,F401
 
 
 def work(rgb: np.ndarray) -> Work:

@@ -1,4 +1,4 @@
-"""Tiny random-weight models built from their configs once per session, saved to disk; each test
+"""Shared by tests/models and tests/filters/test_model_ops.py. Tiny random-weight models built from their configs once per session, saved to disk; each test
 installs them into its own FLYWHEEL_HOME through the store (`store.add`), the path users take."""
 
 from __future__ import annotations
