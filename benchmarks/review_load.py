@@ -219,6 +219,19 @@ def main() -> None:
         time.sleep(2.0)
         busy = measure(client, ids, args.signals, args.requests, csrf, rng, "while another process writes the catalog")
         print(f"  (the writer committed {counter.value} rounds of run + stats + 200 queued items meanwhile)")
+        # a bulk decision on one signal's items in one track (the filter a reviewer would pick)
+        sig = "sig-0001"
+        page = client.get(f"/queue/pretrain?signal={sig}&track=pretrain").text
+        max_id = re.search(r'name="max_id" value="(\d+)"', page).group(1)
+        n_before = cat.execute("SELECT COUNT(*) AS n FROM review_items WHERE queue = 'pretrain' AND signal_id = ?"
+                               " AND track = 'pretrain' AND status = 'pending'", (sig,))[0]["n"]
+        t = time.perf_counter()
+        r = client.post("/queue/pretrain/bulk", data={"csrf": csrf, "decision": "approved", "reason": "relevant",
+                                                      "max_id": max_id, "signal": sig, "track": "pretrain", "confirm": "yes"})
+        secs = time.perf_counter() - t
+        assert r.status_code == 200, r.status_code
+        print(f"bulk decision on {n_before:,} items (signal {sig}, track pretrain, writer still running):"
+              f" {secs:.2f} s ({n_before / secs:,.0f} items/s, each audited)")
     finally:
         stop.set()
         if writer is not None and writer.pid is not None:

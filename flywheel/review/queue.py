@@ -243,26 +243,55 @@ def decide(cat, item_id: int, decision: str, reviewer: str, reason: str | None =
 
 def bulk_decide(cat, item_ids: Iterable[int], decision: str, reviewer: str, reason: str | None = None,
                 kind: str = "bulk") -> dict:
-    """Decide many items; each still applies only if pending. Returns counts."""
+    """Decide many items; each still applies only if pending. Returns counts. Set-based: one
+    UPDATE ... RETURNING per chunk, then the votes, audit rows and counts of the items it changed,
+    in the same transaction."""
     _check_decision(decision, reason)
-    ids = [int(i) for i in item_ids]
+    if not reviewer:
+        raise ReviewError("a decision needs the reviewer's name")
+    ids = list(dict.fromkeys(int(i) for i in item_ids))
     out = {"applied": 0, "already_decided": 0, "repeated": 0, "missing": 0, "applied_ids": []}
     for start in range(0, len(ids), _BULK_CHUNK):
+        chunk = ids[start:start + _BULK_CHUNK]
+        marks = ",".join("?" * len(chunk))
         with cat.tx() as con:
-            for i in ids[start:start + _BULK_CHUNK]:
-                try:
-                    r = _decide_in(con, cat, i, decision, reviewer, reason, None, None, kind=kind)
-                except AlreadyDecided:
-                    out["already_decided"] += 1
-                    continue
-                except ItemNotFound:
-                    out["missing"] += 1
-                    continue
-                if r["applied"]:
-                    out["applied"] += 1
-                    out["applied_ids"].append(i)
-                else:
-                    out["repeated"] += 1
+            now = time.time()
+            changed = con.execute(
+                "UPDATE review_items SET status = ?, reason = ?, decided_by = ?, decided_at = ?, request_id = NULL,"
+                f" version = version + 1 WHERE item_id IN ({marks}) AND status = 'pending'"
+                " RETURNING item_id, queue, signal_id, track, sample_id, dataset",
+                (decision, reason, reviewer, now, *chunk)).fetchall()
+            got = {r["item_id"] for r in changed}
+            rest = [i for i in chunk if i not in got]
+            if rest:
+                seen = {r["item_id"]: r for r in con.execute(
+                    f"SELECT item_id, status, decided_by FROM review_items WHERE item_id IN ({','.join('?' * len(rest))})", rest)}
+                for i in rest:
+                    r = seen.get(i)
+                    if r is None:
+                        out["missing"] += 1
+                    elif r["decided_by"] == reviewer and r["status"] == decision:
+                        out["repeated"] += 1
+                    else:
+                        out["already_decided"] += 1
+            if not changed:
+                continue
+            con.executemany("INSERT OR REPLACE INTO review_votes VALUES (?,?,?,?,?,?)",
+                            [(r["item_id"], reviewer, decision, reason, kind, now) for r in changed])
+            con.executemany(
+                "INSERT INTO audit_log (at, actor, action, target, detail_json) VALUES (?,?,?,?,?)",
+                [(now, reviewer, _ACTION[decision], f"review_item:{r['item_id']}", json.dumps({
+                    "item_id": r["item_id"], "decision": decision, "reason": reason, "queue": r["queue"],
+                    "signal_id": r["signal_id"], "sample_id": r["sample_id"], "dataset": r["dataset"],
+                    "request_id": None, "kind": kind})) for r in changed])
+            delta: dict[tuple, int] = {}
+            for r in changed:
+                g = (r["queue"], r["signal_id"], r["track"])
+                delta[(*g, "pending")] = delta.get((*g, "pending"), 0) - 1
+                delta[(*g, decision)] = delta.get((*g, decision), 0) + 1
+            _bump(con, delta)
+            out["applied"] += len(changed)
+            out["applied_ids"] += sorted(got)
     return out
 
 
@@ -275,11 +304,12 @@ def bulk_decide_filter(cat, decision: str, reviewer: str, reason: str | None = N
     total = {"applied": 0, "already_decided": 0, "repeated": 0, "missing": 0, "applied_ids": []}
     after = None
     while True:
-        page = list_items(cat, queue=queue, signal_id=signal_id, track=track, after_id=after, limit=1000, max_id=max_id)
+        where, args = _where(queue, signal_id, "pending", track, after, max_id)
+        page = [r["item_id"] for r in cat.execute(f"SELECT item_id FROM review_items{where} ORDER BY item_id LIMIT 5000", args)]
         if not page:
             break
-        after = page[-1]["item_id"]
-        r = bulk_decide(cat, [p["item_id"] for p in page if p["item_id"] not in skip], decision, reviewer, reason)
+        after = page[-1]
+        r = bulk_decide(cat, [i for i in page if i not in skip], decision, reviewer, reason)
         for k in ("applied", "already_decided", "repeated", "missing"):
             total[k] += r[k]
         total["applied_ids"] += r["applied_ids"]

@@ -145,6 +145,12 @@ def test_bulk_decide_counts_and_filter_respects_max_id(cat):
     assert r["applied"] == 6
     assert all(q.get_item(cat, i)["status"] == "pending" for i in late)
     assert [a["item_id"] for a in q.approved(cat, queue="pretrain")] == ids[1:4]
+    audit = cat.execute("SELECT actor, action, target, detail_json FROM audit_log WHERE action IN ('review.approve', 'review.reject')")
+    assert len(audit) == 1 + 3 + 6  # one row per decision, bulk ones included
+    assert sorted(int(a["target"].split(":")[1]) for a in audit) == sorted(ids)
+    bulk = [json.loads(a["detail_json"]) for a in audit if a["actor"] == "ann"]
+    assert {(d["kind"], d["signal_id"], d["dataset"]) for d in bulk} == {("bulk", "sig-1", "pool@v1")}
+    assert cat.execute("SELECT COUNT(*) AS n FROM review_votes")[0]["n"] == 10
     assert {a["signal_id"] for a in q.approved(cat, signal_id="sig-1")} == {"sig-1"}
 
 
