@@ -347,15 +347,18 @@ def check(cat, item_id: int, reviewer: str, decision: str, reason: str | None = 
         return {**row, "check": decision, "agrees": decision == row["status"], "applied": bool(cur.rowcount)}
 
 
-def items_to_check(cat, reviewer: str, queue: str | None = None, n: int = 20) -> list[dict]:
-    """A random sample of items others decided that `reviewer` has not voted on."""
-    sql = ("SELECT r.* FROM review_items r LEFT JOIN review_votes v ON v.item_id = r.item_id AND v.reviewer = ?"
-           " WHERE r.status != 'pending' AND r.decided_by != ? AND v.item_id IS NULL")
-    args: list[Any] = [reviewer, reviewer]
+def items_to_check(cat, reviewer: str, queue: str | None = None, n: int = 20, recent: int = 2000) -> list[dict]:
+    """A random sample of the `recent` latest items others decided that `reviewer` has not voted
+    on (bounded, so the page costs the same with a million decisions behind it)."""
+    inner = "SELECT * FROM review_items WHERE status IN ('approved', 'rejected') AND decided_by != ?"
+    args: list[Any] = [reviewer]
     if queue:
-        sql += " AND r.queue = ?"
+        inner += " AND queue = ?"
         args.append(queue)
-    rows = cat.execute(sql + " ORDER BY RANDOM() LIMIT ?", (*args, int(n)))
+    rows = cat.execute(
+        f"SELECT r.* FROM ({inner} ORDER BY decided_at DESC LIMIT ?) r LEFT JOIN review_votes v"
+        " ON v.item_id = r.item_id AND v.reviewer = ? WHERE v.item_id IS NULL ORDER BY RANDOM() LIMIT ?",
+        (*args, int(recent), reviewer, int(n)))
     return [_item(r) for r in rows]
 
 
