@@ -22,10 +22,10 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=30.0, help="budget for data + caches + transformer, in minutes of the 2-core machine")
     ap.add_argument("--clock", default="cpu", choices=["cpu", "wall"],
                     help="cpu: this process's CPU time, budget = minutes x threads (fair when others share the cores); wall: wall time")
-    ap.add_argument("--n-train", type=int, default=6000)
+    ap.add_argument("--n-train", type=int, default=1500)
     ap.add_argument("--n-eval", type=int, default=160)
     ap.add_argument("--size", type=int, default=64)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--vae", default="pixel:16")
     ap.add_argument("--preset", default="tiny")
@@ -57,7 +57,7 @@ def main() -> None:
         timings["data_s"] = clock() - t0
         cfg = TrainConfig(datasets=[str(data)], out=str(out / "ckpt"), stage="pretrain", preset=a.preset, vae=a.vae,
                           text_encoder="minilm", resolution=a.size, steps=10**9, batch_size=a.batch_size, lr=a.lr,
-                          warmup=50, ema_decay=0.995, ti2i_ratio=0.0, caption_probs={"original": 0.7, "general": 0.3},
+                          warmup=50, ema_decay=0.995, ti2i_ratio=0.0, caption_probs={"original": 1.0},
                           max_seconds=budget - (clock() - t0), budget_clock=a.clock,
                           deadline=None if a.wall_limit is None else w0 + a.wall_limit * 60, ckpt_every=200, log_every=20,
                           cache_dir=str(out / "cache"))

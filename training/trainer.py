@@ -180,11 +180,11 @@ def main(cfg: TrainConfig) -> dict:
             return {"embeds": e.embeds, "slots": e.img_slots}
         return text_cache.get_or(key, compute)
 
-    def latents_of(s, which: str, data: bytes):
+    def latents_of(s, which: str, data):  # data: () -> encoded bytes, read only on a cache miss
         key = TensorCache.key(s.id, which, f"{s.size[0]}x{s.size[1]}", vae_rev)
         def compute():
             from .data import load_image
-            x = load_image(data, s.size, channels).to(device)[None, :, None]  # (1, C, 1, H, W)
+            x = load_image(data(), s.size, channels).to(device)[None, :, None]  # (1, C, 1, H, W)
             with torch.no_grad():
                 z = vae.encode(x).latent_dist.mode()  # (1, z, 1, h, w)
             z = (z - lat_mean) / lat_std
@@ -210,10 +210,10 @@ def main(cfg: TrainConfig) -> dict:
 
         w, h = batch[0].size
         grid = qi.grid_for(w, h, scale)
-        x0 = torch.stack([latents_of(s, "image", samples.image(s.row)) for s in batch]).to(device)  # (B, N, z)
+        x0 = torch.stack([latents_of(s, "image", lambda: samples.image(s.row)) for s in batch]).to(device)  # (B, N, z)
         cond, cond_grids = [], []
         for j in range(batch[0].n_sources):
-            cond.append(torch.stack([latents_of(s, f"source{j}", samples.sources(s.row)[j]) for s in batch]).to(device))
+            cond.append(torch.stack([latents_of(s, f"source{j}", lambda: samples.sources(s.row)[j]) for s in batch]).to(device))
             cond_grids.append(grid)
         texts = [text_of(s, d) for s, d in zip(batch, drop)]
         L = max(t["embeds"].shape[0] for t in texts)
