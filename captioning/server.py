@@ -21,6 +21,8 @@ import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass
 
+from starlette.requests import Request as HTTPRequest  # resolved by FastAPI from the annotation
+
 from .backends import Request, TransformersBackend
 from .types import Prompt
 
@@ -131,6 +133,19 @@ def create_app(backend: TransformersBackend, model_name: str, max_batch: int = 8
     app = FastAPI(title="flywheel caption server")
     app.state.batcher = batcher
 
+    @app.middleware("http")
+    async def count_arrivals(request, call_next):
+        # counted from the moment the request arrives (before its JSON body is read and parsed)
+        chat = request.url.path.endswith("/chat/completions")
+        if chat:
+            batcher.arrive(1)
+            request.state.counted = True
+        try:
+            return await call_next(request)
+        finally:
+            if chat and getattr(request.state, "counted", False):
+                batcher.arrive(-1)
+
     @app.get("/health")
     def health():
         return {"status": "ok", "model": model_name, "batches": len(batcher.batches),
@@ -142,12 +157,11 @@ def create_app(backend: TransformersBackend, model_name: str, max_batch: int = 8
                                             "revision": backend.revision}]}
 
     @app.post("/v1/chat/completions")
-    async def chat(body: dict):
+    async def chat(body: dict, request: HTTPRequest):
         if body.get("stream"):
             raise HTTPException(400, "streaming is not supported; send stream=false")
         if body.get("model") not in (None, model_name):
             raise HTTPException(404, f"model {body.get('model')!r} is not served here; GET /v1/models lists {model_name!r}")
-        batcher.arrive(1)
         try:
             try:
                 system, user, images = parse_messages(body.get("messages") or [])
@@ -161,7 +175,9 @@ def create_app(backend: TransformersBackend, model_name: str, max_batch: int = 8
                       float(body.get("top_p") if body.get("top_p") is not None else backend.top_p))
             fut = batcher.submit(req, params)
         finally:
-            batcher.arrive(-1)
+            if getattr(request.state, "counted", False):
+                request.state.counted = False
+                batcher.arrive(-1)
         try:
             text = await asyncio.wrap_future(fut)
         except Exception as e:
