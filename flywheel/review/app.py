@@ -27,7 +27,7 @@ from fastapi.templating import Jinja2Templates
 
 from . import auth, thumbs
 from . import queue as q
-from .api import SESSION_COOKIE, get_catalog, review_api_router
+from .api import SESSION_COOKIE, review_api_router
 
 HERE = Path(__file__).parent
 LOGIN_CSRF_COOKIE = "fw_login_csrf"
@@ -416,7 +416,7 @@ def create_app(catalog=None, secure_cookies: bool = True) -> FastAPI:
 
     # -- admin -----------------------------------------------------------------------------
     @app.get("/admin/users", response_class=HTMLResponse)
-    def users_page(request: Request, s: auth.Session = Depends(admin_dep), error: str | None = None):
+    def users_page(request: Request, s: auth.Session = Depends(admin_dep)):
         return page(request, "admin_users.html", {"users": auth.list_users(catalog), "roles": auth.ROLES}, session=s)
 
     @app.post("/admin/users")
