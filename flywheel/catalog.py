@@ -22,7 +22,7 @@ from . import config
 SCHEMA_VERSION_TABLE = "schema_version"
 
 # Append-only list of migrations: (version, SQL). Never edit a released one; add a new one.
-MIGRATIONS: list[tuple[int, str]] = [
+MIGRATIONS: list[tuple[int, str | list[str]]] = [
     (
         1,
         """
@@ -144,6 +144,17 @@ MIGRATIONS: list[tuple[int, str]] = [
             FROM review_items GROUP BY 1, 2, 3, 4
         """,
     ),
+    (
+        6,
+        # The audit log is append-only (issue 7): the database itself refuses to change or delete
+        # a row, whatever code runs. Trigger bodies contain ';', hence a list of statements.
+        [
+            "CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log"
+            " BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END",
+            "CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log"
+            " BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END",
+        ],
+    ),
 ]
 
 
@@ -208,7 +219,10 @@ class Catalog:
             current = row[0] or 0
             for version, sql in MIGRATIONS:
                 if version > current:
-                    for stmt in filter(str.strip, sql.split(";")):
+                    # a migration is a string of ';'-separated statements, or a list of statements
+                    # (needed when a statement contains ';' itself, as trigger bodies do)
+                    stmts = sql if isinstance(sql, (list, tuple)) else sql.split(";")
+                    for stmt in filter(str.strip, stmts):
                         con.execute(stmt)
                     con.execute(f"INSERT INTO {SCHEMA_VERSION_TABLE} VALUES (?)", (version,))
 
