@@ -140,3 +140,19 @@ def test_mixed_suite_rows(tmp_path):
         spec = json.loads(r["meta"])["spec"]
         if spec["suite"] == "text":
             assert r["lang"] == spec["lang"] and spec["word"] in r["captions"]["text"]
+
+
+def test_cli_synth(tmp_path):
+    from typer.testing import CliRunner
+
+    from flywheel.catalog import Catalog
+    from flywheel.cli import _register_all, app
+
+    _register_all()
+    r = CliRunner().invoke(app, ["synth", "--out", str(tmp_path / "s"), "--n", "12", "--gap", "red-star:0", "--name", "toy"])
+    assert r.exit_code == 0, r.output
+    assert "toy@v1" in r.output
+    assert open_dataset("toy@v1").manifest.rows == 12
+    assert Catalog().query("SELECT count(*) AS n FROM datasets WHERE name = 'toy'").column("n").to_pylist() == [1]
+    bad = CliRunner().invoke(app, ["synth", "--out", str(tmp_path / "s2"), "--gap", "mauve-blob"])
+    assert bad.exit_code != 0
