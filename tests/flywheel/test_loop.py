@@ -1,0 +1,100 @@
+"""The closed loop end to end. The fast test drives the demo's routing path without training:
+signals posted to the real HTTP API, routed, reviewed by the scripted reviewer over HTTP, emitted
+and explained. The slow test runs `flywheel loop --demo --small` (training included)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from flywheel import emit as em
+from flywheel import loop_demo as ld
+from flywheel import router as rt
+from flywheel.catalog import Catalog
+from flywheel.datasets import open_dataset
+from flywheel.review import auth
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _loop_world import build, register  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return build(str(tmp_path_factory.mktemp("loop-world")))
+
+
+def test_names_concept():
+    assert ld.names_concept("a picture of two red triangles", "red triangle")
+    assert ld.names_concept("A red triangle on the left.", "red triangle")
+    assert not ld.names_concept("three orange triangles", "red triangle")
+
+
+def test_concept_prompts_are_eval_split_and_disjoint():
+    from flywheel.training import synthetic as syn
+
+    a = ld.concept_prompts([("red", "triangle"), ("blue", "circle")], 20, seed=1)
+    assert len(a) == 40 and all(syn.prompt_split(p) == "eval" for p, _ in a)
+    assert {f"{s.color} {s.shape}" for _, s in a} == {"red triangle", "blue circle"}
+    b = ld.concept_prompts([("red", "triangle")], 20, seed=2, exclude={p for p, _ in a})
+    assert not ({p for p, _ in a} & {p for p, _ in b})
+    rows = [{"concept": "red triangle", "seed": s, "concept_ok": ok} for s, ok in [(0, True), (0, False), (1, True), (1, True)]]
+    t = ld.per_concept(rows)["red triangle"]
+    assert t["acc"] == 0.75 and t["n"] == 4 and t["per_seed"] == [0.5, 1.0] and t["lo"] < 0.75 < t["hi"]
+
+
+def test_routing_path_over_http(world, tmp_path):
+    """Failures posted to the API -> router -> scripted reviewer over HTTP -> emit -> lineage."""
+    cat = Catalog()
+    refs = register(cat, world)
+    token = auth.create_token(cat, "loop-test")
+    sigs = [
+        {"kind": "eval", "id": f"e-rt-{i}", "prompt": p, "results": {"color": True, "shape": False}, "concept": "red triangle"}
+        for i, p in enumerate(["a red triangle on the left", "two red triangles", "a drawing of a red triangle"])
+    ] + [{"kind": "eval", "id": "e-bc", "prompt": "two blue circles", "results": {"count": False}, "concept": "blue circle"}]
+    with ld.Server(cat) as base:
+        r = httpx.post(f"{base}/api/signals", json={"signals": sigs}, headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 201 and len(r.json()["inserted"]) == 4
+        assert httpx.post(f"{base}/api/signals", json=sigs[0]).status_code == 401
+        s = rt.route(cat, rt.RouterConfig(trained_on=[refs["train"]], reserve=[refs["reserve"]], k_retrieve=8, k_reserve=3))
+        assert s["tracks"]["pretrain"] == 3 and s["tracks"]["rl"] == 1
+        review = ld.scripted_review(base, token)
+    assert review["approved"] >= 6 and review["approved"] + review["rejected"] == s["enqueued"]
+    votes = cat.execute("SELECT DISTINCT reviewer FROM review_votes")
+    assert [v["reviewer"] for v in votes] == ["token:loop-test"]
+    e = em.emit(refs["train"], name="train", catalog=cat)
+    added = [r for r in open_dataset(e["dataset"], catalog=cat).to_table().to_pylist() if r["lineage_item"] is not None]
+    assert len(added) == review["approved"] and all(ld.names_concept(r["caption"], "red triangle") for r in added)
+    info = em.lineage(added[0]["id"], cat)
+    d = next(a for a in info["appearances"] if a["dataset"] == e["dataset"])["added_by"]
+    assert d["reviewer"] == "token:loop-test" and d["signal"]["concept"] == "red triangle" and d["route"]["track"] == "pretrain"
+
+
+def test_ingest_flow(prefect_harness, tmp_path):
+    from flywheel.flows_loop import ingest_signals_flow
+
+    p = tmp_path / "s.jsonl"
+    p.write_text("\n".join(json.dumps({"kind": "feedback", "id": f"f{i}", "prompt": "a cat", "rating": 1}) for i in range(3)))
+    assert ingest_signals_flow(str(p)) == {"inserted": 3, "duplicate": 0}
+    assert ingest_signals_flow(str(p)) == {"inserted": 0, "duplicate": 3}
+
+
+@pytest.mark.slow
+def test_loop_demo_small(tmp_path):
+    from typer.testing import CliRunner
+
+    from flywheel.cli import _register_all, app
+
+    _register_all()
+    r = CliRunner().invoke(app, ["loop", "--demo", "--small", "--out", str(tmp_path / "demo")])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "demo" / "loop_result.json").read_text())
+    assert res["target"]["gap_routed_to_pretrain"] and res["added"] > 0
+    assert res["measure_disjoint_from_signals"]
+    cat = Catalog()
+    phases = {r["phase"] for r in cat.execute("SELECT DISTINCT phase FROM loop_evals")}
+    assert phases == {"before", "after"}
+    assert "*gap*" in r.output and "red triangle" in r.output
