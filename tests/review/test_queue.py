@@ -220,3 +220,14 @@ def test_review_counts_follow_every_write(cat):
         con.execute("INSERT INTO review_items (queue, sample_id, status) VALUES ('pretrain', 'x', 'pending')")
     q.recount(cat)
     assert q.stats(cat)["queues"]["pretrain"]["pending"] == 4
+
+
+def test_audit_log_is_append_only(cat):
+    import sqlite3
+
+    (i,) = q.enqueue(cat, "pretrain", _items(1))
+    q.decide(cat, i, "approved", "ann")
+    for sql in ("UPDATE audit_log SET actor = 'mallory'", "DELETE FROM audit_log"):
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            cat.execute(sql)
+    assert [r["actor"] for r in cat.execute("SELECT actor FROM audit_log WHERE action = 'review.approve'")] == ["ann"]
