@@ -86,7 +86,7 @@ def main() -> None:
         proc = subprocess.Popen([sys.executable, "-m", "flywheel.captioning.server", "--model", model, "--port", str(port),
                                  "--device", args.device,
                                  "--max-batch", "8", "--max-wait-ms", "30", "--max-new-tokens", str(args.tokens)],
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / "server.log", "wb"))
         try:
             import httpx
 
@@ -96,7 +96,7 @@ def main() -> None:
                         break
                 except httpx.HTTPError:
                     if proc.poll() is not None:
-                        raise RuntimeError("caption server exited")
+                        raise RuntimeError("caption server exited: " + (tmp / "server.log").read_text()[-3000:])
                     time.sleep(0.5)
             startup["start server"] = time.perf_counter() - t0
             url = f"http://127.0.0.1:{port}/v1"
