@@ -5,6 +5,7 @@
 set -euo pipefail
 pkgs=(fonts-noto-core fonts-noto-cjk tesseract-ocr tesseract-ocr-eng tesseract-ocr-rus tesseract-ocr-ell
       tesseract-ocr-tha tesseract-ocr-kor tesseract-ocr-vie tesseract-ocr-ukr tesseract-ocr-ara tesseract-ocr-hin
+      tesseract-ocr-osd
       chromium)
 missing=()
 for p in "${pkgs[@]}"; do
