@@ -11,6 +11,10 @@ from pathlib import Path
 
 SIZES = (128, 256, 512)
 _SAFE = re.compile(r"^[0-9a-zA-Z_-]{1,128}$")
+# A payload may name a local image file; only image files of a sane size are opened, so a queued
+# item cannot make the server read arbitrary files.
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+MAX_FILE_BYTES = 64 << 20
 
 
 def pick_size(w: int | None) -> int:
@@ -29,7 +33,7 @@ def _image_bytes(item: dict, catalog) -> bytes | None:
         p = thumb.get(key) or payload.get(key)
         if isinstance(p, str) and p.startswith("file://"):
             p = p[7:]
-        if isinstance(p, str) and "://" not in p and Path(p).is_file():
+        if isinstance(p, str) and "://" not in p and _readable_image(Path(p)):
             return Path(p).read_bytes()
     ref = thumb.get("dataset") or item.get("dataset")
     if not ref or not item.get("sample_id"):
@@ -55,9 +59,16 @@ def _image_bytes(item: dict, catalog) -> bytes | None:
     if row.get("image"):
         return row["image"]
     uri = row.get("image_uri")
-    if uri and "://" not in uri and Path(uri).is_file():
+    if uri and "://" not in uri and _readable_image(Path(uri)):
         return Path(uri).read_bytes()
     return None
+
+
+def _readable_image(p: Path) -> bool:
+    try:
+        return p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and p.stat().st_size <= MAX_FILE_BYTES
+    except OSError:
+        return False
 
 
 def thumbnail(item: dict, width: int, catalog=None) -> Path | None:

@@ -315,3 +315,23 @@ def test_refused_form_posts_get_an_html_page(review_env):
     r = ann.post("/queue/pretrain/bulk", data={"csrf": csrf_of(ann.get("/queue").text), "decision": "approved", "max_id": "9"})
     assert r.status_code == 400 and r.headers["content-type"].startswith("text/html")
     assert "tick the confirmation box" in r.text and 'href="/queue"' in r.text
+
+
+def test_thumbnail_from_a_payload_file_only_for_image_files(review_env, tmp_path):
+    from .conftest import png
+
+    cat = review_env["cat"]
+    img = tmp_path / "local.png"
+    img.write_bytes(png((10, 200, 10), size=(600, 300)))
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for reviewers")
+    ok, bad = q.enqueue(cat, "files", [{"sample_id": "a" * 64, "payload": {"thumbnail": {"path": str(img)}}},
+                                        {"sample_id": "b" * 64, "payload": {"image_path": str(secret)}}])
+    ann = _logged_in(review_env, "ann")
+    r = ann.get(f"/thumb/{ok}?w=256")
+    assert r.headers["content-type"] == "image/jpeg"
+    from PIL import Image
+
+    assert Image.open(io.BytesIO(r.content)).size == (256, 128)
+    r = ann.get(f"/thumb/{bad}?w=256")
+    assert r.headers["content-type"] == "image/svg+xml" and b"not for reviewers" not in r.content
