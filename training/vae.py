@@ -210,11 +210,8 @@ class AlignEncoder:
         v = v.permute(0, 1, 4, 7, 5, 8, 3, 2, 6, 9)  # (B, 1, gh/m, gw/m, m, m, 3, tp, p, p), the processor's order
         flat = v.reshape(b * gh * gw, 3 * tp * p * p)
         grid = torch.tensor([[1, gh, gw]] * b, device=x.device)
-        out = self.model(flat, grid_thw=grid)
-        tokens = out[0] if isinstance(out, tuple) else getattr(out, "pooler_output", None)
-        if tokens is None:
-            tokens = out.last_hidden_state
-        tokens = tokens.reshape(b, (gh // m) * (gw // m), -1)
+        tokens = self.model(flat.to(self.model.dtype), grid_thw=grid, return_dict=True).pooler_output  # after the 2x2 merger
+        tokens = tokens.reshape(b, (gh // m) * (gw // m), -1).float()
         return tokens.transpose(1, 2).reshape(b, -1, gh // m, gw // m)
 
 

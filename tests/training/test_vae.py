@@ -132,3 +132,33 @@ def test_cli_train_vae(data):
     assert "PSNR" in r.output and (data / "cli" / "vae" / "config.json").exists()
     bad = CliRunner().invoke(app, ["train-vae", "--dataset", str(data / "syn"), "--out", str(data / "x"), "--resolution", "40", "--steps", "1"])
     assert bad.exit_code != 0
+
+
+def test_qwen3vl_vision_tower_features(tmp_path):
+    """A tiny random Qwen3-VL (from its config, as the trainer tests build it): its vision tower
+    gives one feature per merged 2x2 patch block, frozen, differentiable in the input image."""
+    from flywheel.models.text_encoders import save_tiny_qwen3vl
+
+    torch.set_num_threads(1)
+    d = save_tiny_qwen3vl(tmp_path / "q")
+    enc = tv.AlignEncoder(f"qwen3vl:{d}", torch.device("cpu"))
+    x = torch.rand(2, 3, 64, 64, requires_grad=True)
+    f = enc(x)
+    assert f.shape == (2, enc.dim, 4, 4)  # 128 px input / 16 px patches / 2x2 merge
+    assert not torch.allclose(f[0], f[1])
+    f.sum().backward()
+    assert x.grad.abs().sum() > 0 and all(p.grad is None for p in enc.model.parameters())
+    with pytest.raises(FileNotFoundError, match="open_clip:DIR"):
+        tv.AlignEncoder("dinov2:/nonexistent", torch.device("cpu"))
+
+
+def test_dinov2_patch_features(tmp_path):
+    """A tiny random DINOv2 saved with save_pretrained and loaded by directory, as a real one would be."""
+    from transformers import Dinov2Config, Dinov2Model
+
+    torch.manual_seed(0)
+    Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32,
+                             patch_size=8)).save_pretrained(tmp_path / "dino")
+    enc = tv.AlignEncoder(f"dinov2:{tmp_path / 'dino'}", torch.device("cpu"))
+    f = enc(torch.rand(3, 3, 48, 48))
+    assert f.shape == (3, 32, 4, 4)  # the CLS token dropped, 4x4 patches of the 32 px input
