@@ -21,6 +21,11 @@ def _err(msg: str):
     return UserError(msg)
 
 
+def _msg(e: BaseException) -> str:
+    """An exception's message without KeyError's quotes."""
+    return str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+
+
 def _console():
     from rich.console import Console
 
@@ -63,7 +68,7 @@ def signal_mine(
         if losses:
             found += sg.from_loss_parquet(losses, z=z)
     except (ValueError, KeyError, FileNotFoundError) as e:
-        raise _err(str(e)) from None
+        raise _err(_msg(e)) from None
     res = sg.add(cat, found)
     typer.echo(f"mined {len(found)} signals: {len(res['inserted'])} new, {len(res['duplicate'])} already known")
 
@@ -110,7 +115,7 @@ def route(
     try:
         s = rt.route(cat, cfg, evaluator=evaluator, progress=True)
     except (KeyError, FileNotFoundError, ValueError) as e:
-        raise _err(str(e)) from None
+        raise _err(_msg(e)) from None
     if not s["signals"]:
         typer.echo("no new failing signals to route; add some with `flywheel signal add FILE.jsonl`")
         return
@@ -136,7 +141,7 @@ def index_build(
         try:
             ix = fx.build(ref, catalog=cat, encoder=encoder, force=force, progress=True)
         except (KeyError, FileNotFoundError, ValueError) as e:
-            raise _err(str(e)) from None
+            raise _err(_msg(e)) from None
         m = ix.meta
         typer.echo(f"{m['dataset']}: {m['rows']} rows, {m['type']} index, encoder {m['encoder']} ({m['encoded']} encoded, "
                    f"{m['reused']} reused from parents){', image vectors' if m['image'] else ''} -> {ix.path}")
@@ -172,7 +177,7 @@ def search(
     try:
         hits = fx.search(text or None, refs, k=k, image=img, catalog=cat)
     except (KeyError, FileNotFoundError, ValueError) as e:
-        raise _err(str(e)) from None
+        raise _err(_msg(e)) from None
     t = Table("score", "dataset", "id", "source", "text")
     for h in hits:
         t.add_row(f"{h['score']:.3f}", h["dataset"], h["id"][:12], h["source"] or "", (h["text"] or "")[:70])
@@ -214,7 +219,7 @@ def emit_cmd(
     try:
         r = em.emit(from_, add_approved=add_approved, name=name, catalog=Catalog(), queue=queue)
     except (KeyError, FileNotFoundError, ValueError) as e:
-        raise _err(str(e)) from None
+        raise _err(_msg(e)) from None
     typer.echo(f"{r['dataset']}: {r['rows']} rows ({r['inherited']} inherited, {r['added']} added for {r['signals']} signals) -> {r['path']}")
     if r["skipped"]["already_in"] or r["skipped"]["missing"]:
         typer.echo(f"skipped: {r['skipped']}")
@@ -229,7 +234,7 @@ def lineage_cmd(id_: str = typer.Argument(..., metavar="ID", help="A dataset (na
     try:
         info = em.lineage(id_, Catalog())
     except (KeyError, ValueError, FileNotFoundError) as e:
-        raise _err(str(e).strip("'\"")) from None
+        raise _err(_msg(e)) from None
     if as_json:
         typer.echo(json.dumps(info, indent=2, default=str))
         return
