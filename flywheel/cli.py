@@ -62,4 +62,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Under `python -m flywheel.cli` this module is `__main__`; import the real one so the
+    # commands raise the same UserError class that main() catches.
+    from flywheel.cli import main as _main
+
+    _main()
