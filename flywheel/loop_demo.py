@@ -102,10 +102,13 @@ def generate_and_score(ckpt, prompts: list[tuple[str, object]], seeds: list[int]
                        checker=None, batch: int = 64, progress: str | None = None) -> list[dict]:
     """One row per (prompt, seed): the checker's verdict per attribute, plus `concept_ok`."""
     from .training.checker import Checker
-    from .training.evaluate import generator_fn
 
     checker = checker or Checker.load()
-    gen = generator_fn(ckpt, size, steps, guidance)
+    g = generator(ckpt)
+    _prewarm(g.encoder, [p for p, _ in prompts] + [""])
+
+    def gen(ps: list[str], seed: int) -> list:
+        return g(ps, width=size, height=size, steps=steps, guidance=guidance, seed=seed)
     rows = []
     bar = None
     if progress:
@@ -125,6 +128,57 @@ def generate_and_score(ckpt, prompts: list[tuple[str, object]], seeds: list[int]
     if bar:
         bar.close()
     return rows
+
+
+class MemoEncoder:
+    """The checkpoint's text encoder with a per-prompt memo: an evaluation encodes each prompt once
+    for all its seeds, and the empty prompt of classifier-free guidance once in all."""
+
+    def __init__(self, enc):
+        self.enc = enc
+        self.memo: dict[str, object] = {}
+
+    def encode(self, prompt: str, images: list | None = None):
+        if images:
+            return self.enc.encode(prompt, images)
+        if prompt not in self.memo:
+            self.memo[prompt] = self.enc.encode(prompt)
+        return self.memo[prompt]
+
+    def __getattr__(self, name):
+        return getattr(self.enc, name)
+
+
+def generator(ckpt):
+    """The trainer's `Generator` for `ckpt`, its text encoder memoised."""
+    from .training.generate import Generator
+
+    g = Generator(ckpt, device=None)
+    g.encoder = MemoEncoder(g.encoder)
+    return g
+
+
+def _prewarm(enc: MemoEncoder, prompts: list[str], batch: int = 128) -> None:
+    """Fill the memo in padded batches where the encoder is the MiniLM one (token features of a
+    padded row, cut to its length, equal the row encoded alone: padding is masked out)."""
+    inner = enc.enc
+    todo = [p for p in dict.fromkeys(prompts) if p not in enc.memo]
+    if not todo or not (hasattr(inner, "tokenizer") and hasattr(inner, "model") and getattr(inner, "kind", "") == "minilm"):
+        return
+    import torch
+
+    from .models.text_encoders import Encoded
+
+    with torch.no_grad():
+        for b in range(0, len(todo), batch):
+            chunk = todo[b:b + batch]
+            tok = inner.tokenizer([p or " " for p in chunk], return_tensors="pt", padding=True, truncation=True,
+                                  max_length=inner.max_length).to(inner.device)
+            h = inner.model(**tok).last_hidden_state.float().cpu()
+            lens = tok["attention_mask"].sum(1).tolist()
+            for p, hi, n in zip(chunk, h, lens):
+                e = hi[: int(n)].clone()
+                enc.memo[p] = Encoded(e, torch.zeros(e.shape[0], dtype=torch.bool))
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -272,14 +326,25 @@ def scripted_review(base_url: str, token: str, queue: str = "pretrain", reviewer
     return out
 
 
-def checkpoint_evaluator(ckpt, size: int | None = None, steps: int = 20, guidance: float = 4.0):
-    """The router's evaluator for the prompt track: the checkpoint's images scored by the checker."""
-    from .training.evaluate import make_evaluator
+def checkpoint_evaluator(ckpt, size: int | None = None, steps: int = 20, guidance: float = 4.0, seed: int = 0, checker=None):
+    """The router's evaluator for the prompt track: the checkpoint's images for the prompts,
+    scored by the checker against what each prompt asks for (a synthetic spec)."""
+    from .training import synthetic as syn
+    from .training.checker import Checker
 
     if size is None:
         meta = Path(ckpt) / "flywheel.json"
         size = int(json.loads(meta.read_text()).get("resolution") or 64) if meta.exists() else 64
-    return make_evaluator(ckpt, size=size, steps=steps, guidance=guidance)
+    checker = checker or Checker.load()
+    g = generator(ckpt)
+
+    def evaluator(prompts: list[str], expected: list[dict]) -> list[dict]:
+        _prewarm(g.encoder, list(prompts) + [""])
+        images = g(list(prompts), width=size, height=size, steps=steps, guidance=guidance, seed=seed)
+        scores = checker.score(images, [syn.spec_from_dict(e) for e in expected])
+        return [{a: v for a, v in sc.items() if v is not None and a != "all"} for sc in scores]
+
+    return evaluator
 
 
 # -- the demo --------------------------------------------------------------------------------------
@@ -374,7 +439,7 @@ def run_demo(cfg: DemoConfig, out: Path, catalog=None, echo=print) -> dict:
 
         # 4. route (the router is not told which concept was planted)
         rcfg = RouterConfig(trained_on=[m_train.ref], reserve=[m_res.ref], k_retrieve=cfg.k_retrieve)
-        evaluator = checkpoint_evaluator(ck0, size=cfg.size, steps=cfg.sample_steps, guidance=cfg.guidance)
+        evaluator = checkpoint_evaluator(ck0, size=cfg.size, steps=cfg.sample_steps, guidance=cfg.guidance, checker=checker)
         summary = route(cat, rcfg, evaluator=evaluator, progress=True)
         pre = {}
         for d in summary["decisions"]:

@@ -98,3 +98,18 @@ def test_loop_demo_small(tmp_path):
     phases = {r["phase"] for r in cat.execute("SELECT DISTINCT phase FROM loop_evals")}
     assert phases == {"before", "after"}
     assert "*gap*" in r.output and "red triangle" in r.output
+
+
+def test_prewarmed_prompts_equal_one_by_one_encoding():
+    import torch
+
+    from flywheel.models.text_encoders import MiniLMEncoder
+
+    torch.set_num_threads(1)
+    enc = ld.MemoEncoder(MiniLMEncoder())
+    prompts = ["a red triangle", "three blue circles on a plain white background, minimalist", ""]
+    ld._prewarm(enc, prompts)
+    assert set(enc.memo) == set(prompts)
+    for p in prompts:
+        alone = enc.enc.encode(p).embeds
+        assert enc.memo[p].embeds.shape == alone.shape and torch.allclose(enc.memo[p].embeds, alone, atol=1e-4)
