@@ -4,19 +4,20 @@ Report section 2.3 (stage 1) applies a deduplication filter after the broken-fil
 filters. This module is the core of that barrier step: numpy in, numpy out, no Arrow, no Ray.
 
 `near_pairs` finds every pair of hashes within a Hamming radius r, exactly and sub-quadratically,
-by pigeonhole (multi-index hashing, Norouzi et al. 2012; Manku et al. 2007 for near-duplicate web
-pages). The 64 bits are cut into m = r + 2 blocks; two hashes within distance r differ in at most
-r blocks, so they agree exactly on at least 2. Indexing every pair of blocks (C(m, 2) keys; for
-r = 6: 8 blocks of 8 bits, 28 keys of 16 bits) finds every such pair in some bucket; a popcount
-verifies it. A pair found under several keys is emitted only under the first two blocks it agrees
-on, so nothing needs a global de-duplication afterwards.
+by pigeonhole (multi-index hashing: Manku et al. 2007 for near-duplicate web pages, Norouzi et
+al. 2012). The 64 bits are cut into m = r + s blocks; two hashes within distance r differ in at
+most r blocks, so they agree exactly on at least s. Bucketing by every s-subset of blocks finds
+every such pair in some bucket, and a popcount verifies it. For r = 6 and s = 2 that is 8 blocks
+of 8 bits and 28 keys of 16 bits; past about 8M hashes the buckets grow and s = 3 (84 keys of
+~21 bits) is cheaper (`_choose_agree`). A pair found under several keys is emitted only under
+the first s blocks it agrees on, so nothing needs a global de-duplication afterwards.
 
-Real phashes are clustered (solid fills, document layouts, blurred photos), so some buckets are
-large. Two things bound the work per bucket:
+Real phashes are clustered (solid fills, document layouts, biased low-frequency bits), so some
+buckets are large. Two things bound the work per bucket:
 - identical hashes are collapsed first (a million blank images are one hash, not 5e11 pairs to
   verify); the pairs among copies are expanded at the end, and the family decision never expands
   them at all;
-- a bucket larger than `_SUB_INDEX_MIN` is indexed again on the 64 - 16 bits outside its key:
+- a bucket of `_SUB_INDEX_MIN` or more members is indexed again on the bits outside its key:
   within distance r those bits, cut into r + 1 sub-blocks, agree exactly on at least one, so
   the bucket is sorted by each sub-block in turn and only runs that share one are verified.
 
@@ -32,16 +33,17 @@ numba is imported with this module; the operator imports it inside its barrier s
 
 from __future__ import annotations
 
-from itertools import combinations
+from math import comb
 
 import numba as nb
 import numpy as np
 from numba import types
 from numba.extending import intrinsic
 
-# A bucket with more members than this is indexed again on its sub-blocks instead of verifying
-# all its pairs; below it the quadratic loop is cheaper than the sub-sorts (measured).
-_SUB_INDEX_MIN = 64
+# A bucket with at least this many members is indexed again on its sub-blocks instead of
+# verifying all its pairs; below it the quadratic loop is cheaper than the sub-sorts (measured
+# on uniform and clustered sets of 1M and 10M hashes).
+_SUB_INDEX_MIN = 256
 # Keys up to this many bits are bucketed by a counting sort, wider ones by argsort.
 _COUNTING_SORT_MAX_BITS = 22
 _MAX_RADIUS = 20
@@ -60,13 +62,32 @@ def _popcount(typingctx, x):
     return sig, codegen
 
 
-def _blocks(radius: int) -> tuple[np.ndarray, np.ndarray]:
-    """Cut 64 bits into radius + 2 blocks as even as possible: (shift, width) per block."""
-    m = radius + 2
+def _blocks(radius: int, agree: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cut 64 bits into radius + agree blocks as even as possible: (shift, width) per block."""
+    m = radius + agree
     bounds = [(64 * k) // m for k in range(m + 1)]
     lo = np.array(bounds[:-1], dtype=np.uint64)
     width = np.array([bounds[k + 1] - bounds[k] for k in range(m)], dtype=np.uint64)
     return lo, width
+
+
+def _choose_agree(n: int, radius: int) -> int:
+    """How many agreeing blocks to index on: 2 up to about 8M hashes (radius 6), then 3 or 4.
+
+    Cost model fitted to runs here at 1M and 10M hashes (ns): each level of the nested sort
+    moves every hash once per block prefix (~3 ns; ~20 ns at the last level, where the runs
+    are short and each one is walked), and a bucket of b hashes costs b^2/2 popcounts (~0.8 ns).
+    More blocks per key make smaller buckets but more keys: C(m, s) for m = radius + s blocks.
+    """
+    best, best_cost = 2, float("inf")
+    for s in (2, 3, 4):
+        m = radius + s
+        moves = 3 * sum(comb(m, level) for level in range(1, s)) + 20 * comb(m, s)
+        pairs = comb(m, s) * n / 2 / 2.0 ** (64 * s / m)
+        cost = n * (moves + 0.8 * pairs)
+        if cost < best_cost:
+            best, best_cost = s, cost
+    return best
 
 
 def _check_radius(radius: int) -> int:
@@ -97,17 +118,16 @@ def _block(h, lo, w):
 
 
 @nb.njit(cache=True, nogil=True)
-def _first_pair_is(x, lo, width, a, b):
-    """True when blocks a < b are the first two blocks on which the xor x is zero."""
+def _first_blocks_are(x, lo, width, chosen, s):
+    """True when chosen[:s] are the first s blocks on which the xor x is zero."""
     found = 0
     for k in range(lo.shape[0]):
         if _block(x, lo[k], width[k]) == 0:
-            if found == 0:
-                if k != a:
-                    return False
-                found = 1
-            else:
-                return k == b
+            if k != chosen[found]:
+                return False
+            found += 1
+            if found == s:
+                return True
     return False
 
 
@@ -132,15 +152,15 @@ def _grow(out, need):
 
 
 @nb.njit(cache=True, nogil=True)
-def _verify_bucket(bucket, a, b, lo, width, r, min_sub, out, count):
-    """Emit the pairs of one bucket within r whose first two agreeing blocks are (a, b)."""
+def _verify_bucket(bucket, chosen, s, lo, width, r, min_sub, out, count):
+    """Emit the pairs of one bucket within r whose first s agreeing blocks are chosen[:s]."""
     if bucket.shape[0] >= min_sub:
-        return _sub_index(bucket, a, b, lo, width, r, out, count)
-    for s in range(bucket.shape[0]):
-        hp = bucket[s]
-        for t in range(s + 1, bucket.shape[0]):
+        return _sub_index(bucket, chosen, s, lo, width, r, out, count)
+    for i in range(bucket.shape[0]):
+        hp = bucket[i]
+        for t in range(i + 1, bucket.shape[0]):
             x = hp ^ bucket[t]
-            if _popcount(x) <= r and _first_pair_is(x, lo, width, a, b):
+            if _popcount(x) <= r and _first_blocks_are(x, lo, width, chosen, s):
                 count = _emit(out, count, hp, bucket[t])
     return count
 
@@ -185,48 +205,65 @@ def _run_end(h, start, lo, w):
 
 
 @nb.njit(cache=True, nogil=True)
-def _near_pairs_unique(u, radius, lo, width, min_sub):
+def _near_pairs_unique(u, radius, lo, width, s, min_sub):
     """Hash pairs (smaller, larger) of distinct hashes u within `radius` bits, unsorted.
 
-    Bucket (a, b) = hashes agreeing on blocks a and b. Sorting all hashes by block a, then each
-    run of one a-value by block b, makes every bucket a contiguous run that stays in cache
-    (sorting the whole array once per key was 4x slower at 1M, all in cache misses).
+    Two hashes within r bits agree on at least s of the r + s blocks: bucket by every s-subset
+    of blocks and emit a pair only under the first s blocks it agrees on. Buckets come from
+    nested sorts: all hashes by one block, each run of equal values by a later block, and so on
+    for s levels, so every bucket is a contiguous run that stays in cache (sorting the whole
+    array once per key was 4x slower at 1M hashes, all in cache misses). The levels are an
+    explicit stack: numba's cache segfaults on recursive functions.
     """
     n = u.shape[0]
     m = lo.shape[0]
     r = np.uint64(radius)
     out = np.empty((4096, 2), dtype=np.uint64)
     count = 0
-    by_a = np.empty(n, dtype=np.uint64)
-    by_b = np.empty(n, dtype=np.uint64)
+    bufs = np.empty((s, n), dtype=np.uint64)  # level L holds its run sorted by chosen[L]
     keys = np.empty(n, dtype=np.uint64)
-    for a in range(m):
-        _sort_by_block(u, lo[a], width[a], by_a, keys)
-        a_start = 0
-        while a_start < n:
-            a_end = _run_end(by_a, a_start, lo[a], width[a])
-            if a_end - a_start >= 2:
-                for b in range(a + 1, m):
-                    run = by_b[: a_end - a_start]
-                    _sort_by_block(by_a[a_start:a_end], lo[b], width[b], run, keys)
-                    start = 0
-                    while start < run.shape[0]:
-                        end = _run_end(run, start, lo[b], width[b])
-                        if end - start >= 2:
-                            bucket = run[start:end]
-                            after = _verify_bucket(bucket, a, b, lo, width, r, min_sub, out, count)
-                            if after > out.shape[0]:
-                                out = _grow(out, after)
-                                after = _verify_bucket(bucket, a, b, lo, width, r, min_sub, out, count)
-                            count = after
-                        start = end
-            a_start = a_end
+    chosen = np.full(s, -1, dtype=np.int64)  # the block each level splits on
+    run_lo = np.zeros(s, dtype=np.int64)  # the level's run: [run_lo, run_hi) of the level above
+    run_hi = np.zeros(s, dtype=np.int64)
+    walk = np.full(s, -1, dtype=np.int64)  # next position to split in bufs[level], -1: next block
+    run_hi[0] = n
+    level = 0
+    while level >= 0:
+        size = run_hi[level] - run_lo[level]
+        if walk[level] < 0 or walk[level] >= size:
+            k = chosen[level] + 1
+            if k > m - (s - level):
+                level -= 1
+                continue
+            chosen[level] = k
+            src = u if level == 0 else bufs[level - 1]
+            _sort_by_block(src[run_lo[level] : run_hi[level]], lo[k], width[k], bufs[level, :size], keys)
+            walk[level] = 0
+        k = chosen[level]
+        sorted_run = bufs[level, :size]
+        start = walk[level]
+        end = _run_end(sorted_run, start, lo[k], width[k])
+        walk[level] = end
+        if end - start < 2:
+            continue
+        if level + 1 < s:
+            level += 1
+            run_lo[level], run_hi[level] = start, end
+            chosen[level] = k  # the next level starts at block k + 1
+            walk[level] = -1
+            continue
+        bucket = sorted_run[start:end]
+        after = _verify_bucket(bucket, chosen, s, lo, width, r, min_sub, out, count)
+        if after > out.shape[0]:  # redo the bucket into a larger buffer
+            out = _grow(out, after)
+            after = _verify_bucket(bucket, chosen, s, lo, width, r, min_sub, out, count)
+        count = after
     return out[:count]
 
 
 @nb.njit(cache=True, nogil=True)
-def _sub_index(bucket, a, b, lo, width, r, out, count):
-    """Verify one large bucket (hashes agreeing on blocks a and b) through sub-blocks.
+def _sub_index(bucket, chosen, s, lo, width, r, out, count):
+    """Verify one large bucket (hashes agreeing on blocks chosen[:s]) through sub-blocks.
 
     The other bits hold the whole distance (<= r), so cut into r + 1 sub-blocks they agree on
     at least one: sort by each sub-block in turn, verify within runs, and emit a pair only under
@@ -235,14 +272,18 @@ def _sub_index(bucket, a, b, lo, width, r, out, count):
     size = bucket.shape[0]
     m = lo.shape[0]
     n_sub = np.int64(r) + 1
-    rest = np.empty(size, dtype=np.uint64)  # the bits outside blocks a and b, packed
-    for s in range(size):
+    outside = np.ones(m, dtype=np.bool_)
+    rest_w = np.int64(64)
+    for c in range(s):
+        outside[chosen[c]] = False
+        rest_w -= np.int64(width[chosen[c]])
+    rest = np.empty(size, dtype=np.uint64)  # the bits outside the chosen blocks, packed
+    for i in range(size):
         v = np.uint64(0)
         for k in range(m):
-            if k != a and k != b:
-                v = (v << width[k]) | _block(bucket[s], lo[k], width[k])
-        rest[s] = v
-    rest_w = np.int64(64 - width[a] - width[b])
+            if outside[k]:
+                v = (v << width[k]) | _block(bucket[i], lo[k], width[k])
+        rest[i] = v
     sub_lo = np.empty(n_sub, dtype=np.uint64)
     sub_w = np.empty(n_sub, dtype=np.uint64)
     for j in range(n_sub):
@@ -254,17 +295,17 @@ def _sub_index(bucket, a, b, lo, width, r, out, count):
     perm = np.empty(size, dtype=np.int64)
     srest = np.empty(size, dtype=np.uint64)
     for j in range(n_sub):
-        for s in range(size):
-            keys[s] = _block(rest[s], sub_lo[j], sub_w[j])
+        for i in range(size):
+            keys[i] = _block(rest[i], sub_lo[j], sub_w[j])
         _sort_by_key(keys, np.int64(sub_w[j]), ident, perm)
-        for s in range(size):
-            srest[s] = rest[perm[s]]
+        for i in range(size):
+            srest[i] = rest[perm[i]]
         start = 0
         while start < size:
             end = _run_end(srest, start, sub_lo[j], sub_w[j])
-            for s in range(start, end):
-                rp = srest[s]
-                for t in range(s + 1, end):
+            for i in range(start, end):
+                rp = srest[i]
+                for t in range(i + 1, end):
                     xr = rp ^ srest[t]
                     if _popcount(xr) > r:
                         continue
@@ -273,9 +314,9 @@ def _sub_index(bucket, a, b, lo, width, r, out, count):
                         if _block(xr, sub_lo[jj], sub_w[jj]) == 0:
                             first = False
                             break
-                    hp = bucket[perm[s]]
+                    hp = bucket[perm[i]]
                     hq = bucket[perm[t]]
-                    if first and _first_pair_is(hp ^ hq, lo, width, a, b):
+                    if first and _first_blocks_are(hp ^ hq, lo, width, chosen, s):
                         count = _emit(out, count, hp, hq)
             start = end
     return count
@@ -325,10 +366,11 @@ def _groups(h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
     return u, group_of, group_start, order.astype(np.int64)
 
 
-def _unique_pairs(u: np.ndarray, radius: int, min_sub: int = _SUB_INDEX_MIN) -> np.ndarray:
+def _unique_pairs(u: np.ndarray, radius: int, min_sub: int = _SUB_INDEX_MIN, agree: int | None = None) -> np.ndarray:
     """Index pairs (p < q) into the sorted distinct hashes u within the radius, unsorted."""
-    lo, width = _blocks(radius)
-    hash_pairs = _near_pairs_unique(u, radius, lo, width, min_sub)
+    agree = agree or _choose_agree(len(u), radius)
+    lo, width = _blocks(radius, agree)
+    hash_pairs = _near_pairs_unique(u, radius, lo, width, agree, min_sub)
     return np.searchsorted(u, hash_pairs).astype(np.int64).reshape(-1, 2)
 
 
@@ -351,8 +393,8 @@ def near_pairs(hashes: np.ndarray, radius: int = 6) -> np.ndarray:
     pairs = _expand(_unique_pairs(u, radius), group_start, members, dup_count)
     if pairs.shape[0] == 0:
         return pairs
-    order = np.argsort(pairs[:, 0] * np.int64(n) + pairs[:, 1])
-    return pairs[order]
+    codes = np.sort(pairs[:, 0] * np.int64(n) + pairs[:, 1])
+    return np.stack([codes // n, codes % n], axis=1)
 
 
 @nb.njit(cache=True, nogil=True)

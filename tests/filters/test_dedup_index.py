@@ -59,14 +59,16 @@ def test_near_pairs_equal_brute_force(kind, radius):
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("agree", [2, 3, 4])
 @pytest.mark.parametrize("min_sub", [2, 10**9])
-def test_sub_index_and_plain_buckets_agree_with_brute_force(min_sub):
-    """Both bucket paths (sub-block index and all pairs) on clustered data with big buckets."""
+def test_every_index_layout_agrees_with_brute_force(agree, min_sub):
+    """Keys of 2, 3 or 4 agreeing blocks, big buckets through sub-blocks or all their pairs."""
     rng = np.random.default_rng(7)
     u = np.unique(clustered(rng, 2500))
-    got = _unique_pairs(u, 6, min_sub=min_sub)
-    got = got[np.lexsort((got[:, 1], got[:, 0]))]
-    np.testing.assert_array_equal(got, brute_pairs(u, 6))
+    for radius in (4, 6):
+        got = _unique_pairs(u, radius, min_sub=min_sub, agree=agree)
+        got = got[np.lexsort((got[:, 1], got[:, 0]))]
+        np.testing.assert_array_equal(got, brute_pairs(u, radius))
 
 
 def test_radius_edges_and_input_types():
