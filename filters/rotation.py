@@ -3,8 +3,10 @@
 EXIF orientation is applied at decode (the working copy is upright as the camera meant) and
 recorded in `rotation__exif`. The pixels themselves are checked by a detector
 (`flywheel.models.rotation`):
-- text-bearing images (dark pixels banded into lines, `rotation__method` = `text`): the
-  `docorient` wheel's orientation detector;
+- text-bearing images (`rotation__method` = `text`): the `docorient` wheel's orientation
+  detector, for images whose dark pixels are banded into lines above `text_banding`. Off by
+  default: that test also fires on horizons (see `flywheel.models.rotation`), so set it for
+  corpora of scans and screenshots;
 - everything else (`photo`): a self-supervised classifier over frozen OpenNSFW ResNet-50
   features (model store `rotation-photo`, trained by `flywheel models train rotation`),
   looking at the image turned four ways and voting.
@@ -28,7 +30,8 @@ from .base import Fail, Operator, Params, Resources, Work, register
 class RotationParams(Params):
     min_confidence: float = Field(0.9, ge=0, le=1, description="below: `uncertain`, recorded, not rejected")
     photo_model: str = Field("rotation-photo", description="model-store name of the photo rotation head")
-    text_banding: float = Field(8.0, ge=1, description="projection banding above which an image is treated as text")
+    text_banding: float | None = Field(None, ge=1, description="projection banding above which an image goes to "
+                                       "docorient (text); None: every image to the photo head. ~8 suits scans")
     tta: bool = Field(True, description="vote over the image turned four ways (4x the compute, fewer errors)")
 
 
@@ -79,7 +82,7 @@ class Rotation(Operator):
         for i, w in enumerate(work):
             if w is None or min(w.rgb.shape[:2]) < 16:
                 continue
-            if text_banding(w.rgb) >= self.params.text_banding:
+            if self.params.text_banding is not None and text_banding(w.rgb) >= self.params.text_banding:
                 angle[i], conf[i] = text_orientation(w.rgb)
                 method[i] = "text"
             else:

@@ -11,8 +11,9 @@ cancels much of the head's bias toward one angle.
 
 Text-bearing images (scans, screenshots, slides) have a stronger cue than a photo classifier
 sees: text lines. The `docorient` wheel's detector (projection-energy test for 90/270 plus an
-ONNX up/down classifier) handles them; we route an image to it when its dark-pixel row
-projection is strongly banded, as lines of text are.
+ONNX up/down classifier) handles them. Routing needs a text detector: the projection banding
+below separates scanned pages from photos poorly (horizons band as strongly: a page scored 9.4,
+a bridge photo 48), so the operator routes by it only when asked (`text_banding` param).
 
 Angles are clockwise: the image as stored is the upright image turned clockwise by `angle`.
 """
@@ -208,14 +209,20 @@ def text_banding(rgb: np.ndarray, size: int = 400) -> float:
 
 
 def text_orientation(rgb: np.ndarray) -> tuple[int, float]:
-    """docorient's angle for a text image (clockwise correction angle -> our stored angle)."""
+    """docorient's angle for a text image, and how sure its up/down classifier was."""
+    import re
+
     from PIL import Image
     from docorient import detect_orientation
 
     res = detect_orientation(Image.fromarray(rgb))
     # docorient corrects with PIL's counter-clockwise `rotate(angle)`, so the page as stored is
-    # turned clockwise by that angle. It gives no probability, only `reliable`.
-    return int(res.angle) % 360, (0.95 if res.reliable else 0.5)
+    # turned clockwise by that angle. Its up/down classifier's probability is in `method`
+    # ("flip_classifier(flipped,conf=0.90)..."); 90 vs 270 comes from the same call.
+    m = re.search(r"conf=([0-9.]+)", res.method)
+    conf = float(m.group(1)) if m else (0.95 if res.reliable else 0.5)
+    conf = max(conf, 1.0 - conf) if res.reliable else min(conf, 0.5)
+    return int(res.angle) % 360, conf
 
 
 # -- training photos shipped by installable packages (provenance of the shipped head) ----------
