@@ -18,7 +18,7 @@ import numpy as np
 
 from .types import Entity, StructuredCaption, clean_instruction
 
-OFFLINE_VERSION = "1"
+OFFLINE_VERSION = "2"  # bump when OCR routing or composition changes: it is the offline revision
 LABEL = "[offline]"
 
 # Named colours for the dominant-colour facts (sRGB).
