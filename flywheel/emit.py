@@ -45,7 +45,7 @@ def emit(from_ref, add_approved: bool = True, name: str | None = None, catalog=N
     approved = rq.approved(cat, queue=queue) if add_approved else []
     # group approved items by the dataset they were retrieved from; one read per dataset
     add_rows: list[pa.Table] = []
-    added, skipped, approvals, signals, sources = [], {"already_in": 0, "missing": 0, "duplicate": 0}, [], {}, {}
+    skipped, approvals, signals, sources = {"already_in": 0, "missing": 0, "duplicate": 0}, [], {}, {}
     by_ds: dict[str, list[dict]] = {}
     for it in approved:
         if (it["sample_id"], it["source"]) in have or it["sample_id"] in have_ids:
@@ -82,7 +82,6 @@ def emit(from_ref, add_approved: bool = True, name: str | None = None, catalog=N
             sub = sub.append_column(LINEAGE_FIELDS[0], pa.array(item_col, pa.int64()))
             sub = sub.append_column(LINEAGE_FIELDS[1], pa.array(sig_col, pa.string()))
             add_rows.append(sub)
-            added += [a for a in approvals[-len(pick):]]
     # one schema for the parent and the added rows: the parent's, then any columns only they have
     schema = _without_lineage(parent_schema)
     for t in add_rows:

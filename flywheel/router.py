@@ -438,8 +438,9 @@ def _append_dataset(cat, name: str, kind: str, rows: list[dict], cfg: RouterConf
         old = Dataset(Path(prev[0]["path"]))
         parents = [old.ref]
         old_t = old.to_table()
-        fresh = [i for i, x in enumerate(new.column("id").to_pylist()) if x not in set(old_t.column("id").to_pylist())]
-        new = pa.concat_tables([old_t, new.take(pa.array(fresh, pa.int64())).cast(old_t.schema)], promote_options="default")
+        old_ids = set(old_t.column("id").to_pylist())
+        fresh = [i for i, x in enumerate(new.column("id").to_pylist()) if x not in old_ids]
+        new = pa.concat_tables([old_t, new.take(pa.array(fresh, pa.int64()))], promote_options="permissive")
     base = Path(cfg.out_dir) if cfg.out_dir else config.home() / "datasets"
     dest = base / f"{name}-{run_id}"
     with DatasetWriter(dest, name=name, kind=kind, catalog=cat, parents=parents, run_id=run_id,

@@ -150,3 +150,18 @@ def test_llm_enhancer_with_a_tiny_random_model(setup, tmp_path):
     e = ev["l1"][1]
     assert e["prompt_track"]["mode"].startswith("llm") and "result" in e["prompt_track"]
     assert ev["l1"][0] in rt.TRACKS
+
+
+def test_rl_prompt_set_versions_accumulate(tmp_path):
+    cat = Catalog()
+    cfg = rt.RouterConfig(trained_on=[], reserve=[], out_dir=str(tmp_path))
+    row = {"prompt": "two blue circles", "signal_id": "s1", "concept": None, "failure_attribute": "count",
+           "expected": "{}", "evidence": "{}"}
+    v1 = rt._append_dataset(cat, rt.RL_DATASET, "rl_prompts", [row], cfg, "r1")
+    v2 = rt._append_dataset(cat, rt.RL_DATASET, "rl_prompts", [row, {**row, "prompt": "a red star", "signal_id": "s2",
+                                                                    "concept": "red star"}], cfg, "r2")
+    assert (v1, v2) == ("rl_prompts@v1", "rl_prompts@v2")
+    ds = open_dataset(v2, catalog=cat)
+    t = ds.to_table().to_pylist()
+    assert [r["caption"] for r in t] == ["two blue circles", "a red star"] and t[1]["concept"] == "red star"
+    assert ds.manifest.parents == ["rl_prompts@v1"] and ds.manifest.kind == "rl_prompts"
