@@ -43,7 +43,8 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     d = 1 + z * z / n
     c = (p + z * z / (2 * n)) / d
     h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return (max(0.0, c - h), min(1.0, c + h))
+    lo, hi = max(0.0, c - h), min(1.0, c + h)
+    return (0.0 if k == 0 else lo, 1.0 if k == n else hi)  # exact at the ends, where rounding would cut them
 
 
 @dataclass
