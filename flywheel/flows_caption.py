@@ -93,7 +93,8 @@ def caption_parts(state: str, on_progress: Callable[[int], None] | None = None) 
     if plan["workers"] >= 1:
         from . import engine
 
-        timing["ray_startup_s"] = engine.ensure_ray(plan["workers"])["startup_s"]
+        # one CPU beside the caption actors for the Parquet read tasks (else a 1-worker local run hangs)
+        timing["ray_startup_s"] = engine.ensure_ray(plan["workers"] + 1)["startup_s"]
         engine.map_parquet(plan["files"], Captioner, kwargs, str(parts), batch_size=plan["batch_size"],
                            concurrency=plan["workers"], num_gpus=plan["num_gpus"], on_progress=on_progress)
         stats: dict = {}
@@ -143,8 +144,9 @@ def finalize(state: str) -> str:
         w.manifest.counts = counts
     stats = {"rows": rows, "errors": {k: v for k, v in counts.items() if k != "rows"}, "dataset": w.manifest.ref,
              "output": plan["output"], "backend": plan["backend"], "model_revision": revision, **run}
-    cat.start_run(plan["run_id"], "caption", input=plan["input_ref"], output=plan["output"],
-                  params={k: plan[k] for k in ("types", "backend", "backend_kwargs", "options", "workers")},
+    params = {k: plan[k] for k in ("types", "backend", "backend_kwargs", "options", "workers")}
+    params["backend_kwargs"] = {k: ("***" if k == "api_key" else v) for k, v in plan["backend_kwargs"].items()}
+    cat.start_run(plan["run_id"], "caption", input=plan["input_ref"], output=plan["output"], params=params,
                   code_version=config.code_version())
     cat.finish_run(plan["run_id"], "finished", stats)
     (Path(state) / "result.json").write_text(json.dumps(stats, indent=2))
