@@ -125,6 +125,19 @@ def test_earliest_kept_match_and_order():
     assert dist.tolist() == [2, 1, 0, 0]
 
 
+def test_full_ties_are_ordered_by_id():
+    """Rows tied on prior, short side and source fall back to the id string, in any input order."""
+    rng = np.random.default_rng(11)
+    t = thumb(rng)
+    ph = np.array([40, 41, 43], np.uint64)
+    for perm in ([0, 1, 2], [2, 1, 0], [1, 2, 0]):
+        ids = np.array(["id-c", "id-a", "id-b"])[perm]
+        dup_of, kind, _ = decide_families(ids, ["same"] * 3, ph[perm], np.stack([t] * 3), np.full(3, 512))
+        kept = [ids[i] for i in range(3) if dup_of[i] < 0]
+        assert kept == ["id-a"]
+        assert sorted(kind.tolist()) == [KEPT, NEAR, NEAR]
+
+
 def test_thumbnail_confirmation_rejects_different_pages():
     rng = np.random.default_rng(4)
     a = int(rng.integers(0, 2**63))
