@@ -120,8 +120,9 @@ class Batches:
         if unknown:
             raise ValueError(f"unknown caption types {sorted(unknown)}; use {CAPTION_TYPES}")
         tasks = self.s.column("task")
+        has_src = [bool(x) for x in self.s.table.column("source_images").to_pylist()]
         self.pools = {"t2i": [i for i, t in enumerate(tasks) if t != "ti2i"],
-                      "ti2i": [i for i, t in enumerate(tasks) if t == "ti2i" and self.s.sources(i)]}
+                      "ti2i": [i for i, t in enumerate(tasks) if t == "ti2i" and has_src[i]]}
         if not self.pools["t2i"]:
             ti2i_ratio = 1.0
         elif not self.pools["ti2i"]:
@@ -130,7 +131,9 @@ class Batches:
         self.widths, self.heights = self.s.column("width"), self.s.column("height")
         self.captions, self.originals = self.s.column("captions"), self.s.column("caption")
         self.instructions, self.ids = self.s.column("instruction"), self.s.column("id")
+        self.n_sources = [len(x or []) for x in self.s.table.column("source_images").to_pylist()]
         self._epochs: dict = {}
+        self._keys: dict = {}  # resolution -> bucket key per row
 
     def task_of(self, g: int) -> tuple[str, int]:
         """Task of global batch g and its index k within that task's stream (exact ratio, no state)."""
@@ -146,10 +149,10 @@ class Batches:
             import numpy as np
 
             rng = np.random.default_rng([self.seed, 0 if task == "t2i" else 1, resolution, e])
-            sizes = buckets(resolution, self.multiple)
+            keys = self.keys(resolution)
             groups: dict = {}
             for i in self.pools[task]:
-                groups.setdefault(self._bucket_key(i, sizes), []).append(i)
+                groups.setdefault(keys[i], []).append(i)
             batches = []
             for k in sorted(groups):
                 idx = list(rng.permutation(groups[k]))
@@ -159,8 +162,13 @@ class Batches:
             self._epochs[key] = [batches[o] for o in order]
         return self._epochs[key]
 
-    def _bucket_key(self, i: int, sizes) -> tuple:
-        return (*nearest_bucket(self.widths[i] or 1, self.heights[i] or 1, sizes), len(self.s.sources(i)))
+    def keys(self, resolution: int) -> list[tuple]:
+        """(w, h, number of source images) per row at this resolution: rows batch together only when they match."""
+        if resolution not in self._keys:
+            sizes = buckets(resolution, self.multiple)
+            self._keys[resolution] = [(*nearest_bucket(w or 1, h or 1, sizes), n)
+                                      for w, h, n in zip(self.widths, self.heights, self.n_sources)]
+        return self._keys[resolution]
 
     def batches_per_epoch(self, task: str, resolution: int) -> int:
         return len(self.epoch(task, resolution, 0))
@@ -172,12 +180,12 @@ class Batches:
         task, k = self.task_of(g)
         nb = self.batches_per_epoch(task, resolution)
         rows = self.epoch(task, resolution, k // nb)[k % nb]
-        sizes = buckets(resolution, self.multiple)
+        keys = self.keys(resolution)
         rng = np.random.default_rng([self.seed, step, rank, 7])
         out = []
         for i in rows:
             prompt, ctype = self.prompt(i, task, rng)
-            w, h, n_src = self._bucket_key(i, sizes)
+            w, h, n_src = keys[i]
             out.append(Sample(self.ids[i], task, i, prompt, ctype, (w, h), n_src))
         return out
 

@@ -244,8 +244,7 @@ def main(cfg: TrainConfig) -> dict:
         if ema is not None:
             d = min(cfg.ema_decay, (1 + step) / (10 + step))
             with torch.no_grad():
-                for e, p in zip(ema, raw.parameters()):
-                    e.lerp_(p.detach().float(), 1 - d)
+                torch._foreach_lerp_(ema, [p.detach().float() for p in raw.parameters()], 1 - d)
 
         # -- bookkeeping -----------------------------------------------------------------------------------
         lv = losses.detach().float().cpu()
