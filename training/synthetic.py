@@ -140,7 +140,7 @@ def spec_from_dict(d: dict) -> ShapeSpec | TextSpec:
 # ---------------------------------------------------------------- prompts and the split
 
 
-def noun_phrase(spec: ShapeSpec, rng: np.random.Generator) -> str:
+def noun_phrase(spec: ShapeSpec) -> str:
     if spec.count == 1:
         return f"{'an' if spec.color == 'orange' else 'a'} {spec.color} {spec.shape}"
     return f"{NUMBER_WORDS[spec.count]} {spec.color} {PLURAL[spec.shape]}"
@@ -152,7 +152,7 @@ def prompt_for(spec: ShapeSpec | TextSpec, rng: np.random.Generator) -> str:
         return TEXT_TEMPLATES[rng.integers(len(TEXT_TEMPLATES))].format(w=spec.word, c=spec.color, bg=bg)
     pos = "" if spec.position is None else POSITION_PHRASES[spec.position][rng.integers(3)]
     t = TEMPLATES[rng.integers(len(TEMPLATES))]
-    return t.format(np=noun_phrase(spec, rng), pos=pos, bg=bg, be="is" if spec.count == 1 else "are")
+    return t.format(np=noun_phrase(spec), pos=pos, bg=bg, be="is" if spec.count == 1 else "are")
 
 
 def prompt_split(prompt: str, eval_fraction: float = 0.2) -> str:
@@ -361,7 +361,7 @@ def captions_for(spec: ShapeSpec | TextSpec, objects: list[dict], size: int) -> 
         structured = {"entities": [{"name": "text", "text": spec.word, "attributes": {"color": spec.color, "script": script, "lang": spec.lang}}],
                       "relations": [], "background": "white"}
         return {"general": general, "text": text, "knowledge": knowledge, "structured": json.dumps(structured, ensure_ascii=False)}
-    np_ = noun_phrase(spec, np.random.default_rng(0))
+    np_ = noun_phrase(spec)
     where = f" {POSITION_PHRASES[spec.position][0].strip()}" if spec.position else ""
     general = f"{np_[0].upper() + np_[1:]}{where} on a plain white background."
     structured = {"entities": [{"name": spec.shape, "count": spec.count, "attributes": {"color": spec.color},
