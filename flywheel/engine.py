@@ -42,7 +42,9 @@ def ensure_ray(workers: int | None = None) -> dict:
         if addr:
             ray.init(address=addr, **kwargs)
         else:
-            ray.init(num_cpus=max(1, workers or os.cpu_count() or 1), **kwargs)
+            # A logical CPU beyond the workers: Ray Data's read tasks must never wait behind actors
+            # that hold every CPU (a 1-worker run would hang otherwise).
+            ray.init(num_cpus=max(workers or 1, os.cpu_count() or 1) + 1, **kwargs)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.verbose_stats_logs = False
@@ -132,16 +134,18 @@ def score_shards(
                        parts_dir=None if stateful else parts_dir),
         batch_size=1, batch_format="pyarrow", compute=ray.data.TaskPoolStrategy(size=max(1, workers)), num_cpus=1,
     )
-    for k, (name, params) in enumerate(stateful):
-        op = base.get(name)
-        last = k == len(stateful) - 1
+    if stateful:
+        # One actor stage holds every model of the recipe (loaded once per actor; they share its
+        # device). Ray fuses it with the read/decode stage above, so the working copies never
+        # leave the worker, and no second actor pool can starve the first of CPUs.
+        ops = [base.get(n) for n, _ in stateful]
+        gpus = max(op.resources.num_gpus for op in ops)
         ds = ds.map_batches(
             _ActorScore,
-            fn_constructor_kwargs=dict(steps=[(name, params)], work_size=recipe.work_size, keep_work=not last,
-                                       parts_dir=parts_dir if last else None),
-            batch_size=op.resources.batch_size, batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=max(1, workers if op.resources.num_gpus == 0 else 1)),
-            num_cpus=op.resources.num_cpus, num_gpus=op.resources.num_gpus,
+            fn_constructor_kwargs=dict(steps=stateful, work_size=recipe.work_size, keep_work=False, parts_dir=parts_dir),
+            batch_size=min(op.resources.batch_size for op in ops), batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=max(1, workers if gpus == 0 else 1)),
+            num_cpus=max(op.resources.num_cpus for op in ops), num_gpus=gpus,
         )
     totals: dict[str, float] = {}
     rows = 0

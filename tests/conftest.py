@@ -23,11 +23,11 @@ def _isolated_home(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """One local Ray runtime for the whole session (2 CPUs)."""
+    """One local Ray runtime for the whole session (2 CPUs + 1 logical, as `engine.ensure_ray`)."""
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield ray
 
 
