@@ -71,9 +71,10 @@ class PhotoFeatures:
 
 
 def grid_pool(fmap: np.ndarray) -> np.ndarray:
-    """(B, C, 7, 7) -> (B, 4C): means over the four overlapping quadrants (rows/cols 0-3, 3-6)."""
+    """(B, C, 7, 7) -> (B, 4C): means over the four overlapping quadrants (rows/cols 0-3, 3-6),
+    square-rooted (ReLU activations are heavy-tailed; the root helped the linear head)."""
     q = [fmap[:, :, r:r + 4, c:c + 4].mean(axis=(2, 3)) for r in (0, 3) for c in (0, 3)]
-    return np.concatenate(q, axis=1).astype(np.float32)
+    return np.sqrt(np.maximum(np.concatenate(q, axis=1), 0)).astype(np.float32)
 
 
 @dataclass
@@ -104,13 +105,16 @@ class Head:
 
 def vote(probs: np.ndarray) -> np.ndarray:
     """probs (N, 4 views, 4 angles) of the views rot_k(x), k = 0..3 clockwise quarter turns ->
-    (N, 4) posterior over the angle of x: view k of an image rotated by a looks rotated by a+k."""
+    (N, 4) distribution over the angle of x: view k of an image rotated by a looks rotated by a+k."""
     logp = np.log(np.clip(probs, 1e-6, 1.0))
     n = probs.shape[0]
     score = np.zeros((n, 4))
     for a in range(4):
         for k in range(4):
             score[:, a] += logp[:, k, (a + k) % 4]
+    # geometric mean, not product: the four views are not independent evidence, and the
+    # product was overconfident (leave-photos-out: 18% of upright photos above 0.9 vs 0%)
+    score = score / 4
     score -= score.max(axis=1, keepdims=True)
     e = np.exp(score)
     return e / e.sum(axis=1, keepdims=True)

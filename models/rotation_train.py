@@ -79,3 +79,20 @@ def train_from_dataset(ref: str, name: str, *, crops: int = 12, limit: int = 0, 
         res = train_from_images(images, tmp, crops=crops, provenance={"dataset": str(ref)}, progress=progress)
         res["path"] = store.add(name, tmp)["path"]
     return res
+
+
+def build_shipped(dest: Path | str, extra_dirs: Sequence[str] = (), crops: int = 12, seed: int = 0) -> dict:
+    """Rebuild the head shipped in `models/weights` from the photos that installable packages
+    ship (`rotation.PHOTO_SOURCES`; see `models/weights/rotation_photo.md` for the commands)."""
+    from PIL import Image
+
+    photos = R.package_photos(extra_dirs)
+    images = []
+    for _, p in photos:
+        im = Image.open(p)
+        im.draft("RGB", (512, 512))
+        im = im.convert("RGB")
+        f = 256 / min(im.size)
+        images.append(np.asarray(im.resize((max(1, round(im.size[0] * f)), max(1, round(im.size[1] * f))), Image.BILINEAR)))
+    prov = {"photos_from": sorted({s for s, _ in photos}), "files": [Path(p).name for _, p in photos]}
+    return train_from_images(images, dest, crops=crops, seed=seed, provenance=prov, progress=True, revision="rotation-photo-v1")

@@ -247,3 +247,24 @@ def test_rotation_operator_flags_and_rules():
     t = pa.table({"rotation__angle": pa.array([90, 90, 0, None], pa.int16()), "rotation__confidence": [0.99, 0.5, 0.4, None]})
     fails = op.reject(t, op.Params(min_confidence=0.9))
     assert [x.rule for x in fails[0]] == ["rotated"] and fails[1] == [] and fails[2] == [] and fails[3] == []
+
+
+def test_rotation_operator_with_the_shipped_photo_head():
+    """Wiring and conventions end to end: the shipped head (trained on these package photos,
+    so this is not an accuracy claim: see models/weights/rotation_photo.md) turns the image
+    four ways, votes, and reports clockwise angles; upright photos are not rejected."""
+    from flywheel.filters.rotation import Rotation
+    from flywheel.models.rotation import rotate
+
+    ph = [reduced(photos()[k]) for k in ("astronaut", "chelsea", "coffee", "china.jpg")]
+    op = Rotation()
+    op.setup()
+    ws = [work(rotate(p, a)) for p in ph for a in (0, 90, 180, 270)]
+    t = table(len(ws)).append_column("exif_orientation", pa.array([1] * len(ws), pa.int8()))
+    s = op.score(t, ws)
+    truth = [a for _ in ph for a in (0, 90, 180, 270)]
+    assert set(s["rotation__method"]) == {"photo"} and all(0.25 <= c <= 1 for c in s["rotation__confidence"])
+    assert sum(a == b for a, b in zip(s["rotation__angle"], truth)) >= 12  # of 16, on photos it was trained on
+    assert s["rotation__uncertain"] == [c < 0.7 for c in s["rotation__confidence"]]
+    fails = op.reject(pa.table({k: pa.array(v, op.column_type(k)) for k, v in s.items()}), op.params)
+    assert all(not f for f, a in zip(fails, truth) if a == 0)
