@@ -29,6 +29,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--vae", default="pixel:16")
     ap.add_argument("--preset", default="tiny")
+    ap.add_argument("--prediction", default="x0", help="x0 for pixel space (see flow.to_velocity), v for VAE latents")
     ap.add_argument("--guidance", type=float, default=4.0)
     ap.add_argument("--sample-steps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
@@ -57,7 +58,7 @@ def main() -> None:
         timings["data_s"] = clock() - t0
         cfg = TrainConfig(datasets=[str(data)], out=str(out / "ckpt"), stage="pretrain", preset=a.preset, vae=a.vae,
                           text_encoder="minilm", resolution=a.size, steps=10**9, batch_size=a.batch_size, lr=a.lr,
-                          warmup=50, ema_decay=0.995, ti2i_ratio=0.0, caption_probs={"original": 1.0},
+                          warmup=50, ema_decay=0.995, prediction=a.prediction, ti2i_ratio=0.0, caption_probs={"original": 1.0},
                           max_seconds=budget - (clock() - t0), budget_clock=a.clock,
                           deadline=None if a.wall_limit is None else w0 + a.wall_limit * 60, ckpt_every=200, log_every=20,
                           cache_dir=str(out / "cache"))

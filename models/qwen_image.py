@@ -110,7 +110,7 @@ def load_vae(path: str | Path):
         path = path / "vae"
     name = json.loads((path / "config.json").read_text())["_class_name"]
     if name == "PixelCodec":
-        return PixelCodec.from_pretrained(path)
+        return pixel_codec_class().from_pretrained(path)
     return getattr(diffusers, name).from_pretrained(path)
 
 
@@ -146,11 +146,16 @@ def _lazy_codec_base():
     return ModelMixin, ConfigMixin, register_to_config
 
 
-def __getattr__(name):  # PixelCodec is built on first use so importing this module stays cheap
+def pixel_codec_class():
+    """The PixelCodec class, built on first use so importing this module stays cheap (no diffusers import)."""
+    if "PixelCodec" not in globals():
+        globals()["PixelCodec"] = _make_pixel_codec()
+    return globals()["PixelCodec"]
+
+
+def __getattr__(name):  # `qi.PixelCodec` from outside
     if name == "PixelCodec":
-        cls = _make_pixel_codec()
-        globals()["PixelCodec"] = cls
-        return cls
+        return pixel_codec_class()
     raise AttributeError(name)
 
 
@@ -166,7 +171,8 @@ def _make_pixel_codec():
         sampler treat it the same way."""
 
         @register_to_config
-        def __init__(self, patch: int = 8, in_channels: int = 4, latents_mean: list | None = None, latents_std: list | None = None):
+        def __init__(self, patch: int = 8, in_channels: int = 4, latents_mean: list | None = None,
+                     latents_std: list | None = None, z_dim: int | None = None):  # z_dim: derived, kept in config.json
             super().__init__()
             self.z_dim = in_channels * patch * patch
             self.register_to_config(z_dim=self.z_dim)

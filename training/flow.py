@@ -59,6 +59,22 @@ def target(x0, noise):
     return noise - x0
 
 
+T_MIN = 0.05  # floor on t when converting an x0 prediction to a velocity (Li & He 2025, "JiT")
+
+
+def to_velocity(out, xt, t, prediction: str = "v"):
+    """The network's output as a velocity. "v": it is one (Qwen-Image, and what the pipelines sample).
+    "x0": it predicts the clean sample and v = (x_t - x0_hat) / t. x0-prediction is what lets a network whose
+    width is below the token's dimension work in pixel space (toy runs with PixelCodec): a 1024-d patch of
+    noise cannot pass through a 128-d bottleneck, a clean flat-coloured patch can (JiT, arXiv 2511.13720)."""
+    if prediction == "v":
+        return out
+    if prediction != "x0":
+        raise ValueError(f"unknown prediction {prediction!r}; use v or x0")
+    tt = t.clamp(min=T_MIN).view(-1, *([1] * (xt.dim() - 1)))
+    return (xt - out) / tt
+
+
 def loss_per_sample(pred, x0, noise):
     """Mean squared error to the velocity, one value per sample (B,): the per-sample losses feed bad-case mining."""
     return (pred.float() - target(x0, noise).float()).pow(2).flatten(1).mean(1)

@@ -59,9 +59,11 @@ class Generator:
         g = torch.Generator().manual_seed(seed)
         noise = torch.randn(b, h * w, qi.z_dim(self.vae), generator=g).to(self.device)
 
+        prediction = self.meta.get("prediction", "v")
+
         def velocity(x, t, cond):
             tx, m = (text, mask) if cond else (utext, umask)
-            return self.denoise(x, t, (h, w), tx, m).float()
+            return flow.to_velocity(self.denoise(x, t, (h, w), tx, m).float(), x, t, prediction)
 
         bar = None
         if progress:

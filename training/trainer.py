@@ -53,6 +53,7 @@ class TrainConfig:
     ti2i_ratio: float | None = None  # default: the stage's
     caption_probs: dict[str, float] | None = None
     ema_decay: float = 0.999  # 0 disables EMA
+    prediction: str = "v"  # "v" (Qwen-Image; loads in the pipelines) | "x0" (pixel-space toy runs, see flow.to_velocity)
     logit_mean: float = 0.0
     logit_std: float = 1.0
     bf16: bool = False
@@ -234,7 +235,8 @@ def main(cfg: TrainConfig) -> dict:
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-            pred = denoise(xt, t, grid, text, text_mask, slots[0].to(device), cond, cond_grids)
+            out_ = denoise(xt, t, grid, text, text_mask, slots[0].to(device), cond, cond_grids)
+        pred = flow.to_velocity(out_.float(), xt, t, cfg.prediction)
         losses = flow.loss_per_sample(pred, x0, noise)  # (B,)
         loss = losses.mean()
         opt.zero_grad(set_to_none=True)
@@ -356,6 +358,7 @@ def _save_checkpoint(out: Path, raw, ema, vae, encoder, cfg: TrainConfig, step: 
         flow.make_scheduler().save_pretrained(out / "scheduler")
         encoder.save(out)
     meta = dict(text_encoder=dict(kind=encoder.kind, revision=encoder.revision), arch=arch, stage=cfg.stage,
+                prediction=cfg.prediction,
                 preset=cfg.preset, step=step, ema=ema is not None, resolution=cfg.resolution, datasets=cfg.datasets)
     (out / "flywheel.json").write_text(json.dumps(meta, indent=2))
 

@@ -72,3 +72,17 @@ def test_timestep_bins():
     bins = flow.timestep_bins(torch.tensor([0.05, 0.07, 0.95, 1.0]), torch.tensor([1.0, 3.0, 2.0, 4.0]), n_bins=10)
     assert bins == {0: (4.0, 2), 9: (6.0, 2)}
     assert math.isclose(bins[0][0] / bins[0][1], 2.0)
+
+
+def test_x0_prediction_converts_to_the_velocity():
+    x0, noise = torch.randn(3, 4, 8), torch.randn(3, 4, 8)
+    t = torch.tensor([0.3, 0.6, 0.9])
+    xt = flow.interpolate(x0, noise, t)
+    # a perfect x0 prediction is a perfect velocity, so the same loss serves both parametrisations
+    assert torch.allclose(flow.to_velocity(x0, xt, t, "x0"), flow.target(x0, noise), atol=1e-5)
+    assert torch.equal(flow.to_velocity(noise, xt, t, "v"), noise)
+    # t is floored so a prediction near t=0 cannot blow up
+    v = flow.to_velocity(torch.zeros(1, 4, 8), torch.ones(1, 4, 8), torch.tensor([1e-6]), "x0")
+    assert torch.allclose(v, torch.full((1, 4, 8), 1 / flow.T_MIN))
+    with pytest.raises(ValueError, match="unknown prediction"):
+        flow.to_velocity(x0, xt, t, "eps")

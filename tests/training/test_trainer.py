@@ -97,17 +97,21 @@ def test_qwen3vl_checkpoint_is_a_qwenimage21_pipeline(toy_dataset, tiny_qwen3vl,
     assert edit.shape[1:3] == (64, 64)
 
 
-def test_minilm_checkpoint_samples_through_the_cli(toy_dataset, tmp_path):
+def test_minilm_checkpoint_samples_through_the_cli(toy_dataset, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from flywheel import cli
+    from flywheel.models import qwen_image as qi
 
     cli._register_all()
     runner = CliRunner()
     out = tmp_path / "run"
     res = runner.invoke(cli.app, ["train", "--dataset", str(toy_dataset), "--out", str(out), "--steps", "2",
-                                  "--batch-size", "2", "--resolution", "64", "--vae", "pixel:8"])
+                                  "--batch-size", "2", "--resolution", "64", "--vae", "pixel:8",
+                                  "--prediction", "x0"])
     assert res.exit_code == 0, res.output
+    assert json.loads((out / "flywheel.json").read_text())["prediction"] == "x0"
+    monkeypatch.delitem(qi.__dict__, "PixelCodec", raising=False)  # as in a fresh process
     res = runner.invoke(cli.app, ["sample", "--ckpt", str(out), "--prompt", "a red square", "--prompt", "a blue circle",
                                   "--out", str(tmp_path / "png"), "--steps", "3"])
     assert res.exit_code == 0, res.output
