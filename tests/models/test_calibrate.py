@@ -78,6 +78,7 @@ def _photo_folder(d):
         im = Image.fromarray(rgb).resize((512, 512))
         for i, (q, blur) in enumerate([(95, 0), (70, 0.8), (50, 1.5), (30, 2.5), (85, 4)]):
             (im.filter(ImageFilter.GaussianBlur(blur)) if blur else im).save(d / f"{name}-{i}.jpg", quality=q)
+            (d / f"{name}-{i}.txt").write_text(f"a photo of the {name}")  # caption sidecar (token_length)
     return d
 
 
@@ -95,3 +96,36 @@ def test_calibrate_end_to_end_through_curation(tmp_path, ray_local):
     assert res["eligible"] == 20 and res["kept"] == 12
     pipeline.curate(str(out), str(src), str(tmp_path / "run"), workers=1, skip=skip)
     assert len(open_dataset(tmp_path / "run" / "accepted")) == res["kept"]
+
+
+def test_stage4_rejects_heavy_compression_and_blur_keeps_photos(tmp_path, ray_local):
+    """Stage 4 without the CLIP-backed operators (no weights here): JPEG quality <= 10 fails
+    compression_quality, heavy blur fails image_quality, the ordinary photos pass both; nsfw
+    rejects none of them."""
+    from skimage import data
+
+    from flywheel import pipeline
+    from flywheel.datasets import open_dataset
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("astronaut", "chelsea", "coffee", "rocket"):
+        im = Image.fromarray(getattr(data, name)()).resize((640, 560))
+        im.save(src / f"{name}-ok.jpg", quality=92)
+        im.save(src / f"{name}-q8.jpg", quality=8)
+        im.filter(ImageFilter.GaussianBlur(5)).save(src / f"{name}-blur.jpg", quality=92)
+        for v in ("ok", "q8", "blur"):
+            (src / f"{name}-{v}.txt").write_text(f"a photo of the {name}")
+    # dedup left out too: the three versions of each photo are near-duplicates by design
+    pipeline.curate("stage4", str(src), str(tmp_path / "run"), workers=1, skip=["clip", "aesthetic", "dedup"])
+    acc = open_dataset(tmp_path / "run" / "accepted").to_table().to_pylist()
+    rej = open_dataset(tmp_path / "run" / "rejected").to_table().to_pylist()
+    kept = {r["source"].rsplit("/", 1)[-1] for r in acc}
+    assert kept == {f"{n}-ok.jpg" for n in ("astronaut", "chelsea", "coffee", "rocket")}, [(r["source"], r["reject_reasons"]) for r in rej]
+    for r in rej:
+        f = r["source"].rsplit("/", 1)[-1]
+        if f.endswith("-q8.jpg"):
+            assert "compression_quality:low_quality" in r["reject_reasons"], r["reject_reasons"]
+        else:
+            assert {"image_quality:blurry", "image_quality:low_quality"} <= set(r["reject_reasons"]), r["reject_reasons"]
+        assert not any(x.startswith(("nsfw:", "rotation:")) for x in r["reject_reasons"]), r["reject_reasons"]
