@@ -407,9 +407,15 @@ def run_demo(cfg: DemoConfig, out: Path, catalog=None, echo=print) -> dict:
     from .training.evaluate import evaluate
 
     n_sig = cfg.signal_per_concept * len(syn.COLORS) * len(syn.SHAPES)
+    g0 = generator(ck0)
+
+    def gen0(prompts: list[str], seed: int) -> list:
+        _prewarm(g0.encoder, list(prompts) + [""])
+        return g0(list(prompts), width=cfg.size, height=cfg.size, steps=cfg.sample_steps, guidance=cfg.guidance, seed=seed)
+
     sig_eval = evaluate(ck0, n_prompts=n_sig, seeds=(0,), size=cfg.size, steps=cfg.sample_steps, guidance=cfg.guidance,
                         prompt_seed=101, out=out / f"signal-eval-{tag}", name="loop-signal-eval", catalog=cat, checker=checker,
-                        checker_n=0, progress=True)
+                        checker_n=0, progress=True, generate=gen0)
     signal_prompts = {r["prompt"] for r in sig_eval.rows}
     mined = sg.from_eval_dataset(sig_eval.manifest.ref, catalog=cat)
     lap(f"flywheel eval on {len(signal_prompts)} signal prompts: {len(mined)} failures")
