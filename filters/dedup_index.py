@@ -366,7 +366,8 @@ def _groups(h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
     return u, group_of, group_start, order.astype(np.int64)
 
 
-def _unique_pairs(u: np.ndarray, radius: int, min_sub: int = _SUB_INDEX_MIN, agree: int | None = None) -> np.ndarray:
+def _unique_pairs(u: np.ndarray, radius: int, min_sub: int = _SUB_INDEX_MIN,
+                  agree: int | None = None) -> np.ndarray:
     """Index pairs (p < q) into the sorted distinct hashes u within the radius, unsorted."""
     agree = agree or _choose_agree(len(u), radius)
     lo, width = _blocks(radius, agree)
@@ -378,8 +379,8 @@ def near_pairs(hashes: np.ndarray, radius: int = 6) -> np.ndarray:
     """All index pairs (i < j) whose 64-bit hashes differ in <= radius bits.
 
     Returns an int64 array of shape (k, 2), sorted by (i, j). Complete within the radius
-    (pigeonhole over radius + 2 blocks, see the module docstring) and sub-quadratic on uniform and
-    on clustered hashes. Copies of one hash give every pair among them, so k can be large when
+    (pigeonhole over radius + s blocks, see the module docstring) and sub-quadratic on uniform
+    and on clustered hashes. Copies of one hash give every pair among them, so k can be large when
     a value repeats many times; `decide_families` never expands those.
     """
     radius = _check_radius(radius)
@@ -422,10 +423,11 @@ def _greedy(order, prior_count, id_code, n_ids, group_of, gpairs_start, gpairs_t
             kept_same = first_kept_of_id[id_code[i]]
             if kept_same >= 0:
                 dup_of[i] = kept_same
-                kind[i] = 1
+                kind[i] = EXACT
                 continue
             best = -1
             best_rank = n
+            # candidates: kept rows of the same hash (e = start - 1), then of each neighbour hash
             for e in range(gpairs_start[g] - 1, gpairs_start[g + 1]):
                 h = g if e < gpairs_start[g] else gpairs_to[e]
                 j = head[h]
@@ -442,7 +444,7 @@ def _greedy(order, prior_count, id_code, n_ids, group_of, gpairs_start, gpairs_t
                     j = nxt[j]
             if best >= 0:
                 dup_of[i] = best
-                kind[i] = 2
+                kind[i] = NEAR
                 dist[i] = np.int8(_popcount(phash[i] ^ phash[best]))
                 continue
         if first_kept_of_id[id_code[i]] < 0:
