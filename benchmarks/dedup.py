@@ -12,6 +12,7 @@ all pairs) on a subsample, extrapolated by (N / n_sub)^2; FAISS binary hash indi
 (`IndexBinaryMultiHash` 4x16 bits with nflip=1 is complete within 6 bits by pigeonhole;
 `IndexBinaryHash` 16 bits with nflip=2 is not) on a smaller set with its own planted pairs.
 Wall time is printed with CPU time: on a shared machine CPU time is the steadier figure.
+"peak MiB" is the rise of this process's RSS during the call (sampled every 5 ms).
 
     .venv/bin/python benchmarks/dedup.py --n 1000000 --n-large 10000000
 """
