@@ -123,3 +123,34 @@ def test_token_length_exact_qwen_counts_and_rules():
     assert rules(op.reject(t, TokenLength.Params(min_tokens=3))) == [["too_short"], ["missing"], ["too_long"], [], ["missing"]]
     f = op.reject(t, op.params)[2][0]
     assert "token_length__tokens=601 > max_tokens=512" in f.detail
+
+
+def test_dedup_confirmation_separates_copies_from_pages_sharing_a_layout():
+    """Re-encodes, resizes and brightness edits are near copies; distinct text pages in one layout,
+    whose phashes are within 6 bits, are not (the thumbnail confirmation keeps them apart)."""
+    from PIL import ImageEnhance
+    from skimage import data
+
+    from flywheel.demo import render_page
+    from flywheel.filters.dedup import Dedup
+
+    photo = Image.fromarray(data.astronaut())
+    texts = ["The quick brown fox jumps over the lazy dog. Data curation decides what a model learns.",
+             "Sphinx of black quartz, judge my vow. The five boxing wizards jump quickly."]
+    imgs = [work_of(photo, "JPEG", quality=95), work_of(photo, "JPEG", quality=10),
+            work_of(photo.resize((400, 400)), "JPEG", quality=90),
+            work_of(ImageEnhance.Brightness(photo).enhance(1.15), "JPEG", quality=90),
+            work_of(render_page(texts[0], "NotoSans-Regular.ttf", seed=1)),
+            work_of(render_page(texts[1], "NotoSans-Regular.ttf", seed=1)),
+            work_of(Image.new("RGB", (400, 400), (200, 0, 0))), work_of(Image.new("RGB", (400, 400), (0, 0, 200)))]
+    n = len(imgs)
+    op = Dedup()
+    t = pa.table({"id": [f"i{k}" for k in range(n)], "source": [f"{k}.png" for k in range(n)], "task": ["t2i"] * n,
+                  "width": [512, 512, 400, 512, 900, 900, 400, 400], "height": [512, 512, 400, 512, 1200, 1200, 400, 400]})
+    s = op.score(t, imgs)
+    t = t.append_column("dedup__phash", pa.array(s["dedup__phash"], pa.int64()))
+    t = t.append_column("dedup__thumb", pa.array(s["dedup__thumb"], pa.binary()))
+    d = op.decide(t)
+    kinds = d["dedup__kind"]
+    assert kinds[:4] == [None, "near", "near", "near"], kinds  # one photo family, the original kept
+    assert kinds[4:] == [None, None, None, None], kinds  # two pages, two solid colours: all kept
