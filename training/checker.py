@@ -193,6 +193,7 @@ def train(cfg: TrainConfig | None = None, progress: bool = False):
 
             bar = tqdm(total=steps, desc="checker", unit="step")
         net.train()
+        first_loss = None
         for _ in range(cfg.epochs):
             perm = torch.randperm(len(X), generator=g)
             for b in range(0, len(X), cfg.batch_size):
@@ -209,13 +210,14 @@ def train(cfg: TrainConfig | None = None, progress: bool = False):
                 loss.backward()
                 opt.step()
                 sched.step()
+                first_loss = loss.item() if first_loss is None else first_loss
                 if bar:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss.item():.3f}")
         if bar:
             bar.close()
         net.eval()
-        return net, {"train_seconds": time.time() - t0, "data_seconds": t_data, "final_loss": float(loss.item())}
+        return net, {"train_seconds": time.time() - t0, "data_seconds": t_data, "first_loss": first_loss, "final_loss": float(loss.item())}
     finally:
         torch.set_num_threads(prev_threads)
 
