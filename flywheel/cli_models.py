@@ -294,8 +294,6 @@ def register(app: typer.Typer) -> None:
                       set_: list[str] = typer.Option([], "--set", help="OPERATOR.PARAM=VALUE"),
                       workers: int = typer.Option(2)) -> None:
         """Score percentiles per operator and thresholds that keep --keep; writes a recipe override."""
-        from rich.table import Table
-
         from flywheel.filters import recipe as recipes
 
         try:
@@ -308,10 +306,11 @@ def register(app: typer.Typer) -> None:
         except (ValueError, FileNotFoundError) as e:
             raise UserError(str(e)) from None
         con = _console()
-        t = Table("score", "dir", *[f"p{p}" for p in PERCENTILES])
+        con.print(f"score percentiles over {res['eligible']} eligible rows (of {res['rows']}):")
         for col, pc in res["percentiles"].items():
-            t.add_row(col, "keep >=" if res["directions"][col] == "min" else "keep <=", *[f"{v:.4g}" for v in pc.values()])
-        con.print(t)
+            con.print(f"  {col} ({'higher' if res['directions'][col] == 'min' else 'lower'} is kept): "
+                      + "  ".join(f"p{p}={v:.4g}" for p, v in pc.items()), soft_wrap=True)
+        con.print("thresholds:")
         for k, v in res["thresholds"].items():
             con.print(f"  {k} = {v:.6g}")
         con.print(f"kept {res['kept']} of {res['eligible']} eligible rows ({res['kept_fraction']:.3f}; target {keep}); "
