@@ -62,13 +62,14 @@ def _atomic_write(table: pa.Table, out_dir: str) -> str:
 
 
 def _read_score(batch: pa.Table, steps, work_size, keep_work, broken_params, done_by_shard, ingest_dir,
-                parts_dir) -> Iterator[pa.Table]:
+                parts_dir, side_root=None) -> Iterator[pa.Table]:
     """Stage 1 (a stateless task): read a shard, decode once, run the stateless operators.
     When no model stage follows, each block is written here directly (`parts_dir`)."""
     from flywheel.ingest import read_shard
     from flywheel.scoring import Scorer
 
-    scorer = Scorer(steps, work_size, decode_step=True, keep_work=keep_work, broken_params=broken_params)
+    scorer = Scorer(steps, work_size, decode_step=True, keep_work=keep_work, broken_params=broken_params,
+                    side_root=side_root)
     for shard_json, shard_key in zip(batch.column("shard").to_pylist(), batch.column("key").to_pylist()):
         done = done_by_shard.get(shard_key, frozenset())
         for t in read_shard(json.loads(shard_json), done):
@@ -82,10 +83,10 @@ def _read_score(batch: pa.Table, steps, work_size, keep_work, broken_params, don
 class _ActorScore:
     """A stage for operators with setup() (models): loaded once per actor, batched."""
 
-    def __init__(self, steps, work_size, keep_work, parts_dir):
+    def __init__(self, steps, work_size, keep_work, parts_dir, side_root=None):
         from flywheel.scoring import Scorer
 
-        self.scorer = Scorer(steps, work_size, decode_step=False, keep_work=keep_work)
+        self.scorer = Scorer(steps, work_size, decode_step=False, keep_work=keep_work, side_root=side_root)
         self.scorer._setup()
         self.parts_dir = parts_dir
 
@@ -115,6 +116,7 @@ def score_shards(
     workers: int,
     done_by_shard: dict[str, frozenset] | None = None,
     on_progress: Callable[[int, dict], None] | None = None,
+    side_root: str | None = None,
 ) -> dict:
     """Run the scoring pipeline; every finished block lands in `parts_dir` as it completes
     (which is what makes a killed run resumable at sample level). Returns timing totals."""
@@ -131,7 +133,7 @@ def score_shards(
         _read_score,
         fn_kwargs=dict(steps=stateless, work_size=recipe.work_size, keep_work=bool(stateful), broken_params=broken,
                        done_by_shard=done_by_shard or {}, ingest_dir=ingest_dir,
-                       parts_dir=None if stateful else parts_dir),
+                       parts_dir=None if stateful else parts_dir, side_root=side_root),
         batch_size=1, batch_format="pyarrow", compute=ray.data.TaskPoolStrategy(size=max(1, workers)), num_cpus=1,
     )
     if stateful:
@@ -140,11 +142,16 @@ def score_shards(
         # leave the worker, and no second actor pool can starve the first of CPUs.
         ops = [base.get(n) for n, _ in stateful]
         gpus = max(op.resources.num_gpus for op in ops)
+        cluster_gpus = ray.cluster_resources().get("GPU", 0)
+        if gpus == 0 and cluster_gpus > 0:
+            # the models share the cluster's GPUs: each actor gets an equal fraction
+            gpus = min(1.0, cluster_gpus / max(1, workers))
         ds = ds.map_batches(
             _ActorScore,
-            fn_constructor_kwargs=dict(steps=stateful, work_size=recipe.work_size, keep_work=False, parts_dir=parts_dir),
+            fn_constructor_kwargs=dict(steps=stateful, work_size=recipe.work_size, keep_work=False, parts_dir=parts_dir,
+                                       side_root=side_root),
             batch_size=min(op.resources.batch_size for op in ops), batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=max(1, workers if gpus == 0 else 1)),
+            compute=ray.data.ActorPoolStrategy(size=max(1, workers)),
             num_cpus=max(op.resources.num_cpus for op in ops), num_gpus=gpus,
         )
     totals: dict[str, float] = {}

@@ -64,13 +64,20 @@ def prepare(recipe: str, input: str, output: str, *, name: str | None = None, wo
     except ImportError:
         preflight = None
     if preflight is not None:
-        for m in preflight([s.name for s in r.steps if s.op is not None]):
+        for m in preflight([s.name for s in r.steps if s.op is not None], {s.name: s.params for s in r.steps}):
             problems.append(
                 f"model {m.model} (needed by {', '.join(m.operators)}) is not installed: {m.reason}. "
                 f"Install it with `{m.install}`, or skip with --skip {','.join(m.operators)}."
             )
     if problems and not allow_missing:
         raise CurateError("the run cannot start:\n  - " + "\n  - ".join(problems))
+    warnings_ = []
+    try:
+        from flywheel.models.store import revision_warnings
+    except ImportError:
+        revision_warnings = None
+    if revision_warnings is not None:
+        warnings_ = revision_warnings(recipe, [s.name for s in r.steps if s.op is not None], {s.name: s.params for s in r.steps})
     out = Path(output).expanduser().resolve()
     for sub in ("accepted", "rejected"):
         if (out / sub).exists():
@@ -106,7 +113,8 @@ def prepare(recipe: str, input: str, output: str, *, name: str | None = None, wo
         "input_kind": pl.kind, "output": str(out), "name": name or out.name, "workers": workers,
         "shards": pl.shards, "shard_keys": shard_keys, "ingest_counts": dict(pl.counts),
         "ingest_examples": pl.examples, "rows_estimate": pl.rows_estimate, "parents": parents,
-        "notes": r.notes + ([f"not available, run without: {', '.join(missing_ops)}"] if missing_ops else []),
+        "notes": r.notes + ([f"not available, run without: {', '.join(missing_ops)}"] if missing_ops else [])
+        + [f"model revision: {w}" for w in warnings_],
         "prepare_s": time.perf_counter() - t0, "created": time.time(),
     }
     (state / "plan.json").write_text(json.dumps(plan))
@@ -153,7 +161,8 @@ def score(state: str, on_progress: Callable[[int, dict], None] | None = None) ->
     t_ray = engine.ensure_ray(plan["workers"])
     t0 = time.perf_counter()
     res = engine.score_shards([s for s, _ in todo], [k for _, k in todo], r, str(st / "parts"), str(st / "ingest"),
-                              plan["workers"], {k: done_by_shard[k] for _, k in todo if k in done_by_shard}, on_progress)
+                              plan["workers"], {k: done_by_shard[k] for _, k in todo if k in done_by_shard}, on_progress,
+                              side_root=plan["output"])
     info = {"started_at": started_at, "ray_startup_s": t_ray["startup_s"], "score_s": time.perf_counter() - t0, "rows_scored": res["rows"],
             "rows_resumed": resumed, "timing": res["timing"]}
     prev = json.loads((st / "score.json").read_text()) if (st / "score.json").exists() else {}

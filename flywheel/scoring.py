@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import struct
+from pathlib import Path
 import time
 import traceback
 from typing import Any, Sequence
@@ -68,18 +69,21 @@ class Scorer:
     stage); otherwise the working copies come packed in `_work` from an earlier stage."""
 
     def __init__(self, steps: list[tuple[str, dict]], work_size: int, decode_step: bool, keep_work: bool,
-                 broken_params: dict | None = None):
+                 broken_params: dict | None = None, side_root: str | None = None):
         self.steps = steps
         self.work_size = work_size
         self.decode_step = decode_step
         self.keep_work = keep_work
         self.broken_params = broken_params or {}
+        self.side_root = side_root  # run output: operators with `side_output` write side datasets there
         self.ops: list[base.Operator] | None = None
 
     def _setup(self) -> None:
         if self.ops is None:
             self.ops = [base.get(n)(p) for n, p in self.steps]
             for op in self.ops:
+                if self.side_root and getattr(op, "side_output", None):
+                    op.side_dir = str(Path(self.side_root) / op.side_output)
                 op.setup()
 
     # -- decode ------------------------------------------------------------------------------
