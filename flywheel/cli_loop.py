@@ -151,7 +151,7 @@ def search(
     text: str = typer.Argument("", help="Text query."),
     image: Optional[Path] = typer.Option(None, help="Image query (needs CLIP image embeddings in the dataset)."),
     dataset: Optional[List[str]] = typer.Option(None, "--dataset", help="Dataset(s) to search; default every indexed one."),
-    k: int = typer.Option(10, help="Results."),
+    k: int = typer.Option(10, "-k", "--k", help="Results."),
 ) -> None:
     """Nearest samples to a text or image across dataset versions."""
     from rich.table import Table
