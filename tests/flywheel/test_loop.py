@@ -113,3 +113,24 @@ def test_prewarmed_prompts_equal_one_by_one_encoding():
     for p in prompts:
         alone = enc.enc.encode(p).embeds
         assert enc.memo[p].embeds.shape == alone.shape and torch.allclose(enc.memo[p].embeds, alone, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_retrain_flow_records_before_after(prefect_harness, tmp_path):
+    """The retraining trigger as a Prefect flow: train from the last checkpoint on an emitted
+    version, evaluate before and after, record the table (tiny budgets: mechanics, not quality)."""
+    from flywheel.flows_loop import before_after, retrain_flow, train_step
+    from flywheel.loop_demo import DemoConfig, train_config
+    from flywheel.training import synthetic as syn
+
+    cat = Catalog()
+    syn.write_dataset(tmp_path / "d1", 64, seed=0, size=32, name="flow-train", catalog=cat)
+    cfg = DemoConfig.small()
+    base = train_config(cfg, [str(tmp_path / "d1")], tmp_path / "ck0", minutes=0.05)
+    train_step(cat, "flow-train@v1", base, "train-0")
+    em.emit("flow-train@v1", name="flow-train", catalog=cat)  # nothing approved: v2 = v1, still an emission
+    res = retrain_flow("flow-train@v2", minutes=0.05, size=32, n_per_concept=1, seeds=1, sample_steps=2,
+                       train_overrides={"batch_size": 8})
+    assert res["init"] == str(tmp_path / "ck0") and Path(res["ckpt"]).exists()
+    table = before_after(cat, res["run_id"])
+    assert len(table) == 48 and all({"before", "after"} <= set(r) for r in table)
