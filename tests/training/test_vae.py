@@ -115,7 +115,8 @@ def test_finetune_starts_from_init_and_reports_same_before(data):
 def test_reconstruction_improves_on_heldout(data):
     torch.set_num_threads(2)
     r = tv.main(tv.VAETrainConfig(datasets=[str(data / "syn")], heldout=str(data / "held"), out=str(data / "o"), resolution=32,
-                                  steps=150, batch_size=4, lr=2e-3, progress=False))
+                                  steps=60, batch_size=4, lr=1e-3, progress=False))
+    # measured with 2000 scenes: 3.7 -> 18.3 dB by step 50 (a random VAE learning the white background first)
     assert r["after"]["psnr"] > r["before"]["psnr"] + 3
 
 
