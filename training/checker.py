@@ -14,6 +14,9 @@
   trains once and caches under `FLYWHEEL_HOME/cache/checker/`. After changing the generator's
   rendering, bump `GENERATOR_VERSION`, then `Checker.load()` retrains; copy the cached file over `checker_shapes.pt`.
 
+Text scenes (`synthetic.TextSpec`) score `color` from pixels and `text` by reading the word back with
+Tesseract where its language pack is installed (None elsewhere).
+
 `score(images, specs)` is the evaluation and the RL reward (report section 4.2, image-text
 alignment); `ground_truth_accuracy()` says how far the checker itself can be trusted.
 """
@@ -24,6 +27,7 @@ import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
@@ -295,11 +299,12 @@ class Checker:
     def score_with_predictions(self, images: Sequence, specs: Sequence) -> tuple[list[dict], list[dict]]:
         preds = self.predict(images)
         out = []
-        for p, spec in zip(preds, specs, strict=True):
+        for img, p, spec in zip(images, preds, specs, strict=True):
             if isinstance(spec, dict):
                 spec = syn.spec_from_dict(spec)
-            if not isinstance(spec, syn.ShapeSpec):
-                raise ValueError(f"the shapes checker cannot score {type(spec).__name__}; use a shapes-suite spec")
+            if isinstance(spec, syn.TextSpec):
+                out.append(_score_text(p, spec, img))
+                continue
             r: dict[str, bool | None] = {
                 "color": p["color"] == spec.color,
                 "shape": p["shape"] == spec.shape,
@@ -309,6 +314,50 @@ class Checker:
             r["all"] = all(v for v in r.values() if v is not None)
             out.append(r)
         return out, preds
+
+
+# Tesseract language packs per generator language; scripts without an installed pack score text as None.
+TESSERACT_LANGS = {"en": "eng", "es": "eng", "ru": "rus", "el": "ell", "ar": "ara", "hi": "hin", "th": "tha", "ko": "kor",
+                   "zh": "chi_sim", "ja": "jpn", "he": "heb"}
+
+
+@lru_cache(maxsize=1)
+def _tesseract_langs() -> frozenset[str]:
+    import shutil
+    import subprocess
+
+    if shutil.which("tesseract") is None:
+        return frozenset()
+    r = subprocess.run(["tesseract", "--list-langs"], capture_output=True, text=True, timeout=30)
+    return frozenset(line.strip() for line in (r.stdout + r.stderr).splitlines()[1:] if line.strip())
+
+
+def read_text(img, lang: str) -> str | None:
+    """Tesseract's reading of one line of text, or None when no language pack for `lang` is installed."""
+    import subprocess
+
+    tl = TESSERACT_LANGS.get(lang)
+    if tl is None or tl not in _tesseract_langs():
+        return None
+    im = img if isinstance(img, Image.Image) else Image.fromarray(to_rgb_array(img))
+    im = im.convert("L")
+    if im.height < 256:  # tesseract wants glyphs tens of pixels tall
+        im = im.resize((im.width * 256 // im.height, 256), Image.Resampling.BICUBIC)
+    import io
+
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    r = subprocess.run(["tesseract", "stdin", "stdout", "-l", tl, "--psm", "7"], input=buf.getvalue(), capture_output=True, timeout=60)
+    return r.stdout.decode("utf-8", "replace")
+
+
+def _score_text(pred: dict, spec, img) -> dict[str, bool | None]:
+    """A text scene: colour from pixels; `text` is whether OCR reads the word back (None without a pack)."""
+    got = read_text(img, spec.lang)
+    norm = lambda s: "".join(s.casefold().split())  # noqa: E731
+    r: dict[str, bool | None] = {"color": pred["color"] == spec.color, "text": None if got is None else norm(spec.word) in norm(got)}
+    r["all"] = all(v for v in r.values() if v is not None)
+    return r
 
 
 def ground_truth_accuracy(checker: Checker, n: int = 600, seed: int = 12345, size: int = 64) -> dict[str, float]:

@@ -63,9 +63,18 @@ def test_robust_to_blur_noise_tint_and_formats(checker):
     assert checker.score([rgba], [specs[0]])[0]["all"]
 
 
-def test_text_specs_are_refused(checker):
-    with pytest.raises(ValueError, match="shapes-suite"):
-        checker.score([Image.new("RGB", (64, 64))], [syn.TextSpec("hello", "en", "red")])
+@pytest.mark.skipif(not ck._tesseract_langs() >= {"eng", "rus"}, reason="tesseract eng/rus packs not installed")
+def test_text_scenes_read_back(checker):
+    rng = np.random.default_rng(2)
+    en, _ = syn.render_text(syn.TextSpec("garden", "en", "blue"), 128, rng)
+    ru, _ = syn.render_text(syn.TextSpec("книга", "ru", "red"), 128, rng)
+    s = checker.score([en, ru, en, en], [syn.TextSpec("garden", "en", "blue"), syn.TextSpec("книга", "ru", "red"),
+                                         syn.TextSpec("coffee", "en", "blue"), syn.TextSpec("garden", "en", "green")])
+    assert s[0] == {"color": True, "text": True, "all": True}
+    assert s[1]["text"] and s[1]["color"]
+    assert s[2]["text"] is False and s[3]["color"] is False
+    if "chi_sim" not in ck._tesseract_langs():  # no pack: not scored rather than failed
+        assert checker.score([en], [syn.TextSpec("你好", "zh", "blue")])[0]["text"] is None
 
 
 def test_training_path_trains_and_caches():
