@@ -14,7 +14,6 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 # far longer than Prefect's default wait.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")  # core-worker notices are not the user's business
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 

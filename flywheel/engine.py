@@ -35,6 +35,7 @@ def ensure_ray(workers: int | None = None) -> dict:
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*only received .* input.*")
     warnings.filterwarnings("ignore", message=".*is deprecated in Ray.*")
+    warnings.filterwarnings("ignore", message=".*ray_remote_args.*is deprecated.*")
     if not ray.is_initialized():
         addr = os.environ.get("RAY_ADDRESS")
         kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=True,
@@ -153,6 +154,7 @@ def score_shards(
             batch_size=min(op.resources.batch_size for op in ops), batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=max(1, workers)),
             num_cpus=max(op.resources.num_cpus for op in ops), num_gpus=gpus,
+            max_restarts=0,  # a lost actor fails the run, which resumes at sample level when rerun
         )
     totals: dict[str, float] = {}
     rows = 0
