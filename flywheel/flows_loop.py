@@ -108,19 +108,28 @@ def train_task(dataset: str, train_cfg: dict, run_id: str) -> dict:
     return train_step(Catalog(), dataset, train_cfg, run_id)
 
 
+def load_checker(n_images: int = 6000):
+    """The checker (cached under FLYWHEEL_HOME/cache/checker per configuration)."""
+    from .training.checker import Checker
+    from .training.checker import TrainConfig as CheckerConfig
+
+    return Checker.load(cfg=CheckerConfig(n_images=n_images, epochs=6 if n_images >= 6000 else 4))
+
+
 @task(name="evaluate")
-def eval_task(ckpt: str, prompts_file: str, seeds: list[int], eval_cfg: dict, run_id: str, phase: str, dataset: str | None) -> int:
+def eval_task(ckpt: str, prompts_file: str, seeds: list[int], eval_cfg: dict, run_id: str, phase: str, dataset: str | None,
+              checker_images: int = 6000) -> int:
     from .catalog import Catalog
     from .training import synthetic as syn
 
     prompts = [(p["prompt"], syn.spec_from_dict(p["spec"])) for p in json.loads(Path(prompts_file).read_text())]
-    return len(eval_step(Catalog(), ckpt, prompts, seeds, eval_cfg, run_id, phase, dataset))
+    return len(eval_step(Catalog(), ckpt, prompts, seeds, eval_cfg, run_id, phase, dataset, load_checker(checker_images)))
 
 
 @flow(name="retrain", persist_result=False)
 def retrain_flow(dataset: str, init: str | None = None, out: str | None = None, minutes: float = 10.0, size: int = 64,
                  n_per_concept: int = 100, seeds: int = 3, sample_steps: int = 20, guidance: float = 4.0,
-                 train_overrides: dict | None = None) -> dict:
+                 train_overrides: dict | None = None, checker_images: int = 6000) -> dict:
     """Train from `init` (default: the last checkpoint in the catalog) on `dataset`, then evaluate
     before and after on held-out prompts of every concept; the table lands in `loop_evals`."""
     from . import config
@@ -143,9 +152,9 @@ def retrain_flow(dataset: str, init: str | None = None, out: str | None = None, 
     eval_cfg = {"size": size, "steps": sample_steps, "guidance": guidance}
     seed_list = list(range(seeds))
     if init:
-        eval_task(init, str(pf), seed_list, eval_cfg, run_id, "before", None)
+        eval_task(init, str(pf), seed_list, eval_cfg, run_id, "before", None, checker_images)
     t = train_task(ds.ref, cfg, f"{run_id}-train")
-    eval_task(t["ckpt"], str(pf), seed_list, eval_cfg, run_id, "after", ds.ref)
+    eval_task(t["ckpt"], str(pf), seed_list, eval_cfg, run_id, "after", ds.ref, checker_images)
     return {"run_id": run_id, "ckpt": t["ckpt"], "dataset": ds.ref, "init": init, "table": before_after(cat, run_id)}
 
 

@@ -366,7 +366,6 @@ def run_demo(cfg: DemoConfig, out: Path, catalog=None, echo=print) -> dict:
     from .review import auth
     from .router import RouterConfig, route
     from .training import synthetic as syn
-    from .training.checker import Checker
     from .training.trainer import TrainConfig, main as train
 
     torch.set_num_threads(cfg.threads)
@@ -388,10 +387,9 @@ def run_demo(cfg: DemoConfig, out: Path, catalog=None, echo=print) -> dict:
     m_train = syn.write_dataset(train_dir, cfg.n_train, seed=0, size=cfg.size, gap=gap, name="loop-train", catalog=cat, progress=True)
     m_res = syn.write_dataset(reserve_dir, cfg.n_reserve, seed=1, size=cfg.size, name="loop-reserve", catalog=cat, progress=True)
     lap(f"data: {m_train.ref} ({m_train.rows} rows, gap {gap_concept} kept with p={gap.keep}), {m_res.ref} ({m_res.rows} rows)")
-    from .training.checker import TrainConfig as CheckerConfig
+    from .flows_loop import load_checker
 
-    checker = Checker.load(cfg=CheckerConfig(n_images=cfg.checker_images, epochs=6 if cfg.checker_images >= 6000 else 4),
-                           progress=True)
+    checker = load_checker(cfg.checker_images)
     lap("checker ready")
 
     # 2. baseline

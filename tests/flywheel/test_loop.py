@@ -130,7 +130,7 @@ def test_retrain_flow_records_before_after(prefect_harness, tmp_path):
     train_step(cat, "flow-train@v1", base, "train-0")
     em.emit("flow-train@v1", name="flow-train", catalog=cat)  # nothing approved: v2 = v1, still an emission
     res = retrain_flow("flow-train@v2", minutes=0.05, size=32, n_per_concept=1, seeds=1, sample_steps=2,
-                       train_overrides={"batch_size": 8})
+                       train_overrides={"batch_size": 8}, checker_images=cfg.checker_images)
     assert res["init"] == str(tmp_path / "ck0") and Path(res["ckpt"]).exists()
     table = before_after(cat, res["run_id"])
     assert len(table) == 48 and all({"before", "after"} <= set(r) for r in table)
