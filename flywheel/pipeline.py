@@ -160,10 +160,24 @@ def score(state: str, on_progress: Callable[[int, dict], None] | None = None) ->
     todo = [(s, k) for s, k in zip(plan["shards"], plan["shard_keys"]) if not _shard_complete(s, done_by_shard.get(k))]
     t_ray = engine.ensure_ray(plan["workers"])
     t0 = time.perf_counter()
+    blocks: list[tuple[float, int]] = []  # (time, rows) of each finished block: steady state apart from start-up
+
+    def progress(n: int, timing: dict) -> None:
+        blocks.append((time.perf_counter(), n))
+        if on_progress:
+            on_progress(n, timing)
+
     res = engine.score_shards([s for s, _ in todo], [k for _, k in todo], r, str(st / "parts"), str(st / "ingest"),
-                              plan["workers"], {k: done_by_shard[k] for _, k in todo if k in done_by_shard}, on_progress,
+                              plan["workers"], {k: done_by_shard[k] for _, k in todo if k in done_by_shard}, progress,
                               side_root=plan["output"])
-    info = {"started_at": started_at, "ray_startup_s": t_ray["startup_s"], "score_s": time.perf_counter() - t0, "rows_scored": res["rows"],
+    steady = None
+    if len(blocks) >= 4:
+        # skip the first quarter of blocks (worker start-up, model loading, first tasks in flight)
+        k = len(blocks) // 4
+        span = blocks[-1][0] - blocks[k][0]
+        steady = sum(n for _, n in blocks[k + 1:]) / span if span > 0 else None
+    info = {"started_at": started_at, "ray_startup_s": t_ray["startup_s"], "steady_images_per_s": steady,
+            "first_block_s": (blocks[0][0] - t0) if blocks else None, "score_s": time.perf_counter() - t0, "rows_scored": res["rows"],
             "rows_resumed": resumed, "timing": res["timing"]}
     prev = json.loads((st / "score.json").read_text()) if (st / "score.json").exists() else {}
     info["attempts"] = prev.get("attempts", 0) + 1
@@ -361,6 +375,8 @@ def finalize(state: str) -> dict:
             "operator_cpu_s": score_info.get("timing", {}), "rows_scored_this_attempt": score_info.get("rows_scored"),
             "rows_resumed": score_info.get("rows_resumed"), "attempts": score_info.get("attempts"),
             "images_per_s": (score_info.get("rows_scored") or 0) / score_info["score_s"] if score_info.get("score_s") else None,
+            "steady_images_per_s": score_info.get("steady_images_per_s"),
+            "first_block_s": score_info.get("first_block_s"),
         },
         "duplicate_rows_dropped_on_resume": dup_sources,
         "thumbs": {k: [(s, b.hex()) for s, b in v] for k, v in thumbs.items()},
