@@ -182,13 +182,10 @@ def _prewarm(enc: MemoEncoder, prompts: list[str], batch: int = 128) -> None:
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return 0.0, 1.0
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return max(0.0, c - h), min(1.0, c + h)
+    """95% Wilson score interval (the review queue's QA statistics use the same one)."""
+    from flywheel.review.queue import wilson as _wilson
+
+    return _wilson(k, n, z)
 
 
 def per_concept(rows: list[dict], key: str = "concept_ok") -> dict[str, dict]:
