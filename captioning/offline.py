@@ -16,7 +16,7 @@ import json
 
 import numpy as np
 
-from .types import Entity, StructuredCaption, clean_instruction
+from .types import Entity, StructuredCaption, clean_instruction, row_meta
 
 OFFLINE_VERSION = "2"  # bump when OCR routing or composition changes: it is the offline revision
 LABEL = "[offline]"
@@ -57,16 +57,6 @@ def image_facts(im, row: dict) -> dict:
             "format": row.get("format"), "transparent": bool(row.get("has_alpha"))}
 
 
-def _meta(row: dict) -> dict:
-    meta = row.get("meta")
-    if isinstance(meta, str) and meta.strip():
-        try:
-            meta = json.loads(meta)
-        except json.JSONDecodeError:
-            meta = {"note": meta}
-    return meta if isinstance(meta, dict) else {}
-
-
 def _facts_sentence(f: dict) -> str:
     colours = ", ".join(f["colours"]) or "mixed"
     s = f"A {f['orientation']} {f['width']}x{f['height']} image, {f['brightness']}, mostly {colours}"
@@ -87,7 +77,7 @@ def compose(ctype: str, images: list[bytes], row: dict, ocr: bool = True) -> str
         text, _engine = read_text(im, row.get("lang"))
         return f"{LABEL} " + (text if text else "No text.")
     if ctype == "knowledge":
-        meta = _meta(row)
+        meta = row_meta(row)
         parts = [f"{k}: {v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}"
                  for k, v in sorted(meta.items()) if v not in (None, "", [], {})]
         if row.get("instruction"):

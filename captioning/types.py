@@ -184,16 +184,22 @@ class Prompt:
 SYSTEM = "You are an expert image annotator writing training captions for an image generation model."
 
 
-def _meta_lines(row: dict) -> list[str]:
-    """Metadata that a knowledge caption may use: source, original caption, meta JSON, instruction."""
-    lines = []
+def row_meta(row: dict) -> dict:
+    """A row's `meta` column as a dict (JSON text is parsed; plain text becomes {"note": ...})."""
     meta = row.get("meta")
     if isinstance(meta, str) and meta.strip():
         try:
             meta = json.loads(meta)
         except json.JSONDecodeError:
             meta = {"note": meta}
-    if isinstance(meta, dict):
+    return meta if isinstance(meta, dict) else {}
+
+
+def _meta_lines(row: dict) -> list[str]:
+    """Metadata that a knowledge caption may use: source, original caption, meta JSON, instruction."""
+    lines = []
+    meta = row_meta(row)
+    if meta:
         for k, v in sorted(meta.items()):
             if v not in (None, "", [], {}):
                 lines.append(f"- {k}: {json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else v}")
