@@ -18,9 +18,8 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
@@ -468,7 +467,3 @@ def curate(recipe: str, input: str, output: str, *, name: str | None = None, wor
         cleanup(plan["state"])
     return stats
 
-
-def histogram(values: np.ndarray, bins: int = 30) -> dict[str, Any]:
-    counts, edges = np.histogram(values, bins=bins)
-    return {"counts": counts.tolist(), "edges": edges.tolist()}

@@ -16,8 +16,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from flywheel.filters import base
-
 
 class Histograms:
     """Collects numeric score columns while rows are written (memory: 8 bytes per score)."""
@@ -161,5 +159,3 @@ def write_report(stats: dict, thumbs: dict[str, list], path: str | Path) -> Path
     p.write_text("".join(parts), encoding="utf-8")
     return p
 
-
-_ = base  # operators' `limits` name the param each score is compared with

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from flywheel.filters import base
-from flywheel.filters.base import Fail, Work
+from flywheel.filters.base import Work
 from flywheel.filters.decode import decode, ext_of
 
 WORK_COL = "_work"
