@@ -246,7 +246,8 @@ def loop(
     demo: bool = typer.Option(False, "--demo", help="Run the whole loop on the synthetic suite with a planted gap."),
     small: bool = typer.Option(False, "--small", help="A few-minute version of the demo (tests)."),
     out: Path = typer.Option(Path("loop-demo"), help="Working directory for the demo's datasets and checkpoints."),
-    seeds: Optional[int] = typer.Option(None, help="Training seeds (default 3, 1 with --small)."),
+    seeds: Optional[int] = typer.Option(None, help="Sampling seeds per measurement prompt (default 3, 1 with --small)."),
+    gap: Optional[str] = typer.Option(None, help="The planted gap: a colour (purple, the default) or COLOR-SHAPE (red-triangle)."),
 ) -> None:
     """The closed loop: train, eval, route, retrieve, review, emit, retrain, eval."""
     if not demo:
@@ -257,6 +258,14 @@ def loop(
     cfg = DemoConfig.small() if small else DemoConfig()
     if seeds:
         cfg.seeds = seeds
+    if gap:
+        from .training.synthetic import Gap
+
+        try:
+            Gap.parse(gap)
+        except ValueError as e:
+            raise _err(str(e))
+        cfg.gap = gap
     run_demo(cfg, out)
 
 

@@ -55,7 +55,7 @@ def eval_step(cat, ckpt: str, prompts: list, seeds: list[int], eval_cfg: dict, r
     from .loop_demo import generate_and_score, record_evals
 
     rows = generate_and_score(ckpt, prompts, seeds, eval_cfg["size"], eval_cfg["steps"], eval_cfg["guidance"], checker,
-                              progress=f"eval {phase}")
+                              progress=f"eval {phase}", color_only=bool(eval_cfg.get("color_only")))
     record_evals(cat, run_id, phase, ckpt, dataset, rows)
     return rows
 

@@ -1,7 +1,10 @@
 """`flywheel loop --demo`: the whole loop on the synthetic shapes suite with a planted gap.
 
-1. data: a training set where one colour-shape concept is nearly absent (`gap`, kept with
-   probability `gap_keep`) and a reserve pool drawn without the gap;
+1. data: a training set where one concept is nearly absent (`gap`, kept with probability
+   `gap_keep`): a colour (the default, `purple`: every scene of that colour) or a colour-shape
+   combination (`red-triangle`), and a reserve pool drawn without the gap. A colour-shape gap is
+   the harder test at toy scale: a model that knows red and triangles separately composes a red
+   triangle it never saw, so the gap is shallow before the loop runs;
 2. train the baseline; evaluate it per concept on held-out prompts (the measurement set);
 3. signals: a `flywheel eval` pass on a *different* set of prompts (the signal set, disjoint from
    the measurement set) is mined for failures, which are posted to the signal API over HTTP;
@@ -33,7 +36,7 @@ CONCEPT_ATTRS = ("color", "shape")  # a concept is right when its colour and its
 
 @dataclass
 class DemoConfig:
-    gap: str = "red-triangle"
+    gap: str = "purple"  # a colour (every shape of it) or a colour-shape combination, e.g. red-triangle
     gap_keep: float = 0.0
     n_train: int = 6000
     n_reserve: int = 3000
@@ -67,15 +70,27 @@ def concept_list(cfg: DemoConfig) -> list[tuple[str, str]]:
     from .training import synthetic as syn
 
     g = syn.Gap.parse(cfg.gap)
+    if g.shape is None:  # a colour gap: the concepts are the colours (every shape of each)
+        return [(g.color, None)] + [(c, None) for c in syn.COLORS if c != g.color]
     allc = [(c, s) for s in syn.SHAPES for c in syn.COLORS]
     if cfg.concepts == "all":
         return allc
     return [(g.color, g.shape)] + [(c, s) for c, s in allc if (c == g.color) != (s == g.shape)]
 
 
+def concept_of(spec, color_only: bool = False) -> str:
+    """The concept a measurement prompt stands for: 'red triangle', or its colour in a colour gap's run."""
+    return spec.color if color_only else f"{spec.color} {spec.shape}"
+
+
+def concept_hit(concept: str, gap_concept: str) -> bool:
+    """Is a signal's concept ('purple star') the planted gap ('purple', or 'purple star')?"""
+    return concept == gap_concept or (" " not in gap_concept and concept.split(" ")[0] == gap_concept)
+
+
 def concept_prompts(concepts: list[tuple[str, str]], n_per: int, seed: int, exclude: set[str] | None = None) -> list[tuple[str, object]]:
     """`n_per` unique eval-split prompts per concept (never a training prompt: the generator splits
-    prompts by hash), none in `exclude`."""
+    prompts by hash), none in `exclude`. A concept without a shape (a colour) draws shapes at random."""
     from .training import synthetic as syn
 
     exclude = {e.strip().lower() for e in (exclude or set())}
@@ -86,7 +101,7 @@ def concept_prompts(concepts: list[tuple[str, str]], n_per: int, seed: int, excl
         while got < n_per:
             tries += 1
             if tries > 2000 * n_per:
-                raise RuntimeError(f"could not draw {n_per} eval prompts for {color} {shape}")
+                raise RuntimeError(f"could not draw {n_per} eval prompts for {color} {shape or '(any shape)'}")
             spec = syn.random_shape_spec(rng, color, shape)
             p = syn.prompt_for(spec, rng)
             k = p.strip().lower()
@@ -99,8 +114,9 @@ def concept_prompts(concepts: list[tuple[str, str]], n_per: int, seed: int, excl
 
 
 def generate_and_score(ckpt, prompts: list[tuple[str, object]], seeds: list[int], size: int, steps: int, guidance: float,
-                       checker=None, batch: int = 64, progress: str | None = None) -> list[dict]:
-    """One row per (prompt, seed): the checker's verdict per attribute, plus `concept_ok`."""
+                       checker=None, batch: int = 64, progress: str | None = None, color_only: bool = False) -> list[dict]:
+    """One row per (prompt, seed): the checker's verdict per attribute, plus `concept_ok`: every
+    attribute the concept names (colour and shape; the colour alone when `color_only`)."""
     from .training.checker import Checker
 
     checker = checker or Checker.load()
@@ -121,9 +137,10 @@ def generate_and_score(ckpt, prompts: list[tuple[str, object]], seeds: list[int]
             images = gen([p for p, _ in chunk], seed * 1_000_003 + b)
             scores = checker.score(images, [s for _, s in chunk])
             for (p, spec), sc in zip(chunk, scores):
-                rows.append({"prompt": p, "seed": seed, "concept": f"{spec.color} {spec.shape}", "spec": spec.to_dict(),
+                attrs = ("color",) if color_only else CONCEPT_ATTRS
+                rows.append({"prompt": p, "seed": seed, "concept": concept_of(spec, color_only), "spec": spec.to_dict(),
                              **{f"{a}_ok": sc[a] for a in ("color", "shape", "count", "position")},
-                             "concept_ok": all(sc[a] for a in CONCEPT_ATTRS), "passed": sc["all"]})
+                             "concept_ok": all(sc[a] for a in attrs), "passed": sc["all"]})
             bar and bar.update(len(chunk))
     if bar:
         bar.close()
@@ -372,7 +389,8 @@ def run_demo(cfg: DemoConfig, out: Path, catalog=None, echo=print) -> dict:
     cat = catalog or Catalog()
     tag = time.strftime("%Y%m%d-%H%M%S")
     gap = syn.Gap.parse(cfg.gap if ":" in cfg.gap else f"{cfg.gap}:{cfg.gap_keep}")
-    gap_concept = f"{gap.color} {gap.shape}"
+    gap_concept = gap.concept
+    color_only = gap.shape is None
     timings: dict[str, float] = {}
 
     def lap(name: str) -> None:
@@ -418,7 +436,8 @@ def run_demo(cfg: DemoConfig, out: Path, catalog=None, echo=print) -> dict:
     concepts = concept_list(cfg)
     measure = concept_prompts(concepts, cfg.n_per_concept, seed=202, exclude=signal_prompts)
     seeds = list(range(cfg.seeds))
-    before_rows = generate_and_score(ck0, measure, seeds, cfg.size, cfg.sample_steps, cfg.guidance, checker, progress="eval before")
+    before_rows = generate_and_score(ck0, measure, seeds, cfg.size, cfg.sample_steps, cfg.guidance, checker, progress="eval before",
+                                     color_only=color_only)
     run_id = f"loop-{tag}"
     record_evals(cat, run_id, "before", ck0, m_train.ref, before_rows)
     lap(f"baseline evaluated on {len(measure)} measurement prompts x {len(seeds)} seeds")
@@ -470,7 +489,7 @@ def run_demo(cfg: DemoConfig, out: Path, catalog=None, echo=print) -> dict:
                            lr=cfg.retrain_lr, cache=cache)
         rc = train(TrainConfig(**tcc))
         control_rows = generate_and_score(tcc["out"], measure, seeds, cfg.size, cfg.sample_steps, cfg.guidance, checker,
-                                          progress="eval control")
+                                          progress="eval control", color_only=color_only)
         record_evals(cat, run_id, "control", tcc["out"], m_train.ref, control_rows)
         control = per_concept(control_rows)
         lap(f"control: the baseline continued on {m_train.ref} for {rc['step'] - r0['step']} steps; evaluated")
@@ -480,8 +499,8 @@ def run_demo(cfg: DemoConfig, out: Path, catalog=None, echo=print) -> dict:
     table = format_table(before, after, gap_concept, control)
     gain = after[gap_concept]["acc"] - before[gap_concept]["acc"]
     worst = min(((after[c]["acc"] - before[c]["acc"], c) for c in before if c != gap_concept), default=(0.0, None))
-    gap_routed = pre.get(gap_concept, 0)
-    other_routed = sum(v for c, v in pre.items() if c != gap_concept)
+    gap_routed = sum(v for c, v in pre.items() if concept_hit(c, gap_concept))
+    other_routed = sum(v for c, v in pre.items() if not concept_hit(c, gap_concept))
     result = {
         "config": asdict(cfg), "gap": gap_concept, "datasets": {"train": m_train.ref, "reserve": m_res.ref, "emitted": e["dataset"]},
         "signals": len(mined), "tracks": summary["tracks"], "pretrain_by_concept": pre, "review": review,
@@ -494,7 +513,7 @@ def run_demo(cfg: DemoConfig, out: Path, catalog=None, echo=print) -> dict:
         "routed_other_concepts_to_pretrain": other_routed,
     }
     (out / "loop_result.json").write_text(json.dumps(result, indent=2, default=str))
-    echo("\nconcept accuracy (colour and shape right), measurement prompts disjoint from the signal prompts, "
+    echo(f"\nconcept accuracy ({'colour' if color_only else 'colour and shape'} right), measurement prompts disjoint from the signal prompts, "
          f"{cfg.n_per_concept} prompts x {len(seeds)} seeds per concept, 95% Wilson intervals:")
     echo(table)
     echo(f"\nplanted gap {gap_concept}: {gain * 100:+.1f} points; worst other concept: {worst[1]} {worst[0] * 100:+.1f} points; "
@@ -504,4 +523,7 @@ def run_demo(cfg: DemoConfig, out: Path, catalog=None, echo=print) -> dict:
 
 
 def _eval_cfg(cfg: DemoConfig) -> dict:
-    return {"size": cfg.size, "steps": cfg.sample_steps, "guidance": cfg.guidance}
+    from .training import synthetic as syn
+
+    return {"size": cfg.size, "steps": cfg.sample_steps, "guidance": cfg.guidance,
+            "color_only": syn.Gap.parse(cfg.gap).shape is None}

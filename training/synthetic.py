@@ -163,23 +163,31 @@ def prompt_split(prompt: str, eval_fraction: float = 0.2) -> str:
 
 @dataclass(frozen=True)
 class Gap:
-    """Keep `color` `shape` scenes only with probability `keep` (a planted scarcity)."""
+    """Keep `color` `shape` scenes only with probability `keep` (a planted scarcity). Without a
+    shape the gap is the colour itself: every scene of that colour, whatever its shape."""
 
     color: str
-    shape: str
+    shape: str | None = None
     keep: float = 0.01
 
     def hits(self, spec) -> bool:
-        return isinstance(spec, ShapeSpec) and spec.color == self.color and spec.shape == self.shape
+        return (isinstance(spec, (ShapeSpec, TextSpec)) and spec.color == self.color
+                and (self.shape is None or (isinstance(spec, ShapeSpec) and spec.shape == self.shape)))
+
+    @property
+    def concept(self) -> str:
+        """'red triangle', or the colour alone ('purple')."""
+        return self.color if self.shape is None else f"{self.color} {self.shape}"
 
     @classmethod
     def parse(cls, s: str) -> "Gap":
-        """`red-star` or `red-star:0.02`."""
+        """`red-star`, `red-star:0.02`, or a colour alone: `purple`, `purple:0`."""
         name, _, keep = s.partition(":")
         color, _, shape = name.partition("-")
-        if color not in COLORS or shape not in SHAPES:
-            raise ValueError(f"gap {s!r}: write COLOR-SHAPE[:KEEP], e.g. red-star:0.01")
-        return cls(color, shape, float(keep) if keep else 0.01)
+        if color not in COLORS or (shape and shape not in SHAPES):
+            raise ValueError(f"gap {s!r}: write COLOR[-SHAPE][:KEEP], e.g. red-star:0.01 or purple:0 "
+                             f"(colours: {', '.join(COLORS)}; shapes: {', '.join(SHAPES)})")
+        return cls(color, shape or None, float(keep) if keep else 0.01)
 
 
 def random_shape_spec(rng: np.random.Generator, color: str | None = None, shape: str | None = None) -> ShapeSpec:

@@ -46,6 +46,20 @@ def test_concept_prompts_are_eval_split_and_disjoint():
     assert t["acc"] == 0.75 and t["n"] == 4 and t["per_seed"] == [0.5, 1.0] and t["lo"] < 0.75 < t["hi"]
 
 
+def test_colour_gap_concepts():
+    """A colour gap measures every colour as a concept, on prompts of any shape, and counts a
+    signal's 'purple star' as the gap."""
+    cfg = ld.DemoConfig(gap="purple")
+    cs = ld.concept_list(cfg)
+    assert cs[0] == ("purple", None) and len(cs) == 8 and all(s is None for _, s in cs)
+    ps = ld.concept_prompts(cs[:2], 30, seed=3)
+    assert {ld.concept_of(s, color_only=True) for _, s in ps} == {"purple", cs[1][0]}
+    assert len({s.shape for _, s in ps}) >= 4
+    assert ld.concept_hit("purple star", "purple") and not ld.concept_hit("red star", "purple")
+    assert ld.concept_hit("red star", "red star") and not ld.concept_hit("red circle", "red star")
+    assert ld._eval_cfg(cfg)["color_only"] and not ld._eval_cfg(ld.DemoConfig(gap="red-triangle"))["color_only"]
+
+
 def test_routing_path_over_http(world, tmp_path):
     """Failures posted to the API -> router -> scripted reviewer over HTTP -> emit -> lineage."""
     cat = Catalog()

@@ -100,13 +100,26 @@ def test_planted_gap(tmp_path):
     assert hit(train) == 0
     assert hit(evalp) >= 2000 / 48 * 0.8
     assert syn.Gap.parse("red-star:0.02") == syn.Gap("red", "star", 0.02)
-    with pytest.raises(ValueError, match="COLOR-SHAPE"):
+    with pytest.raises(ValueError, match="COLOR"):
         syn.Gap.parse("reddish-star")
+    with pytest.raises(ValueError, match="shapes: circle"):
+        syn.Gap.parse("red-blob")
     m = syn.write_dataset(tmp_path / "g", n=200, seed=1, gap=syn.Gap("blue", "circle", 0.0))
     assert m.extra["gap"] == {"color": "blue", "shape": "circle", "keep": 0.0}
     metas = [json.loads(x) for x in open_dataset(tmp_path / "g").to_table(columns=["meta"]).column("meta").to_pylist()]
     assert not [x for x in metas if x["spec"]["color"] == "blue" and x["spec"]["shape"] == "circle"]
     assert [x for x in metas if x["spec"]["color"] == "blue"]  # the other blue shapes are still there
+
+
+def test_planted_colour_gap():
+    """A colour alone is a gap too: no scene of that colour, of any shape, and the others even."""
+    gap = syn.Gap.parse("purple:0")
+    assert gap == syn.Gap("purple", None, 0.0) and gap.concept == "purple"
+    train = syn.sample_prompts(1600, "train", seed=0, gap=gap, suite="mixed")
+    colors = [s.color for _, s in train]
+    assert "purple" not in colors
+    assert min(colors.count(c) for c in syn.COLORS if c != "purple") >= 1600 / 8 * 0.6
+    assert {s.shape for _, s in train if isinstance(s, syn.ShapeSpec)} == set(syn.SHAPES)
 
 
 @pytest.mark.skipif(shutil.which("tesseract") is None, reason="tesseract-ocr is not installed")
