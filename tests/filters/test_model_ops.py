@@ -252,7 +252,7 @@ def test_rotation_operator_flags_and_rules():
 def test_rotation_operator_with_the_shipped_photo_head():
     """Wiring and conventions end to end: the shipped head (trained on these package photos,
     so this is not an accuracy claim: see models/weights/rotation_photo.md) turns the image
-    four ways, votes, and reports clockwise angles; upright photos are not rejected."""
+    and its mirror four ways each, votes, and reports clockwise angles; upright photos are not rejected."""
     from flywheel.filters.rotation import Rotation
     from flywheel.models.rotation import rotate
 
@@ -265,6 +265,6 @@ def test_rotation_operator_with_the_shipped_photo_head():
     truth = [a for _ in ph for a in (0, 90, 180, 270)]
     assert set(s["rotation__method"]) == {"photo"} and all(0.25 <= c <= 1 for c in s["rotation__confidence"])
     assert sum(a == b for a, b in zip(s["rotation__angle"], truth)) >= 12  # of 16, on photos it was trained on
-    assert s["rotation__uncertain"] == [c < 0.7 for c in s["rotation__confidence"]]
+    assert s["rotation__uncertain"] == [c < op.params.min_confidence for c in s["rotation__confidence"]]
     fails = op.reject(pa.table({k: pa.array(v, op.column_type(k)) for k, v in s.items()}), op.params)
     assert all(not f for f, a in zip(fails, truth) if a == 0)

@@ -25,6 +25,37 @@ def test_vote_recovers_the_angle_from_consistent_views():
         assert v.argmax() == a and abs(v.sum() - 1) < 1e-9 and v.max() < 0.99  # geometric mean: not overconfident
 
 
+def test_vote_with_mirrored_views():
+    """The eight-view vote indexes the mirror views right: mirror(rot_a(x)) = rot_-a(mirror(x)), so
+    its view k looks turned by k-a. A head biased toward 90 (it says 90 for anything turned 90 or
+    270) still gives every angle back; a wrong index would pull 90 and 270 together."""
+    def biased(angle_seen: int) -> np.ndarray:
+        p = np.full(4, 0.1)
+        p[1 if angle_seen in (1, 3) else angle_seen] = 0.7
+        return p
+
+    for a in range(4):
+        plain = np.stack([biased((a + k) % 4) for k in range(4)])[None]
+        mirrored = np.stack([biased((k - a) % 4) for k in range(4)])[None]
+        v = R.vote(plain, mirrored)[0]
+        assert abs(v.sum() - 1) < 1e-9 and v.argmax() == a, (a, v)
+
+
+def test_photo_features_shape_and_v1_heads(tmp_path):
+    """The features are 8704 wide (Relu_48 quadrants + Relu_39 3x3 grid); a v1 head (4096 wide)
+    still loads and reads the first 4096."""
+    from flywheel.models import store
+
+    fx = R.PhotoFeatures(store.path("opennsfw"))
+    img = (np.random.default_rng(0).random((64, 80, 3)) * 255).astype(np.uint8)
+    f = fx([img, R.rotate(img, 90)])
+    assert f.shape == (2, R.PhotoFeatures.dim) == (2, 8704) and np.isfinite(f).all() and (f >= 0).all()
+    v1 = R.Head(np.zeros(R.V1_DIM, np.float32), np.ones(R.V1_DIM, np.float32), np.zeros((R.V1_DIM, 4), np.float32),
+                np.array([0, 1, 0, 0], np.float32))
+    p = v1.proba(f)
+    assert p.shape == (2, 4) and (p.argmax(axis=1) == 1).all()
+
+
 def test_train_head_install_and_use(tmp_path):
     from flywheel.filters.base import Work
     from flywheel.filters.rotation import Rotation
