@@ -75,20 +75,17 @@ class PhotoFeatures:
         for s in range(0, len(images), self.batch_size):
             x = np.stack([_input(im) for im in images[s:s + self.batch_size]])
             f48, f39 = self.session.run([FEATURE_NODE, MID_NODE], {self.input: x})  # (B,1024,7,7), (B,512,14,14)
-            out.append(np.concatenate([grid_pool(f48), grid3_pool(f39)], axis=1))
+            out.append(np.concatenate([grid_pool(f48, QUADRANTS), grid_pool(f39, GRID3)], axis=1))
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
 
-def grid_pool(fmap: np.ndarray) -> np.ndarray:
-    """(B, C, 7, 7) -> (B, 4C): means over the four overlapping quadrants (rows/cols 0-3, 3-6),
+QUADRANTS = ((0, 4), (3, 7))  # Relu_48, 7x7: four overlapping quadrants
+GRID3 = ((0, 5), (5, 10), (9, 14))  # Relu_39, 14x14: a 3x3 grid of slightly overlapping cells
+
+
+def grid_pool(fmap: np.ndarray, cuts: Sequence[tuple[int, int]] = QUADRANTS) -> np.ndarray:
+    """(B, C, H, W) -> (B, len(cuts)^2 * C): means over the cells cuts x cuts (rows, then columns),
     square-rooted (ReLU activations are heavy-tailed; the root helped the linear head)."""
-    q = [fmap[:, :, r:r + 4, c:c + 4].mean(axis=(2, 3)) for r in (0, 3) for c in (0, 3)]
-    return np.sqrt(np.maximum(np.concatenate(q, axis=1), 0)).astype(np.float32)
-
-
-def grid3_pool(fmap: np.ndarray) -> np.ndarray:
-    """(B, C, 14, 14) -> (B, 9C): means over a 3x3 grid of (slightly overlapping) cells, square-rooted."""
-    cuts = ((0, 5), (5, 10), (9, 14))
     q = [fmap[:, :, a:b, c:d].mean(axis=(2, 3)) for a, b in cuts for c, d in cuts]
     return np.sqrt(np.maximum(np.concatenate(q, axis=1), 0)).astype(np.float32)
 
