@@ -49,7 +49,7 @@ def train(
     ti2i_ratio: float = typer.Option(None, help="Share of TI2I (edit) batches; default: the stage's."),
     caption_probs: str = typer.Option(None, help="Caption type probabilities, e.g. general=0.5,text=0.1,knowledge=0.1,structured=0.1,original=0.2."),
     uncond_dropout: float = typer.Option(0.1, help="Probability of training a sample without its text (for guidance)."),
-    prediction: str = typer.Option("v", help="v (velocity, as Qwen-Image) or x0 (clean-sample prediction; for pixel-space --vae pixel:P)."),
+    prediction: str = typer.Option(None, help="v (velocity, as Qwen-Image) or x0 (clean-sample prediction; for pixel-space --vae pixel:P); default: the --init checkpoint's, else v."),
     ema_decay: float = typer.Option(0.999, help="EMA decay of the saved weights; 0 saves the raw weights."),
     bf16: bool = typer.Option(False, help="bf16 autocast."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the transformer."),
@@ -66,7 +66,7 @@ def train(
         raise UserError(f"unknown --stage {stage!r}; use one of {', '.join(STAGES)}")
     if preset not in ("tiny", "small", "full"):
         raise UserError(f"unknown --preset {preset!r}; use tiny, small or full")
-    if prediction not in ("v", "x0"):
+    if prediction not in (None, "v", "x0"):
         raise UserError(f"unknown --prediction {prediction!r}; use v or x0")
     if init is not None and not init.exists():
         raise UserError(f"--init {init} does not exist; pass a local diffusers directory (weights cannot be downloaded here)")

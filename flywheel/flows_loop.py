@@ -32,7 +32,7 @@ def last_checkpoint(cat) -> str | None:
 
 def default_train_config(dataset_path: str, out: str, init: str | None, minutes: float = 10.0, size: int = 64) -> dict:
     return dict(datasets=[dataset_path], out=out, stage="pretrain", preset="tiny", vae="pixel:8", text_encoder="minilm",
-                resolution=size, steps=10**9, batch_size=32, lr=5e-4 if init else 1e-3, warmup=10 if init else 50,
+                prediction=None if init else "x0", resolution=size, steps=10**9, batch_size=32, lr=5e-4 if init else 1e-3, warmup=10 if init else 50,
                 ema_decay=0.995, ti2i_ratio=0.0, caption_probs={"original": 0.7, "general": 0.3}, init=init,
                 max_seconds=minutes * 60 * 2, budget_clock="cpu", ckpt_every=200, log_every=50, progress=True)
 

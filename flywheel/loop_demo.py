@@ -41,7 +41,7 @@ class DemoConfig:
     n_train: int = 6000
     n_reserve: int = 3000
     size: int = 64
-    train_minutes: float = 22.0  # baseline budget (CPU-time minutes x threads, as the toy benchmark)
+    train_minutes: float = 16.0  # baseline budget (CPU-time minutes x threads, as the toy benchmark)
     retrain_minutes: float = 6.0
     retrain_lr: float = 5e-4
     batch_size: int = 32
@@ -365,7 +365,7 @@ def checkpoint_evaluator(ckpt, size: int | None = None, steps: int = 20, guidanc
 def train_config(cfg: DemoConfig, datasets: list[str], out: Path, minutes: float, init: str | None = None,
                  lr: float | None = None, seed: int = 0, cache: Path | None = None) -> dict:
     return dict(datasets=datasets, out=str(out), stage="pretrain", preset="tiny", vae="pixel:8", text_encoder="minilm",
-                resolution=cfg.size, steps=10**9, batch_size=cfg.batch_size, lr=lr or cfg.lr, warmup=50 if init is None else 10,
+                prediction=None if init else "x0", resolution=cfg.size, steps=10**9, batch_size=cfg.batch_size, lr=lr or cfg.lr, warmup=50 if init is None else 10,
                 ema_decay=0.995, ti2i_ratio=0.0, caption_probs={"original": 0.7, "general": 0.3}, init=init,
                 max_seconds=minutes * 60 * cfg.threads, budget_clock="cpu", ckpt_every=cfg.ckpt_every, log_every=50,
                 cache_dir=str(cache) if cache else None, seed=seed, progress=True)
@@ -492,7 +492,7 @@ def run_demo(cfg: DemoConfig, out: Path, catalog=None, echo=print) -> dict:
                                           progress="eval control", color_only=color_only)
         record_evals(cat, run_id, "control", tcc["out"], m_train.ref, control_rows)
         control = per_concept(control_rows)
-        lap(f"control: the baseline continued on {m_train.ref} for {rc['step'] - r0['step']} steps; evaluated")
+        lap(f"control: the baseline continued on {m_train.ref} for {rc['step']} steps; evaluated")
 
     # 7. the table
     before, after = per_concept(before_rows), per_concept(after_rows)

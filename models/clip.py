@@ -53,6 +53,7 @@ class Clip:
         self.batch_size = max(1, batch_size)
         self.dtype = torch.float16 if self.device == "cuda" else torch.float32
         self.dim = int(self.model.text_projection.shape[1]) if getattr(self.model, "text_projection", None) is not None else None
+        self._pil_steps, self._tensor_steps = split_preprocess(self.preprocess)
 
     def images(self, rgbs: Sequence[np.ndarray]) -> np.ndarray:
         import torch
@@ -61,7 +62,12 @@ class Clip:
         out = []
         with torch.inference_mode():
             for s in range(0, len(rgbs), self.batch_size):
-                x = torch.stack([self.preprocess(Image.fromarray(r)) for r in rgbs[s:s + self.batch_size]])
+                chunk = rgbs[s:s + self.batch_size]
+                if self._pil_steps is None:  # a transform we do not know how to split: open_clip's, image by image
+                    x = torch.stack([self.preprocess(Image.fromarray(r)) for r in chunk])
+                else:
+                    px = np.stack([np.asarray(self._pil_steps(Image.fromarray(r)).convert("RGB")) for r in chunk])
+                    x = self._tensor_steps(torch.from_numpy(px).permute(0, 3, 1, 2).float().div_(255))
                 e = self.model.encode_image(x.to(self.device, self.dtype))
                 out.append(torch.nn.functional.normalize(e.float(), dim=-1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.dim or 0), np.float32)
@@ -76,6 +82,21 @@ class Clip:
                 e = self.model.encode_text(tok)
                 out.append(torch.nn.functional.normalize(e.float(), dim=-1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.dim or 0), np.float32)
+
+
+def split_preprocess(preprocess):
+    """open_clip's eval transform cut where PIL ends: (the PIL steps, applied image by image: resize,
+    crop, mode; the tensor steps after its to-tensor, applied once to the stacked batch: normalise).
+    Same arithmetic as the transform (to-tensor is uint8 / 255), one tensor op per batch instead of
+    several per image, which is most of the per-image cost of a small model. (None, None) when the
+    transform is not the shape we know; callers then run it whole, image by image."""
+    from torchvision import transforms as T
+
+    steps = list(getattr(preprocess, "transforms", []))
+    cut = next((i for i, t in enumerate(steps) if type(t).__name__ in ("ToTensor", "MaybeToTensor")), None)
+    if cut is None or not all(isinstance(t, T.Normalize) for t in steps[cut + 1:]):
+        return None, None
+    return T.Compose(steps[:cut]), T.Compose(steps[cut + 1:])
 
 
 _models: dict[tuple[str, int], Clip] = {}

@@ -53,7 +53,8 @@ class TrainConfig:
     ti2i_ratio: float | None = None  # default: the stage's
     caption_probs: dict[str, float] | None = None
     ema_decay: float = 0.999  # 0 disables EMA
-    prediction: str = "v"  # "v" (Qwen-Image; loads in the pipelines) | "x0" (pixel-space toy runs, see flow.to_velocity)
+    prediction: str | None = None  # "v" (Qwen-Image; loads in the pipelines) | "x0" (pixel-space toy runs, see
+    # flow.to_velocity); default: the init checkpoint's (fine-tuning must keep what the weights were trained to output), else "v"
     logit_mean: float = 0.0
     logit_std: float = 1.0
     bf16: bool = False
@@ -104,6 +105,7 @@ def main(cfg: TrainConfig) -> dict:
 
     # -- models: frozen conditioning + VAE, trainable transformer ------------------------------------
     init = Path(cfg.init) if cfg.init else None
+    cfg.prediction = resolve_prediction(cfg.prediction, init)
     if cfg.text_encoder:
         encoder = load_text_encoder(cfg.text_encoder, device=str(device))
     elif init is not None and (init / "flywheel.json").exists():
@@ -296,6 +298,21 @@ def main(cfg: TrainConfig) -> dict:
         dist.destroy_process_group()
     return dict(losses=history, step=step + 1, out=str(out), text_cache=(text_cache.hits, text_cache.misses),
                 latent_cache=(latent_cache.hits, latent_cache.misses), loss=last_loss)
+
+
+def resolve_prediction(asked: str | None, init: Path | None) -> str:
+    """What the transformer outputs: as asked, else as the init checkpoint was trained, else "v". Asking for
+    the other one than the init's is refused: its weights would be read as the wrong quantity."""
+    had = None
+    if init is not None and (init / "flywheel.json").exists():
+        had = json.loads((init / "flywheel.json").read_text()).get("prediction", "v")
+    got = asked or had or "v"
+    if got not in ("v", "x0"):
+        raise ValueError(f"unknown prediction {got!r}; use v or x0")
+    if had is not None and got != had:
+        raise ValueError(f"{init} was trained to predict {had!r}; fine-tuning it with prediction={got!r} would misread "
+                         f"its outputs. Drop --prediction (it follows the init) or start without --init.")
+    return got
 
 
 def _vae(cfg: TrainConfig, init: Path | None):

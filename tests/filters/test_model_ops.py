@@ -146,6 +146,28 @@ def test_clip_scores_side_dataset_and_batching(tiny_models, tmp_path):
     assert [x.rule for x in fails[0]] == ["low_similarity"] and fails[1] == [] and fails[2] == []
 
 
+def test_clip_batched_preprocess_equals_open_clip_transform(tiny_models):
+    """The split transform (PIL steps per image, normalise once per batch) is open_clip's arithmetic:
+    the same pixels and embeddings as its Compose run image by image, for photos of mixed sizes."""
+    import torch
+    from PIL import Image as PILImage
+
+    from flywheel.models import clip as clip_mod, store
+
+    c = clip_mod.Clip(store.path(tiny_models["clip"]), batch_size=8)
+    assert c._pil_steps is not None
+    ph = [reduced(p, s) for p, s in zip(photos().values(), (64, 97, 150, 33))]
+    ref = torch.stack([c.preprocess(PILImage.fromarray(p)) for p in ph])
+    px = np.stack([np.asarray(c._pil_steps(PILImage.fromarray(p)).convert("RGB")) for p in ph])
+    got = c._tensor_steps(torch.from_numpy(px).permute(0, 3, 1, 2).float().div_(255))
+    assert torch.allclose(got, ref, atol=1e-6)
+    with torch.inference_mode():
+        direct = torch.nn.functional.normalize(c.model.encode_image(ref), dim=-1).numpy()
+    assert np.allclose(c.images(ph), direct, atol=1e-5)
+    # a transform it does not know how to split runs whole, image by image
+    assert clip_mod.split_preprocess(lambda im: im) == (None, None)
+
+
 def test_aesthetic_reuses_clip_embeddings_and_matches_direct(tiny_models):
     from flywheel.filters.aesthetic import Aesthetic
     from flywheel.filters.clip import Clip

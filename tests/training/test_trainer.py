@@ -122,6 +122,15 @@ def test_minilm_checkpoint_samples_through_the_cli(toy_dataset, tmp_path, monkey
     assert Image.open(pngs[0]).size == (64, 64)
     res = runner.invoke(cli.app, ["train", "--dataset", str(tmp_path / "nope"), "--out", str(out)])
     assert res.exit_code != 0 and "dataset directory or name@vN" in str(res.exception or res.output)
+    # fine-tuning follows what the init was trained to output, and refuses the other parametrisation
+    ft = tmp_path / "ft"
+    res = runner.invoke(cli.app, ["train", "--dataset", str(toy_dataset), "--out", str(ft), "--steps", "1",
+                                  "--batch-size", "2", "--resolution", "64", "--init", str(out)])
+    assert res.exit_code == 0, res.output
+    assert json.loads((ft / "flywheel.json").read_text())["prediction"] == "x0"
+    res = runner.invoke(cli.app, ["train", "--dataset", str(toy_dataset), "--out", str(tmp_path / "ft2"), "--steps", "1",
+                                  "--batch-size", "2", "--resolution", "64", "--init", str(out), "--prediction", "v"])
+    assert res.exit_code != 0 and "trained to predict 'x0'" in str(res.exception or res.output)
 
 
 def test_first_qwen_image_architecture_trains(toy_dataset, tmp_path):
