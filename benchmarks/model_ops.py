@@ -56,6 +56,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch/onnxruntime threads (CPU)")
     ap.add_argument("--clip", default="", help="installed CLIP model-store name (default: a tiny random one)")
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--repeat", type=int, default=3, help="best of R timed passes per side (the machine is shared)")
     args = ap.parse_args()
 
     os.environ.setdefault("FLYWHEEL_HOME", tempfile.mkdtemp(prefix="bench-models-"))
@@ -103,13 +104,13 @@ def main() -> None:
         if name in ("image_quality", "rotation"):
             # no batch-size param: batched = one call with the whole list, 1-by-1 = n calls
             run(ob, args.n)  # warm-up
-            tb = timed(lambda: run(ob, args.n))
-            t1 = timed(lambda: run(o1, 1))
+            tb = timed(lambda: run(ob, args.n), args.repeat)
+            t1 = timed(lambda: run(o1, 1), args.repeat)
         else:
             run(ob, B)  # warm-up
             run(o1, 1) if args.n <= 8 else run(o1, args.n)  # warm-up
-            tb = timed(lambda: run(ob, args.n))
-            t1 = timed(lambda: run(o1, args.n))  # batch_size=1 inside the op
+            tb = timed(lambda: run(ob, args.n), args.repeat)
+            t1 = timed(lambda: run(o1, args.n), args.repeat)  # batch_size=1 inside the op
         print(f"{name:<14} {args.n / tb:>14.1f} {args.n / t1:>13.1f} {t1 / tb:>6.2f}x")
         sys.stdout.flush()
 

@@ -35,6 +35,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--wall-limit", type=float, default=None, help="also stop training after this many wall-clock minutes")
     ap.add_argument("--eval-only", action="store_true")
+    ap.add_argument("--prompt-seed", type=int, default=1, help="held-out prompt draw; tune sampling on another seed than the one reported")
     a = ap.parse_args()
 
     import torch
@@ -73,7 +74,7 @@ def main() -> None:
 
     # -- evaluation on held-out prompts --------------------------------------------------------------------
     t1 = time.time()
-    prompts = syn.sample_prompts(a.n_eval, split="eval", suite="shapes", seed=1, unique=True)
+    prompts = syn.sample_prompts(a.n_eval, split="eval", suite="shapes", seed=a.prompt_seed, unique=True)
     import pyarrow.parquet as pq
 
     train_prompts = set(pq.read_table(out / "train-data" / "data", columns=["caption"]).column("caption").to_pylist())

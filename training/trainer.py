@@ -134,7 +134,7 @@ def main(cfg: TrainConfig) -> dict:
     decay = [p for p in params if p.dim() >= 2]  # no weight decay on norms' gains
     no_decay = [p for p in params if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=lr, betas=cfg.betas, fused=device.type == "cuda")
+                            lr=lr, betas=cfg.betas, fused=device.type in ("cuda", "cpu"))  # one kernel per group
     ema = [p.detach().clone().float() for p in raw.parameters()] if cfg.ema_decay > 0 else None
 
     def lr_at(step):  # linear warm-up, then constant as in the report's stages
@@ -200,7 +200,8 @@ def main(cfg: TrainConfig) -> dict:
     bar = None
     if master and cfg.progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=cfg.steps, initial=start, desc=f"train {cfg.stage}", unit="step")
+        budgeted = cfg.steps >= 10**8 and (cfg.max_seconds is not None or cfg.deadline is not None)  # a time budget, no step count
+        bar = tqdm(total=None if budgeted else cfg.steps, initial=start, desc=f"train {cfg.stage}", unit="step")
     clock = time.process_time if cfg.budget_clock == "cpu" else time.time
     t_last, t_start = time.time(), clock()
     last_loss = float("nan")
@@ -274,14 +275,15 @@ def main(cfg: TrainConfig) -> dict:
             out_of_time = bool(flag.item())
         last = step + 1 == cfg.steps or out_of_time
         if master and ((step + 1) % cfg.log_every == 0 or last):
+            now = time.time()  # the interval runs record to record, so writing the record counts in the next one
             rec = dict(step=step + 1, loss=last_loss, lr=lr_at(step), grad_norm=float(gnorm), resolution=res,
                        batch=len(batch), img_tokens=int(x0.shape[1]) * (1 + len(cond)), txt_tokens=int(text.shape[1]),
-                       sec_per_step=(time.time() - t_last) / cfg.log_every,
+                       sec_per_step=(now - t_last) / cfg.log_every,
                        loss_by_t_bin={f"{b / n_bins:.1f}": sum(v) / len(v) for b, v in sorted(bins.items())})
             with open(out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(rec) + "\n")
             bins.clear()
-            t_last = time.time()
+            t_last = now
         if (step + 1) % cfg.ckpt_every == 0 or last:
             _write_sample_losses(out, sample_losses, rank, world)
             sample_losses = []
