@@ -25,7 +25,7 @@ def main() -> None:
     ap.add_argument("--n-train", type=int, default=6000)
     ap.add_argument("--n-eval", type=int, default=160)
     ap.add_argument("--size", type=int, default=64)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--vae", default="pixel:8")
     ap.add_argument("--preset", default="tiny")
