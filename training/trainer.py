@@ -105,7 +105,7 @@ def main(cfg: TrainConfig) -> dict:
 
     # -- models: frozen conditioning + VAE, trainable transformer ------------------------------------
     init = Path(cfg.init) if cfg.init else None
-    cfg.prediction = resolve_prediction(cfg.prediction, init)
+    prediction = resolve_prediction(cfg.prediction, init)  # the caller's config is left as given
     if cfg.text_encoder:
         encoder = load_text_encoder(cfg.text_encoder, device=str(device))
     elif init is not None and (init / "flywheel.json").exists():
@@ -239,7 +239,7 @@ def main(cfg: TrainConfig) -> dict:
             g["lr"] = lr_at(step)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             out_ = denoise(xt, t, grid, text, text_mask, slots[0].to(device), cond, cond_grids)
-        pred = flow.to_velocity(out_.float(), xt, t, cfg.prediction)
+        pred = flow.to_velocity(out_.float(), xt, t, prediction)
         losses = flow.loss_per_sample(pred, x0, noise)  # (B,)
         loss = losses.mean()
         opt.zero_grad(set_to_none=True)
@@ -289,7 +289,7 @@ def main(cfg: TrainConfig) -> dict:
             sample_losses = []
             if master:
                 _save_state(state_dir, raw, opt, ema, step + 1, history, cfg)
-                _save_checkpoint(out, raw, ema, vae, encoder, cfg, step + 1, arch)
+                _save_checkpoint(out, raw, ema, vae, encoder, cfg, step + 1, arch, prediction)
             if world > 1:
                 dist.barrier()
         if out_of_time:
@@ -349,7 +349,7 @@ def _save_state(state_dir: Path, raw, opt, ema, step: int, history: list, cfg: T
     os.replace(tmp, state_dir)
 
 
-def _save_checkpoint(out: Path, raw, ema, vae, encoder, cfg: TrainConfig, step: int, arch: str) -> None:
+def _save_checkpoint(out: Path, raw, ema, vae, encoder, cfg: TrainConfig, step: int, arch: str, prediction: str) -> None:
     """diffusers layout; with Qwen3-VL conditioning and the 2.1 models, a `QwenImage21Pipeline` directory."""
     import copy
 
@@ -377,7 +377,7 @@ def _save_checkpoint(out: Path, raw, ema, vae, encoder, cfg: TrainConfig, step: 
         flow.make_scheduler().save_pretrained(out / "scheduler")
         encoder.save(out)
     meta = dict(text_encoder=dict(kind=encoder.kind, revision=encoder.revision), arch=arch, stage=cfg.stage,
-                prediction=cfg.prediction,
+                prediction=prediction,
                 preset=cfg.preset, step=step, ema=ema is not None, resolution=cfg.resolution, datasets=cfg.datasets)
     (out / "flywheel.json").write_text(json.dumps(meta, indent=2))
 
