@@ -364,11 +364,14 @@ def checkpoint_evaluator(ckpt, size: int | None = None, steps: int = 20, guidanc
 # -- the demo --------------------------------------------------------------------------------------
 def train_config(cfg: DemoConfig, datasets: list[str], out: Path, minutes: float, init: str | None = None,
                  lr: float | None = None, seed: int = 0, cache: Path | None = None) -> dict:
-    return dict(datasets=datasets, out=str(out), stage="pretrain", preset="tiny", vae="pixel:8", text_encoder="minilm",
-                prediction=None if init else "x0", resolution=cfg.size, steps=10**9, batch_size=cfg.batch_size, lr=lr or cfg.lr, warmup=50 if init is None else 10,
-                ema_decay=0.995, ti2i_ratio=0.0, caption_probs={"original": 0.7, "general": 0.3}, init=init,
-                max_seconds=minutes * 60 * cfg.threads, budget_clock="cpu", ckpt_every=cfg.ckpt_every, log_every=50,
-                cache_dir=str(cache) if cache else None, seed=seed, progress=True)
+    """The flywheel's retraining config (`flows_loop.default_train_config`) at the demo's batch, learning
+    rate, thread count and checkpoint interval."""
+    from .flows_loop import default_train_config
+
+    c = default_train_config(datasets[0], str(out), init, minutes, cfg.size)
+    c.update(datasets=datasets, batch_size=cfg.batch_size, lr=lr or cfg.lr, max_seconds=minutes * 60 * cfg.threads,
+             ckpt_every=cfg.ckpt_every, cache_dir=str(cache) if cache else None, seed=seed)
+    return c
 
 
 def run_demo(cfg: DemoConfig, out: Path, catalog=None, echo=print) -> dict:
