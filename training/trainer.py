@@ -203,7 +203,7 @@ def main(cfg: TrainConfig) -> dict:
         budgeted = cfg.steps >= 10**8 and (cfg.max_seconds is not None or cfg.deadline is not None)  # a time budget, no step count
         bar = tqdm(total=None if budgeted else cfg.steps, initial=start, desc=f"train {cfg.stage}", unit="step")
     clock = time.process_time if cfg.budget_clock == "cpu" else time.time
-    t_last, t_start = time.time(), clock()
+    t_last, c_last, t_start = time.time(), time.process_time(), clock()
     last_loss = float("nan")
     step = start - 1
     for step in range(start, cfg.steps):
@@ -275,15 +275,16 @@ def main(cfg: TrainConfig) -> dict:
             out_of_time = bool(flag.item())
         last = step + 1 == cfg.steps or out_of_time
         if master and ((step + 1) % cfg.log_every == 0 or last):
-            now = time.time()  # the interval runs record to record, so writing the record counts in the next one
+            now, c_now = time.time(), time.process_time()  # record to record: writing a record counts in the next
             rec = dict(step=step + 1, loss=last_loss, lr=lr_at(step), grad_norm=float(gnorm), resolution=res,
                        batch=len(batch), img_tokens=int(x0.shape[1]) * (1 + len(cond)), txt_tokens=int(text.shape[1]),
                        sec_per_step=(now - t_last) / cfg.log_every,
+                       cpu_sec_per_step=(c_now - c_last) / cfg.log_every,  # this process's CPU time, all threads
                        loss_by_t_bin={f"{b / n_bins:.1f}": sum(v) / len(v) for b, v in sorted(bins.items())})
             with open(out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(rec) + "\n")
             bins.clear()
-            t_last = now
+            t_last, c_last = now, c_now
         if (step + 1) % cfg.ckpt_every == 0 or last:
             _write_sample_losses(out, sample_losses, rank, world)
             sample_losses = []

@@ -37,6 +37,7 @@ def test_two_steps_per_stage(toy_dataset, tmp_path, stage):
     m = _metrics(out)
     assert [x["lr"] for x in m] == pytest.approx([STAGES[stage]["lr"] * k / 10 for k in (1, 2)])
     assert all(x["loss_by_t_bin"] for x in m)
+    assert all(0 < x["cpu_sec_per_step"] and 0 < x["sec_per_step"] for x in m)  # the timings benchmarks/train_step.py reads
     losses = pq.read_table(out / "sample_losses").to_pylist()
     ids = set(pq.read_table(Path(toy_dataset) / "data", columns=["id"]).column("id").to_pylist())
     assert len(losses) == 4 and {x["id"] for x in losses} <= ids
