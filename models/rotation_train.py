@@ -112,18 +112,25 @@ def carve_rcc_photos(rcc_dir: Path | str, out_dir: Path | str, min_side: int = 1
     return n
 
 
-def build_shipped(dest: Path | str, extra_dirs: Sequence[str] = (), crops: int = 8, seed: int = 0) -> dict:
-    """Rebuild the head shipped in `models/weights` from the photos that installable packages
-    ship (`rotation.PHOTO_SOURCES`; see `models/weights/rotation_photo.md` for the commands)."""
-    from PIL import Image
+def load_upright(path: str | Path, turn: int = 0, short: int = 256) -> np.ndarray:
+    """A listed training photo as RGB: EXIF orientation applied (what a viewer shows), turned clockwise
+    by `turn` (entries stored on their side), short side resized to `short`."""
+    from PIL import Image, ImageOps
 
+    im = Image.open(path)
+    im.draft("RGB", (2 * short, 2 * short))
+    im = ImageOps.exif_transpose(im).convert("RGB")
+    f = short / min(im.size)
+    rgb = np.asarray(im.resize((max(1, round(im.size[0] * f)), max(1, round(im.size[1] * f))), Image.BILINEAR))
+    return R.rotate(rgb, turn) if turn else rgb
+
+
+def build_shipped(dest: Path | str, extra_dirs: Sequence[str] = (), crops: int = 8, seed: int = 0,
+                  revision: str = "rotation-photo-v3") -> dict:
+    """Rebuild the head shipped in `models/weights` from the photos that installable packages
+    ship (`rotation.PHOTO_SOURCES`, `PHOTO_SOURCES_V3`; see `models/weights/rotation_photo.md` for the
+    commands)."""
     photos = R.package_photos(extra_dirs)
-    images = []
-    for _, p in photos:
-        im = Image.open(p)
-        im.draft("RGB", (512, 512))
-        im = im.convert("RGB")
-        f = 256 / min(im.size)
-        images.append(np.asarray(im.resize((max(1, round(im.size[0] * f)), max(1, round(im.size[1] * f))), Image.BILINEAR)))
-    prov = {"photos_from": sorted({s for s, _ in photos}), "files": [Path(p).name for _, p in photos]}
-    return train_from_images(images, dest, crops=crops, seed=seed, provenance=prov, progress=True, revision="rotation-photo-v2")
+    images = [load_upright(p, turn) for _, p, turn in photos]
+    prov = {"photos_from": sorted({s for s, _, _ in photos}), "files": [Path(p).name for _, p, _ in photos]}
+    return train_from_images(images, dest, crops=crops, seed=seed, provenance=prov, progress=True, revision=revision)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 
@@ -73,3 +75,38 @@ def test_train_head_install_and_use(tmp_path):
     s = op.score(pa.table({"id": ["a", "b"]}), [Work(rgb=ph[0], width=1, height=1), None])
     assert s["rotation__angle"][0] in (0, 90, 180, 270) and s["rotation__angle"][1] is None
     assert s["rotation__exif"] == [1, None]
+
+
+def test_package_photos_match_path_suffixes_and_stand_turned_files_upright(tmp_path, monkeypatch):
+    """The shipped head's provenance: entries are path suffixes under the extraction root (two packages
+    may ship the same file name), `@cwN` marks a file stored on its side, EXIF orientation is applied."""
+    from PIL import Image
+
+    from flywheel.models.rotation_train import load_upright
+
+    upright = np.zeros((40, 60, 3), np.uint8)
+    upright[:10] = 255  # a bright band at the top: easy to see which way is up
+    for pkg in ("npm-a-1.0", "npm-b-2.0"):
+        d = tmp_path / pkg / "package" / "img"
+        d.mkdir(parents=True)
+        Image.fromarray(upright if pkg == "npm-a-1.0" else upright[::-1]).save(d / "bg.png")
+    side = tmp_path / "deb-album" / "demo"
+    side.mkdir(parents=True)
+    Image.fromarray(R.rotate(upright, 270)).save(side / "wayne.png")  # stored turned 270 clockwise
+    exif = Image.fromarray(R.rotate(upright, 270))
+    ex = Image.Exif()
+    ex[0x0112] = 6  # "rotate 90 CW to display"
+    exif.save(side / "tagged.jpg", exif=ex, quality=95)
+    monkeypatch.setattr(R, "PHOTO_SOURCES", {})
+    monkeypatch.setattr(R, "PHOTO_SOURCES_V3", {
+        "npm:a@1.0": ["npm-a-1.0/package/img/bg.png"], "debian:album": ["deb-album/demo/wayne.png@cw90", "deb-album/demo/tagged.jpg"],
+        "npm:c@1.0": ["npm-c-1.0/package/img/missing.png"]})
+    found = R.package_photos([str(tmp_path)])
+    assert [(s, Path(p).relative_to(tmp_path).as_posix(), t) for s, p, t in found] == [
+        ("npm:a@1.0", "npm-a-1.0/package/img/bg.png", 0), ("debian:album", "deb-album/demo/wayne.png", 90),
+        ("debian:album", "deb-album/demo/tagged.jpg", 0)]  # npm-b's bg.png is not npm-a's; a missing file is skipped
+    for _, p, turn in found:
+        im = load_upright(p, turn, short=40)
+        assert im.shape[:2] == (40, 60)
+        top, bottom = im[:8].mean(), im[-8:].mean()
+        assert top > 200 and bottom < 60, (p, top, bottom)

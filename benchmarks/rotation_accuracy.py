@@ -1,0 +1,129 @@
+"""Photo rotation accuracy on real photos the head never saw: leave-sources-out cross-validation.
+
+The pool is the upright photos that installable packages ship (`rotation.PHOTO_SOURCES`,
+`PHOTO_SOURCES_V3`; how to fetch them: models/weights/rotation_photo.md). Folds hold whole sources
+(a package; gcompris by activity), so a fold's test photos come from packages the head was not trained
+on: closer to a new user's corpus than random folds, where near-identical photos of one package fall
+on both sides. Each test photo is turned 0/90/180/270 degrees and scored as the operator scores it
+(the image and its mirror image, four turns each, voting). Also reported: how many upright photos
+the operator would reject and how many turned ones it catches, per `min_confidence`.
+
+    .venv/bin/python benchmarks/rotation_accuracy.py --photo-dirs /tmp/wheels/x /tmp/photos /tmp/pool3
+    .venv/bin/python benchmarks/rotation_accuracy.py --photo-dirs ... --head models/weights/rotation_photo.npz \
+        --only-v3     # a trained head on the photos added after it (no training)
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def source_group(src: str, path: str) -> str:
+    if "gcompris" in src:  # 208 photos in one package: its activities are the groups
+        return "gcompris:" + re.sub(r"_\d+\.jpg$", "", Path(path).name)
+    return src
+
+
+def scores(head, feats: np.ndarray, mirror: np.ndarray) -> np.ndarray:
+    """feats (4, D): the upright image turned 0/90/180/270; mirror (4, D): its mirror image turned so ->
+    (4 true angles, 4) vote, as PhotoRotation.proba computes it for the image turned by each angle."""
+    from flywheel.models import rotation as R
+
+    pn, pm = head.proba(feats), head.proba(mirror)
+    return np.stack([R.vote(pn[[(t + k) % 4 for k in range(4)]][None], pm[[(k - t) % 4 for k in range(4)]][None])[0]
+                     for t in range(4)])
+
+
+def report(P: np.ndarray, name: str, thresholds=(0.7, 0.8, 0.9)) -> None:
+    if not len(P):
+        return
+    pred, conf = P.argmax(2), P.max(2)
+    truth = np.arange(4)
+    line = f"{name[:48]:48} {len(P):4d} photos  accuracy {(pred == truth).mean():.3f}"
+    for th in thresholds:
+        up = ((pred[:, 0] != 0) & (conf[:, 0] >= th)).mean()
+        caught = ((pred[:, 1:] != 0) & (conf[:, 1:] >= th)).mean()
+        line += f" | {th}: upright rejected {up:.3f}, turned rejected {caught:.3f}"
+    print(line)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--photo-dirs", nargs="+", default=[], help="where the packages' photos were extracted")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--crops", type=int, default=8, help="training views per photo (the shipped recipe: 8)")
+    ap.add_argument("--head", help="score this head instead of cross-validating")
+    ap.add_argument("--only-v3", action="store_true", help="score only the photos added for rotation-photo-v3")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--per-source", action="store_true")
+    a = ap.parse_args()
+
+    from tqdm import tqdm
+
+    from flywheel.models import rotation as R
+    from flywheel.models import store
+    from flywheel.models.rotation_train import load_upright
+
+    photos = R.package_photos(a.photo_dirs)
+    v3 = {s for s in R.PHOTO_SOURCES_V3}
+    if not photos:
+        sys.exit("no listed photos found: fetch them as models/weights/rotation_photo.md says and pass --photo-dirs")
+    src = np.array([s for s, _, _ in photos])
+    groups = np.array([source_group(s, p) for s, p, _ in photos])
+    print(f"{len(photos)} photos from {len(set(src))} sources ({sum(s in v3 for s in src)} added for v3)")
+    t0 = time.time()
+    fx = R.PhotoFeatures(store.path("opennsfw"), threads=a.threads)
+    train_views = a.head is None
+    F, FM, lab, grp = [], [], [], []
+    rng = np.random.default_rng(0)
+    for i, (s, p, turn) in enumerate(tqdm(photos, desc="features", unit="photo")):
+        im = load_upright(p, turn)
+        crops = R.augment(im, rng, a.crops) if train_views else [im]  # crop 0 is the whole image
+        views = [R.rotate(c, ang) for c in crops for ang in R.ANGLES]
+        mirror = [R.rotate(np.ascontiguousarray(im[:, ::-1]), ang) for ang in R.ANGLES]
+        f = fx(views + mirror)
+        F.append(f[:len(views)]); FM.append(f[len(views):])
+        lab.append(np.tile(np.arange(4), len(crops))); grp.append(np.full(len(views), i))
+    print(f"features: {time.time() - t0:.0f} s")
+    P = np.zeros((len(photos), 4, 4))
+    if a.head:
+        head = R.Head.load(a.head)
+        for i in range(len(photos)):
+            P[i] = scores(head, F[i][:4], FM[i])
+        mask = np.array([s in v3 for s in src]) if a.only_v3 else np.ones(len(photos), bool)
+        print(f"head {a.head} (no training), photos {'added for v3' if a.only_v3 else 'all'}:")
+    else:
+        Fa, la, ga = np.concatenate(F), np.concatenate(lab), np.concatenate(grp)
+        names, sizes = sorted(set(groups), key=lambda g: -(groups == g).sum()), [0] * a.folds
+        fold_of = {}
+        for g in names:  # largest groups first, each into the emptiest fold
+            k = int(np.argmin(sizes)); fold_of[g] = k; sizes[k] += int((groups == g).sum())
+        fold = np.array([fold_of[g] for g in groups])
+        for k in range(a.folds):
+            test = np.where(fold == k)[0]
+            train = ~np.isin(ga, test)
+            head = R.fit_head(Fa[train], la[train])
+            for i in test:
+                P[i] = scores(head, F[i][:4], FM[i])
+            print(f"fold {k + 1}/{a.folds}: {len(test)} test photos from {len({groups[i] for i in test})} sources, "
+                  f"trained on {int(train.sum())} views ({time.time() - t0:.0f} s)")
+        mask = np.array([s in v3 for s in src]) if a.only_v3 else np.ones(len(photos), bool)
+        print(f"leave-sources-out, {a.folds} folds:")
+    report(P[mask], "all")
+    report(P[mask & ~np.isin(src, list(v3))], "  rotation-photo-v2 pool (284)")
+    report(P[mask & np.isin(src, list(v3))], "  added for v3")
+    if a.per_source:
+        for s in sorted(set(src[mask])):
+            report(P[mask & (src == s)], "    " + s)
+
+
+if __name__ == "__main__":
+    main()
