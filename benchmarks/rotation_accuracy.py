@@ -94,11 +94,11 @@ def main() -> None:
         lab.append(np.tile(np.arange(4), len(crops))); grp.append(np.full(len(views), i))
     print(f"features: {time.time() - t0:.0f} s")
     P = np.zeros((len(photos), 4, 4))
+    mask = np.isin(src, list(v3)) if a.only_v3 else np.ones(len(photos), bool)
     if a.head:
         head = R.Head.load(a.head)
         for i in range(len(photos)):
             P[i] = scores(head, F[i][:4], FM[i])
-        mask = np.array([s in v3 for s in src]) if a.only_v3 else np.ones(len(photos), bool)
         print(f"head {a.head} (no training), photos {'added for v3' if a.only_v3 else 'all'}:")
     else:
         Fa, la, ga = np.concatenate(F), np.concatenate(lab), np.concatenate(grp)
@@ -115,7 +115,6 @@ def main() -> None:
                 P[i] = scores(head, F[i][:4], FM[i])
             print(f"fold {k + 1}/{a.folds}: {len(test)} test photos from {len({groups[i] for i in test})} sources, "
                   f"trained on {int(train.sum())} views ({time.time() - t0:.0f} s)")
-        mask = np.array([s in v3 for s in src]) if a.only_v3 else np.ones(len(photos), bool)
         print(f"leave-sources-out, {a.folds} folds:")
     report(P[mask], "all")
     report(P[mask & ~np.isin(src, list(v3))], "  rotation-photo-v2 pool (284)")
