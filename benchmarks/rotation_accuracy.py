@@ -42,7 +42,7 @@ def scores(head, feats: np.ndarray, mirror: np.ndarray) -> np.ndarray:
                      for t in range(4)])
 
 
-def report(P: np.ndarray, name: str, thresholds=(0.7, 0.8, 0.9)) -> None:
+def report(P: np.ndarray, name: str, thresholds=(0.8, 0.9, 0.95)) -> None:
     if not len(P):
         return
     pred, conf = P.argmax(2), P.max(2)
@@ -61,6 +61,7 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--crops", type=int, default=8, help="training views per photo (the shipped recipe: 8)")
     ap.add_argument("--head", help="score this head instead of cross-validating")
+    ap.add_argument("--head-type", default="mlp", choices=("mlp", "linear"), help="the kind of head cross-validation fits")
     ap.add_argument("--only-v3", action="store_true", help="score only the photos added for rotation-photo-v3")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--per-source", action="store_true")
@@ -70,7 +71,7 @@ def main() -> None:
 
     from flywheel.models import rotation as R
     from flywheel.models import store
-    from flywheel.models.rotation_train import load_upright
+    from flywheel.models.rotation_train import fit, load_upright
 
     photos = R.package_photos(a.photo_dirs)
     v3 = {s for s in R.PHOTO_SOURCES_V3}
@@ -110,12 +111,12 @@ def main() -> None:
         for k in range(a.folds):
             test = np.where(fold == k)[0]
             train = ~np.isin(ga, test)
-            head = R.fit_head(Fa[train], la[train])
+            head = fit(Fa[train], la[train], a.head_type)
             for i in test:
                 P[i] = scores(head, F[i][:4], FM[i])
             print(f"fold {k + 1}/{a.folds}: {len(test)} test photos from {len({groups[i] for i in test})} sources, "
                   f"trained on {int(train.sum())} views ({time.time() - t0:.0f} s)")
-        print(f"leave-sources-out, {a.folds} folds:")
+        print(f"leave-sources-out, {a.folds} folds, {a.head_type} head:")
     report(P[mask], "all")
     report(P[mask & ~np.isin(src, list(v3))], "  rotation-photo-v2 pool (284)")
     report(P[mask & np.isin(src, list(v3))], "  added for v3")

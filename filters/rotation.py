@@ -7,7 +7,7 @@ recorded in `rotation__exif`. The pixels themselves are checked by a detector
   detector, for images whose dark pixels are banded into lines above `text_banding`. Off by
   default: that test also fires on horizons (see `flywheel.models.rotation`), so set it for
   corpora of scans and screenshots;
-- everything else (`photo`): a self-supervised classifier over frozen OpenNSFW ResNet-50
+- everything else (`photo`): a self-supervised classifier (one hidden layer) over frozen OpenNSFW ResNet-50
   features (model store `rotation-photo`, trained by `flywheel models train rotation`),
   looking at the image and its mirror image turned four ways each and voting.
 
@@ -28,9 +28,9 @@ from .base import Fail, Operator, Params, Resources, Work, register
 
 
 class RotationParams(Params):
-    min_confidence: float = Field(0.9, ge=0, le=1, description="below: `uncertain`, recorded, not rejected. "
-                                  "0.9: 1.3% of upright and 71% of turned photos rejected in leave-sources-out "
-                                  "tests of rotation-photo-v3 on 676 photos (0.8: 3.3% and 78%); see "
+    min_confidence: float = Field(0.95, ge=0, le=1, description="below: `uncertain`, recorded, not rejected. "
+                                  "0.95: 1.3% of upright and 75% of turned photos rejected in leave-sources-out "
+                                  "tests of rotation-photo-v4 on 676 photos (0.9: 1.6% and 79%); see "
                                   "models/weights/rotation_photo.md")
     photo_model: str = Field("rotation-photo", description="model-store name of the photo rotation head")
     text_banding: float | None = Field(None, ge=1, description="projection banding above which an image goes to "
@@ -53,7 +53,7 @@ class Rotation(Operator):
     resources = Resources(num_cpus=1, batch_size=32)
     cards = {
         "rotation__exif": "EXIF orientation tag (1 = upright; 2-8 were applied at decode)",
-        "rotation__angle": "detected clockwise pixel rotation 0/90/180/270 (photo head rotation-photo-v3 or docorient-0.4.1)",
+        "rotation__angle": "detected clockwise pixel rotation 0/90/180/270 (photo head rotation-photo-v4 or docorient-0.4.1)",
         "rotation__confidence": "detector probability of that angle (0-1); higher is surer",
         "rotation__uncertain": "true when rotation__confidence < min_confidence (flag `rotation:uncertain`, not a rejection)",
         "rotation__method": "which detector answered: photo | text",

@@ -274,12 +274,13 @@ def register(app: typer.Typer) -> None:
     def train_rotation(input: str = typer.Option(..., help="dataset (path or name@vN) of upright photos"),
                        name: str = typer.Option("rotation-photo-local", help="model-store name to install it as"),
                        crops: int = typer.Option(12, help="random crops per photo (each seen at 4 angles)"),
-                       limit: int = typer.Option(0, help="use at most this many photos (0: all)")) -> None:
+                       limit: int = typer.Option(0, help="use at most this many photos (0: all)"),
+                       head: str = typer.Option("mlp", help="mlp (one hidden layer, the shipped kind) or linear")) -> None:
         """Train the self-supervised photo rotation head on a dataset's (upright) images."""
         from flywheel.models import rotation_train
 
         try:
-            res = rotation_train.train_from_dataset(input, name, crops=crops, limit=limit, progress=True)
+            res = rotation_train.train_from_dataset(input, name, crops=crops, limit=limit, progress=True, head=head)
         except (FileNotFoundError, KeyError, ValueError) as e:
             raise UserError(str(e)) from None
         _console().print(f"trained on {res['photos']} photos ({res['examples']} examples); installed {name} at {res['path']}; "

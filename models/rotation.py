@@ -4,7 +4,7 @@ Photos. No pretrained torch backbone can be downloaded here, but the OpenNSFW Re
 ONNX in a wheel: we read two of its maps, the last residual block (`Relu_48:0`, 1024x7x7,
 averaged over four overlapping quadrants) and a middle one (`Relu_39:0`, 512x14x14, averaged
 over a 3x3 grid) -- orientation lives in *where* things are, so both keep coarse layout -- and
-train a multinomial logistic head on them. Self-supervised: every upright photo, rotated by
+train a small head on them (one ReLU hidden layer since rotation-photo-v4; linear before). Self-supervised: every upright photo, rotated by
 0/90/180/270 degrees, is a labelled example (Gidaris et al., "Unsupervised representation
 learning by predicting image rotations", 2018). At inference the head sees the image rotated
 four ways, and its mirror image rotated four ways, and the eight answers vote: view k of an
@@ -91,29 +91,38 @@ def grid_pool(fmap: np.ndarray, cuts: Sequence[tuple[int, int]] = QUADRANTS) -> 
 
 @dataclass
 class Head:
-    """Standardise, then a linear map to 4 logits (one per angle)."""
+    """Standardise, then 4 logits (one per angle): a linear map (rotation-photo-v1 to v3), or one
+    ReLU hidden layer first (`w1`, `b1`; v4)."""
 
     mean: np.ndarray
     std: np.ndarray
-    w: np.ndarray  # (D, 4)
+    w: np.ndarray  # (D, 4), or (H, 4) after a hidden layer
     b: np.ndarray  # (4,)
+    w1: np.ndarray | None = None  # (D, H)
+    b1: np.ndarray | None = None  # (H,)
 
     def proba(self, feats: np.ndarray) -> np.ndarray:
         feats = feats[:, :self.mean.shape[0]]  # a v1 head reads the first 4096 features only
-        z = ((feats - self.mean) / self.std) @ self.w + self.b
+        z = (feats - self.mean) / self.std
+        if self.w1 is not None:
+            z = np.maximum(z @ self.w1 + self.b1, 0)
+        z = z @ self.w + self.b
         z -= z.max(axis=1, keepdims=True)
         e = np.exp(z)
         return e / e.sum(axis=1, keepdims=True)
 
     def save(self, path: Path | str, **meta) -> None:
+        extra = {} if self.w1 is None else {"w1": self.w1.astype(np.float16), "b1": self.b1.astype(np.float32)}
         np.savez_compressed(path, mean=self.mean.astype(np.float16), std=self.std.astype(np.float16),
-                            w=self.w.astype(np.float16), b=self.b.astype(np.float32),
+                            w=self.w.astype(np.float16), b=self.b.astype(np.float32), **extra,
                             meta=np.array(repr(meta)))
 
     @classmethod
     def load(cls, path: Path | str) -> "Head":
         z = np.load(path, allow_pickle=False)
-        return cls(z["mean"].astype(np.float32), z["std"].astype(np.float32), z["w"].astype(np.float32), z["b"])
+        hidden = ("w1" in z.files) and (z["w1"].astype(np.float32), z["b1"].astype(np.float32))
+        return cls(z["mean"].astype(np.float32), z["std"].astype(np.float32), z["w"].astype(np.float32), z["b"],
+                   *(hidden or (None, None)))
 
 
 def vote(probs: np.ndarray, mirrored: np.ndarray | None = None) -> np.ndarray:
@@ -207,6 +216,34 @@ def fit_head(feats: np.ndarray, labels: np.ndarray, weight_decay: float = 3e-3, 
         opt.step()
     return Head(mean.astype(np.float32), std.astype(np.float32),
                 lin.weight.detach().numpy().T.copy(), lin.bias.detach().numpy().copy())
+
+
+def fit_mlp_head(feats: np.ndarray, labels: np.ndarray, hidden: int = 256, epochs: int = 8, dropout: float = 0.5,
+                 weight_decay: float = 1e-2, lr: float = 1e-3, batch_size: int = 512, seed: int = 0) -> Head:
+    """One ReLU hidden layer on standardised features (AdamW, minibatches; dropout on the input,
+    0.2 on the hidden layer). Leave-sources-out on the 676 shipped photos: accuracy 0.893 against
+    the linear head's 0.874 (models/weights/rotation_photo.md)."""
+    import torch
+
+    torch.manual_seed(seed)
+    mean = feats.mean(axis=0)
+    std = feats.std(axis=0) + 1e-3
+    x = torch.from_numpy((feats - mean) / std).float()
+    y = torch.from_numpy(labels).long()
+    l1, l2 = torch.nn.Linear(x.shape[1], hidden), torch.nn.Linear(hidden, 4)
+    net = torch.nn.Sequential(torch.nn.Dropout(dropout), l1, torch.nn.ReLU(), torch.nn.Dropout(0.2), l2)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        perm = torch.randperm(len(x), generator=gen)
+        for s in range(0, len(x), batch_size):
+            i = perm[s:s + batch_size]
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(x[i]), y[i]).backward()
+            opt.step()
+    t = lambda a: a.detach().numpy().copy()  # noqa: E731
+    return Head(mean.astype(np.float32), std.astype(np.float32), t(l2.weight).T.copy(), t(l2.bias),
+                t(l1.weight).T.copy(), t(l1.bias))
 
 
 # -- text-bearing images ----------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Training the photo rotation head (`flywheel models train rotation`).
 
 Self-supervised: the photos are assumed upright; each is seen whole and as random crops, at
-0/90/180/270 degrees, and the head learns the angle over frozen OpenNSFW features
+0/90/180/270 degrees, and a small head learns the angle over frozen OpenNSFW features
 (`flywheel.models.rotation`). The result is a model-store folder: `rotation_photo.npz` and a
 `model.yaml` card (kind, revision, SHA-256, training provenance), installed with `store.add`.
 """
@@ -18,9 +18,20 @@ import numpy as np
 from . import rotation as R
 
 
+HEADS = ("mlp", "linear")
+
+
+def fit(feats: np.ndarray, labels: np.ndarray, head: str = "mlp", seed: int = 0) -> R.Head:
+    if head not in HEADS:
+        raise ValueError(f"head {head!r}: use one of {', '.join(HEADS)}")
+    return R.fit_mlp_head(feats, labels, seed=seed) if head == "mlp" else R.fit_head(feats, labels, seed=seed)
+
+
 def train_from_images(images: Sequence[np.ndarray], dest: Path | str, *, crops: int = 12, seed: int = 0,
-                      provenance: dict | None = None, progress: bool = False, revision: str | None = None) -> dict:
-    """Train a head on upright RGB images and write the model folder `dest`."""
+                      provenance: dict | None = None, progress: bool = False, revision: str | None = None,
+                      head: str = "mlp") -> dict:
+    """Train a head (`mlp`: one hidden layer; `linear`) on upright RGB images and write the model
+    folder `dest`."""
     import yaml
 
     from . import store
@@ -44,20 +55,21 @@ def train_from_images(images: Sequence[np.ndarray], dest: Path | str, *, crops: 
         it = tqdm(it, desc="features", unit="batch")
     for s in it:
         feats.append(fx(views[s:s + 64]))
-    head = R.fit_head(np.concatenate(feats), labels, seed=seed)
+    model = fit(np.concatenate(feats), labels, head, seed)
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     rev = revision or f"rotation-photo-{time.strftime('%Y%m%d')}"
-    head.save(dest / R.HEAD_FILE, revision=rev, photos=len(images), crops=crops, seed=seed)
+    model.save(dest / R.HEAD_FILE, revision=rev, photos=len(images), crops=crops, seed=seed, head=head)
     (dest / "model.yaml").write_text(yaml.safe_dump({
         "kind": "npz", "source": {"trained": "flywheel models train rotation"}, "revision": rev,
         "files": {R.HEAD_FILE: store.sha256(dest / R.HEAD_FILE)}, "licence": "as the training photos allow",
-        "operators": ["rotation"], "training": {"photos": len(images), "crops": crops, "seed": seed, **(provenance or {})},
+        "operators": ["rotation"], "training": {"photos": len(images), "crops": crops, "seed": seed, "head": head, **(provenance or {})},
     }, sort_keys=False))
     return {"photos": len(images), "examples": len(views), "path": str(dest)}
 
 
-def train_from_dataset(ref: str, name: str, *, crops: int = 12, limit: int = 0, progress: bool = False) -> dict:
+def train_from_dataset(ref: str, name: str, *, crops: int = 12, limit: int = 0, progress: bool = False,
+                       head: str = "mlp") -> dict:
     """Decode a dataset's images (upright photos), train, and install the head as `name`."""
     from flywheel.datasets import open_dataset
     from flywheel.filters.decode import decode
@@ -76,7 +88,7 @@ def train_from_dataset(ref: str, name: str, *, crops: int = 12, limit: int = 0, 
         if limit and len(images) >= limit:
             break
     with tempfile.TemporaryDirectory() as tmp:
-        res = train_from_images(images, tmp, crops=crops, provenance={"dataset": str(ref)}, progress=progress)
+        res = train_from_images(images, tmp, crops=crops, provenance={"dataset": str(ref)}, progress=progress, head=head)
         res["path"] = store.add(name, tmp)["path"]
     return res
 
@@ -126,11 +138,12 @@ def load_upright(path: str | Path, turn: int = 0, short: int = 256) -> np.ndarra
 
 
 def build_shipped(dest: Path | str, extra_dirs: Sequence[str] = (), crops: int = 8, seed: int = 0,
-                  revision: str = "rotation-photo-v3") -> dict:
+                  revision: str = "rotation-photo-v4", head: str = "mlp") -> dict:
     """Rebuild the head shipped in `models/weights` from the photos that installable packages
     ship (`rotation.PHOTO_SOURCES`, `PHOTO_SOURCES_V3`; see `models/weights/rotation_photo.md` for the
     commands)."""
     photos = R.package_photos(extra_dirs)
     images = [load_upright(p, turn) for _, p, turn in photos]
     prov = {"photos_from": sorted({s for s, _, _ in photos}), "files": [Path(p).name for _, p, _ in photos]}
-    return train_from_images(images, dest, crops=crops, seed=seed, provenance=prov, progress=True, revision=revision)
+    return train_from_images(images, dest, crops=crops, seed=seed, provenance=prov, progress=True, revision=revision,
+                             head=head)

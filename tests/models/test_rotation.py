@@ -58,6 +58,24 @@ def test_photo_features_shape_and_v1_heads(tmp_path):
     assert p.shape == (2, 4) and (p.argmax(axis=1) == 1).all()
 
 
+def test_mlp_head_learns_what_a_linear_head_cannot_and_saves_exactly(tmp_path):
+    """The hidden layer is used (XOR of two signs is not linearly separable), and the fp16 file
+    gives the same answers as the fitted head."""
+    rng = np.random.default_rng(0)
+    xy = rng.normal(size=(2000, 2))
+    labels = 2 * (xy[:, 0] * xy[:, 1] > 0)  # angle index 0 or 2
+    feats = (np.repeat(xy, 8, axis=1) + rng.normal(scale=0.05, size=(2000, 16))).astype(np.float32)
+    mlp = R.fit_mlp_head(feats, labels, hidden=64, epochs=40)
+    lin = R.fit_head(feats, labels)
+    acc = lambda h: float((h.proba(feats).argmax(axis=1) == labels).mean())  # noqa: E731
+    assert acc(mlp) > 0.9 and acc(lin) < 0.75, (acc(mlp), acc(lin))
+    mlp.save(tmp_path / "h.npz", revision="test")
+    back = R.Head.load(tmp_path / "h.npz")
+    assert back.w1 is not None and back.w1.shape == (16, 64)
+    assert np.abs(back.proba(feats) - mlp.proba(feats)).max() < 0.02
+    assert (back.proba(feats).argmax(axis=1) == mlp.proba(feats).argmax(axis=1)).mean() > 0.995
+
+
 def test_train_head_install_and_use(tmp_path):
     from flywheel.filters.base import Work
     from flywheel.filters.rotation import Rotation
