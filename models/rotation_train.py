@@ -21,9 +21,14 @@ from . import rotation as R
 HEADS = ("mlp", "linear")
 
 
-def fit(feats: np.ndarray, labels: np.ndarray, head: str = "mlp", seed: int = 0) -> R.Head:
+def check_head(head: str) -> None:
+    """Before any decoding or feature extraction: a wrong name should not cost minutes."""
     if head not in HEADS:
         raise ValueError(f"head {head!r}: use one of {', '.join(HEADS)}")
+
+
+def fit(feats: np.ndarray, labels: np.ndarray, head: str = "mlp", seed: int = 0) -> R.Head:
+    check_head(head)
     return R.fit_mlp_head(feats, labels, seed=seed) if head == "mlp" else R.fit_head(feats, labels, seed=seed)
 
 
@@ -36,6 +41,7 @@ def train_from_images(images: Sequence[np.ndarray], dest: Path | str, *, crops: 
 
     from . import store
 
+    check_head(head)
     if len(images) < 4:
         raise ValueError(f"{len(images)} usable photos; the rotation head needs at least 4 upright photos (dozens to be useful)")
     bar = None
@@ -71,6 +77,7 @@ def train_from_images(images: Sequence[np.ndarray], dest: Path | str, *, crops: 
 def train_from_dataset(ref: str, name: str, *, crops: int = 12, limit: int = 0, progress: bool = False,
                        head: str = "mlp") -> dict:
     """Decode a dataset's images (upright photos), train, and install the head as `name`."""
+    check_head(head)
     from flywheel.datasets import open_dataset
     from flywheel.filters.decode import decode
 
