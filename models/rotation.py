@@ -6,11 +6,11 @@ averaged over four overlapping quadrants) and a middle one (`Relu_39:0`, 512x14x
 over a 3x3 grid) -- orientation lives in *where* things are, so both keep coarse layout -- and
 train a small head on them (one ReLU hidden layer since rotation-photo-v4; linear before).
 Self-supervised: every upright photo, rotated by 0/90/180/270 degrees, is a labelled example
-(Gidaris et al., "Unsupervised representation learning by predicting image rotations", 2018). At inference the head sees the image rotated
-four ways, and its mirror image rotated four ways, and the eight answers vote: view k of an
-image turned by a looks turned by a+k, and view k of its mirror by k-a. The mirror views cancel
-the head's left/right bias (90 vs 270), the commonest error: leave-photos-out accuracy 0.85 ->
-0.90 (models/weights/rotation_photo.md).
+(Gidaris et al., "Unsupervised representation learning by predicting image rotations", 2018).
+At inference the head sees the image rotated four ways, and its mirror image rotated four ways,
+and the eight answers vote: view k of an image turned by a looks turned by a+k, and view k of its
+mirror by k-a. The mirror views cancel the head's left/right bias (90 vs 270), the commonest
+error: leave-photos-out accuracy 0.85 -> 0.90 (models/weights/rotation_photo.md).
 
 Text-bearing images (scans, screenshots, slides) have a stronger cue than a photo classifier
 sees: text lines. The `docorient` wheel's detector (projection-energy test for 90/270 plus an
