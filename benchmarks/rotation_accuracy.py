@@ -65,6 +65,8 @@ def main() -> None:
     ap.add_argument("--only-v3", action="store_true", help="score only the photos added for rotation-photo-v3")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--per-source", action="store_true")
+    ap.add_argument("--cache", type=Path, help="features file (.npz): written after extraction, read instead of it "
+                    "when it holds the same photos and views (refit heads in a minute, not ten)")
     a = ap.parse_args()
 
     from tqdm import tqdm
@@ -81,19 +83,32 @@ def main() -> None:
     groups = np.array([source_group(s, p) for s, p, _ in photos])
     print(f"{len(photos)} photos from {len(set(src))} sources ({sum(s in v3 for s in src)} added for v3)")
     t0 = time.time()
-    fx = R.PhotoFeatures(store.path("opennsfw"), threads=a.threads)
     train_views = a.head is None
-    F, FM, lab, grp = [], [], [], []
-    rng = np.random.default_rng(0)
-    for i, (s, p, turn) in enumerate(tqdm(photos, desc="features", unit="photo")):
-        im = load_upright(p, turn)
-        crops = R.augment(im, rng, a.crops) if train_views else [im]  # crop 0 is the whole image
-        views = [R.rotate(c, ang) for c in crops for ang in R.ANGLES]
-        mirror = [R.rotate(np.ascontiguousarray(im[:, ::-1]), ang) for ang in R.ANGLES]
-        f = fx(views + mirror)
-        F.append(f[:len(views)]); FM.append(f[len(views):])
-        lab.append(np.tile(np.arange(4), len(crops))); grp.append(np.full(len(views), i))
-    print(f"features: {time.time() - t0:.0f} s")
+    n_views = 4 * (a.crops if train_views else 1)
+    key = np.array([f"{p}@{turn}" for _, p, turn in photos])
+    if a.cache and a.cache.exists():
+        z = np.load(a.cache)
+        if z["key"].shape == key.shape and (z["key"] == key).all() and z["F"].shape[1] >= n_views:
+            F, FM = list(z["F"][:, :n_views].astype(np.float32)), list(z["FM"].astype(np.float32))
+            print(f"features read from {a.cache}")
+        else:
+            sys.exit(f"{a.cache} holds other photos or fewer views: remove it or name another --cache")
+    else:
+        fx = R.PhotoFeatures(store.path("opennsfw"), threads=a.threads)
+        F, FM = [], []
+        rng = np.random.default_rng(0)
+        for s, p, turn in tqdm(photos, desc="features", unit="photo"):
+            im = load_upright(p, turn)
+            crops = R.augment(im, rng, a.crops) if train_views else [im]  # crop 0 is the whole image
+            views = [R.rotate(c, ang) for c in crops for ang in R.ANGLES]
+            mirror = [R.rotate(np.ascontiguousarray(im[:, ::-1]), ang) for ang in R.ANGLES]
+            f = fx(views + mirror)
+            F.append(f[:len(views)]); FM.append(f[len(views):])
+        print(f"features: {time.time() - t0:.0f} s")
+        if a.cache:
+            np.savez(a.cache, key=key, F=np.stack(F).astype(np.float16), FM=np.stack(FM).astype(np.float16))
+    lab = [np.tile(np.arange(4), len(f) // 4) for f in F]
+    grp = [np.full(len(f), i) for i, f in enumerate(F)]
     P = np.zeros((len(photos), 4, 4))
     mask = np.isin(src, list(v3)) if a.only_v3 else np.ones(len(photos), bool)
     if a.head:
