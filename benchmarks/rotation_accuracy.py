@@ -8,7 +8,8 @@ on both sides. Each test photo is turned 0/90/180/270 degrees and scored as the 
 (the image and its mirror image, four turns each, voting). Also reported: how many upright photos
 the operator would reject and how many turned ones it catches, per `min_confidence`.
 
-    .venv/bin/python benchmarks/rotation_accuracy.py --photo-dirs /tmp/wheels/x /tmp/photos /tmp/pool3
+    .venv/bin/python benchmarks/fetch_rotation_photos.py /tmp/rotpool
+    .venv/bin/python benchmarks/rotation_accuracy.py --photo-dirs /tmp/rotpool --cache /tmp/rotfeat.npz
     .venv/bin/python benchmarks/rotation_accuracy.py --photo-dirs ... --head models/weights/rotation_photo.npz \
         --only-v3     # a trained head on the photos added after it (no training)
 """
@@ -59,10 +60,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--photo-dirs", nargs="+", default=[], help="where the packages' photos were extracted")
     ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--splits", type=int, default=1, help="partitions of the sources into folds; >1 reports the "
+                    "spread (one partition moved the v4 figure by 2 points)")
     ap.add_argument("--crops", type=int, default=8, help="training views per photo (the shipped recipe: 8)")
     ap.add_argument("--head", help="score this head instead of cross-validating")
     ap.add_argument("--head-type", default="mlp", choices=("mlp", "linear"), help="the kind of head cross-validation fits")
     ap.add_argument("--only-v3", action="store_true", help="score only the photos added for rotation-photo-v3")
+    ap.add_argument("--only-v5", action="store_true", help="score only the photos added for rotation-photo-v5")
+    ap.add_argument("--pool", default="all", choices=("all", "v4"),
+                    help="v4: only the 676 photos rotation-photo-v4 was trained on (its figures, for comparison)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--per-source", action="store_true")
     ap.add_argument("--cache", type=Path, help="features file (.npz): written after extraction, read instead of it "
@@ -76,12 +82,15 @@ def main() -> None:
     from flywheel.models.rotation_train import fit, load_upright
 
     photos = R.package_photos(a.photo_dirs)
-    v3 = {s for s in R.PHOTO_SOURCES_V3}
+    v3, v5 = set(R.PHOTO_SOURCES_V3), set(R.PHOTO_SOURCES_V5)
+    if a.pool == "v4":
+        photos = [ph for ph in photos if ph[0] not in v5]
     if not photos:
         sys.exit("no listed photos found: fetch them as models/weights/rotation_photo.md says and pass --photo-dirs")
     src = np.array([s for s, _, _ in photos])
     groups = np.array([source_group(s, p) for s, p, _ in photos])
-    print(f"{len(photos)} photos from {len(set(src))} sources ({sum(s in v3 for s in src)} added for v3)")
+    print(f"{len(photos)} photos from {len(set(src))} sources ({sum(s in v3 for s in src)} added for v3, "
+          f"{sum(s in v5 for s in src)} for v5)")
     t0 = time.time()
     train_views = a.head is None
     n_views = 4 * (a.crops if train_views else 1)
@@ -110,31 +119,51 @@ def main() -> None:
     lab = [np.tile(np.arange(4), len(f) // 4) for f in F]
     grp = [np.full(len(f), i) for i, f in enumerate(F)]
     P = np.zeros((len(photos), 4, 4))
-    mask = np.isin(src, list(v3)) if a.only_v3 else np.ones(len(photos), bool)
+    mask = np.isin(src, list(v3)) if a.only_v3 else np.isin(src, list(v5)) if a.only_v5 else np.ones(len(photos), bool)
     if a.head:
         head = R.Head.load(a.head)
         for i in range(len(photos)):
             P[i] = scores(head, F[i][:4], FM[i])
-        print(f"head {a.head} (no training), photos {'added for v3' if a.only_v3 else 'all'}:")
+        print(f"head {a.head} (no training), photos {'added for v3' if a.only_v3 else 'added for v5' if a.only_v5 else 'all'}:")
     else:
         Fa, la, ga = np.concatenate(F), np.concatenate(lab), np.concatenate(grp)
-        names, sizes = sorted(set(groups), key=lambda g: -(groups == g).sum()), [0] * a.folds
-        fold_of = {}
-        for g in names:  # largest groups first, each into the emptiest fold
-            k = int(np.argmin(sizes)); fold_of[g] = k; sizes[k] += int((groups == g).sum())
-        fold = np.array([fold_of[g] for g in groups])
-        for k in range(a.folds):
-            test = np.where(fold == k)[0]
-            train = ~np.isin(ga, test)
-            head = fit(Fa[train], la[train], a.head_type)
-            for i in test:
-                P[i] = scores(head, F[i][:4], FM[i])
-            print(f"fold {k + 1}/{a.folds}: {len(test)} test photos from {len({groups[i] for i in test})} sources, "
-                  f"trained on {int(train.sum())} views ({time.time() - t0:.0f} s)")
+        by_size = sorted(set(groups), key=lambda g: (-(groups == g).sum(), g))
+        accs = []
+        for split in range(a.splits):
+            names = by_size
+            if split:  # another partition: the sources in a shuffled order, each into the emptiest fold
+                names = [by_size[j] for j in np.random.default_rng(split).permutation(len(by_size))]
+            sizes, fold_of = [0] * a.folds, {}
+            for g in names:  # split 0: largest groups first, each into the emptiest fold
+                k = int(np.argmin(sizes)); fold_of[g] = k; sizes[k] += int((groups == g).sum())
+            fold = np.array([fold_of[g] for g in groups])
+            Ps = np.zeros_like(P)
+            for k in range(a.folds):
+                test = np.where(fold == k)[0]
+                train = ~np.isin(ga, test)
+                head = fit(Fa[train], la[train], a.head_type)
+                for i in test:
+                    Ps[i] = scores(head, F[i][:4], FM[i])
+                print(f"split {split + 1}/{a.splits} fold {k + 1}/{a.folds}: {len(test)} test photos from "
+                      f"{len({groups[i] for i in test})} sources, trained on {int(train.sum())} views ({time.time() - t0:.0f} s)")
+            if split == 0:
+                P = Ps
+            right = Ps.argmax(2) == np.arange(4)
+            accs.append([right[mask].mean(), right[mask & ~np.isin(src, list(v5))].mean(),
+                         right[mask & np.isin(src, list(v5))].mean() if (mask & np.isin(src, list(v5))).any() else np.nan])
+        if a.splits > 1:
+            acc = np.array(accs)
+            for j, name in enumerate(("all", "the 676 photos of rotation-photo-v4", "added for v5")):
+                print(f"accuracy over {a.splits} partitions into folds, {name}: mean {np.nanmean(acc[:, j]):.3f}, "
+                      f"range {np.nanmin(acc[:, j]):.3f}-{np.nanmax(acc[:, j]):.3f} ({' '.join(f'{x:.3f}' for x in acc[:, j])})")
+        print("below: the first partition (largest sources first)")
         print(f"leave-sources-out, {a.folds} folds, {a.head_type} head:")
     report(P[mask], "all")
-    report(P[mask & ~np.isin(src, list(v3))], "  rotation-photo-v2 pool (284)")
-    report(P[mask & np.isin(src, list(v3))], "  added for v3")
+    old = ~np.isin(src, list(v3 | v5))
+    report(P[mask & ~np.isin(src, list(v5))], "  the 676 photos of rotation-photo-v4")
+    report(P[mask & old], "    rotation-photo-v2 pool (284)")
+    report(P[mask & np.isin(src, list(v3))], "    added for v3 (392)")
+    report(P[mask & np.isin(src, list(v5))], "  added for v5 (182)")
     if a.per_source:
         for s in sorted(set(src[mask])):
             report(P[mask & (src == s)], "    " + s)

