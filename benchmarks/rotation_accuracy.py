@@ -79,7 +79,7 @@ def main() -> None:
 
     from flywheel.models import rotation as R
     from flywheel.models import store
-    from flywheel.models.rotation_train import fit, load_upright
+    from flywheel.models.rotation_train import cache_key, fit, load_upright
 
     photos = R.package_photos(a.photo_dirs)
     v3, v5 = set(R.PHOTO_SOURCES_V3), set(R.PHOTO_SOURCES_V5)
@@ -94,7 +94,7 @@ def main() -> None:
     t0 = time.time()
     train_views = a.head is None
     n_views = 4 * (a.crops if train_views else 1)
-    key = np.array([f"{p}@{turn}" for _, p, turn in photos])
+    key = cache_key(photos)
     if a.cache and a.cache.exists():
         z = np.load(a.cache)
         if z["key"].shape == key.shape and (z["key"] == key).all() and z["F"].shape[1] >= n_views:

@@ -153,6 +153,12 @@ def load_upright(path: str | Path, turn: int = 0, short: int = 256) -> np.ndarra
     return R.rotate(rgb, turn) if turn else rgb
 
 
+def cache_key(photos: Sequence[tuple[str, str, int]]) -> np.ndarray:
+    """What identifies a features cache's rows: each photo's path and turn, in order (the crops follow
+    from the order: one random stream over all photos)."""
+    return np.array([f"{p}@{turn}" for _, p, turn in photos])
+
+
 def build_shipped(dest: Path | str, extra_dirs: Sequence[str] = (), crops: int = 8, seed: int = 0,
                   revision: str = "rotation-photo-v5", head: str = "mlp", cache: Path | str | None = None) -> dict:
     """Rebuild the head shipped in `models/weights` from the photos that installable packages
@@ -168,7 +174,7 @@ def build_shipped(dest: Path | str, extra_dirs: Sequence[str] = (), crops: int =
                                  revision=revision, head=head)
     check_head(head)
     z = np.load(cache)
-    key = np.array([f"{p}@{turn}" for _, p, turn in photos])
+    key = cache_key(photos)
     if z["key"].shape != key.shape or not (z["key"] == key).all() or z["F"].shape[1] < 4 * crops:
         raise ValueError(f"{cache} holds other photos or fewer views than {4 * crops} per photo: rebuild without it")
     feats = z["F"][:, :4 * crops].astype(np.float32)
