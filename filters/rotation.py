@@ -29,8 +29,8 @@ from .base import Fail, Operator, Params, Resources, Work, register
 
 class RotationParams(Params):
     min_confidence: float = Field(0.95, ge=0, le=1, description="below: `uncertain`, recorded, not rejected. "
-                                  "0.95: 1.5% of upright and 77% of turned photos rejected in leave-sources-out "
-                                  "tests of rotation-photo-v5 on 858 photos (0.9: 2.0% and 80%); see "
+                                  "0.95: 0.9% of upright and 76% of turned photos rejected in leave-sources-out "
+                                  "tests of rotation-photo-v6 on 972 photos (0.9: 1.7% and 80%); see "
                                   "models/weights/rotation_photo.md")
     photo_model: str = Field("rotation-photo", description="model-store name of the photo rotation head")
     text_banding: float | None = Field(None, ge=1, description="projection banding above which an image goes to "
@@ -53,7 +53,7 @@ class Rotation(Operator):
     resources = Resources(num_cpus=1, batch_size=32)
     cards = {
         "rotation__exif": "EXIF orientation tag (1 = upright; 2-8 were applied at decode)",
-        "rotation__angle": "detected clockwise pixel rotation 0/90/180/270 (photo head rotation-photo-v5 or docorient-0.4.1)",
+        "rotation__angle": "detected clockwise pixel rotation 0/90/180/270 (photo head rotation-photo-v6 or docorient-0.4.1)",
         "rotation__confidence": "detector probability of that angle (0-1); higher is surer",
         "rotation__uncertain": "true when rotation__confidence < min_confidence (flag `rotation:uncertain`, not a rejection)",
         "rotation__method": "which detector answered: photo | text",

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from flywheel.models import rotation as R
 
@@ -117,6 +118,7 @@ def test_package_photos_match_path_suffixes_and_stand_turned_files_upright(tmp_p
     exif.save(side / "tagged.jpg", exif=ex, quality=95)
     monkeypatch.setattr(R, "PHOTO_SOURCES", {})
     monkeypatch.setattr(R, "PHOTO_SOURCES_V5", {})
+    monkeypatch.setattr(R, "PHOTO_SOURCES_V6", {})
     monkeypatch.setattr(R, "PHOTO_SOURCES_V3", {
         "npm:a@1.0": ["npm-a-1.0/package/img/bg.png"], "debian:album": ["deb-album/demo/wayne.png@cw90", "deb-album/demo/tagged.jpg"],
         "npm:c@1.0": ["npm-c-1.0/package/img/missing.png"]})
@@ -145,7 +147,9 @@ def test_fetch_plan_extracts_every_package_where_its_entries_point():
     """The fetch script turns each source key into a download; its folder must be the first folder of
     every path listed under that key, or the benchmark and `build_shipped` silently find fewer photos."""
     f = _fetch_script()
-    for key, entries in [*R.PHOTO_SOURCES_V3.items(), *R.PHOTO_SOURCES_V5.items()]:
+    for key, entries in R.photo_sources():
+        if key in R.PHOTO_SOURCES:
+            continue  # v2's entries are file names, found wherever the package put them
         folders = {f.folder(*job[:3]) for job in f.plan([key])}
         heads = {e.split("/", 1)[0] for e in entries}
         assert heads <= folders, (key, heads, folders)
@@ -169,6 +173,7 @@ def test_build_shipped_from_a_feature_cache_and_refuses_a_stale_one(tmp_path, mo
     monkeypatch.setattr(R, "PHOTO_SOURCES", {})
     monkeypatch.setattr(R, "PHOTO_SOURCES_V3", {"npm:a@1.0": [f"npm-a-1.0/package/p{i}.png" for i in range(3)]})
     monkeypatch.setattr(R, "PHOTO_SOURCES_V5", {})
+    monkeypatch.setattr(R, "PHOTO_SOURCES_V6", {})
     photos = R.package_photos([str(tmp_path)])
     key = np.array([f"{p}@{t}" for _, p, t in photos])
     rng = np.random.default_rng(0)
@@ -186,3 +191,36 @@ def test_build_shipped_from_a_feature_cache_and_refuses_a_stale_one(tmp_path, mo
     except ValueError as e:
         assert "other photos" in str(e)
     assert not (tmp_path / "out2").exists()
+
+
+def test_merged_heads_answer_as_the_geometric_mean_of_their_members_and_load_back(tmp_path):
+    """`fit_mlp_head(members=3)` is three nets (seeds 0, 1, 2) in one file: its probabilities must be their
+    renormalised geometric mean, a net fitted alone with seed 1 must be one of them, and the merged head
+    must survive save/load (int8 hidden layer) with the same answers."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1200, 24)).astype(np.float32)
+    y = np.argmax(x[:, :4] + 0.3 * rng.normal(size=(1200, 4)), axis=1)
+    kw = dict(hidden=16, epochs=30, batch_size=128)
+    parts = [R.fit_mlp_head(x, y, seed=s, **kw) for s in range(3)]
+    merged = R.fit_mlp_head(x, y, seed=0, members=3, **kw)
+    assert merged.w1.shape == (24, 48) and merged.w.shape == (48, 4)
+    p = np.stack([h.proba(x[:50]) for h in parts])
+    g = np.exp(np.log(p).mean(axis=0))
+    np.testing.assert_allclose(merged.proba(x[:50]), g / g.sum(axis=1, keepdims=True), atol=1e-5)
+    assert not np.allclose(p[0], p[1], atol=1e-3)  # the members differ: merging is not a copy of one
+    assert (merged.proba(x).argmax(1) == y).mean() > 0.8
+    merged.save(tmp_path / "m.npz")
+    back = R.Head.load(tmp_path / "m.npz")
+    assert np.abs(back.proba(x) - merged.proba(x)).max() < 0.02
+    with pytest.raises(ValueError, match="standardised alike"):
+        R.Head.merge([parts[0], R.fit_mlp_head(x[:600], y[:600], seed=0, **kw)])
+
+
+def test_members_are_refused_for_a_linear_head_before_any_work():
+    from flywheel.models.rotation_train import check_head
+
+    check_head("mlp", 3)
+    with pytest.raises(ValueError, match="members=2"):
+        check_head("linear", 2)
+    with pytest.raises(ValueError, match="members=0"):
+        check_head("mlp", 0)
