@@ -41,12 +41,12 @@ def fit(feats: np.ndarray, labels: np.ndarray, head: str = "mlp", seed: int = 0,
 
 def train_from_images(images: Sequence[np.ndarray], dest: Path | str, *, crops: int = 12, seed: int = 0,
                       provenance: dict | None = None, progress: bool = False, revision: str | None = None,
-                      head: str = "mlp", members: int = 1) -> dict:
+                      head: str = "mlp") -> dict:
     """Train a head (`mlp`: one hidden layer; `linear`) on upright RGB images and write the model
     folder `dest`."""
     from . import store
 
-    check_head(head, members)
+    check_head(head)
     if len(images) < 4:
         raise ValueError(f"{len(images)} usable photos; the rotation head needs at least 4 upright photos (dozens to be useful)")
     bar = None
@@ -66,13 +66,13 @@ def train_from_images(images: Sequence[np.ndarray], dest: Path | str, *, crops: 
         it = tqdm(it, desc="features", unit="batch")
     for s in it:
         feats.append(fx(views[s:s + 64]))
-    model = fit(np.concatenate(feats), labels, head, seed, members)
+    model = fit(np.concatenate(feats), labels, head, seed)
     return write_head(model, dest, photos=len(images), crops=crops, seed=seed, head=head, revision=revision,
-                      provenance=provenance, members=members)
+                      provenance=provenance)
 
 
 def write_head(model: R.Head, dest: Path | str, *, photos: int, crops: int, seed: int, head: str,
-               revision: str | None, provenance: dict | None, members: int = 1) -> dict:
+               revision: str | None, provenance: dict | None) -> dict:
     """The model-store folder: the head file and its card (revision, SHA-256, training provenance)."""
     import yaml
 
@@ -81,20 +81,19 @@ def write_head(model: R.Head, dest: Path | str, *, photos: int, crops: int, seed
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     rev = revision or f"rotation-photo-{time.strftime('%Y%m%d')}"
-    model.save(dest / R.HEAD_FILE, revision=rev, photos=photos, crops=crops, seed=seed, head=head, members=members)
+    model.save(dest / R.HEAD_FILE, revision=rev, photos=photos, crops=crops, seed=seed, head=head)
     (dest / "model.yaml").write_text(yaml.safe_dump({
         "kind": "npz", "source": {"trained": "flywheel models train rotation"}, "revision": rev,
         "files": {R.HEAD_FILE: store.sha256(dest / R.HEAD_FILE)}, "licence": "as the training photos allow",
-        "operators": ["rotation"], "training": {"photos": photos, "crops": crops, "seed": seed, "head": head, "members": members,
-                     **(provenance or {})},
+        "operators": ["rotation"], "training": {"photos": photos, "crops": crops, "seed": seed, "head": head, **(provenance or {})},
     }, sort_keys=False))
     return {"photos": photos, "examples": 4 * crops * photos, "path": str(dest)}
 
 
 def train_from_dataset(ref: str, name: str, *, crops: int = 12, limit: int = 0, progress: bool = False,
-                       head: str = "mlp", members: int = 1) -> dict:
+                       head: str = "mlp") -> dict:
     """Decode a dataset's images (upright photos), train, and install the head as `name`."""
-    check_head(head, members)
+    check_head(head)
     from flywheel.datasets import open_dataset
     from flywheel.filters.decode import decode
 
@@ -112,8 +111,7 @@ def train_from_dataset(ref: str, name: str, *, crops: int = 12, limit: int = 0, 
         if limit and len(images) >= limit:
             break
     with tempfile.TemporaryDirectory() as tmp:
-        res = train_from_images(images, tmp, crops=crops, provenance={"dataset": str(ref)}, progress=progress, head=head,
-                                members=members)
+        res = train_from_images(images, tmp, crops=crops, provenance={"dataset": str(ref)}, progress=progress, head=head)
         res["path"] = store.add(name, tmp)["path"]
     return res
 
@@ -169,8 +167,7 @@ def cache_key(photos: Sequence[tuple[str, str, int]]) -> np.ndarray:
 
 
 def build_shipped(dest: Path | str, extra_dirs: Sequence[str] = (), crops: int = 8, seed: int = 0,
-                  revision: str = "rotation-photo-v6", head: str = "mlp", cache: Path | str | None = None,
-                  members: int = 1) -> dict:
+                  revision: str = "rotation-photo-v6", head: str = "mlp", cache: Path | str | None = None) -> dict:
     """Rebuild the head shipped in `models/weights` from the photos that installable packages
     ship (`rotation.photo_sources()`; see
     `models/weights/rotation_photo.md` for the commands). `cache`: the features file that
@@ -181,14 +178,13 @@ def build_shipped(dest: Path | str, extra_dirs: Sequence[str] = (), crops: int =
     if cache is None:
         images = [load_upright(p, turn) for _, p, turn in photos]
         return train_from_images(images, dest, crops=crops, seed=seed, provenance=prov, progress=True,
-                                 revision=revision, head=head, members=members)
-    check_head(head, members)
+                                 revision=revision, head=head)
+    check_head(head)
     z = np.load(cache)
     key = cache_key(photos)
     if z["key"].shape != key.shape or not (z["key"] == key).all() or z["F"].shape[1] < 4 * crops:
         raise ValueError(f"{cache} holds other photos or fewer views than {4 * crops} per photo: rebuild without it")
     feats = z["F"][:, :4 * crops].astype(np.float32)
     labels = np.tile(np.arange(4), crops * len(photos))
-    return write_head(fit(feats.reshape(-1, feats.shape[2]), labels, head, seed, members), dest, photos=len(photos),
-                      crops=crops, seed=seed, head=head, revision=revision, members=members,
-                      provenance={**prov, "features": "float16 cache"})
+    return write_head(fit(feats.reshape(-1, feats.shape[2]), labels, head, seed), dest, photos=len(photos),
+                      crops=crops, seed=seed, head=head, revision=revision, provenance={**prov, "features": "float16 cache"})
