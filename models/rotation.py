@@ -235,7 +235,11 @@ def fit_head(feats: np.ndarray, labels: np.ndarray, weight_decay: float = 3e-3, 
                 lin.weight.detach().numpy().T.copy(), lin.bias.detach().numpy().copy())
 
 
-def fit_mlp_head(feats: np.ndarray, labels: np.ndarray, hidden: int = 256, epochs: int = 8, dropout: float = 0.5,
+HIDDEN = 256  # hidden units of the shipped MLP head (shared among members when heads are merged)
+
+
+def fit_mlp_head(feats: np.ndarray, labels: np.ndarray, hidden: int = HIDDEN, epochs: int = 8,
+                 dropout: float = 0.5,
                  weight_decay: float = 1e-2, lr: float = 1e-3, batch_size: int = 512, seed: int = 0,
                  members: int = 1) -> Head:
     """One ReLU hidden layer on standardised features (AdamW, minibatches; dropout on the input,

@@ -19,7 +19,6 @@ from . import rotation as R
 
 
 HEADS = ("mlp", "linear")
-HIDDEN = 256  # hidden units of an MLP head, shared by its members
 
 
 def check_head(head: str, members: int = 1) -> None:
@@ -31,12 +30,12 @@ def check_head(head: str, members: int = 1) -> None:
 
 
 def fit(feats: np.ndarray, labels: np.ndarray, head: str = "mlp", seed: int = 0, members: int = 1) -> R.Head:
-    """`members`: MLP heads merged into one (`rotation.Head.merge`) sharing HIDDEN units between them, so
+    """`members`: MLP heads merged into one (`rotation.Head.merge`) sharing `rotation.HIDDEN` units between them, so
     the file stays the size of one head (2 MB); a linear head is one."""
     check_head(head, members)
     if head == "linear":
         return R.fit_head(feats, labels, seed=seed)
-    return R.fit_mlp_head(feats, labels, hidden=HIDDEN // members, seed=seed, members=members)
+    return R.fit_mlp_head(feats, labels, hidden=R.HIDDEN // members, seed=seed, members=members)
 
 
 def train_from_images(images: Sequence[np.ndarray], dest: Path | str, *, crops: int = 12, seed: int = 0,
