@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .types import Prompt
+from flywheel.captioning.types import Prompt
 
 
 @dataclass
@@ -360,12 +360,12 @@ class OfflineBackend(Backend):
 
     @property
     def revision(self) -> str:
-        from .offline import offline_revision
+        from flywheel.captioning.offline import offline_revision
 
         return offline_revision()
 
     def generate(self, requests: list[Request]) -> list[str | BaseException]:
-        from .offline import compose
+        from flywheel.captioning.offline import compose
 
         out: list[str | BaseException] = []
         for r in requests:

@@ -16,7 +16,7 @@ import json
 
 import numpy as np
 
-from .types import Entity, StructuredCaption, clean_instruction, row_meta
+from flywheel.captioning.types import Entity, StructuredCaption, clean_instruction, row_meta
 
 OFFLINE_VERSION = "2"  # bump when OCR routing or composition changes: it is the offline revision
 LABEL = "[offline]"
@@ -31,7 +31,7 @@ COLOURS = {
 
 
 def offline_revision() -> str:
-    from .ocr import tesseract_version
+    from flywheel.captioning.ocr import tesseract_version
 
     try:
         from importlib.metadata import version
@@ -66,13 +66,13 @@ def _facts_sentence(f: dict) -> str:
 
 
 def compose(ctype: str, images: list[bytes], row: dict, ocr: bool = True) -> str:
-    from .backends import open_image
+    from flywheel.captioning.backends import open_image
 
     im = open_image(images[-1])
     if ctype == "text":
         if not ocr:
             raise RuntimeError("OCR is off (--no-ocr); the offline text caption needs it")
-        from .ocr import read_text
+        from flywheel.captioning.ocr import read_text
 
         text, _engine = read_text(im, row.get("lang"))
         return f"{LABEL} " + (text if text else "No text.")

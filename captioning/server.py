@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 from starlette.requests import Request as HTTPRequest  # resolved by FastAPI from the annotation
 
-from .backends import Request, TransformersBackend
-from .types import Prompt
+from flywheel.captioning.backends import Request, TransformersBackend
+from flywheel.captioning.types import Prompt
 
 
 @dataclass

@@ -26,7 +26,7 @@ RETRAIN_CRON = "*/30 * * * *"
 def deployments():
     from prefect.client.schemas.schedules import CronSchedule
 
-    from flywheel.flows_loop import ingest_signals_flow, retrain_flow, retrain_on_emission_flow
+    from flywheel.flows.loop import ingest_signals_flow, retrain_flow, retrain_on_emission_flow
 
     return [
         retrain_on_emission_flow.to_deployment(

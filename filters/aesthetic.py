@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from .base import Fail, Operator, Params, Resources, Work, below, register
+from flywheel.filters.base import Fail, Operator, Params, Resources, Work, below, register
 
 
 class AestheticParams(Params):

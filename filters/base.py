@@ -1,7 +1,7 @@
 """The operator contract: score (expensive, stored) apart from reject (cheap, re-runnable).
 
 An operator is pure code over Arrow batches. It never imports ray or prefect; the Ray adapter
-(`flywheel.engine`) turns it into a `map_batches` stage: a task when it is stateless, an actor
+(`flywheel.curation.engine`) turns it into a `map_batches` stage: a task when it is stateless, an actor
 when it has `setup()` (a model to load once per worker).
 
 Images are decoded once per sample (`flywheel.filters.decode`) into a `Work` object that every

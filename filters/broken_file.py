@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import pyarrow as pa
 from pydantic import Field
 
-from .base import Fail, Operator, Params, Work, register
+from flywheel.filters.base import Fail, Operator, Params, Work, register
 
 
 class BrokenFileParams(Params):

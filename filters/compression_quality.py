@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from .base import Fail, Operator, Params, Work, below, register
+from flywheel.filters.base import Fail, Operator, Params, Work, below, register
 
 # IJG standard luminance table (JPEG Annex K, Table K.1), in natural order; Pillow reports
 # quantisation tables in zigzag order, so compare as a multiset-independent mean ratio over both orders.

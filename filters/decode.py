@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from .base import Work
+from flywheel.filters.base import Work
 
 assert not ImageFile.LOAD_TRUNCATED_IMAGES, "never decode truncated images as if they were whole"
 

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from .base import Fail, Operator, Params, Work, register
+from flywheel.filters.base import Fail, Operator, Params, Work, register
 
 THUMB = 16
 
@@ -91,7 +91,7 @@ class Dedup(Operator):
         """Barrier step. `table`: this run's rows (id, source, width, height, dedup__phash,
         dedup__thumb); `prior`: rows of accepted catalog datasets (same columns). Returns the
         `decided` columns aligned with `table`."""
-        from .dedup_index import decide_families
+        from flywheel.filters.dedup_index import decide_families
 
         p: DedupParams = self.params
         n = table.num_rows

@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from .base import Fail, Operator, Params, Resources, Work, register
+from flywheel.filters.base import Fail, Operator, Params, Resources, Work, register
 
 
 class DistributionParams(Params):

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from .base import Fail, Operator, Params, Work, below, register
+from flywheel.filters.base import Fail, Operator, Params, Work, below, register
 
 
 class EntropyParams(Params):

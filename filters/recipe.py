@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from . import base
+from flywheel.filters import base
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 

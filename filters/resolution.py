@@ -12,7 +12,7 @@ from typing import Any, Literal, Sequence
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from .base import Fail, Operator, Params, Work, above, register
+from flywheel.filters.base import Fail, Operator, Params, Work, above, register
 
 
 class ResolutionParams(Params):

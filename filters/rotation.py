@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import pyarrow as pa
 from pydantic import Field
 
-from .base import Fail, Operator, Params, Resources, Work, register
+from flywheel.filters.base import Fail, Operator, Params, Resources, Work, register
 
 
 class RotationParams(Params):

@@ -16,7 +16,7 @@ from typing import Any, Literal, Sequence
 import pyarrow as pa
 from pydantic import Field
 
-from .base import Fail, Operator, Params, Work, above, below, register
+from flywheel.filters.base import Fail, Operator, Params, Work, above, below, register
 
 QWEN_PAT = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from . import config
+from flywheel import config
 
 SCHEMA_VERSION_TABLE = "schema_version"
 
@@ -384,3 +384,15 @@ def _load_sqlite_extension(con) -> None:
     if not files:
         raise RuntimeError(f"no sqlite_scanner extension file under {Path(ext.__file__).parent}; reinstall duckdb-extension-sqlite-scanner")
     con.execute(f"LOAD '{files[0]}'")
+
+
+def open_dataset(ref, catalog: "Catalog | None" = None):
+    """A dataset directory, or `name@vN` / `name@latest` looked up in the catalog (the default one
+    under FLYWHEEL_HOME when none is given)."""
+    from pathlib import Path
+
+    from flywheel.datasets import open_dataset as _open
+
+    if Path(ref).exists():
+        return _open(ref)
+    return _open(ref, catalog or Catalog())

@@ -54,7 +54,7 @@ def build_tiny(dest: Path | str, dim: int = 32, seed: int = 0, revision: str = "
     import torch
     import yaml
 
-    from .store import sha256
+    from flywheel.models.store import sha256
 
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)

@@ -187,7 +187,7 @@ def build_tiny(dest: Path | str, seed: int = 0, embed_dim: int = 32, image_size:
     import torch
     from safetensors.torch import save_file
 
-    from .store import sha256
+    from flywheel.models.store import sha256
 
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .nsfw import onnx_session
+from flywheel.models.nsfw import onnx_session
 
 ANGLES = (0, 90, 180, 270)
 FEATURE_NODE = "Relu_48:0"

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from . import rotation as R
+from flywheel.models import rotation as R
 
 
 HEADS = ("mlp", "linear")
@@ -43,7 +43,7 @@ def train_from_images(images: Sequence[np.ndarray], dest: Path | str, *, crops: 
                       head: str = "mlp") -> dict:
     """Train a head (`mlp`: one hidden layer; `linear`) on upright RGB images and write the model
     folder `dest`."""
-    from . import store
+    from flywheel.models import store
 
     check_head(head)
     if len(images) < 4:
@@ -75,7 +75,7 @@ def write_head(model: R.Head, dest: Path | str, *, photos: int, crops: int, seed
     """The model-store folder: the head file and its card (revision, SHA-256, training provenance)."""
     import yaml
 
-    from . import store
+    from flywheel.models import store
 
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -96,7 +96,7 @@ def train_from_dataset(ref: str, name: str, *, crops: int = 12, limit: int = 0, 
     from flywheel.datasets import open_dataset
     from flywheel.filters.decode import decode
 
-    from . import store
+    from flywheel.models import store
 
     ds = open_dataset(ref)
     images = []

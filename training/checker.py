@@ -35,7 +35,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageFilter
 
-from . import synthetic as syn
+from flywheel.training import synthetic as syn
 
 CHECKER_VERSION = "checker/2"
 INPUT = 64  # the classifier's input side; images of any size are resized to it

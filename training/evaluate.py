@@ -10,7 +10,7 @@
   on ground-truth images.
 - Results are written as a dataset in the contract, one row per (prompt, seed), with boolean
   `<attr>_ok` columns, `expected_<attr>`, `concept` and the generated image, which is what
-  `flywheel.signals.from_eval_dataset` mines failures from.
+  `flywheel.loop.signals.from_eval_dataset` mines failures from.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from . import synthetic as syn
-from .checker import ATTRIBUTES, Checker, ground_truth_accuracy
+from flywheel.training import synthetic as syn
+from flywheel.training.checker import ATTRIBUTES, Checker, ground_truth_accuracy
 
 CHANCE = {"color": 1 / len(syn.COLORS), "shape": 1 / len(syn.SHAPES), "count": 1 / len(syn.COUNTS), "position": 1 / len(syn.POSITIONS)}
 SUITES = ("shapes",)
@@ -136,7 +136,7 @@ def _png(img) -> bytes:
 
 
 def generator_fn(ckpt: str | Path, size: int, steps: int, guidance: float, device: str | None = None) -> GenerateFn:
-    from .generate import Generator
+    from flywheel.training.generate import Generator
 
     gen = Generator(ckpt, device=device)
 

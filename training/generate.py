@@ -15,8 +15,8 @@ class Generator:
     def __init__(self, ckpt: str | Path, device: str | None = None, use_ema: bool = True):
         import torch
 
-        from ..models import qwen_image as qi
-        from ..models.text_encoders import load_from_checkpoint, load_text_encoder
+        from flywheel.models import qwen_image as qi
+        from flywheel.models.text_encoders import load_from_checkpoint, load_text_encoder
 
         self.ckpt = Path(ckpt)
         if not (self.ckpt / "transformer" / "config.json").exists():
@@ -48,9 +48,9 @@ class Generator:
                  guidance: float = 4.0, seed: int = 0, progress: bool = False) -> list:
         import torch
 
-        from ..models import qwen_image as qi
-        from . import flow
-        from .data import to_pil
+        from flywheel.models import qwen_image as qi
+        from flywheel.training import flow
+        from flywheel.training.data import to_pil
 
         h, w = qi.grid_for(width, height, self.scale)
         b = len(prompts)

@@ -76,11 +76,11 @@ def main(cfg: TrainConfig) -> dict:
     import torch
     import torch.distributed as dist
 
-    from ..models import qwen_image as qi
-    from ..models.text_encoders import load_from_checkpoint, load_text_encoder
-    from . import flow
-    from .cache import TensorCache
-    from .data import Batches, Samples
+    from flywheel.models import qwen_image as qi
+    from flywheel.models.text_encoders import load_from_checkpoint, load_text_encoder
+    from flywheel.training import flow
+    from flywheel.training.cache import TensorCache
+    from flywheel.training.data import Batches, Samples
 
     if cfg.stage not in STAGES:
         raise ValueError(f"unknown stage {cfg.stage!r}; use one of {sorted(STAGES)}")
@@ -177,7 +177,7 @@ def main(cfg: TrainConfig) -> dict:
                 if encoder.kind == "minilm":
                     images = [((s.size[0] // scale // 2) * (s.size[1] // scale // 2))] * s.n_sources
                 else:
-                    from .data import load_image, to_pil
+                    from flywheel.training.data import load_image, to_pil
                     images = [to_pil(load_image(b, s.size, 3)) for b in samples.sources(s.row)]
             e = encoder.encode("" if uncond else s.prompt, images)
             return {"embeds": e.embeds, "slots": e.img_slots}
@@ -186,7 +186,7 @@ def main(cfg: TrainConfig) -> dict:
     def latents_of(s, which: str, data):  # data: () -> encoded bytes, read only on a cache miss
         key = TensorCache.key(s.id, which, f"{s.size[0]}x{s.size[1]}", vae_rev)
         def compute():
-            from .data import load_image
+            from flywheel.training.data import load_image
             x = load_image(data(), s.size, channels).to(device)[None, :, None]  # (1, C, 1, H, W)
             with torch.no_grad():
                 z = vae.encode(x).latent_dist.mode()  # (1, z, 1, h, w)
@@ -319,7 +319,7 @@ def resolve_prediction(asked: str | None, init: Path | None) -> str:
 
 
 def _vae(cfg: TrainConfig, init: Path | None):
-    from ..models import qwen_image as qi
+    from flywheel.models import qwen_image as qi
 
     spec = cfg.vae
     if spec is None and init is not None and (init / "vae").exists():
@@ -356,7 +356,7 @@ def _save_checkpoint(out: Path, raw, ema, vae, encoder, cfg: TrainConfig, step: 
 
     import torch
 
-    from . import flow
+    from flywheel.training import flow
 
     model = raw
     if ema is not None:  # sample from the EMA weights

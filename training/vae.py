@@ -228,7 +228,7 @@ def load_images(refs: list[str], resolution: int, channels: int, heldout: str | 
 
     from flywheel.datasets import open_dataset
 
-    from .data import load_image
+    from flywheel.training.data import load_image
 
     def rows(ref):
         t = open_dataset(ref).to_table()
@@ -282,7 +282,7 @@ def psnr_ssim(x, y) -> dict[str, float]:
 
 
 def build_or_load(cfg: VAETrainConfig):
-    from ..models import qwen_image as qi
+    from flywheel.models import qwen_image as qi
 
     if cfg.init:
         return qi.load_vae(cfg.init)
@@ -293,7 +293,7 @@ def main(cfg: VAETrainConfig) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from ..models import qwen_image as qi
+    from flywheel.models import qwen_image as qi
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

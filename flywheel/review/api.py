@@ -13,8 +13,8 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import auth
-from . import queue as q
+from flywheel.review import auth
+from flywheel.review import queue as q
 
 SESSION_COOKIE = "fw_session"
 

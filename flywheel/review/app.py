@@ -25,9 +25,9 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from . import auth, thumbs
-from . import queue as q
-from .api import SESSION_COOKIE, review_api_router
+from flywheel.review import auth, thumbs
+from flywheel.review import queue as q
+from flywheel.review.api import SESSION_COOKIE, review_api_router
 
 HERE = Path(__file__).parent
 LOGIN_CSRF_COOKIE = "fw_login_csrf"
@@ -454,10 +454,10 @@ def create_app(catalog=None, secure_cookies: bool = True) -> FastAPI:
         s = _require_admin(form)
         result, error = None, None
         try:
-            from flywheel.emit import emit as emit_fn  # the loop's emission (issue 6); may not be installed
+            from flywheel.loop.emit import emit as emit_fn  # the loop's emission (issue 6); may not be installed
         except ImportError:
             emit_fn = None
-            error = "Emission is not available in this install (flywheel.emit.emit is missing); run `flywheel emit` once it is."
+            error = "Emission is not available in this install (flywheel.loop.emit.emit is missing); run `flywheel emit` once it is."
         if emit_fn is not None:
             try:
                 import inspect

@@ -40,7 +40,7 @@ def _image_bytes(item: dict, catalog) -> bytes | None:
         return None
     import pyarrow.compute as pc
 
-    from flywheel.datasets import open_dataset
+    from flywheel.catalog import open_dataset
 
     try:
         ds = open_dataset(ref, catalog=catalog)

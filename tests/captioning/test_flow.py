@@ -57,11 +57,12 @@ def test_cli_errors_say_what_to_do(small_dataset, tmp_path):
 
 
 def test_flow_on_ray_actors(small_dataset, tmp_path, ray_local, prefect_harness):
-    from flywheel import flows_caption as fc
+    from flywheel.flows import caption as cf
+    from flywheel.jobs import caption as fc
 
     state = fc.prepare(str(small_dataset), str(tmp_path / "out"), types=["knowledge", "structured"],
                        backend="offline", workers=1, batch_size=2)
-    stats = fc.caption_flow(state=state)
+    stats = cf.caption_flow(state=state)
     assert stats["rows"] == 4 and stats["errors"] == {}
     assert not Path(state).exists()
     t = open_dataset(tmp_path / "out").to_table()
@@ -70,14 +71,14 @@ def test_flow_on_ray_actors(small_dataset, tmp_path, ray_local, prefect_harness)
 
 RUNNER = """
 import sys
-from flywheel import flows_caption as fc
+from flywheel.jobs import caption as fc
 fc.caption_parts(sys.argv[1])
 """
 
 
 def test_killed_run_resumes_from_the_cache(small_dataset, tmp_path):
     """Kill a caption run after its first batch, rerun: cached captions are not recomputed."""
-    from flywheel import flows_caption as fc
+    from flywheel.jobs import caption as fc
 
     kw = dict(types=["text", "knowledge"], backend="offline", workers=0, batch_size=1)
     state = fc.prepare(str(small_dataset), str(tmp_path / "out"), **kw)

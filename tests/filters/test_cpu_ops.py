@@ -131,7 +131,7 @@ def test_dedup_confirmation_separates_copies_from_pages_sharing_a_layout():
     from PIL import ImageEnhance
     from skimage import data
 
-    from flywheel.demo import render_page
+    from flywheel.demos.sample_data import render_page
     from flywheel.filters.dedup import Dedup
 
     photo = Image.fromarray(data.astronaut())

@@ -18,7 +18,7 @@ def build(root: str) -> dict[str, Path]:
     import torch
 
     torch.set_num_threads(1)
-    from flywheel import index as fx
+    from flywheel.loop import index as fx
     from flywheel.training import synthetic as syn
 
     root = Path(root)

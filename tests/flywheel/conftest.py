@@ -6,7 +6,7 @@ import pytest
 @pytest.fixture(scope="session")
 def demo_corpus(tmp_path_factory):
     """The demo's generated sample set (real photos, broken files, pages in many scripts...)."""
-    from flywheel.demo import generate
+    from flywheel.demos.sample_data import generate
 
     root = tmp_path_factory.mktemp("corpus") / "input"
     generate(root, n=30)

@@ -13,7 +13,7 @@ from flywheel.review import queue as rq
 
 @pytest.fixture()
 def client():
-    from flywheel.api import create_app
+    from flywheel.review.signals_api import create_app
 
     cat = Catalog()
     tok = auth.create_token(cat, "eval-bot")

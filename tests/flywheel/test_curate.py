@@ -45,7 +45,7 @@ def input_sources(root: Path) -> set[str]:
 
 @pytest.fixture(scope="module")
 def curated(demo_corpus, ray_local, prefect_harness, tmp_path_factory):
-    from flywheel.cli_curate import run_curate
+    from flywheel.cli.curate import run_curate
 
     out = tmp_path_factory.mktemp("run") / "out"
     home = out.parent / "home"
@@ -111,7 +111,7 @@ def test_stats_equal_group_by_over_parquet_and_catalog(in_home):
 
 
 def test_explain_names_operator_score_and_threshold(in_home):
-    from flywheel.explain import explain_rows
+    from flywheel.curation.explain import explain_rows
 
     text = "\n".join(explain_rows("flat/gradient.png"))
     assert "operator=entropy rule=low_detail" in text and "entropy__edges=" in text and "< min_edges=0.0015" in text
@@ -130,7 +130,7 @@ def test_report_is_self_contained(curated):
 
 def test_rerun_on_accepted_reuses_scores_and_nests(in_home, tmp_path):
     """Stage 4 on stage 1's output: stored scores are reused; the new run only adds what stage 4 needs."""
-    from flywheel import pipeline
+    from flywheel.curation import pipeline
 
     out, _, _ = in_home
     stats = pipeline.curate("stage4", str(out / "accepted"), str(tmp_path / "s4"),
@@ -161,7 +161,7 @@ def _curate_cmd(inp: Path, out: Path) -> list[str]:
 
 
 def test_kill_9_then_rerun_gives_the_clean_result(demo_corpus, ray_local, tmp_path, monkeypatch):
-    from flywheel import pipeline
+    from flywheel.curation import pipeline
 
     env = {**os.environ, "RAY_ADDRESS": _ray_address()}
     clean_home, kill_home = tmp_path / "clean", tmp_path / "killed"
@@ -240,7 +240,7 @@ def test_two_curations_and_a_writer_share_the_catalog(demo_corpus, ray_local, tm
 
 def test_dedup_against_datasets_already_in_the_catalog(in_home, tmp_path):
     """A copy of a sample that an earlier run accepted is a duplicate of that dataset's row."""
-    from flywheel import pipeline
+    from flywheel.curation import pipeline
 
     out, _, _ = in_home
     acc = pads.dataset(str(out / "accepted" / "data")).to_table(columns=["source", "image"]).to_pylist()

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from flywheel import emit as em
-from flywheel import router as rt
-from flywheel import signals as sg
+from flywheel.loop import emit as em
+from flywheel.loop import router as rt
+from flywheel.loop import signals as sg
 from flywheel.catalog import Catalog
 from flywheel.datasets import open_dataset
 from flywheel.review import queue as rq

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from flywheel import index as fx
+from flywheel.loop import index as fx
 from flywheel.catalog import Catalog
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from flywheel import ingest
+from flywheel.curation import ingest
 
 
 def jpg(color=(200, 30, 30), size=(300, 300)) -> bytes:

@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from flywheel import emit as em
-from flywheel import loop_demo as ld
-from flywheel import router as rt
+from flywheel.loop import emit as em
+from flywheel.demos import loop as ld
+from flywheel.loop import router as rt
 from flywheel.catalog import Catalog
 from flywheel.datasets import open_dataset
 from flywheel.review import auth
@@ -88,7 +88,7 @@ def test_routing_path_over_http(world, tmp_path):
 
 
 def test_ingest_flow(prefect_harness, tmp_path):
-    from flywheel.flows_loop import ingest_signals_flow
+    from flywheel.flows.loop import ingest_signals_flow
 
     p = tmp_path / "s.jsonl"
     p.write_text("\n".join(json.dumps({"kind": "feedback", "id": f"f{i}", "prompt": "a cat", "rating": 1}) for i in range(3)))
@@ -133,8 +133,9 @@ def test_prewarmed_prompts_equal_one_by_one_encoding():
 def test_retrain_flow_records_before_after(prefect_harness, tmp_path):
     """The retraining trigger as a Prefect flow: train from the last checkpoint on an emitted
     version, evaluate before and after, record the table (tiny budgets: mechanics, not quality)."""
-    from flywheel.flows_loop import before_after, retrain_flow, train_step
-    from flywheel.loop_demo import DemoConfig, train_config
+    from flywheel.flows.loop import retrain_flow
+    from flywheel.loop.retrain import before_after, train_step
+    from flywheel.demos.loop import DemoConfig, train_config
     from flywheel.training import synthetic as syn
 
     cat = Catalog()

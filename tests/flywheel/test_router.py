@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flywheel import router as rt
-from flywheel import signals as sg
+from flywheel.loop import router as rt
+from flywheel.loop import signals as sg
 from flywheel.catalog import Catalog
 from flywheel.datasets import open_dataset
 from flywheel.review import queue as rq

@@ -13,7 +13,7 @@ from PIL import Image
 
 from flywheel.filters import base
 from flywheel.filters.base import Operator, Params, register
-from flywheel.scoring import Scorer, decide_table
+from flywheel.curation.scoring import Scorer, decide_table
 
 
 class FragileParams(Params):
@@ -71,7 +71,7 @@ def test_broken_rows_get_null_scores_and_only_the_broken_verdict():
 def test_edit_pairs_are_judged_on_sources_with_suffix(ray_local, tmp_path):
     from skimage import data
 
-    from flywheel import pipeline
+    from flywheel.curation import pipeline
 
     photo = Image.fromarray(data.astronaut())
     other = Image.fromarray(data.coffee())
@@ -108,7 +108,7 @@ def test_edit_pairs_are_judged_on_sources_with_suffix(ray_local, tmp_path):
 def test_stage1_refuses_edit_pairs_with_a_clear_message(tmp_path):
     import pytest
 
-    from flywheel import pipeline
+    from flywheel.curation import pipeline
 
     (tmp_path / "a.jpg").write_bytes(png((1, 2, 3)))
     (tmp_path / "pairs.jsonl").write_text(json.dumps({"source": "a.jpg", "instruction": "x", "target": "a.jpg"}))

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
-from flywheel import signals as sg
+from flywheel.loop import signals as sg
 from flywheel.catalog import Catalog
 from flywheel.datasets import DatasetWriter
 

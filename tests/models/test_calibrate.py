@@ -10,7 +10,7 @@ import pytest
 import yaml
 from PIL import Image, ImageFilter
 
-from flywheel.cli_models import calibrate_table
+from flywheel.cli.models import calibrate_table
 from flywheel.filters import base
 
 STEPS = {"entropy": {}, "nsfw": {"max_prob": 0.8}, "image_quality": {"max_brisque": 60.0, "min_sharpness": 15.0},
@@ -55,7 +55,7 @@ def test_thresholds_reproduce_the_promised_keep_fraction(keep):
 
 
 def test_override_yaml_extends_the_recipe(tmp_path):
-    from flywheel.cli_models import override_yaml
+    from flywheel.cli.models import override_yaml
     from flywheel.filters import recipe
 
     res = calibrate_table(_table(200), STEPS, 0.8)
@@ -85,8 +85,8 @@ def _photo_folder(d):
 def test_calibrate_end_to_end_through_curation(tmp_path, ray_local):
     """Score with the curation API, write the override, curate again with it: the run keeps
     what calibrate promised."""
-    from flywheel import pipeline
-    from flywheel.cli_models import calibrate
+    from flywheel.curation import pipeline
+    from flywheel.cli.models import calibrate
     from flywheel.datasets import open_dataset
 
     src = _photo_folder(tmp_path / "in")
@@ -104,7 +104,7 @@ def test_stage4_rejects_heavy_compression_and_blur_keeps_photos(tmp_path, ray_lo
     rejects none of them."""
     from skimage import data
 
-    from flywheel import pipeline
+    from flywheel.curation import pipeline
     from flywheel.datasets import open_dataset
 
     src = tmp_path / "in"

@@ -225,13 +225,13 @@ def test_second_opinions_feed_agreement_stats(review_env):
 def test_admin_emit_reports_missing_emission_and_calls_it_when_present(review_env, monkeypatch):
     root = _logged_in(review_env, "root")
     token = csrf_of(root.get("/admin/queues").text)
-    monkeypatch.setitem(sys.modules, "flywheel.emit", None)  # as if issue 6's emission were not installed
+    monkeypatch.setitem(sys.modules, "flywheel.loop.emit", None)  # as if issue 6's emission were not installed
     r = root.post("/admin/emit", data={"csrf": token, "from_ref": review_env["ref"], "name": "train"})
-    assert r.status_code == 400 and "flywheel.emit.emit is missing" in r.text
+    assert r.status_code == 400 and "flywheel.loop.emit.emit is missing" in r.text
     calls = []
-    fake = types.ModuleType("flywheel.emit")
+    fake = types.ModuleType("flywheel.loop.emit")
     fake.emit = lambda from_ref, add_approved, name: calls.append((from_ref, add_approved, name)) or "train@v2"
-    monkeypatch.setitem(sys.modules, "flywheel.emit", fake)
+    monkeypatch.setitem(sys.modules, "flywheel.loop.emit", fake)
     r = root.post("/admin/emit", data={"csrf": token, "from_ref": review_env["ref"], "name": "train"})
     assert r.status_code == 200 and "Emitted train@v2" in r.text
     assert calls == [(review_env["ref"], True, "train")]
@@ -267,9 +267,9 @@ def test_api_with_token(review_env):
 
 def test_router_payload_renders_and_admin_emit_writes_lineage(review_env, tmp_path):
     """The loop end to end through the dashboard: items queued as the router queues them,
-    decided on the page, emitted from the admin page by issue 6's real `flywheel.emit.emit`;
+    decided on the page, emitted from the admin page by issue 6's real `flywheel.loop.emit.emit`;
     the emitted dataset names the review item behind every added row."""
-    emit_mod = pytest.importorskip("flywheel.emit")
+    emit_mod = pytest.importorskip("flywheel.loop.emit")
     from flywheel.datasets import open_dataset
 
     from .conftest import make_pool

@@ -51,7 +51,7 @@ def test_wilson_interval():
 
 
 def test_oracle_scores_high_and_writes_minable_results(checker, tmp_path):
-    from flywheel.signals import from_eval_dataset
+    from flywheel.loop.signals import from_eval_dataset
 
     res = ev.evaluate(None, n_prompts=96, seeds=(0, 1), checker=checker, generate=_renderer(), out=tmp_path / "res",
                       checker_n=0, batch_size=40)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flywheel.datasets import open_dataset
+from flywheel.catalog import open_dataset
 from flywheel.training import synthetic as syn
 
 

@@ -1,0 +1,68 @@
+"""The `flywheel` command. Only typer and rich are imported at start-up, so `--help` is instant;
+every command imports what it needs inside its body.
+
+Commands are grouped by feature; each `flywheel/cli_<feature>.py` exposes `register(app)`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from flywheel import config  # noqa: F401 - sets the offline/telemetry environment defaults
+
+app = typer.Typer(
+    name="flywheel",
+    help="Curate image-text data for image-generation models and close the loop from failures back to data.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+FEATURES = (
+    "flywheel.cli.curate",
+    "flywheel.cli.models",
+    "flywheel.cli.caption",
+    "flywheel.cli.train",
+    "flywheel.cli.eval",
+    "flywheel.cli.loop",
+    "flywheel.cli.review",
+)
+
+
+def _register_all() -> None:
+    for mod in FEATURES:
+        try:
+            m = importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name == mod:  # that feature is not built yet
+                continue
+            raise
+        m.register(app)
+
+
+class UserError(Exception):
+    """An error whose message already says what to do next; printed without a traceback."""
+
+
+def main() -> None:
+    _register_all()
+    try:
+        app()
+    except UserError as e:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[bold red]error:[/] {e}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    # Under `python -m flywheel.cli` this module is `__main__`; import the real one so the
+    # commands raise the same UserError class that main() catches.
+    from flywheel.cli import main as _main
+
+    _main()

@@ -1,0 +1,232 @@
+"""Curation commands: demo, curate, ops, recipes, runs, explain, sql."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from flywheel.cli import UserError
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+def _print_plan(con, plan: dict) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"run plan: {plan['recipe_name']} ({plan['recipe_hash']})", show_lines=False)
+    t.add_column("#"), t.add_column("operator"), t.add_column("params")
+    for i, op in enumerate(plan["recipe_resolved"]["operators"], 1):
+        (name, params), = op.items()
+        t.add_row(str(i), name, json.dumps(params, separators=(",", ":"))[:110])
+    con.print(t)
+    con.print(f"input [bold]{plan['input']}[/] ({plan['input_kind']}, ~{plan['rows_estimate']} rows in "
+              f"{len(plan['shards'])} shards) -> output [bold]{plan['output']}[/]; workers={plan['workers']}")
+    for n in plan.get("notes", []):
+        con.print(f"[yellow]note:[/] {n}")
+    if plan.get("ingest_counts"):
+        con.print("ingest (not followed): " + ", ".join(f"{k}={v}" for k, v in plan["ingest_counts"].items()))
+
+
+def run_curate(recipe: str, input: str, output: str, *, name: str | None, workers: int, skip: list[str],
+               sets: list[str], image_col: str, caption_col: str, keep_state: bool = False) -> dict:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from flywheel.filters import recipe as recipes
+
+    from flywheel.curation import pipeline
+
+    con = _console()
+    t0 = time.perf_counter()
+    try:
+        overrides = recipes.parse_sets(sets)
+        plan = pipeline.prepare(recipe, input, output, name=name, workers=workers, skip=skip, sets=overrides,
+                                image_col=image_col, caption_col=caption_col)
+    except pipeline.CurateError as e:
+        raise UserError(str(e)) from None
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    _print_plan(con, plan)
+    from flywheel.flows.curate import curate as flows
+
+    with Progress(TextColumn("[bold]scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+                  TimeElapsedColumn(), console=con, transient=False) as prog:
+        task = prog.add_task("score", total=plan["rows_estimate"] or None, rate="")
+        start = time.perf_counter()
+
+        def on_progress(n: int, timing: dict) -> None:
+            prog.advance(task, n)
+            el = time.perf_counter() - start
+            prog.update(task, rate=f"{prog.tasks[0].completed / el:.1f} img/s" if el > 0 else "")
+
+        flows._PROGRESS["cb"] = on_progress
+        t_flow = time.time()
+        try:
+            out = flows.curate_flow(state=plan["state"], keep_state=keep_state)
+        finally:
+            flows._PROGRESS.pop("cb", None)
+    stats = json.loads((Path(out) / "stats.json").read_text())
+    stats["timing"]["total_s"] = time.perf_counter() - t0
+    if stats["timing"].get("score_started_at"):
+        # the Prefect flow's own start-up (a temporary local API server when PREFECT_API_URL is unset)
+        stats["timing"]["prefect_startup_s"] = stats["timing"]["score_started_at"] - t_flow
+    (Path(out) / "stats.json").write_text(json.dumps(stats, indent=2))
+    _print_summary(con, stats)
+    return stats
+
+
+def _print_summary(con, stats: dict) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"{stats['rows']} rows: {stats['accepted']} accepted, {stats['rejected']} rejected")
+    t.add_column("reject_reason"), t.add_column("rows", justify="right")
+    for k, v in stats["reject_reason"].items():
+        t.add_row(k, str(v))
+    con.print(t)
+    if stats.get("ingest"):
+        con.print("ingest: " + ", ".join(f"{k}={v}" for k, v in stats["ingest"].items()))
+    tm = stats["timing"]
+    ips = tm.get("images_per_s")
+    con.print(f"datasets: accepted [bold]{stats['datasets']['accepted']}[/], rejected [bold]{stats['datasets']['rejected']}[/]")
+    con.print(f"time: total {tm.get('total_s', 0):.1f}s (Prefect start {tm.get('prefect_startup_s') or 0:.1f}s, "
+              f"Ray start {tm.get('ray_startup_s') or 0:.1f}s, scoring "
+              f"{tm.get('score_s') or 0:.1f}s{f' = {ips:.1f} img/s' if ips else ''}, barrier {tm.get('barrier_s') or 0:.1f}s)")
+    con.print(f"report: [bold]{Path(stats['output']) / 'report.html'}[/]   stats: {Path(stats['output']) / 'stats.json'}")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def curate(
+        recipe: str = typer.Option(..., "--recipe", "-r", help="stage1..stage6 or a recipe .yaml"),
+        input: str = typer.Option(..., "--input", "-i", help="folder, .parquet, .tar, .jsonl edit pairs, dataset dir or name@vN"),
+        output: str = typer.Option(..., "--output", "-o", help="output directory (accepted/, rejected/, stats.json, report.html)"),
+        name: Optional[str] = typer.Option(None, help="dataset name in the catalog (default: the output folder's name)"),
+        workers: int = typer.Option(2, help="parallel workers (Ray tasks / actors)"),
+        skip: str = typer.Option("", help="operators to skip, comma-separated"),
+        set_: list[str] = typer.Option([], "--set", help="override a param: OP.PARAM=VALUE (repeatable)"),
+        image_col: str = typer.Option("image", help="Parquet input: image column (bytes or paths)"),
+        caption_col: str = typer.Option("caption", help="Parquet input: caption column"),
+    ) -> None:
+        """Curate raw image-text data with a stage recipe into accepted/rejected datasets."""
+        run_curate(recipe, input, output, name=name, workers=workers, skip=[s for s in skip.split(",") if s.strip()],
+                   sets=set_, image_col=image_col, caption_col=caption_col)
+
+    @app.command()
+    def demo(
+        out: str = typer.Option("demo-out", help="where the sample data and the results go"),
+        n: int = typer.Option(60, help="approximate number of generated samples"),
+        workers: int = typer.Option(2),
+    ) -> None:
+        """Generate a small varied sample set and run stage 1 on it with the embedded defaults."""
+        from flywheel.demos import sample_data as demo_mod
+
+        con = _console()
+        root = Path(out).resolve()
+        run_dir = root / time.strftime("run-%Y%m%d-%H%M%S")
+        con.print(f"generating sample data in {root / 'input'} ...")
+        info = demo_mod.generate(root / "input", n=n)
+        con.print(f"  {info['files']} files: {', '.join(f'{k} {v}' for k, v in info['kinds'].items())}")
+        skip = demo_mod.unavailable_operators("stage1")
+        if skip:
+            con.print(f"[yellow]model operators skipped (no weights offline / not installed):[/] {', '.join(skip)} "
+                      f"(see `flywheel models list`)")
+        run_curate("stage1", str(root / "input"), str(run_dir), name="demo", workers=workers, skip=skip, sets=[],
+                   image_col="image", caption_col="caption")
+        con.print(f"\nopen the report: [bold]{run_dir / 'report.html'}[/]")
+        con.print(f"why was a sample dropped?  flywheel explain SOURCE   e.g. flywheel explain broken/truncated.jpg")
+
+    @app.command()
+    def ops() -> None:
+        """List the registered operators, their params, score columns and reasons."""
+        from rich.table import Table
+
+        from flywheel.filters import base
+
+        t = Table(show_lines=True)
+        for c in ("operator", "params (default)", "scores", "reasons", "kind"):
+            t.add_column(c)
+        for name, op in sorted(base.registry().items()):
+            params = "\n".join(f"{k}={v.default!r}" for k, v in op.Params.model_fields.items())
+            kind = ("barrier " if op.barrier else "") + ("actor (setup)" if op.stateful() else "task")
+            if op.models:
+                kind += "\nmodels: " + ", ".join(op.models)
+            t.add_row(name, params, "\n".join(op.writes), "\n".join(f"{name}:{r}" for r in op.rules), kind)
+        _console().print(t)
+
+    @app.command()
+    def recipes() -> None:
+        """List the stage recipes and their operators."""
+        from flywheel.filters import recipe as rc
+
+        con = _console()
+        for r in rc.available():
+            rec = rc.load(r)
+            ops = ", ".join(s.name + ("" if s.op else " (not installed)") for s in rec.steps)
+            con.print(f"[bold]{r}[/] ({rec.description}; work size {rec.work_size}px; {'+'.join(rec.tasks)}): {ops}")
+
+    @app.command()
+    def runs(limit: int = typer.Option(20)) -> None:
+        """Recent runs recorded in the catalog."""
+        from rich.table import Table
+
+        from flywheel.catalog import Catalog
+
+        t = Table()
+        for c in ("run_id", "kind", "recipe", "status", "started", "rows/accepted/rejected", "output"):
+            t.add_column(c)
+        for r in Catalog().execute("SELECT * FROM runs ORDER BY started_at DESC LIMIT ?", (limit,)):
+            s = json.loads(r["stats_json"] or "{}")
+            t.add_row(r["run_id"], r["kind"], r["recipe"] or "", r["status"],
+                      time.strftime("%Y-%m-%d %H:%M", time.localtime(r["started_at"] or 0)),
+                      f"{s.get('rows', '')}/{s.get('accepted', '')}/{s.get('rejected', '')}", r["output"] or "")
+        _console().print(t)
+
+    @app.command()
+    def explain(key: str = typer.Argument(..., help="a sample id (or its prefix) or a source")) -> None:
+        """Why each row of this id or source was kept or dropped: operator, rule, score, threshold."""
+        from flywheel.curation.explain import explain_rows
+
+        con = _console()
+        rows = explain_rows(key)
+        if not rows:
+            raise UserError(f"no row with id or source {key!r} in any dataset of the catalog; "
+                            f"try `flywheel sql \"SELECT id, source FROM samples LIMIT 5\"`")
+        for r in rows:
+            con.print(r)
+
+    @app.command()
+    def sql(query: str = typer.Argument(..., help="DuckDB SQL over the catalog tables and `samples`"),
+            limit: int = typer.Option(50, help="rows to print")) -> None:
+        """Query the catalog (runs, datasets, op_stats, signals, routes, review_items, audit_log) and every
+        dataset's rows (`samples`, with a `dataset` column; `ds_<name>` per dataset) with DuckDB."""
+        from rich.table import Table
+
+        from flywheel.catalog import Catalog
+
+        try:
+            t = Catalog().query(query)
+        except Exception as e:  # noqa: BLE001 - DuckDB's message says what is wrong with the SQL
+            raise UserError(f"{type(e).__name__}: {e}") from None
+        tab = Table()
+        for c in t.column_names:
+            tab.add_column(c)
+        for row in t.slice(0, limit).to_pylist():
+            tab.add_row(*[_cell(v) for v in row.values()])
+        con = _console()
+        con.print(tab)
+        if t.num_rows > limit:
+            con.print(f"... {t.num_rows - limit} more rows (--limit)")
+
+
+def _cell(v) -> str:
+    if isinstance(v, (bytes, bytearray)):
+        return f"<{len(v)} bytes>"
+    s = str(v) if v is not None else ""
+    return s if len(s) < 200 else s[:197] + "..."

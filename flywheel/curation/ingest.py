@@ -1,0 +1,422 @@
+"""Ingest: turn an input path into shards of work, and a shard into Arrow rows.
+
+Planning (`plan`) runs on the driver and only lists names: a folder tree's files, tar shards,
+Parquet row groups, edit-pair manifest lines. Reading (`read_shard`) runs in the workers and
+streams bytes; nothing holds the whole input in memory.
+
+Every input that is not a sidecar becomes a row (a non-image file is rejected later as
+`broken_file:not_image`). What is never followed is counted under `ingest:*` in stats.json:
+orphan sidecars, ambiguous (duplicate) stems, manifest lines pointing at missing files, symlinks
+leaving the input root, unsafe tar member names, unreadable manifest lines.
+
+Sources name rows uniquely within an input: `dir/a.jpg`, `shard.tar!key.jpg`,
+`file.parquet#17`, `pairs.jsonl#L3`. Datasets made by this tool keep their original sources.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from flywheel.datasets import BASE_SCHEMA, pair_id, sample_id
+
+from flywheel.filters.decode import IMAGE_EXTS
+
+SIDECAR_EXTS = {"txt", "json"}
+TAR_IMAGE_EXTS = {"jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"}
+FILES_PER_SHARD = 32
+ROWS_PER_BLOCK = 64
+
+
+@dataclass
+class Plan:
+    shards: list[dict] = field(default_factory=list)
+    counts: Counter = field(default_factory=Counter)  # ingest:* -> n
+    examples: dict[str, list[str]] = field(default_factory=dict)  # ingest:* -> a few paths
+    root: str = ""
+    kind: str = ""  # folder | parquet | tar | jsonl | dataset | file
+    rows_estimate: int = 0
+
+    def skip(self, reason: str, path: str) -> None:
+        key = f"ingest:{reason}"
+        self.counts[key] += 1
+        ex = self.examples.setdefault(key, [])
+        if len(ex) < 5:
+            ex.append(path)
+
+
+def _ext(name: str) -> str:
+    base = name.rsplit("/", 1)[-1]
+    return base.rsplit(".", 1)[-1].lower() if "." in base else ""
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root)
+        return True
+    except ValueError:
+        return False
+
+
+def plan(input_path: str | Path, image_col: str = "image", caption_col: str = "caption") -> Plan:
+    """List the work for `input_path`: a folder, a Parquet file, a tar shard, a JSONL manifest,
+    or a dataset directory made by this tool."""
+    root = Path(input_path).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(f"input {root} does not exist; pass a folder, .parquet, .tar, .jsonl or a dataset name@vN")
+    root = root.resolve()
+    p = Plan(root=str(root))
+    opts = {"image_col": image_col, "caption_col": caption_col}
+    if root.is_file():
+        ext = _ext(root.name)
+        p.kind = {"parquet": "parquet", "tar": "tar", "jsonl": "jsonl"}.get(ext, "file")
+        base = root.parent
+        _plan_file(p, root, base, opts)
+        return p
+    if (root / "manifest.json").exists() and (root / "data").is_dir():
+        p.kind = "dataset"
+        for f in sorted((root / "data").glob("part-*.parquet")):
+            _plan_parquet(p, f, root, opts, dataset=True)
+        return p
+    p.kind = "folder"
+    _plan_folder(p, root, opts)
+    return p
+
+
+def _plan_file(p: Plan, f: Path, base: Path, opts: dict) -> None:
+    ext = _ext(f.name)
+    if ext == "parquet":
+        _plan_parquet(p, f, base, opts)
+    elif ext == "tar":
+        p.shards.append({"kind": "tar", "path": str(f), "rel": f.relative_to(base).as_posix()})
+        p.rows_estimate += max(1, f.stat().st_size // 100_000)
+    elif ext == "jsonl":
+        _plan_manifest(p, f, base)
+    else:
+        p.shards.append({"kind": "files", "root": str(base), "files": [[f.relative_to(base).as_posix(), None, None]]})
+        p.rows_estimate += 1
+
+
+def _plan_parquet(p: Plan, f: Path, base: Path, opts: dict, dataset: bool = False) -> None:
+    try:
+        meta = pq.ParquetFile(f).metadata
+    except Exception as e:  # noqa: BLE001 - a broken parquet file is reported, not fatal
+        p.skip("unreadable_parquet", f"{f}: {type(e).__name__}: {e}")
+        return
+    for rg in range(meta.num_row_groups):
+        p.shards.append({
+            "kind": "parquet", "path": str(f), "rel": f.relative_to(base).as_posix(), "row_group": rg,
+            "dataset": dataset, **opts,
+        })
+        p.rows_estimate += meta.row_group(rg).num_rows
+
+
+def _plan_folder(p: Plan, root: Path, opts: dict) -> None:
+    batch: list[list] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        d = Path(dirpath)
+        dirnames.sort()
+        for dn in list(dirnames):
+            if (d / dn).is_symlink():
+                dirnames.remove(dn)
+                target = d / dn
+                if _inside(target, root):
+                    p.skip("symlink_dir_not_followed", (target.relative_to(root)).as_posix())
+                else:
+                    p.skip("symlink_outside_root", (target.relative_to(root)).as_posix())
+        by_stem: dict[str, list[str]] = {}
+        for fn in sorted(filenames):
+            by_stem.setdefault(fn.rsplit(".", 1)[0] if "." in fn else fn, []).append(fn)
+        for stem, names in sorted(by_stem.items()):
+            sidecars = [n for n in names if _ext(n) in SIDECAR_EXTS]
+            others = [n for n in names if _ext(n) not in SIDECAR_EXTS]
+            # Data files inside a folder are inputs of their own kind.
+            for n in list(others):
+                full = d / n
+                if full.is_symlink() and not _inside(full, root):
+                    p.skip("symlink_outside_root", full.relative_to(root).as_posix())
+                    others.remove(n)
+                elif _ext(n) in ("parquet", "tar", "jsonl"):
+                    others.remove(n)
+                    _plan_file(p, full, root, opts)
+            images = [n for n in others if _ext(n) in IMAGE_EXTS]
+            if not others:
+                for s in sidecars:
+                    p.skip("orphan_sidecar", (d / s).relative_to(root).as_posix())
+                continue
+            caption_file = meta_file = None
+            if sidecars:
+                if len(images) > 1 or (not images and len(others) > 1):
+                    for s in sidecars:
+                        p.skip("duplicate_stem", (d / s).relative_to(root).as_posix())
+                else:
+                    caption_file = next((s for s in sidecars if s.endswith(".txt")), None)
+                    meta_file = next((s for s in sidecars if s.endswith(".json")), None)
+            for n in others:
+                rel = (d / n).relative_to(root).as_posix()
+                attach = n in images and len(images) == 1 or (not images and len(others) == 1)
+                batch.append([rel, ((d / caption_file).relative_to(root).as_posix() if attach and caption_file else None),
+                              ((d / meta_file).relative_to(root).as_posix() if attach and meta_file else None)])
+                if len(batch) >= FILES_PER_SHARD:
+                    p.shards.append({"kind": "files", "root": str(root), "files": batch})
+                    p.rows_estimate += len(batch)
+                    batch = []
+    if batch:
+        p.shards.append({"kind": "files", "root": str(root), "files": batch})
+        p.rows_estimate += len(batch)
+
+
+def _plan_manifest(p: Plan, f: Path, base: Path) -> None:
+    """Edit pairs: one JSON object per line: {"source": path | "sources": [paths], "instruction": str,
+    "target": path, optional "caption"}. Paths are relative to the manifest's folder."""
+    mroot = f.parent.resolve()
+    lines = []
+    with open(f, encoding="utf-8", errors="replace") as fh:
+        for i, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            where = f"{f.relative_to(base).as_posix()}#L{i}"
+            try:
+                obj = json.loads(line)
+                sources = obj.get("sources") or ([obj["source"]] if obj.get("source") else [])
+                target = obj["target"]
+                instruction = obj.get("instruction")
+                if not sources or not isinstance(target, str) or not isinstance(instruction, str):
+                    raise ValueError("needs source(s), target and instruction")
+            except (ValueError, KeyError, TypeError, AttributeError):
+                p.skip("bad_manifest_line", where)
+                continue
+            paths = [*sources, target]
+            bad = False
+            for sp in paths:
+                full = (mroot / sp)
+                if not _inside(full, mroot) and not Path(sp).is_absolute():
+                    p.skip("path_outside_root", where)
+                    bad = True
+                    break
+                if not full.is_file():
+                    p.skip("missing_file", where)
+                    bad = True
+                    break
+            if bad:
+                continue
+            lines.append({"where": where, "sources": sources, "target": target, "instruction": instruction,
+                          "caption": obj.get("caption"), "meta": obj.get("meta")})
+            if len(lines) >= FILES_PER_SHARD:
+                p.shards.append({"kind": "edits", "root": str(mroot), "lines": lines})
+                p.rows_estimate += len(lines)
+                lines = []
+    if lines:
+        p.shards.append({"kind": "edits", "root": str(mroot), "lines": lines})
+        p.rows_estimate += len(lines)
+
+
+# --- reading (workers) --------------------------------------------------------------------------
+
+
+def _row(**kw: Any) -> dict:
+    return kw
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return None
+
+
+def _read_meta(path: Path) -> tuple[str | None, str | None]:
+    """A `.json` sidecar: its `caption` field and the whole object as metadata."""
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+    except (OSError, ValueError):
+        return None, None
+    if not isinstance(obj, dict):
+        return None, json.dumps({"value": obj})
+    cap = obj.get("caption") or obj.get("text") or obj.get("alt") or obj.get("title")
+    return (cap if isinstance(cap, str) else None), json.dumps(obj, ensure_ascii=False, default=str)
+
+
+def read_shard(shard: dict, done: set[str] | frozenset = frozenset()) -> Iterator[pa.Table]:
+    """Rows of one shard in blocks of ROWS_PER_BLOCK, skipping sources already `done`."""
+    kind = shard["kind"]
+    gen = {"files": _read_files, "tar": _read_tar, "parquet": _read_parquet, "edits": _read_edits}[kind](shard, done)
+    buf: list[dict] = []
+    for item in gen:
+        if isinstance(item, pa.Table):
+            if buf:
+                yield _to_table(buf)
+                buf = []
+            yield item
+            continue
+        buf.append(item)
+        if len(buf) >= ROWS_PER_BLOCK:
+            yield _to_table(buf)
+            buf = []
+    if buf:
+        yield _to_table(buf)
+
+
+def _to_table(rows: list[dict]) -> pa.Table:
+    cols = {f.name: [r.get(f.name) for r in rows] for f in BASE_SCHEMA}
+    return pa.Table.from_pydict(cols, schema=BASE_SCHEMA)
+
+
+def _read_files(shard: dict, done) -> Iterator[dict]:
+    root = Path(shard["root"])
+    for rel, cap_rel, meta_rel in shard["files"]:
+        if rel in done:
+            continue
+        full = root / rel
+        try:
+            data = full.read_bytes()
+        except OSError as e:
+            data = None
+            meta = json.dumps({"read_error": f"{type(e).__name__}: {e}"})
+        else:
+            meta = None
+        caption = _read_text(root / cap_rel) if cap_rel else None
+        if meta_rel:
+            mcap, meta = _read_meta(root / meta_rel)
+            caption = caption or mcap
+        yield _row(id=sample_id(data or b""), source=rel, task="t2i", image=data, image_uri=str(full), caption=caption, meta=meta)
+
+
+def _safe_member(m: tarfile.TarInfo) -> bool:
+    name = m.name
+    if not m.isfile():
+        return False
+    pp = PurePosixPath(name)
+    return not (pp.is_absolute() or ".." in pp.parts or "\\" in name or name.startswith("/"))
+
+
+def _read_tar(shard: dict, done) -> Iterator[dict | pa.Table]:
+    """WebDataset convention: members sharing a key (path up to the first dot of the basename)
+    form one sample; the image member is the row, .txt/.json are its caption and metadata."""
+    rel = shard["rel"]
+    try:
+        tf = tarfile.open(shard["path"], mode="r:*")
+    except (tarfile.TarError, OSError) as e:
+        yield _row(id=sample_id(b""), source=f"{rel}!", task="t2i", image=None, meta=json.dumps({"tar_error": str(e)}))
+        return
+    group: dict[str, dict] = {}
+    order: list[str] = []
+    with tf:
+        try:
+            for m in tf:
+                if m.isdir():
+                    continue
+                if not _safe_member(m):
+                    group.setdefault("__unsafe__", {}).setdefault("names", []).append(m.name)
+                    continue
+                d, _, base = m.name.rpartition("/")
+                key = (d + "/" if d else "") + base.split(".", 1)[0]
+                ext = base.split(".", 1)[1].lower() if "." in base else ""
+                f = tf.extractfile(m)
+                data = f.read() if f else b""
+                if key not in group:
+                    group[key] = {}
+                    order.append(key)
+                group[key][ext] = (m.name, data)
+        except (tarfile.TarError, OSError, EOFError) as e:
+            group.setdefault("__truncated__", {})["error"] = f"{type(e).__name__}: {e}"
+    unsafe = group.pop("__unsafe__", {}).get("names", [])
+    truncated = group.pop("__truncated__", None)
+    stats = Counter()
+    stats["ingest:unsafe_tar_member"] += len(unsafe)
+    for key in order:
+        members = group[key]
+        caption = None
+        meta = None
+        if "txt" in members:
+            caption = members["txt"][1].decode("utf-8", "replace").strip()
+        if "json" in members:
+            try:
+                obj = json.loads(members["json"][1])
+                meta = json.dumps(obj, ensure_ascii=False, default=str)
+                if isinstance(obj, dict) and not caption:
+                    c = obj.get("caption") or obj.get("text")
+                    caption = c if isinstance(c, str) else None
+            except ValueError:
+                meta = None
+        payload = [e for e in members if e not in ("txt", "json")]
+        if not payload:
+            stats["ingest:orphan_sidecar"] += 1
+            continue
+        img = [e for e in payload if e.split(".")[-1] in TAR_IMAGE_EXTS]
+        for e in (img[:1] + [e for e in payload if e not in img[:1]]):
+            name, data = members[e]
+            src = f"{rel}!{name}"
+            if src in done:
+                continue
+            yield _row(id=sample_id(data), source=src, task="t2i", image=data, caption=caption if e in img[:1] else None, meta=meta)
+    if truncated:
+        stats["ingest:truncated_tar"] += 1
+    if any(stats.values()):
+        yield pa.table({"__ingest_stats__": [json.dumps(dict(stats))]})
+
+
+def _read_parquet(shard: dict, done) -> Iterator[dict | pa.Table]:
+    pf = pq.ParquetFile(shard["path"])
+    t = pf.read_row_group(shard["row_group"])
+    rel = shard["rel"]
+    if shard.get("dataset") or ("id" in t.column_names and "source" in t.column_names and "task" in t.column_names):
+        # One of our datasets: keep every column (stored scores are reused, not recomputed).
+        drop = [c for c in ("reject_reason", "reject_reasons", "reject_details", "dedup_of", "run_id") if c in t.column_names]
+        t = t.drop_columns(drop)
+        if done:
+            import pyarrow.compute as pc
+
+            t = t.filter(pc.invert(pc.is_in(t.column("source"), pa.array(sorted(done), pa.string()))))
+        for i in range(0, t.num_rows, ROWS_PER_BLOCK):
+            yield t.slice(i, ROWS_PER_BLOCK)
+        return
+    icol, ccol = shard["image_col"], shard["caption_col"]
+    if icol not in t.column_names:
+        raise ValueError(f"{rel}: no image column {icol!r} (columns: {t.column_names}); pass --image-col NAME")
+    base_row = sum(pf.metadata.row_group(i).num_rows for i in range(shard["row_group"]))
+    images = t.column(icol).to_pylist()
+    caps = t.column(ccol).to_pylist() if ccol in t.column_names else [None] * t.num_rows
+    other = [c for c in t.column_names if c not in (icol, ccol)]
+    metas = t.select(other).to_pylist() if other else [None] * t.num_rows
+    pdir = Path(shard["path"]).parent
+    for i, (img, cap, meta) in enumerate(zip(images, caps, metas)):
+        src = f"{rel}#{base_row + i}"
+        if src in done:
+            continue
+        uri = None
+        if isinstance(img, dict):  # HF datasets style {"bytes": ..., "path": ...}
+            img = img.get("bytes") or img.get("path")
+        if isinstance(img, str):
+            uri = img
+            p = Path(img) if Path(img).is_absolute() else pdir / img
+            try:
+                img = p.read_bytes()
+            except OSError as e:
+                meta = {**(meta or {}), "read_error": f"{type(e).__name__}: {e}"}
+                img = None
+        yield _row(id=sample_id(img or b""), source=src, task="t2i", image=img, image_uri=uri,
+                   caption=cap if isinstance(cap, str) else None,
+                   meta=json.dumps(meta, ensure_ascii=False, default=str) if meta else None)
+
+
+def _read_edits(shard: dict, done) -> Iterator[dict]:
+    root = Path(shard["root"])
+    for ln in shard["lines"]:
+        if ln["where"] in done:
+            continue
+        srcs = [(root / s).read_bytes() for s in ln["sources"]]
+        tgt = (root / ln["target"]).read_bytes()
+        sids = [sample_id(b) for b in srcs]
+        yield _row(id=pair_id(sids, ln["instruction"], sample_id(tgt)), source=ln["where"], task="ti2i", image=tgt,
+                   image_uri=str(root / ln["target"]), caption=ln.get("caption"), instruction=ln["instruction"],
+                   source_ids=sids, source_images=srcs,
+                   meta=json.dumps(ln.get("meta"), ensure_ascii=False) if ln.get("meta") else None)

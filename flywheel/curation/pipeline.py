@@ -1,0 +1,469 @@
+"""Curation steps. Each step takes and returns paths (so Prefect tasks can wrap them):
+
+  prepare  -> state dir with plan.json (recipe resolved, preflight passed, shards listed)
+  score    -> state/parts/*.parquet (resumable: finished samples are never rescored)
+  barrier  -> state/barrier/<op>.parquet (whole-run decisions: dedup, distribution)
+  finalize -> OUT/accepted, OUT/rejected (datasets), OUT/stats.json; catalog records
+  report   -> OUT/report.html
+
+`curate()` runs them in order; `flywheel.flows.curate.curate_flow` runs them as a Prefect flow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from flywheel import config
+from flywheel.catalog import Catalog
+
+
+class CurateError(Exception):
+    """A user-facing failure that says what to do next."""
+
+
+def _recipe(plan: dict):
+    from flywheel.filters import recipe as recipes
+
+    return recipes.load(plan["recipe"], overrides=plan.get("sets") or {}, skip=set(plan.get("skip") or []))
+
+
+def prepare(recipe: str, input: str, output: str, *, name: str | None = None, workers: int = 2,
+            skip: list[str] | None = None, sets: dict | None = None, image_col: str = "image",
+            caption_col: str = "caption", allow_missing: bool = False) -> dict:
+    """Resolve the recipe, run the preflight, list the input. Writes nothing when it fails."""
+    from flywheel.filters import recipe as recipes
+
+    from flywheel.curation import ingest
+
+    t0 = time.perf_counter()
+    try:
+        r = recipes.load(recipe, overrides=sets or {}, skip=set(skip or []))
+    except (ValueError, FileNotFoundError) as e:
+        raise CurateError(str(e)) from None
+    missing_ops = [s.name for s in r.steps if s.op is None]
+    problems = []
+    if missing_ops:
+        problems.append(
+            f"operators not available in this install: {', '.join(missing_ops)}. "
+            f"Skip them with --skip {','.join(missing_ops)} (their scores will be missing from the datasets)."
+        )
+    try:
+        from flywheel.models.store import preflight  # issue 3: the model store
+    except ImportError:
+        preflight = None
+    if preflight is not None:
+        for m in preflight([s.name for s in r.steps if s.op is not None], {s.name: s.params for s in r.steps}):
+            problems.append(
+                f"model {m.model} (needed by {', '.join(m.operators)}) is not installed: {m.reason}. "
+                f"Install it with `{m.install}`, or skip with --skip {','.join(m.operators)}."
+            )
+    if problems and not allow_missing:
+        raise CurateError("the run cannot start:\n  - " + "\n  - ".join(problems))
+    warnings_ = []
+    try:
+        from flywheel.models.store import revision_warnings
+    except ImportError:
+        revision_warnings = None
+    if revision_warnings is not None:
+        warnings_ = revision_warnings(recipe, [s.name for s in r.steps if s.op is not None], {s.name: s.params for s in r.steps})
+    out = Path(output).expanduser().resolve()
+    for sub in ("accepted", "rejected"):
+        if (out / sub).exists():
+            raise CurateError(f"{out / sub} already exists; datasets are immutable. Choose a new --output directory.")
+    # `name@vN` inputs resolve through the catalog
+    inp = Path(input).expanduser()
+    if not inp.exists() and "@" in input:
+        try:
+            inp = Catalog().resolve_dataset(input)
+        except KeyError as e:
+            raise CurateError(str(e)) from None
+    try:
+        pl = ingest.plan(inp, image_col=image_col, caption_col=caption_col)
+    except FileNotFoundError as e:
+        raise CurateError(str(e)) from None
+    if "ti2i" not in r.tasks and any(s["kind"] == "edits" for s in pl.shards):
+        raise CurateError(f"recipe {r.name} is text-to-image only; edit pairs need a recipe with ti2i (stage2 or later)")
+    key = hashlib.sha256(json.dumps({"input": str(inp.resolve()), "recipe": r.hash, "opts": [image_col, caption_col]},
+                                    sort_keys=True).encode()).hexdigest()[:20]
+    state = config.state_dir() / key
+    (state / "parts").mkdir(parents=True, exist_ok=True)
+    (state / "ingest").mkdir(exist_ok=True)
+    (state / "barrier").mkdir(exist_ok=True)
+    shard_keys = [hashlib.sha256(json.dumps(s, sort_keys=True).encode()).hexdigest()[:16] for s in pl.shards]
+    parents = []
+    if pl.kind == "dataset":
+        m = json.loads((inp / "manifest.json").read_text())
+        parents = [f"{m['name']}@v{m['version']}"]
+    plan = {
+        "run_id": _existing_run_id(state) or f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}",
+        "state": str(state), "key": key, "recipe": recipe, "recipe_name": r.name, "recipe_hash": r.hash,
+        "recipe_resolved": r.to_dict(), "sets": sets or {}, "skip": skip or [], "input": str(inp.resolve()),
+        "input_kind": pl.kind, "output": str(out), "name": name or out.name, "workers": workers,
+        "shards": pl.shards, "shard_keys": shard_keys, "ingest_counts": dict(pl.counts),
+        "ingest_examples": pl.examples, "rows_estimate": pl.rows_estimate, "parents": parents,
+        "notes": r.notes + ([f"not available, run without: {', '.join(missing_ops)}"] if missing_ops else [])
+        + [f"model revision: {w}" for w in warnings_],
+        "prepare_s": time.perf_counter() - t0, "created": time.time(),
+    }
+    (state / "plan.json").write_text(json.dumps(plan))
+    return plan
+
+
+def _existing_run_id(state: Path) -> str | None:
+    p = state / "plan.json"
+    if p.exists():
+        try:
+            return json.loads(p.read_text())["run_id"]
+        except (ValueError, KeyError):
+            return None
+    return None
+
+
+def load_plan(state: str | Path) -> dict:
+    return json.loads((Path(state) / "plan.json").read_text())
+
+
+def _parts(state: Path) -> list[str]:
+    return sorted(str(p) for p in (state / "parts").glob("part-*.parquet"))
+
+
+def score(state: str, on_progress: Callable[[int, dict], None] | None = None) -> dict:
+    """Score every row not scored yet; rows already in state/parts are skipped (resume)."""
+    from flywheel.curation import engine
+
+    started_at = time.time()
+    plan = load_plan(state)
+    st = Path(state)
+    r = _recipe(plan)
+    parts = _parts(st)
+    done_by_shard: dict[str, frozenset] = {}
+    resumed = 0
+    if parts:
+        t = pads.dataset(parts, format="parquet").to_table(columns=["source"])
+        done = set(t.column("source").to_pylist())
+        resumed = len(done)
+        done_all = frozenset(done)  # one object shared by every dataset shard (pickled once)
+        for s, k in zip(plan["shards"], plan["shard_keys"]):
+            done_by_shard[k] = done_all if s["kind"] == "parquet" and s.get("dataset") else frozenset(_shard_done(s, done))
+    todo = [(s, k) for s, k in zip(plan["shards"], plan["shard_keys"]) if not _shard_complete(s, done_by_shard.get(k))]
+    t_ray = engine.ensure_ray(plan["workers"])
+    t0 = time.perf_counter()
+    blocks: list[tuple[float, int]] = []  # (time, rows) of each finished block: steady state apart from start-up
+
+    def progress(n: int, timing: dict) -> None:
+        blocks.append((time.perf_counter(), n))
+        if on_progress:
+            on_progress(n, timing)
+
+    res = engine.score_shards([s for s, _ in todo], [k for _, k in todo], r, str(st / "parts"), str(st / "ingest"),
+                              plan["workers"], {k: done_by_shard[k] for _, k in todo if k in done_by_shard}, progress,
+                              side_root=plan["output"])
+    steady = None
+    if len(blocks) >= 4:
+        # skip the first quarter of blocks (worker start-up, model loading, first tasks in flight)
+        k = len(blocks) // 4
+        span = blocks[-1][0] - blocks[k][0]
+        steady = sum(n for _, n in blocks[k + 1:]) / span if span > 0 else None
+    info = {"started_at": started_at, "ray_startup_s": t_ray["startup_s"], "steady_images_per_s": steady,
+            "first_block_s": (blocks[0][0] - t0) if blocks else None, "score_s": time.perf_counter() - t0, "rows_scored": res["rows"],
+            "rows_resumed": resumed, "timing": res["timing"]}
+    prev = json.loads((st / "score.json").read_text()) if (st / "score.json").exists() else {}
+    info["attempts"] = prev.get("attempts", 0) + 1
+    (st / "score.json").write_text(json.dumps(info))
+    return info
+
+
+def _shard_done(shard: dict, done: set[str]) -> set[str]:
+    if shard["kind"] == "files":
+        return {f[0] for f in shard["files"] if f[0] in done}
+    if shard["kind"] == "edits":
+        return {ln["where"] for ln in shard["lines"] if ln["where"] in done}
+    if shard["kind"] == "tar":
+        pre = shard["rel"] + "!"
+        return {s for s in done if s.startswith(pre)}
+    if shard["kind"] == "parquet":
+        pre = shard["rel"] + "#"
+        return {s for s in done if s.startswith(pre)}
+    return set()
+
+
+def _shard_complete(shard: dict, done: frozenset | None) -> bool:
+    if not done:
+        return False
+    if shard["kind"] == "files":
+        return all(f[0] in done for f in shard["files"])
+    if shard["kind"] == "edits":
+        return all(ln["where"] in done for ln in shard["lines"])
+    return False  # tars and parquet row groups are re-read, skipping done rows
+
+
+def barrier(state: str) -> dict:
+    """Whole-run decisions for barrier operators (dedup, distribution)."""
+    plan = load_plan(state)
+    st = Path(state)
+    r = _recipe(plan)
+    out = {}
+    parts = _parts(st)
+    for s in r.steps:
+        if not getattr(s.op, "barrier", False):
+            continue
+        op = s.instance()
+        t0 = time.perf_counter()
+        need = ["id", "source", "width", "height", *[c for c in op.writes]]
+        schema_names = pq.read_schema(parts[0]).names if parts else []
+        cols = [c for c in need if c in schema_names] + [c for c in op.reads if c in schema_names and c not in need]
+        table = pads.dataset(parts, format="parquet").to_table(columns=cols) if parts else pa.table({})
+        prior = _prior_for(op, plan) if hasattr(op, "decide") else None
+        decided = op.decide(table, prior)
+        dec = pa.table({"source": table.column("source"), **{c: pa.array(v, type=op.column_type(c)) for c, v in decided.items()}})
+        pq.write_table(dec, st / "barrier" / f"{s.name}.parquet")
+        out[s.name] = {"seconds": time.perf_counter() - t0, "rows": table.num_rows, "prior_rows": 0 if prior is None else prior.num_rows}
+    (st / "barrier.json").write_text(json.dumps(out))
+    return out
+
+
+def _prior_for(op, plan: dict) -> pa.Table | None:
+    """Rows of accepted datasets already in the catalog that carry this operator's scores,
+    excluding the input's own lineage and earlier runs of this same job (same state key)."""
+    if op.name != "dedup" or not getattr(op.params, "against_catalog", False):
+        return None
+    cat = Catalog()
+    lineage = set(plan.get("parents") or [])
+    frontier = list(lineage)
+    rows = {f"{r['name']}@v{r['version']}": r for r in cat.datasets()}
+    while frontier:
+        ref = frontier.pop()
+        r = rows.get(ref)
+        if r is None:
+            continue
+        for p in json.loads(r["parents_json"] or "[]"):
+            if p not in lineage:
+                lineage.add(p)
+                frontier.append(p)
+    same_job = {r["run_id"] for r in cat.execute("SELECT run_id FROM runs WHERE state_key=?", (plan["key"],))}
+    tables = []
+    for ref, r in rows.items():
+        if r["kind"] != "accepted" or ref in lineage or r["run_id"] in same_job or not r["path"]:
+            continue
+        files = sorted(Path(r["path"]).glob("data/*.parquet"))
+        if not files:
+            continue
+        names = pq.read_schema(files[0]).names
+        if not {"dedup__phash", "dedup__thumb"} <= set(names):
+            continue
+        tables.append(pads.dataset([str(f) for f in files]).to_table(
+            columns=["id", "source", "width", "height", "dedup__phash", "dedup__thumb"]))
+    return pa.concat_tables(tables) if tables else None
+
+
+def finalize(state: str) -> dict:
+    """Decide every row and write OUT/accepted and OUT/rejected (each row in exactly one)."""
+    from flywheel.datasets import DECISION_FIELDS, DatasetWriter
+
+    from flywheel.curation.report import Histograms
+    from flywheel.curation.scoring import decide_table
+
+    plan = load_plan(state)
+    st = Path(state)
+    r = _recipe(plan)
+    out = Path(plan["output"])
+    out.mkdir(parents=True, exist_ok=True)
+    parts = _parts(st)
+    steps = [(s.name, s.params) for s in r.steps]
+    barrier_tables = {}
+    for s in r.steps:
+        f = st / "barrier" / f"{s.name}.parquet"
+        if f.exists():
+            barrier_tables[s.name] = pq.read_table(f)
+    # index barrier decisions by source
+    bindex = {}
+    for name, bt in barrier_tables.items():
+        srcs = bt.column("source").to_pylist()
+        bindex[name] = (dict(zip(srcs, range(len(srcs)))), bt)
+    cat = Catalog()
+    cat.start_run(plan["run_id"], "curate", recipe=plan["recipe_name"], recipe_hash=plan["recipe_hash"],
+                  input=plan["input"], output=plan["output"], params={"sets": plan["sets"], "skip": plan["skip"],
+                  "workers": plan["workers"]}, code_version=config.code_version(), state_key=plan["key"])
+    schema = _union_schema(parts, barrier_tables, DECISION_FIELDS)
+    counts: Counter = Counter()
+    all_reasons: Counter = Counter()
+    hist = Histograms(r)
+    thumbs: dict[str, list[tuple[str, bytes]]] = {}
+    seen_sources: set[str] = set()
+    dup_sources = 0
+    common = dict(catalog=cat, parents=plan["parents"], recipe=plan["recipe_name"], recipe_hash=plan["recipe_hash"],
+                  run_id=plan["run_id"], schema=schema)
+    acc = DatasetWriter(out / "accepted", plan["name"], "accepted", **common)
+    rej = DatasetWriter(out / "rejected", plan["name"] + ".rejected", "rejected", **common)
+    try:
+        for part in parts:
+            t = pq.read_table(part)
+            srcs = t.column("source").to_pylist()
+            keep_rows = []
+            for i, s in enumerate(srcs):
+                if s in seen_sources:
+                    dup_sources += 1  # a resumed run re-read a row already persisted; keep the first copy
+                    continue
+                seen_sources.add(s)
+                keep_rows.append(i)
+            if len(keep_rows) != t.num_rows:
+                t = t.take(pa.array(keep_rows, pa.int64()))
+                srcs = [srcs[i] for i in keep_rows]
+            for name, (idx, bt) in bindex.items():
+                pos = pa.array([idx.get(s, -1) for s in srcs], pa.int64())
+                sub = bt.take(pa.compute.if_else(pa.compute.equal(pos, -1), pa.scalar(None, pa.int64()), pos))
+                for c in sub.column_names:
+                    if c == "source":
+                        continue
+                    t = t.append_column(c, sub.column(c)) if c not in t.column_names else t.set_column(t.column_names.index(c), c, sub.column(c))
+            t = decide_table(t, steps)
+            if "dedup__of_id" in t.column_names:
+                of_id, of_src = t.column("dedup__of_id").to_pylist(), t.column("dedup__of_source").to_pylist()
+                t = t.append_column("dedup_of", pa.array([{"id": a, "source": b} if a else None for a, b in zip(of_id, of_src)],
+                                                         DECISION_FIELDS[3].type))
+            t = t.append_column("run_id", pa.array([plan["run_id"]] * t.num_rows, pa.string()))
+            reasons = t.column("reject_reason").to_pylist()
+            hist.add(t)
+            mask = pa.array([x is None for x in reasons])
+            acc.write(t.filter(mask))
+            rej.write(t.filter(pa.compute.invert(mask)))
+            for x, lst in zip(reasons, t.column("reject_reasons").to_pylist()):
+                counts[x or "accepted"] += 1
+                for y in lst or []:
+                    all_reasons[y] += 1
+            _collect_thumbs(t, thumbs)
+        acc_m = acc.close(counts={"accepted": counts.get("accepted", 0)})
+        rej_m = rej.close(counts={k: v for k, v in counts.items() if k != "accepted"})
+    except BaseException:
+        acc.abort()
+        rej.abort()
+        cat.finish_run(plan["run_id"], "failed")
+        raise
+    ingest_counts = Counter(plan["ingest_counts"])
+    for f in (st / "ingest").glob("*.json"):
+        ingest_counts.update(json.loads(f.read_text()))
+    score_info = json.loads((st / "score.json").read_text()) if (st / "score.json").exists() else {}
+    barrier_info = json.loads((st / "barrier.json").read_text()) if (st / "barrier.json").exists() else {}
+    rows = sum(counts.values())
+    stats = {
+        "run_id": plan["run_id"], "recipe": plan["recipe_name"], "recipe_hash": plan["recipe_hash"],
+        "input": plan["input"], "output": str(out), "rows": rows,
+        "accepted": counts.get("accepted", 0), "rejected": rows - counts.get("accepted", 0),
+        "reject_reason": {k: v for k, v in sorted(counts.items()) if k != "accepted"},
+        "reject_reasons_all": dict(sorted(all_reasons.items())),
+        "ingest": {k: v for k, v in sorted(ingest_counts.items()) if v},
+        "ingest_examples": plan.get("ingest_examples", {}),
+        "datasets": {"accepted": acc_m.ref, "rejected": rej_m.ref},
+        "operators": [s.name for s in r.steps], "notes": plan.get("notes", []),
+        "histograms": hist.to_dict(),
+        "timing": {
+            "prepare_s": plan.get("prepare_s"), "ray_startup_s": score_info.get("ray_startup_s"),
+            "score_started_at": score_info.get("started_at"),
+            "score_s": score_info.get("score_s"), "barrier_s": sum(v["seconds"] for v in barrier_info.values()),
+            "operator_cpu_s": score_info.get("timing", {}), "rows_scored_this_attempt": score_info.get("rows_scored"),
+            "rows_resumed": score_info.get("rows_resumed"), "attempts": score_info.get("attempts"),
+            "images_per_s": (score_info.get("rows_scored") or 0) / score_info["score_s"] if score_info.get("score_s") else None,
+            "steady_images_per_s": score_info.get("steady_images_per_s"),
+            "first_block_s": score_info.get("first_block_s"),
+        },
+        "duplicate_rows_dropped_on_resume": dup_sources,
+        "thumbs": {k: [(s, b.hex()) for s, b in v] for k, v in thumbs.items()},
+    }
+    cat.record_op_stats(plan["run_id"], {**stats["reject_reason"], "accepted": stats["accepted"]})
+    thumbs_hex = stats.pop("thumbs")
+    (out / "stats.json").write_text(json.dumps(stats, indent=2))
+    (st / "thumbs.json").write_text(json.dumps(thumbs_hex))
+    cat.finish_run(plan["run_id"], "succeeded", {k: stats[k] for k in ("rows", "accepted", "rejected")})
+    return stats
+
+
+def _union_schema(parts: list[str], barrier_tables: dict, decision_fields) -> pa.Schema:
+    fields: dict[str, pa.Field] = {}
+    for p in parts:
+        for f in pq.read_schema(p):
+            if f.name not in fields or pa.types.is_null(fields[f.name].type):
+                fields[f.name] = f
+    for bt in barrier_tables.values():
+        for f in bt.schema:
+            if f.name != "source":
+                fields[f.name] = f
+    for f in decision_fields:
+        fields[f.name] = f
+    if "dedup__of_id" not in fields:
+        fields.pop("dedup_of", None)
+    return pa.schema(list(fields.values()))
+
+
+def _collect_thumbs(t: pa.Table, thumbs: dict, per_reason: int = 6) -> None:
+    """Small JPEG thumbnails of a few rejects per reason for the report (decoded from the stored
+    16x16 dedup thumbnail would be too small; so from the image bytes, only for these few rows)."""
+    reasons = t.column("reject_reason").to_pylist()
+    want = [i for i, r in enumerate(reasons) if r and len(thumbs.setdefault(r, [])) < per_reason]
+    errs = t.column("broken_file__error").to_pylist() if "broken_file__error" in t.column_names else [None] * t.num_rows
+    if not want:
+        return
+    import io
+
+    from PIL import Image
+
+    srcs = t.column("source").to_pylist()
+    imgs = t.column("image").to_pylist() if "image" in t.column_names else [None] * t.num_rows
+    for i in want:
+        r = reasons[i]
+        if len(thumbs[r]) >= per_reason:
+            continue
+        b = b""
+        try:
+            if imgs[i] and not errs[i]:  # never open a broken file (or a bomb) again for a preview
+                im = Image.open(io.BytesIO(imgs[i]))
+                im.draft("RGB", (160, 160))
+                im = im.convert("RGB")
+                im.thumbnail((120, 120))
+                buf = io.BytesIO()
+                im.save(buf, "JPEG", quality=70)
+                b = buf.getvalue()
+        except Exception:  # noqa: BLE001 - broken files have no thumbnail; the report says so
+            b = b""
+        thumbs[r].append((srcs[i], b))
+
+
+def report(state: str) -> str:
+    from flywheel.curation.report import write_report
+
+    plan = load_plan(state)
+    out = Path(plan["output"])
+    stats = json.loads((out / "stats.json").read_text())
+    thumbs = json.loads((Path(state) / "thumbs.json").read_text()) if (Path(state) / "thumbs.json").exists() else {}
+    path = write_report(stats, thumbs, out / "report.html")
+    return str(path)
+
+
+def cleanup(state: str) -> None:
+    shutil.rmtree(state, ignore_errors=True)
+
+
+def curate(recipe: str, input: str, output: str, *, name: str | None = None, workers: int = 2,
+           skip: list[str] | None = None, sets: dict | None = None, image_col: str = "image",
+           caption_col: str = "caption", progress: bool = False, keep_state: bool = False) -> dict:
+    """The whole curation without Prefect (library use, calibration, benchmarks)."""
+    plan = prepare(recipe, input, output, name=name, workers=workers, skip=skip, sets=sets,
+                   image_col=image_col, caption_col=caption_col)
+    score(plan["state"])
+    barrier(plan["state"])
+    stats = finalize(plan["state"])
+    report(plan["state"])
+    if not keep_state:
+        cleanup(plan["state"])
+    return stats
+

@@ -1,0 +1,118 @@
+"""Writing a dataset: parts streamed into a temporary directory, the manifest last, one rename."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from flywheel.datasets.manifest import Manifest
+from flywheel.datasets.schema import conform
+
+class DatasetWriter:
+    """Streams Arrow batches into `dest` atomically.
+
+    with DatasetWriter(dest, name="pool", kind="accepted", catalog=cat) as w:
+        w.write(table)
+    -> dest/manifest.json, dest/data/part-00000.parquet ..., registered as pool@vN.
+    """
+
+    def __init__(
+        self,
+        dest: str | Path,
+        name: str,
+        kind: str,
+        catalog=None,
+        parents: list[str] | None = None,
+        recipe: str | None = None,
+        recipe_hash: str | None = None,
+        run_id: str | None = None,
+        rows_per_part: int = 2048,
+        extra: dict | None = None,
+        schema: pa.Schema | None = None,
+    ):
+        from flywheel import config
+
+        self.dest = Path(dest).resolve()
+        if self.dest.exists() and any(self.dest.iterdir()):
+            raise FileExistsError(f"{self.dest} already exists and is not empty; datasets are immutable, pick a new directory")
+        self.catalog = catalog
+        self.name = name
+        self.version = catalog.reserve_dataset(name, kind, run_id) if catalog is not None else 1
+        self.manifest = Manifest(
+            name=name, version=self.version, kind=kind, parents=parents or [], recipe=recipe,
+            recipe_hash=recipe_hash, code_version=config.code_version(), run_id=run_id, extra=extra or {},
+        )
+        self.tmp = self.dest.parent / f".{self.dest.name}.tmp-{uuid.uuid4().hex[:8]}"
+        (self.tmp / "data").mkdir(parents=True)
+        self.rows_per_part = rows_per_part
+        self.schema = schema
+        self._buf: list[pa.Table] = []
+        self._buf_rows = 0
+        self._part = 0
+        self._done = False
+
+    def __enter__(self) -> "DatasetWriter":
+        return self
+
+    def __exit__(self, et, ev, tb) -> None:
+        if et is None:
+            self.close()
+        else:
+            self.abort()
+
+    def write(self, table: pa.Table | pa.RecordBatch) -> None:
+        if isinstance(table, pa.RecordBatch):
+            table = pa.Table.from_batches([table])
+        if table.num_rows == 0:
+            if self.schema is None:
+                self.schema = table.schema
+            return
+        if self.schema is None:
+            self.schema = table.schema
+        else:
+            table = conform(table, self.schema)
+        self._buf.append(table)
+        self._buf_rows += table.num_rows
+        if self._buf_rows >= self.rows_per_part:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._buf:
+            return
+        t = pa.concat_tables(self._buf)
+        self._buf, self._buf_rows = [], 0
+        pq.write_table(t, self.tmp / "data" / f"part-{self._part:05d}.parquet", compression="zstd")
+        self._part += 1
+        self.manifest.rows += t.num_rows
+
+    def close(self, counts: dict[str, int] | None = None) -> Manifest:
+        if self._done:
+            return self.manifest
+        self._flush()
+        if self._part == 0 and self.schema is not None:  # an empty dataset still has its schema
+            pq.write_table(self.schema.empty_table(), self.tmp / "data" / "part-00000.parquet", compression="zstd")
+        if counts:
+            self.manifest.counts = counts
+        if self.schema is not None:
+            self.manifest.schema_ = [{"name": f.name, "type": str(f.type)} for f in self.schema]
+        (self.tmp / "manifest.json").write_text(self.manifest.model_dump_json(indent=2, by_alias=True))
+        if self.dest.exists():
+            self.dest.rmdir()  # empty (checked in __init__)
+        self.dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.tmp, self.dest)
+        if self.catalog is not None:
+            self.catalog.commit_dataset(self.name, self.version, str(self.dest), json.loads(self.manifest.model_dump_json(by_alias=True)))
+        self._done = True
+        return self.manifest
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        if self.catalog is not None and not self._done:
+            self.catalog.abort_dataset(self.name, self.version)
+        self._done = True

@@ -1,0 +1,63 @@
+"""Prefect flows. Tasks pass paths and ids, never data frames or Ray object refs.
+
+Without `PREFECT_API_URL`, Prefect runs the flow against a temporary local server it starts
+itself (no server to run); with it, the same flow reports to that server (deployments in
+`deploy/`). Retries go on the I/O-bound steps only.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from prefect import flow, task
+
+from flywheel.curation import pipeline
+
+
+@task(name="prepare", retries=0)
+def prepare_task(recipe: str, input: str, output: str, options: dict) -> str:
+    return pipeline.prepare(recipe, input, output, **options)["state"]
+
+
+@task(name="score", retries=0)
+def score_task(state: str) -> str:
+    pipeline.score(state, on_progress=_PROGRESS.get("cb"))
+    return state
+
+
+@task(name="barrier")
+def barrier_task(state: str) -> str:
+    pipeline.barrier(state)
+    return state
+
+
+@task(name="finalize", retries=1, retry_delay_seconds=2)
+def finalize_task(state: str) -> str:
+    stats = pipeline.finalize(state)
+    return stats["output"]
+
+
+@task(name="report", retries=1, retry_delay_seconds=2)
+def report_task(state: str) -> str:
+    return pipeline.report(state)
+
+
+_PROGRESS: dict[str, Callable] = {}
+
+
+@flow(name="curate", log_prints=False, persist_result=False)
+def curate_flow(recipe: str | None = None, input: str | None = None, output: str | None = None,
+                options: dict | None = None, state: str | None = None, keep_state: bool = False) -> str:
+    """prepare -> score (Ray) -> barrier (dedup, distribution) -> finalize -> report.
+
+    The CLI runs `pipeline.prepare` itself first (the preflight fails in seconds, before Prefect
+    starts) and passes the prepared `state`; a deployment passes recipe/input/output instead."""
+    if state is None:
+        state = prepare_task(recipe, input, output, options or {})
+    state = score_task(state)
+    state = barrier_task(state)
+    out = finalize_task(state)
+    report_task(state)
+    if not keep_state:
+        pipeline.cleanup(state)
+    return out

@@ -1,0 +1,99 @@
+"""The loop's Prefect flows (report section 2.4, stage 3: "the system automatically initiates the
+next training round"). Tasks pass paths, ids and small JSON, never data frames; the steps are the
+plain functions of `flywheel.loop.retrain`.
+
+- `ingest_signals_flow(path)`: a JSONL file of signals into the catalog (idempotent by id).
+- `retrain_flow(dataset, ...)`: train from the last checkpoint on an emitted dataset version,
+  evaluate before and after on the same held-out prompts, record the table in `loop_evals`.
+- `retrain_on_emission_flow()`: what the schedule runs (`deploy/deployments.py`).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+from prefect import flow, task
+
+from flywheel.loop.retrain import before_after, default_train_config, eval_step, last_checkpoint, load_checker, train_step
+
+
+# -----------------------------------------------------------------------------------------
+@task(name="ingest-signals", retries=2, retry_delay_seconds=2)
+def ingest_task(path: str) -> dict:
+    from flywheel.loop import signals as sg
+    from flywheel.catalog import Catalog
+
+    res = sg.add(Catalog(), sg.read_jsonl(path), source=f"flow:{Path(path).name}")
+    return {"inserted": len(res["inserted"]), "duplicate": len(res["duplicate"])}
+
+
+@flow(name="ingest-signals", persist_result=False)
+def ingest_signals_flow(path: str) -> dict:
+    return ingest_task(path)
+
+
+@task(name="train")
+def train_task(dataset: str, train_cfg: dict, run_id: str) -> dict:
+    from flywheel.catalog import Catalog
+
+    return train_step(Catalog(), dataset, train_cfg, run_id)
+
+
+
+@task(name="evaluate")
+def eval_task(ckpt: str, prompts_file: str, seeds: list[int], eval_cfg: dict, run_id: str, phase: str, dataset: str | None,
+              checker_images: int = 6000) -> int:
+    from flywheel.catalog import Catalog
+    from flywheel.training import synthetic as syn
+
+    prompts = [(p["prompt"], syn.spec_from_dict(p["spec"])) for p in json.loads(Path(prompts_file).read_text())]
+    return len(eval_step(Catalog(), ckpt, prompts, seeds, eval_cfg, run_id, phase, dataset, load_checker(checker_images)))
+
+
+@flow(name="retrain", persist_result=False)
+def retrain_flow(dataset: str, init: str | None = None, out: str | None = None, minutes: float = 10.0, size: int = 64,
+                 n_per_concept: int = 100, seeds: int = 3, sample_steps: int = 20, guidance: float = 4.0,
+                 train_overrides: dict | None = None, checker_images: int = 6000) -> dict:
+    """Train from `init` (default: the last checkpoint in the catalog) on `dataset`, then evaluate
+    before and after on held-out prompts of every concept; the table lands in `loop_evals`."""
+    from flywheel import config
+    from flywheel.catalog import Catalog
+    from flywheel.catalog import open_dataset
+    from flywheel.loop.measure import concept_prompts
+    from flywheel.training import synthetic as syn
+
+    cat = Catalog()
+    ds = open_dataset(dataset, catalog=cat)
+    init = init or last_checkpoint(cat)
+    run_id = "retrain-" + uuid.uuid4().hex[:10]
+    work = Path(out) if out else config.home() / "retrain" / run_id
+    work.mkdir(parents=True, exist_ok=True)
+    cfg = default_train_config(str(ds.path), str(work / "ckpt"), init, minutes, size)
+    cfg.update(train_overrides or {})
+    prompts = concept_prompts([(c, s) for s in syn.SHAPES for c in syn.COLORS], n_per_concept, seed=202)
+    pf = work / "prompts.json"
+    pf.write_text(json.dumps([{"prompt": p, "spec": s.to_dict()} for p, s in prompts]))
+    eval_cfg = {"size": size, "steps": sample_steps, "guidance": guidance}
+    seed_list = list(range(seeds))
+    if init:
+        eval_task(init, str(pf), seed_list, eval_cfg, run_id, "before", None, checker_images)
+    t = train_task(ds.ref, cfg, f"{run_id}-train")
+    eval_task(t["ckpt"], str(pf), seed_list, eval_cfg, run_id, "after", ds.ref, checker_images)
+    return {"run_id": run_id, "ckpt": t["ckpt"], "dataset": ds.ref, "init": init, "table": before_after(cat, run_id)}
+
+
+@flow(name="retrain-on-emission", persist_result=False)
+def retrain_on_emission_flow(minutes: float = 10.0, n_per_concept: int = 100, seeds: int = 3) -> dict | None:
+    """The scheduled trigger: retrain on the newest emitted dataset that no retraining has used."""
+    from flywheel.catalog import Catalog
+
+    cat = Catalog()
+    done = {r["input"] for r in cat.execute("SELECT input FROM runs WHERE kind='retrain'")}
+    rows = cat.execute("SELECT name, version FROM datasets WHERE kind='emitted' AND status='ready' ORDER BY created_at DESC")
+    for r in rows:
+        ref = f"{r['name']}@v{r['version']}"
+        if ref not in done:
+            return retrain_flow(ref, minutes=minutes, n_per_concept=n_per_concept, seeds=seeds)
+    return None

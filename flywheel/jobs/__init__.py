@@ -1,0 +1,1 @@
+"""Dataset jobs other than curation (captioning), with the same plan / parts / finalize lifecycle."""

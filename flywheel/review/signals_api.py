@@ -1,0 +1,114 @@
+"""`flywheel api serve`: the signal API, with the review queue API mounted beside it.
+
+- `POST /api/signals` takes one signal or `{"signals": [...]}` (pydantic-validated, the same
+  models as `flywheel signal add`); the client's `id` makes it idempotent: a repeated id is
+  answered `duplicate` and stored once.
+- `GET /api/signals/{id}` reads one back; `GET /api/routes/{signal_id}` its routing decisions and
+  evidence; `GET /api/health` needs no token.
+- `/api/review/...` is the review queue's API (`flywheel.review.api`), so a scripted reviewer uses
+  the same HTTP calls as the dashboard.
+
+Every call but health needs `Authorization: Bearer <token>`; tokens come from
+`flywheel tokens create --name NAME` and only their hash is stored (`flywheel.review.auth`).
+Errors say what went wrong and what to do next.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+MAX_BATCH = 10_000
+
+
+def create_app(cat=None) -> FastAPI:
+    from flywheel.catalog import Catalog
+    from flywheel.review import auth
+
+    app = FastAPI(title="flywheel signal API", version="1", docs_url="/api/docs", openapi_url="/api/openapi.json")
+    app.state.review_catalog = cat or Catalog()
+
+    def catalog() -> Any:
+        return app.state.review_catalog
+
+    def token_name(request: Request) -> str:
+        header = request.headers.get("authorization", "")
+        if not header:
+            raise HTTPException(401, "missing token: send `Authorization: Bearer <token>`; create one with "
+                                     "`flywheel tokens create --name NAME`", headers={"WWW-Authenticate": "Bearer"})
+        if not header.lower().startswith("bearer "):
+            raise HTTPException(401, "the Authorization header must be `Bearer <token>`", headers={"WWW-Authenticate": "Bearer"})
+        name = auth.verify_token(catalog(), header[7:].strip())
+        if name is None:
+            raise HTTPException(401, "invalid or revoked token; create a new one with `flywheel tokens create --name NAME`",
+                                headers={"WWW-Authenticate": "Bearer"})
+        return name
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        errs = [f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in exc.errors()]
+        return JSONResponse({"detail": "malformed request: " + "; ".join(errs[:20]), "errors": errs[:100]}, status_code=422)
+
+    @app.get("/api/health")
+    def health():
+        return {"ok": True}
+
+    @app.post("/api/signals")
+    async def post_signals(request: Request, who: str = Depends(token_name)):
+        from flywheel.loop import signals as sg
+
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise HTTPException(422, "malformed request: the body is not JSON; send one signal object or {\"signals\": [...]}") from None
+        raw = body.get("signals") if isinstance(body, dict) and "signals" in body and "kind" not in body else [body]
+        if not isinstance(raw, list) or not raw:
+            raise HTTPException(422, "malformed request: send one signal object or {\"signals\": [...]} with at least one")
+        if len(raw) > MAX_BATCH:
+            raise HTTPException(413, f"{len(raw)} signals in one request; send at most {MAX_BATCH} per request")
+        parsed, errors = [], []
+        for i, obj in enumerate(raw):
+            if not isinstance(obj, dict):
+                errors.append(f"signals[{i}]: not an object")
+                continue
+            try:
+                parsed.append(sg.parse(obj))
+            except ValidationError as e:
+                errors.append(f"signals[{i}]: {sg.describe(e)}")
+        if errors:
+            return JSONResponse({"detail": "malformed signal(s): " + "; ".join(errors[:20]) +
+                                 ". Kinds: eval (prompt, results), bad_case (origin, ...), feedback (prompt, rating 1-5)",
+                                 "errors": errors[:100]}, status_code=422)
+        res = sg.add(catalog(), parsed, source=f"api:{who}")
+        status = 201 if res["inserted"] else 200
+        return JSONResponse({"inserted": res["inserted"], "duplicate": res["duplicate"]}, status_code=status)
+
+    @app.get("/api/signals/{signal_id}")
+    def get_signal(signal_id: str, who: str = Depends(token_name)):
+        from flywheel.loop import signals as sg
+
+        s = sg.get(catalog(), signal_id)
+        if s is None:
+            raise HTTPException(404, f"no signal {signal_id!r}; send it with POST /api/signals")
+        return s
+
+    @app.get("/api/routes/{signal_id}")
+    def get_routes(signal_id: str, who: str = Depends(token_name)):
+        rows = catalog().execute("SELECT * FROM routes WHERE signal_id=? ORDER BY route_id", (signal_id,))
+        if not rows:
+            raise HTTPException(404, f"signal {signal_id!r} has not been routed; run `flywheel route`")
+        return {"routes": [{**{k: r[k] for k in r.keys() if k != "evidence_json"}, "evidence": json.loads(r["evidence_json"] or "{}")}
+                           for r in rows]}
+
+    try:
+        from flywheel.review.api import review_api_router
+    except ImportError:  # the review package is optional in a trimmed install
+        review_api_router = None
+    if review_api_router is not None:
+        app.include_router(review_api_router())
+    return app
