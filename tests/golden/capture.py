@@ -1,6 +1,6 @@
 """Golden outputs of the main commands, to compare a refactor against.
 
-    python tests/golden/capture.py OUT_DIR          # run the commands, write OUT_DIR/*.json
+    python tests/golden/capture.py OUT_DIR [--only curate|captions|train]   # run the commands, write OUT_DIR/*.json
     python tests/golden/capture.py --compare A B    # what differs between two captures
 
 Captured: stage-1 and stage-4 rows and reasons on the demo input (tiny random CLIP and aesthetic
@@ -44,7 +44,8 @@ def rows(dataset_dir: Path, extra: tuple[str, ...] = ()) -> list[dict]:
     return sorted(out, key=lambda d: (d["source"], d["id"]))
 
 
-def capture(out: Path) -> None:
+def capture(out: Path, only: str = "all") -> None:
+    """`only`: all | curate | captions | train | loop."""
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="golden-"))
     env = dict(os.environ, FLYWHEEL_HOME=str(work / "home"), DO_NOT_TRACK="1", OMP_NUM_THREADS="1")
@@ -71,6 +72,8 @@ def capture(out: Path) -> None:
                "counts": json.loads((d / "stats.json").read_text()).get("counts")}
         (out / f"{stage}.json").write_text(json.dumps(res, indent=1, sort_keys=True, default=str))
 
+    if only == "curate":
+        return
     cap = work / "cap"
     sh(FLYWHEEL, "caption", "--input", str(s1 / "accepted"), "--output", str(cap), "--backend", "offline",
        "--workers", "0", env=env, cwd=work)
@@ -78,6 +81,8 @@ def capture(out: Path) -> None:
             for r in rows(cap, extra=("captions", "caption_errors")) if "/pages/" in r["source"]]
     (out / "captions.json").write_text(json.dumps(caps, indent=1, sort_keys=True, ensure_ascii=False))
 
+    if only == "captions":
+        return
     ck = work / "ckpt"
     sh(FLYWHEEL, "train", "--stage", "pretrain", "--preset", "tiny", "--dataset", str(s1 / "accepted"), "--steps", "2",
        "--out", str(ck), "--batch-size", "2", "--device", "cpu", "--resolution", "64", env=env, cwd=work)
@@ -85,6 +90,8 @@ def capture(out: Path) -> None:
     (out / "train.json").write_text(json.dumps([{k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()
                                                 if k in ("step", "loss", "lr")} for m in losses], indent=1))
 
+    if only == "train":
+        return
     loop = work / "loop"
     sh(FLYWHEEL, "loop", "--demo", "--small", "--out", str(loop), env=env, cwd=work)
     import sqlite3
@@ -134,4 +141,4 @@ def _diff(x, y, path: str, limit: list = [40]) -> None:
 if __name__ == "__main__":
     if sys.argv[1] == "--compare":
         sys.exit(1 if compare(Path(sys.argv[2]), Path(sys.argv[3])) else 0)
-    capture(Path(sys.argv[1]))
+    capture(Path(sys.argv[1]), sys.argv[3] if len(sys.argv) > 3 and sys.argv[2] == "--only" else "all")
