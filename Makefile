@@ -4,13 +4,19 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test test-all setup system bench
+.PHONY: demo test test-all lint setup system bench
 
 demo: setup
 	$(BIN)/flywheel demo
 
-test: setup
+test: setup lint
 	$(BIN)/python -m pytest -q
+
+# ruff (default rules + import order) and the import-linter contract of pyproject.toml (layers;
+# only the engine adapter imports Ray; only the flows import Prefect).
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/python tests/lint_imports.py
 
 test-all: setup
 	$(BIN)/python -m pytest -q -m ""
