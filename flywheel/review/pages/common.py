@@ -18,7 +18,7 @@ from flywheel.review import auth
 from flywheel.review import queue as q
 from flywheel.review.api import SESSION_COOKIE, get_catalog
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES = Path(__file__).parent.parent / "templates"
 NOTES = {  # flash messages by code, so a link cannot put arbitrary text on the page
     "decided": "Decision saved.", "already": "Someone else decided that item first.", "bulk": "Bulk decision applied.",
     "user_added": "User added.", "user_updated": "User updated.", "batch_closed": "QA batch closed.",
