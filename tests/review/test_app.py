@@ -14,7 +14,8 @@ from fastapi.testclient import TestClient
 
 from flywheel.review import auth
 from flywheel.review import queue as q
-from flywheel.review.app import _csv_cell, create_app
+from flywheel.review.app import create_app
+from flywheel.review.pages.audit import _csv_cell
 
 from .conftest import PASSWORDS, csrf_of, login
 
@@ -335,3 +336,34 @@ def test_thumbnail_from_a_payload_file_only_for_image_files(review_env, tmp_path
     assert Image.open(io.BytesIO(r.content)).size == (256, 128)
     r = ann.get(f"/thumb/{bad}?w=256")
     assert r.headers["content-type"] == "image/svg+xml" and b"not for reviewers" not in r.content
+
+
+# Every page route of the dashboard as one `create_app` defined them before the pages were split
+# into routers, in matching order: the split must keep each URL, its methods and its precedence.
+PAGE_ROUTES = [
+    ("/login", {"GET"}), ("/login", {"POST"}), ("/logout", {"POST"}), ("/", {"GET"}),
+    ("/queue", {"GET"}), ("/queue/{queue}", {"GET"}), ("/items/{item_id}/decide", {"POST"}),
+    ("/queue/{queue}/bulk", {"POST"}), ("/thumb/{item_id}", {"GET"}),
+    ("/qa", {"GET"}), ("/qa", {"POST"}), ("/qa/{batch_id}", {"GET"}), ("/qa/{batch_id}/close", {"POST"}),
+    ("/check", {"GET"}), ("/items/{item_id}/check", {"POST"}),
+    ("/audit", {"GET"}), ("/audit.csv", {"GET"}), ("/stats", {"GET"}),
+    ("/admin/users", {"GET"}), ("/admin/users", {"POST"}), ("/admin/users/{name}", {"POST"}),
+    ("/admin/queues", {"GET"}), ("/admin/emit", {"POST"}),
+]
+
+
+def test_every_page_route_survives_the_split_into_routers(review_env):
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # before FastAPI 0.150 include_router copied each route into app.routes
+        def iter_route_contexts(routes):
+            return routes
+
+    app = create_app(review_env["cat"], secure_cookies=False)
+    every = list(iter_route_contexts(app.routes))
+    routes = [(r.path, set(r.methods)) for r in every if r.methods]
+    missing = [r for r in PAGE_ROUTES if r not in routes]
+    assert not missing, f"page routes gone: {missing}"
+    assert [r for r in routes if r in PAGE_ROUTES] == PAGE_ROUTES
+    assert "/static" in [r.path for r in every]
+    assert ("/api/review/items", {"GET"}) in routes

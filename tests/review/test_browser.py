@@ -50,7 +50,7 @@ def server(tmp_path_factory):
     ids = queue_pool(cat, ref, rows[:5])
     bulk_ids = queue_pool(cat, ref, rows[5:], signal="sig-bulk", queue="pretrain")
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "flywheel.cli", "review", "serve", "--port", str(port), "--insecure-cookies"],
+    proc = subprocess.Popen([sys.executable, "-m", "flywheel", "review", "serve", "--port", str(port), "--insecure-cookies"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60

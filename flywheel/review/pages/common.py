@@ -1,0 +1,141 @@
+"""What every dashboard page shares: the catalog and templates from `request.app.state`, the
+logged-in session, the CSRF check on posted forms, safe redirects and the aggregate cache.
+
+The routers hold no state of their own, so one `create_app` per catalog can include them all."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from urllib.parse import urlencode
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.templating import Jinja2Templates
+
+from flywheel.review import auth
+from flywheel.review import queue as q
+from flywheel.review.api import SESSION_COOKIE, get_catalog
+
+TEMPLATES = Path(__file__).parent.parent / "templates"
+NOTES = {  # flash messages by code, so a link cannot put arbitrary text on the page
+    "decided": "Decision saved.", "already": "Someone else decided that item first.", "bulk": "Bulk decision applied.",
+    "user_added": "User added.", "user_updated": "User updated.", "batch_closed": "QA batch closed.",
+    "checked": "Second opinion recorded.", "loggedout": "You are logged out.",
+}
+
+
+class LoginRequired(Exception):
+    pass
+
+
+class Forbidden(Exception):
+    pass
+
+
+def templates() -> Jinja2Templates:
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
+    env.filters["ts"] = lambda t: time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t)) if t else ""
+    env.filters["pretty"] = _pretty
+    env.globals["reasons"] = q.REASONS
+    env.globals["reason_options"] = _reason_options()
+    return Jinja2Templates(env=env)
+
+
+def _reason_options():
+    """The reason <select> of every card, rendered once (twenty cards a page)."""
+    from markupsafe import Markup, escape
+
+    approve = "".join(f'<option value="{escape(r)}">{escape(r)}</option>' for r in q.REASONS["approved"])
+    reject = "".join(f'<option value="{escape(r)}">{k} {escape(r)}</option>' for k, r in enumerate(q.REASONS["rejected"], 1))
+    return Markup(f'<option value="">reason…</option><optgroup label="approve">{approve}</optgroup>'
+                  f'<optgroup label="reject">{reject}</optgroup>')
+
+
+def _pretty(v) -> str:
+    if isinstance(v, str):
+        try:
+            v = json.loads(v)
+        except ValueError:
+            return v
+    return json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else str(v)
+
+
+def page(request: Request, name: str, ctx: dict, status: int = 200, session=None):
+    ctx = {"session": session, "note": NOTES.get(request.query_params.get("note", "")), "path": request.url.path, **ctx}
+    return request.app.state.review_templates.TemplateResponse(request, name, ctx, status_code=status)
+
+
+# -- auth dependencies ---------------------------------------------------------------------
+def session_dep(request: Request) -> auth.Session:
+    s = auth.get_session(get_catalog(request), request.cookies.get(SESSION_COOKIE))
+    if s is None:
+        raise LoginRequired()
+    return s
+
+
+def admin_dep(s: auth.Session = Depends(session_dep)) -> auth.Session:
+    if not s.is_admin:
+        raise Forbidden("This page is for admins. Ask an admin if you need access.")
+    return s
+
+
+async def csrf_form(request: Request) -> dict:
+    """The posted form, after checking its CSRF token against the session's."""
+    s = auth.get_session(get_catalog(request), request.cookies.get(SESSION_COOKIE))
+    if s is None:
+        raise LoginRequired()
+    form = await request.form()
+    if not auth.csrf_ok(s, form.get("csrf")):
+        raise HTTPException(403, "missing or wrong CSRF token; reload the page and submit again")
+    return {"session": s, **{k: v for k, v in form.items() if isinstance(v, str)}}
+
+
+def require_admin(form: dict) -> auth.Session:
+    s = form["session"]
+    if not s.is_admin:
+        raise Forbidden("Only admins can do that.")
+    return s
+
+
+# -- links -----------------------------------------------------------------------------------
+_NEXT_RE = re.compile(r"^/(?![/\\])[A-Za-z0-9/_.~%?&=+\-]*$")
+
+
+def safe_next(nxt: str | None, default: str = "/queue") -> str:
+    """Only same-site paths, so a crafted link cannot bounce a reviewer elsewhere (browsers drop
+    tabs and newlines from URLs, so `/\t/evil.example` would become `//evil.example`: any
+    character outside a plain path and query is refused)."""
+    if not nxt or not _NEXT_RE.match(nxt):
+        return default
+    return nxt
+
+
+def here(request: Request) -> str:
+    """This page's URL as sent (percent-encoding kept), for forms to come back to."""
+    raw = request.scope.get("raw_path") or request.url.path.encode()
+    return raw.decode("latin-1") + (f"?{request.url.query}" if request.url.query else "")
+
+
+def with_note(url: str, note: str, **extra) -> str:
+    return url + ("&" if "?" in url else "?") + urlencode({"note": note, **extra})
+
+
+# -- aggregate cache -------------------------------------------------------------------------
+def cached(request: Request, key: str, ttl: float, fn):
+    """Whole-catalog aggregates (GROUP BY over a million items) are recomputed at most every `ttl` s."""
+    cache = request.app.state.__dict__.setdefault("_agg_cache", {})
+    hit = cache.get(key)
+    if hit and time.monotonic() - hit[0] < ttl:
+        return hit[1]
+    val = fn()
+    cache[key] = (time.monotonic(), val)
+    return val
+
+
+def uncache(request: Request) -> None:
+    """After a decision the statistics page shows it at once, not after the cache expires."""
+    request.app.state.__dict__.get("_agg_cache", {}).clear()
