@@ -45,7 +45,7 @@ def fill(cat, n: int, signals: int, via_api: int = 20_000) -> None:
     """The first `via_api` items go through `queue.enqueue` (its throughput is printed); the
     rest are inserted with executemany into the same table and indexes, with the payload JSON
     made from a template (json.dumps of a million payloads would dominate the run)."""
-    from flywheel.review import queue as q
+    from flywheel.loop import queue as q
 
     tracks = ("pretrain", "pretrain", "edit")
 
@@ -86,7 +86,7 @@ def fill(cat, n: int, signals: int, via_api: int = 20_000) -> None:
 def _writer(path: str, stop, counter) -> None:
     """Another process writing the catalog all the time: runs, stats and queued items."""
     from flywheel.catalog import Catalog
-    from flywheel.review import queue as q
+    from flywheel.loop import queue as q
 
     cat = Catalog(path)
     k = 0

@@ -132,7 +132,7 @@ MIGRATIONS: list[tuple[int, str | list[str]]] = [
     ),
     (
         5,
-        # Review counts per (queue, signal, track, status), kept by flywheel.review.queue in the
+        # Review counts per (queue, signal, track, status), kept by flywheel.loop.queue in the
         # transactions that change them: the dashboard's queue list and statistics read a few
         # hundred rows instead of grouping a million items (seconds on a cold cache).
         """

@@ -46,7 +46,7 @@ def recount() -> None:
     """Rebuild the queue counts from the review items (after rows were written outside the queue API)."""
     from flywheel.catalog import Catalog
 
-    from flywheel.review import queue as q
+    from flywheel.loop import queue as q
 
     n = q.recount(Catalog())
     typer.echo(f"recounted: {n} (queue, signal, track, status) groups")

@@ -32,7 +32,7 @@ def emit(from_ref, add_approved: bool = True, name: str | None = None, catalog=N
     from flywheel.catalog import Catalog
     from flywheel.datasets import DatasetWriter
     from flywheel.catalog import open_dataset
-    from flywheel.review import queue as rq
+    from flywheel.loop import queue as rq
 
     cat = catalog or Catalog()
     base = open_dataset(from_ref, catalog=cat)
@@ -208,7 +208,7 @@ def _origin(cat, ref: str) -> dict:
 
 def _decision(cat, item_id: int) -> dict:
     from flywheel.loop import signals as sg
-    from flywheel.review import queue as rq
+    from flywheel.loop import queue as rq
 
     it = rq.get_item(cat, item_id)
     sig = sg.get(cat, it["signal_id"]) if it.get("signal_id") else None

@@ -138,7 +138,7 @@ def _prewarm(enc: MemoEncoder, prompts: list[str], batch: int = 128) -> None:
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """95% Wilson score interval (the review queue's QA statistics use the same one)."""
-    from flywheel.review.queue import wilson as _wilson
+    from flywheel.loop.queue import wilson as _wilson
 
     return _wilson(k, n, z)
 

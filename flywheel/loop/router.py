@@ -356,7 +356,7 @@ class Router:
         return out
 
     def _enqueue(self, sig: dict, prompt: str, cands: list[dict]) -> list[int]:
-        from flywheel.review import queue as rq
+        from flywheel.loop import queue as rq
 
         if not cands:
             return []

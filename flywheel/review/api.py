@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from flywheel.review import auth
-from flywheel.review import queue as q
+from flywheel.loop import queue as q
 
 SESSION_COOKIE = "fw_session"
 

@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 
 from flywheel.catalog import Catalog
 from flywheel.review import auth
-from flywheel.review import queue as rq
+from flywheel.loop import queue as rq
 
 
 @pytest.fixture()

@@ -24,7 +24,7 @@ from flywheel.loop import router as rt
 from flywheel.loop import signals as sg
 from flywheel.catalog import Catalog
 from flywheel.datasets import open_dataset
-from flywheel.review import queue as rq
+from flywheel.loop import queue as rq
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _loop_world import build, register  # noqa: E402

@@ -51,7 +51,7 @@ def make_pool(cat, root, n: int = 12, name: str = "pool", offset: int = 0):
 def queue_pool(cat, ref, rows, signal="sig-red-bicycle", track="pretrain", queue="pretrain"):
     import time
 
-    from flywheel.review import queue as q
+    from flywheel.loop import queue as q
 
     with cat.tx() as con:  # the signal the items were retrieved for, as the loop stores it
         con.execute("INSERT OR IGNORE INTO signals (signal_id, kind, prompt, status, created_at) VALUES (?,?,?,?,?)",

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from flywheel.review import auth
-from flywheel.review import queue as q
+from flywheel.loop import queue as q
 from flywheel.review.app import create_app
 from flywheel.review.pages.audit import _csv_cell
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from flywheel.review import queue as q
+from flywheel.loop import queue as q
 
 from .conftest import PASSWORDS, add_users, make_pool, queue_pool
 

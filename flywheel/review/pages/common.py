@@ -15,7 +15,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.templating import Jinja2Templates
 
 from flywheel.review import auth
-from flywheel.review import queue as q
+from flywheel.loop import queue as q
 from flywheel.review.api import SESSION_COOKIE, get_catalog
 
 TEMPLATES = Path(__file__).parent.parent / "templates"

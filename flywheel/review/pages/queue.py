@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from flywheel.review import auth, thumbs
-from flywheel.review import queue as q
+from flywheel.loop import queue as q
 from flywheel.review.api import get_catalog
 from flywheel.review.pages.cards import decorate
 from flywheel.review.pages.common import csrf_form, here, page, safe_next, session_dep, uncache, with_note

@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from flywheel.catalog import Catalog
-from flywheel.review import queue as q
+from flywheel.loop import queue as q
 
 
 def _items(n, signal="sig-1", track="pretrain", start=0):
