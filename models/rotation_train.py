@@ -166,13 +166,14 @@ def cache_key(photos: Sequence[tuple[str, str, int]]) -> np.ndarray:
 
 
 def build_shipped(dest: Path | str, extra_dirs: Sequence[str] = (), crops: int = 8, seed: int = 0,
-                  revision: str = "rotation-photo-v6", head: str = "mlp", cache: Path | str | None = None) -> dict:
+                  revision: str = "rotation-photo-v6", head: str = "mlp", cache: Path | str | None = None,
+                  sources: Sequence[tuple[str, Sequence[str]]] | None = None) -> dict:
     """Rebuild the head shipped in `models/weights` from the photos that installable packages
-    ship (`rotation.photo_sources()`; see
-    `models/weights/rotation_photo.md` for the commands). `cache`: the features file that
-    `benchmarks/rotation_accuracy.py --cache` wrote for the same photos; its views are the ones computed
-    here (same seed, crops and order), stored in float16, so the fit takes a minute instead of fifteen."""
-    photos = R.package_photos(extra_dirs)
+    ship (`sources`, default `rotation.photo_sources()`; see `models/weights/rotation_photo.md` for the
+    commands). `cache`: the features file that `benchmarks/rotation_accuracy.py --cache` wrote for the
+    same photos; its views are the ones computed here (same seed, crops and order), stored in float16, so
+    the fit takes a minute instead of fifteen."""
+    photos = R.package_photos(extra_dirs, sources)
     prov = {"photos_from": sorted({s for s, _, _ in photos}), "files": [Path(p).name for _, p, _ in photos]}
     if cache is None:
         images = [load_upright(p, turn) for _, p, turn in photos]
