@@ -18,13 +18,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
+from flywheel.stats import wilson
 from flywheel.training import synthetic as syn
 from flywheel.training.checker import ATTRIBUTES, Checker, ground_truth_accuracy
 
@@ -33,18 +33,6 @@ SUITES = ("shapes",)
 
 # (prompts, seed) -> one PIL image per prompt
 GenerateFn = Callable[[list[str], int], list]
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval for k successes out of n."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    lo, hi = max(0.0, c - h), min(1.0, c + h)
-    return (0.0 if k == 0 else lo, 1.0 if k == n else hi)  # exact at the ends, where rounding would cut them
 
 
 @dataclass

@@ -46,6 +46,19 @@ def test_concept_prompts_are_eval_split_and_disjoint():
     assert t["acc"] == 0.75 and t["n"] == 4 and t["per_seed"] == [0.5, 1.0] and t["lo"] < 0.75 < t["hi"]
 
 
+def test_before_after_table_reports_the_change_with_newcombes_interval():
+    """A concept going from 1/3 to 3/3 right: the change is +66.7 points, and its interval stays inside
+    [-100, +100] (Newcombe's hybrid score interval; a normal interval printed [+13.3, +120.0] here)."""
+    from flywheel.loop.measure import format_table, per_concept
+
+    def rows(k, n):
+        return [{"concept": "red star", "seed": 0, "concept_ok": i < k} for i in range(n)]
+
+    line = format_table(per_concept(rows(1, 3)), per_concept(rows(3, 3)), gap="red star").splitlines()[1]
+    assert line.startswith("red star *gap*") and "33.3% [ 6.1%,79.2%]" in line and "100.0% [43.8%,100.0%]" in line
+    assert line.endswith("+66.7 pts [ -5.9,+93.9]"), line
+
+
 def test_colour_gap_concepts():
     """A colour gap measures every colour as a concept, on prompts of any shape, and counts a
     signal's 'purple star' as the gap."""
