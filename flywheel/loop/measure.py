@@ -16,7 +16,7 @@ from flywheel.stats import newcombe_diff, wilson
 CONCEPT_ATTRS = ("color", "shape")  # a concept is right when its colour and its shape are
 
 
-# -- ----------------------------------------------------------------------------
+# -- concepts and their measurement prompts ----------------------------------------------------
 def concept_of(spec, color_only: bool = False) -> str:
     """The concept a measurement prompt stands for: 'red triangle', or its colour in a colour gap's run."""
     return spec.color if color_only else f"{spec.color} {spec.shape}"
@@ -187,12 +187,11 @@ def format_table(before: dict, after: dict, gap: str, control: dict | None = Non
     return "\n".join(lines)
 
 
-# -- the HTTP side: the signal API and the review API, served for real -----------------------------
-
-
+# -- the router's evaluator for the prompt track --------------------------------------------------
 def checkpoint_evaluator(ckpt, size: int | None = None, steps: int = 20, guidance: float = 4.0, seed: int = 0, checker=None):
-    """The router's evaluator for the prompt track: the checkpoint's images for the prompts,
-    scored by the checker against what each prompt asks for (a synthetic spec)."""
+    """The router's evaluator for the prompt track (the only one: `flywheel route --ckpt` and the loop
+    demo use it): the checkpoint's images for the prompts, scored by the checker against what each
+    prompt asks for (a synthetic spec). The image size defaults to the checkpoint's training resolution."""
     from flywheel.training import synthetic as syn
     from flywheel.training.checker import Checker
 
