@@ -61,7 +61,7 @@ def main() -> None:
     ap.add_argument("--photo-dirs", nargs="+", default=[], help="where the packages' photos were extracted")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--splits", type=int, default=1, help="partitions of the sources into folds; >1 reports the "
-                    "spread (one partition moved the v4 figure by 2 points)")
+                    "spread (a single partition's accuracy can be off by a couple of points)")
     ap.add_argument("--crops", type=int, default=8, help="training views per photo (the shipped recipe: 8)")
     ap.add_argument("--head", help="score this head instead of cross-validating")
     ap.add_argument("--head-type", default="mlp", choices=("mlp", "linear"), help="the kind of head cross-validation fits")
