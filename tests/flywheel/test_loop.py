@@ -48,7 +48,7 @@ def test_concept_prompts_are_eval_split_and_disjoint():
 
 def test_before_after_table_reports_the_change_with_newcombes_interval():
     """A concept going from 1/3 to 3/3 right: the change is +66.7 points, and its interval stays inside
-    [-100, +100] (Newcombe's hybrid score interval; a normal interval printed [+13.3, +120.0] here)."""
+    [-100, +100] (Newcombe's hybrid score interval; the normal interval is [+13.3, +120.0] here)."""
     from flywheel.loop.measure import format_table, per_concept
 
     def rows(k, n):
