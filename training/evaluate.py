@@ -18,13 +18,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
-
+from flywheel.stats import wilson
 from flywheel.training import synthetic as syn
 from flywheel.training.checker import ATTRIBUTES, Checker, ground_truth_accuracy
 
@@ -33,18 +31,6 @@ SUITES = ("shapes",)
 
 # (prompts, seed) -> one PIL image per prompt
 GenerateFn = Callable[[list[str], int], list]
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval for k successes out of n."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    lo, hi = max(0.0, c - h), min(1.0, c + h)
-    return (0.0 if k == 0 else lo, 1.0 if k == n else hi)  # exact at the ends, where rounding would cut them
 
 
 @dataclass
@@ -227,17 +213,3 @@ def write_results(rows: list[dict], out: str | Path, name: str = "eval", catalog
         for b in range(0, len(rows), 1024):
             w.write(pa.Table.from_pylist(rows[b : b + 1024], schema=schema))
         return w.close(counts={"rows": len(rows), "passed": sum(bool(r["passed"]) for r in rows)})
-
-
-def make_evaluator(ckpt_dir: str | Path, size: int = 64, steps: int = 30, guidance: float = 4.0, seed: int = 0,
-                   checker: Checker | None = None, generate: GenerateFn | None = None, device: str | None = None):
-    """The router's `Evaluator`: (prompts, expected specs) -> per prompt {attribute: passed}."""
-    checker = checker or Checker.load()
-    generate = generate or generator_fn(ckpt_dir, size, steps, guidance, device)
-
-    def evaluator(prompts: list[str], expected: list[dict]) -> list[dict]:
-        images = generate(list(prompts), seed)
-        scores = checker.score(images, [syn.spec_from_dict(e) for e in expected])
-        return [{a: v for a, v in s.items() if v is not None and a != "all"} for s in scores]
-
-    return evaluator

@@ -191,6 +191,23 @@ def calibrate(recipe: str, input: str, keep: float, out: str | None = None, skip
 
 
 # -- commands ---------------------------------------------------------------------------------
+def _upright_photos(ref: str, limit: int = 0) -> list:
+    """A dataset's images (path or name@vN) for the rotation head: decoded as curation decodes them (EXIF
+    applied, short side 256), those under 32 px and undecodable ones skipped; at most `limit` (0: all)."""
+    from flywheel.catalog import open_dataset
+    from flywheel.filters.decode import decode
+
+    images = []
+    for batch in open_dataset(ref).iter_batches(batch_size=64, columns=["image"]):
+        for data in batch.column("image").to_pylist():
+            d = decode(data, None, 256, 200_000_000, check_ext=False)
+            if d.work is not None and min(d.work.rgb.shape[:2]) >= 32:
+                images.append(d.work.rgb)
+            if limit and len(images) >= limit:
+                return images
+    return images
+
+
 def register(app: typer.Typer) -> None:
     models = typer.Typer(help="The model store: pinned weights, installed or missing, checked before a run.", no_args_is_help=True)
     app.add_typer(models, name="models")
@@ -280,7 +297,10 @@ def register(app: typer.Typer) -> None:
         from flywheel.models import rotation_train
 
         try:
-            res = rotation_train.train_from_dataset(input, name, crops=crops, limit=limit, progress=True, head=head)
+            rotation_train.check_head(head)  # before decoding anything: a typo should not cost minutes
+            images = _upright_photos(input, limit)
+            res = rotation_train.train_and_install(images, name, crops=crops, progress=True, head=head,
+                                                   provenance={"dataset": str(input)})
         except (FileNotFoundError, KeyError, ValueError) as e:
             raise UserError(str(e)) from None
         _console().print(f"trained on {res['photos']} photos ({res['examples']} examples); installed {name} at {res['path']}; "

@@ -16,7 +16,7 @@
 6. emit the next dataset version, retrain from the baseline checkpoint on it (the retraining
    flow), evaluate on the measurement set; optionally a control run continues the baseline on
    the *old* version for the same steps, so the gain is not just more training;
-7. print the per-concept before/after table with 95% Wilson intervals; record it in the catalog
+7. print the per-concept before/after table (95% Wilson intervals; the change with Newcombe's interval); record it in the catalog
    (`loop_evals`) and in `loop_result.json`.
 """
 
@@ -313,7 +313,7 @@ def run_demo(cfg: DemoConfig, out: Path, catalog=None, echo=print) -> dict:
     }
     (out / "loop_result.json").write_text(json.dumps(result, indent=2, default=str))
     echo(f"\nconcept accuracy ({'colour' if color_only else 'colour and shape'} right), measurement prompts disjoint from the signal prompts, "
-         f"{cfg.n_per_concept} prompts x {len(seeds)} seeds per concept, 95% Wilson intervals:")
+         f"{cfg.n_per_concept} prompts x {len(seeds)} seeds per concept, 95% intervals (Wilson; the change: Newcombe):")
     echo(table)
     echo(f"\nplanted gap {gap_concept}: {gain * 100:+.1f} points; worst other concept: {worst[1]} {worst[0] * 100:+.1f} points; "
          f"gap routed to pre-training by {gap_routed} signals (other concepts: {other_routed}); "

@@ -64,10 +64,12 @@ def test_emitted_version_reuses_parent_vectors(world, tmp_path):
 
 
 def test_clip_side_embeddings_give_image_search(tmp_path):
+    from builders import tiny_clip
+
     from flywheel.models import clip, store
     from flywheel.training import synthetic as syn
 
-    store.add("clip-tiny", clip.build_tiny(tmp_path / "tiny-clip"))
+    store.add("clip-tiny", tiny_clip(tmp_path / "tiny-clip"))
     run = tmp_path / "run"
     syn.write_dataset(run / "accepted", 24, seed=3, size=32, name="pool")
     from flywheel.datasets import Dataset

@@ -42,12 +42,20 @@ def _renderer(color_shift: int = 0):
     return gen
 
 
-def test_wilson_interval():
-    lo, hi = ev.wilson(8, 10)
-    assert abs(lo - 0.4902) < 1e-3 and abs(hi - 0.9433) < 1e-3
-    lo, hi = ev.wilson(0, 50)
-    assert lo == 0.0 and 0.06 < hi < 0.08
-    assert ev.wilson(0, 0) == (0.0, 1.0)
+def test_summary_intervals_are_wilsons_and_exact_at_the_ends():
+    """Per attribute and per asked value: 8/10 right gives Wilson's [0.490, 0.943]; an attribute always
+    right (21/21) reaches exactly 1 and one always wrong starts at exactly 0; unscored rows are skipped."""
+    rows = [{"color_ok": True, "shape_ok": i < 8, "count_ok": False, "position_ok": None, "passed": False,
+             "expected_color": "red", "expected_shape": "circle" if i < 10 else "square", "expected_count": 1,
+             "expected_position": None} for i in range(21)]
+    s = ev.summarize(rows)
+    assert "position" not in s
+    assert (s["color"]["k"], s["color"]["n"], s["color"]["hi"]) == (21, 21, 1.0) and 0.84 < s["color"]["lo"] < 0.85
+    assert (s["count"]["k"], s["count"]["lo"]) == (0, 0.0) and s["all"]["lo"] == 0.0
+    circle = s["shape"]["by_value"]["circle"]
+    assert (circle["k"], circle["n"]) == (8, 10) and circle["lo"] == pytest.approx(0.4902, abs=1e-4)
+    assert circle["hi"] == pytest.approx(0.9433, abs=1e-4)
+    assert s["shape"]["by_value"]["square"]["k"] == 0 and s["shape"]["by_value"]["square"]["lo"] == 0.0
 
 
 def test_oracle_scores_high_and_writes_minable_results(checker, tmp_path):
