@@ -1,5 +1,5 @@
 """The review queue: samples the pre-training track retrieved for a signal wait here until a
-reviewer approves or rejects them (report section 2.4; issue 6 item 4). The dashboard and the
+reviewer approves or rejects them (report section 2.4). The dashboard and the
 HTTP API are thin layers over these functions; the emitter reads `approved()`.
 
 Pure Python over the catalog's SQLite tables (`review_items`, `review_votes`, `review_batches`,
