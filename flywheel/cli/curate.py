@@ -148,16 +148,22 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from flywheel.filters import base
+        from flywheel.filters.decode import Decode
 
         t = Table(show_lines=True)
-        for c in ("operator", "params (default)", "scores", "reasons", "kind"):
+        for c in ("operator", "params (default)", "scores", "reasons (fails when)", "kind"):
             t.add_column(c)
-        for name, op in sorted(base.registry().items()):
+        for name, op in [(Decode.name, Decode)] + sorted(base.registry().items()):
             params = "\n".join(f"{k}={v.default!r}" for k, v in op.Params.model_fields.items())
-            kind = ("barrier " if op.barrier else "") + ("actor (setup)" if op.stateful() else "task")
-            if op.models:
-                kind += "\nmodels: " + ", ".join(op.models)
-            t.add_row(name, params, "\n".join(op.writes), "\n".join(f"{name}:{r}" for r in op.rules), kind)
+            if op is Decode:
+                kind = "decode step (first, always)"
+            else:
+                kind = ("barrier " if issubclass(op, base.Barrier) else "") + ("actor (setup)" if op.stateful() else "task")
+            models = op().required_models()
+            if models:
+                kind += "\nmodels: " + ", ".join(models)
+            reasons = "\n".join(f"{name}:{r.name} ({r.text()})" for r in op.rules)
+            t.add_row(name, params, "\n".join(op.writes), reasons, kind)
         _console().print(t)
 
     @app.command()
