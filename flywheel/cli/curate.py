@@ -54,7 +54,7 @@ def run_curate(recipe: str, input: str, output: str, *, name: str | None, worker
     except ValueError as e:
         raise UserError(str(e)) from None
     _print_plan(con, plan)
-    from flywheel.flows.curate import curate as flows
+    from flywheel.flows import curate as flows
 
     with Progress(TextColumn("[bold]scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                   TimeElapsedColumn(), console=con, transient=False) as prog:
