@@ -24,7 +24,7 @@ class AestheticParams(Params):
     min_score: float = Field(4.5, ge=0, le=10, description="score (1-10) below which a row is rejected")
     model: str = Field("laion-aesthetic-v2", description="model-store name of the aesthetic head")
     clip_model: str = Field("clip-vit-l-14", description="model-store name of the CLIP the head was trained on")
-    batch_size: int = Field(32, ge=1, le=1024)
+    batch_size: int = Field(32, ge=1, le=1024, description="embeddings per forward pass of the head")
 
 
 @register
@@ -67,6 +67,8 @@ class Aesthetic(Operator):
             if x.shape[1] != self.head.dim:
                 raise ValueError(f"clip__embedding has {x.shape[1]} dimensions, the head {self.params.model} expects "
                                  f"{self.head.dim}: clip.model must be {self.params.clip_model}")
-            for i, s in zip(idx, self.head.score(x)):
-                out[i] = float(s)
+            bs = self.params.batch_size
+            for k in range(0, len(idx), bs):
+                for i, s in zip(idx[k:k + bs], self.head.score(x[k:k + bs])):
+                    out[i] = float(s)
         return {"aesthetic__score": out}

@@ -174,7 +174,7 @@ def register(app: typer.Typer) -> None:
         con = _console()
         for r in rc.available():
             rec = rc.load(r)
-            ops = ", ".join(s.name + ("" if s.op else " (not installed)") for s in rec.steps)
+            ops = ", ".join(["broken_file (decode)"] + [s.name + ("" if s.op else " (not installed)") for s in rec.steps])
             con.print(f"[bold]{r}[/] ({rec.description}; work size {rec.work_size}px; {'+'.join(rec.tasks)}): {ops}")
 
     @app.command()
