@@ -176,7 +176,7 @@ def _ray_address() -> str:
 
 def _curate_cmd(inp: Path, out: Path) -> list[str]:
     code = (
-        "import sys; from flywheel import pipeline; "
+        "import sys; from flywheel.curation import pipeline; "
         f"pipeline.curate('stage1', {str(inp)!r}, {str(out)!r}, skip={CPU_SKIP!r}, workers=2)"
     )
     return [sys.executable, "-c", code]
