@@ -200,6 +200,30 @@ def test_aesthetic_reads_the_clip_embedding_column_and_matches_direct(tiny_model
     assert a.check_upstream({"clip__embedding": Clip({"model": "tiny-clip"})}) == []
 
 
+def test_clip_embedding_reaches_aesthetic_for_edit_pair_sources_too(tiny_models):
+    """Through the scorer, as the engine runs it: clip's embedding column feeds aesthetic for the
+    target and, through `source_scores`, for each source image of an edit pair."""
+    import io
+    import json
+
+    from flywheel.curation.scoring import Scorer, decide_table
+
+    def jpg(rgb):
+        b = io.BytesIO()
+        Image.fromarray(rgb).save(b, "JPEG", quality=90)
+        return b.getvalue()
+
+    ph = [reduced(p, 300) for p in list(photos().values())[:2]]
+    t = pa.table({"id": ["p0"], "source": ["pairs.jsonl#L1"], "task": ["ti2i"], "image": [jpg(ph[0])],
+                  "caption": ["a photo"], "instruction": ["swap it"], "source_images": [[jpg(ph[1])]]})
+    steps = [("clip", {"model": "tiny-clip", "min_similarity": -1.0}),
+             ("aesthetic", {"model": "tiny-aes", "clip_model": "tiny-clip", "min_score": 10.0})]
+    out = decide_table(Scorer(steps, 256, decode_step=True, keep_work=False)(t), steps)
+    ss = json.loads(out.column("source_scores").to_pylist()[0])
+    assert out.column("aesthetic__score").to_pylist()[0] is not None and ss["aesthetic__score"][0] is not None
+    assert out.column("reject_reasons").to_pylist()[0] == ["aesthetic:low_aesthetic", "aesthetic:low_aesthetic:source"]
+
+
 def test_aesthetic_loads_the_published_state_dict_layout(tmp_path):
     """The LAION checkpoint is `layers.N.weight/bias` of a 768-1024-128-64-16-1 MLP."""
     import torch
