@@ -9,8 +9,8 @@ code path loads the real ViT-L-14 and the tiny random-weight models the tests bu
 Embeddings are L2-normalised float32; cosine similarity is their dot product (-1..1; CLIP
 ViT-L-14 gives ~0.15-0.20 for unrelated and ~0.30+ for matching image-text pairs).
 
-Embeddings are kept so nothing is embedded twice: per process in `EmbeddingCache` (the
-aesthetic head running beside the CLIP operator in one worker reads it), and per run in a side
+Embeddings are kept so nothing is embedded twice: per row in the `clip__embedding` column the
+clip operator writes (the aesthetic head and the distribution filter read it), and per run in a side
 dataset (`write_side`, `read_side`: Parquet parts of `id, image_emb, text_emb, model, revision`)
 that the FAISS index reads.
 """
@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
 
@@ -110,30 +109,6 @@ def shared(model_dir: Path | str, batch_size: int = 32) -> Clip:
         if key not in _models:
             _models[key] = Clip(model_dir, batch_size)
         return _models[key]
-
-
-class EmbeddingCache:
-    """Process-wide LRU of image embeddings keyed by (model folder, sample id)."""
-
-    def __init__(self, capacity: int = 50_000):
-        self.capacity = capacity
-        self.data: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
-        self.lock = threading.Lock()
-
-    def put(self, model: str, ids: Sequence[str], embs: np.ndarray) -> None:
-        with self.lock:
-            for i, e in zip(ids, embs):
-                self.data[(model, i)] = e
-                self.data.move_to_end((model, i))
-            while len(self.data) > self.capacity:
-                self.data.popitem(last=False)
-
-    def get(self, model: str, sample_id: str) -> np.ndarray | None:
-        with self.lock:
-            return self.data.get((model, sample_id))
-
-
-IMAGE_CACHE = EmbeddingCache()
 
 
 def write_side(side_dir: Path | str, ids: Sequence[str], image_emb: np.ndarray, text_emb: np.ndarray | None,

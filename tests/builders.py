@@ -175,7 +175,7 @@ def qwen_tokenizer():
     from transformers import Qwen2TokenizerFast
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
-    from flywheel.filters.token_length import QWEN_PAT, qwen_tiktoken_path
+    from flywheel.models.tokenizer import QWEN_PAT, qwen_tiktoken_path
 
     from tokenizers import AddedToken
 

@@ -34,7 +34,7 @@ def _accepted(table: pa.Table, steps: dict) -> int:
     ok = np.ones(table.num_rows, dtype=bool)
     for name, params in steps.items():
         op = base.get(name)(params)
-        ok &= np.array([not f for f in op.reject(table, op.params)])
+        ok &= np.array([not f for f in op.reject(table)])
     return int(ok.sum())
 
 

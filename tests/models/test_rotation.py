@@ -89,8 +89,8 @@ def test_train_head_install_and_use(tmp_path):
     res = train_from_images(ph, tmp_path / "head", crops=1, seed=0)
     assert res["photos"] == 4 and res["examples"] == 4 * 1 * 4
     store.add("rot-test", tmp_path / "head")
-    assert store.preflight(["rotation"], {"rotation": {"photo_model": "rot-test"}}) == []
     op = Rotation({"photo_model": "rot-test", "tta": False})
+    assert store.preflight({m: ["rotation"] for m in op.required_models()}) == []
     s = op.score(pa.table({"id": ["a", "b"]}), [Work(rgb=ph[0], width=1, height=1), None])
     assert s["rotation__angle"][0] in (0, 90, 180, 270) and s["rotation__angle"][1] is None
     assert s["rotation__exif"] == [1, None]
