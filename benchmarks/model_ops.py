@@ -65,7 +65,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from flywheel.filters.base import Work, get
-    from flywheel.models import store
+    from flywheel.models import clip, store
 
     clip_name, aes_name = args.clip, "laion-aesthetic-v2"
     if not clip_name:

@@ -114,7 +114,8 @@ def main() -> None:
             views = [R.rotate(c, ang) for c in crops for ang in R.ANGLES]
             mirror = [R.rotate(np.ascontiguousarray(im[:, ::-1]), ang) for ang in R.ANGLES]
             f = fx(views + mirror)
-            F.append(f[:len(views)]); FM.append(f[len(views):])
+            F.append(f[:len(views)])
+            FM.append(f[len(views):])
         print(f"features: {time.time() - t0:.0f} s")
         if a.cache:
             np.savez(a.cache, key=key, F=np.stack(F).astype(np.float16), FM=np.stack(FM).astype(np.float16))
@@ -139,7 +140,9 @@ def main() -> None:
                 names = [by_size[j] for j in np.random.default_rng(split).permutation(len(by_size))]
             sizes, fold_of = [0] * a.folds, {}
             for g in names:  # split 0: largest groups first, each into the emptiest fold
-                k = int(np.argmin(sizes)); fold_of[g] = k; sizes[k] += int((groups == g).sum())
+                k = int(np.argmin(sizes))
+                fold_of[g] = k
+                sizes[k] += int((groups == g).sum())
             fold = np.array([fold_of[g] for g in groups])
             Ps = np.zeros_like(P)
             for k in range(a.folds):

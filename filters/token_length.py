@@ -14,6 +14,7 @@ from pydantic import Field
 from flywheel.filters.base import Operator, Params, Rule, Work, register
 from flywheel.models.tokenizer import count_tokens
 
+
 class TokenLengthParams(Params):
     min_tokens: int = Field(1, ge=0)
     max_tokens: int = Field(512, ge=1)

@@ -296,8 +296,8 @@ def text_orientation(rgb: np.ndarray) -> tuple[int, float]:
     """docorient's angle for a text image, and how sure its up/down classifier was."""
     import re
 
-    from PIL import Image
     from docorient import detect_orientation
+    from PIL import Image
 
     res = detect_orientation(Image.fromarray(rgb))
     # docorient corrects with PIL's counter-clockwise `rotate(angle)`, so the page as stored is

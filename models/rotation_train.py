@@ -17,7 +17,6 @@ import numpy as np
 
 from flywheel.models import rotation as R
 
-
 HEADS = ("mlp", "linear")
 
 

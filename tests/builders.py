@@ -98,8 +98,13 @@ def tiny_qwen3vl_encoder(dest: str | Path, hidden: int = 32, seed: int = 0) -> P
     same `from_pretrained` path as the released model."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import (PreTrainedTokenizerFast, Qwen2VLImageProcessor, Qwen3VLConfig,
-                              Qwen3VLForConditionalGeneration, Qwen3VLProcessor)
+    from transformers import (
+        PreTrainedTokenizerFast,
+        Qwen2VLImageProcessor,
+        Qwen3VLConfig,
+        Qwen3VLForConditionalGeneration,
+        Qwen3VLProcessor,
+    )
     from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
 
     dest = Path(dest)
@@ -172,12 +177,11 @@ QWEN3_VL_CHAT_TEMPLATE = (
 
 def qwen_tokenizer():
     """The Qwen2 fast tokenizer: real BPE ranks and special tokens at Qwen's ids."""
+    from tokenizers import AddedToken
     from transformers import Qwen2TokenizerFast
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
     from flywheel.models.tokenizer import QWEN_PAT, qwen_tiktoken_path
-
-    from tokenizers import AddedToken
 
     backend = TikTokenConverter(vocab_file=str(qwen_tiktoken_path()), pattern=QWEN_PAT).converted()
     # Added in id order before the wrapper names eos/pad, so each lands at Qwen's id.
@@ -198,8 +202,7 @@ def qwen_tokenizer():
 def tiny_qwen3vl_captioner(out_dir: str | Path, seed: int = 0, max_pixels: int = 128 * 128) -> Path:
     """Write a random tiny Qwen3-VL (config, safetensors, tokenizer, processor) into `out_dir`."""
     import torch
-    from transformers import (Qwen2VLImageProcessor, Qwen3VLConfig, Qwen3VLForConditionalGeneration,
-                              Qwen3VLProcessor)
+    from transformers import Qwen2VLImageProcessor, Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor
     from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
 
     out = Path(out_dir)

@@ -39,9 +39,8 @@ def run_curate(recipe: str, input: str, output: str, *, name: str | None, worker
                sets: list[str], image_col: str, caption_col: str, keep_state: bool = False) -> dict:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from flywheel.filters import recipe as recipes
-
     from flywheel.curation import pipeline
+    from flywheel.filters import recipe as recipes
 
     con = _console()
     t0 = time.perf_counter()
@@ -140,7 +139,7 @@ def register(app: typer.Typer) -> None:
         run_curate("stage1", str(root / "input"), str(run_dir), name="demo", workers=workers, skip=skip, sets=[],
                    image_col="image", caption_col="caption")
         con.print(f"\nopen the report: [bold]{run_dir / 'report.html'}[/]")
-        con.print(f"why was a sample dropped?  flywheel explain SOURCE   e.g. flywheel explain broken/truncated.jpg")
+        con.print("why was a sample dropped?  flywheel explain SOURCE   e.g. flywheel explain broken/truncated.jpg")
 
     @app.command()
     def ops() -> None:

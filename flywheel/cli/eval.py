@@ -107,8 +107,8 @@ def train_vae(
     seed: int = typer.Option(0),
 ) -> None:
     """Train or fine-tune the f16c64 VAE: reconstruction, perceptual, semantic alignment (no GAN)."""
-    from flywheel.cli import UserError
     from flywheel.catalog import open_dataset
+    from flywheel.cli import UserError
     from flywheel.training.vae import VAETrainConfig, main
 
     if preset not in ("tiny", "small", "full"):

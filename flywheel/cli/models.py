@@ -242,9 +242,8 @@ def register(app: typer.Typer) -> None:
         """Every pinned model: installed or missing, where, revision, licence, size, who uses it."""
         from rich.table import Table
 
-        from flywheel.models import store
-
         from flywheel.filters import base
+        from flywheel.models import store
 
         users: dict[str, list[str]] = {}  # model -> operators that load it with default params
         for name, op in sorted(base.registry().items()):

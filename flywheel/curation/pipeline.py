@@ -46,9 +46,8 @@ def prepare(recipe: str, input: str, output: str, *, name: str | None = None, wo
             skip: list[str] | None = None, sets: dict | None = None, image_col: str = "image",
             caption_col: str = "caption", allow_missing: bool = False) -> dict:
     """Resolve the recipe, run the preflight, list the input. Writes nothing when it fails."""
-    from flywheel.filters import recipe as recipes
-
     from flywheel.curation import ingest, preflight
+    from flywheel.filters import recipe as recipes
 
     t0 = time.perf_counter()
     try:
@@ -271,12 +270,10 @@ def _prior_datasets(plan: dict) -> list[str]:
 
 def finalize(state: str) -> dict:
     """Decide every row and write OUT/accepted and OUT/rejected (each row in exactly one)."""
-    from flywheel.datasets import DECISION_FIELDS, DatasetWriter
-
-    from flywheel.filters.base import Barrier
-
     from flywheel.curation.report import Histograms
     from flywheel.curation.scoring import decide_table
+    from flywheel.datasets import DECISION_FIELDS, DatasetWriter
+    from flywheel.filters.base import Barrier
 
     plan = load_plan(state)
     st = Path(state)

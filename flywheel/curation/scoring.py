@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import json
 import struct
-from pathlib import Path
 import time
 import traceback
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np

@@ -186,9 +186,8 @@ def generate(root: str | Path, n: int = 60, seed: int = 0) -> dict:
 
 def unavailable_operators(recipe: str) -> list[str]:
     """Operators of `recipe` that cannot run here: not installed, or their model is missing."""
-    from flywheel.filters import recipe as recipes
-
     from flywheel.curation.preflight import missing_models
+    from flywheel.filters import recipe as recipes
 
     r = recipes.load(recipe)
     out = [s.name for s in r.steps if s.op is None]

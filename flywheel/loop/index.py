@@ -323,8 +323,8 @@ def _parent_vectors(ds, enc_name: str, catalog) -> dict[str, np.ndarray]:
 
 
 def load(ref, catalog=None) -> DatasetIndex:
-    from flywheel.datasets import Dataset
     from flywheel.catalog import open_dataset
+    from flywheel.datasets import Dataset
 
     ds = ref if isinstance(ref, Dataset) else open_dataset(ref, catalog=catalog)
     d = index_dir(ds)

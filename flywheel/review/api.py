@@ -13,8 +13,8 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from flywheel.review import auth
 from flywheel.loop import queue as q
+from flywheel.review import auth
 
 SESSION_COOKIE = "fw_session"
 

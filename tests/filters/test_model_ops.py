@@ -4,18 +4,14 @@ tiny random open_clip/aesthetic models installed through the store."""
 from __future__ import annotations
 
 import io
-import sys
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
+from model_fixtures import photos
 from PIL import Image, ImageFilter
 
 from flywheel.filters.base import Work
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "models"))
-from model_fixtures import photos, tiny_aesthetic_dir, tiny_clip_dir, tiny_models  # noqa: E402,F401
 
 
 def work(rgb: np.ndarray) -> Work:
@@ -154,7 +150,8 @@ def test_clip_batched_preprocess_equals_open_clip_transform(tiny_models):
     import torch
     from PIL import Image as PILImage
 
-    from flywheel.models import clip as clip_mod, store
+    from flywheel.models import clip as clip_mod
+    from flywheel.models import store
 
     c = clip_mod.Clip(store.path(tiny_models["clip"]), batch_size=8)
     assert c._pil_steps is not None

@@ -36,8 +36,8 @@ def test_ops_and_recipes(tmp_path):
 
 @pytest.fixture
 def photo_dir(tmp_path):
-    from skimage import data
     from PIL import Image
+    from skimage import data
 
     d = tmp_path / "in"
     d.mkdir()

@@ -155,7 +155,7 @@ def test_bulk_decide_counts_and_filter_respects_max_id(cat):
 
 
 def test_qa_batch_accepts_by_sample_error_rate(cat):
-    ids = q.enqueue(cat, "pretrain", _items(40))
+    q.enqueue(cat, "pretrain", _items(40))
     b = q.create_batch(cat, "ann", queue="pretrain", signal_id="sig-1", sample_size=10, max_error=0.2, seed=1)
     assert b["size"] == 40 and len(b["sample"]) == 10 and b["recommend"] is None
     with pytest.raises(q.ReviewError, match="remaining sampled"):

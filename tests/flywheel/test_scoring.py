@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 from PIL import Image
 
+from flywheel.curation.scoring import Scorer, decide_table
 from flywheel.filters import base
 from flywheel.filters.base import Operator, Params, Rule, register
-from flywheel.curation.scoring import Scorer, decide_table
 
 
 class FragileParams(Params):

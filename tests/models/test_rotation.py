@@ -78,12 +78,12 @@ def test_mlp_head_learns_what_a_linear_head_cannot_and_saves_exactly(tmp_path):
 
 
 def test_train_head_install_and_use(tmp_path):
+    from model_fixtures import photos
+
     from flywheel.filters.base import Work
     from flywheel.filters.rotation import Rotation
     from flywheel.models import store
     from flywheel.models.rotation_train import train_from_images
-
-    from model_fixtures import photos
 
     ph = [np.asarray(p[::2, ::2]) for p in list(photos().values())[:4]]
     res = train_from_images(ph, tmp_path / "head", crops=1, seed=0)

@@ -6,14 +6,12 @@ from __future__ import annotations
 import csv
 import io
 import re
-import sys
-import types
 
 import pytest
 from fastapi.testclient import TestClient
 
-from flywheel.review import auth
 from flywheel.loop import queue as q
+from flywheel.review import auth
 from flywheel.review.app import create_app
 from flywheel.review.pages.audit import _csv_cell
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from flywheel.review import auth
 from flywheel.loop import queue as q
 from flywheel.loop.emit import emit
+from flywheel.review import auth
 from flywheel.review.api import get_catalog
 from flywheel.review.pages.common import admin_dep, csrf_form, page, require_admin
 

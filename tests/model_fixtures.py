@@ -1,4 +1,4 @@
-"""Shared by tests/models and tests/filters/test_model_ops.py. Tiny random-weight models (tests/builders.py)
+"""A pytest plugin (tests/conftest.py `pytest_plugins`) shared by tests/models and tests/filters. Tiny random-weight models (tests/builders.py)
 built once per session, saved to disk; each test installs them into its own FLYWHEEL_HOME through the
 store (`store.add`), the path users take."""
 
