@@ -93,7 +93,8 @@ def test_prompts_seen_in_training_are_dropped(tmp_path):
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
     (ckpt / "flywheel.json").write_text(json.dumps({"datasets": [str(tmp_path / "train")]}))
-    seen = ev.training_captions(ckpt)
+    assert ev.trained_on(ckpt) == [str(tmp_path / "train")]
+    seen = ev.training_captions(ev.trained_on(ckpt))
     kept, dropped = ev.eval_prompts(50, exclude=seen)
     assert dropped == 7 and len(kept) == 50
     assert not {p.lower() for p, _ in kept} & seen
@@ -105,7 +106,8 @@ def test_flywheel_eval_on_a_trained_checkpoint(tmp_path):
     from typer.testing import CliRunner
 
     from flywheel.cli import _register_all, app
-    from flywheel.training.trainer import TrainConfig, main
+    from flywheel.training.config import TrainConfig
+    from flywheel.training.trainer import main
 
     torch.set_num_threads(1)
     syn.write_dataset(tmp_path / "syn", n=16, seed=0, size=32)
