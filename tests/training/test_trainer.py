@@ -159,3 +159,13 @@ def test_ddp_two_cpu_processes(toy_dataset, tmp_path):
         ids = [{r["id"] for r in rows if r["step"] == step and r["rank"] == k} for k in (0, 1)]
         assert not ids[0] & ids[1]
     assert (out / "transformer" / "config.json").exists()
+
+
+def test_config_is_saved_with_the_checkpoint(toy_dataset, tmp_path):
+    out = tmp_path / "run"
+    cfg = _cfg(toy_dataset, out, steps=1, stage="sft", betas=(0.8, 0.95), caption_probs={"general": 0.6, "original": 0.4},
+               ema_decay=0.0, ti2i_ratio=0.0, vae="pixel:8", prediction="x0")
+    main(cfg)
+    assert TrainConfig.load(out) == cfg
+    assert TrainConfig.model_validate(json.loads((out / "state" / "meta.json").read_text())["config"]) == cfg
+    assert TrainConfig.load(out) != cfg.model_copy(update={"seed": 1})  # the comparison can fail
