@@ -10,7 +10,7 @@
   on ground-truth images.
 - Results are written as a dataset in the contract, one row per (prompt, seed), with boolean
   `<attr>_ok` columns, `expected_<attr>`, `concept` and the generated image, which is what
-  `flywheel.loop.signals.from_eval_dataset` mines failures from.
+  the loop's signal miner (`signals.from_eval_dataset`) reads failures from.
 """
 
 from __future__ import annotations

@@ -98,12 +98,12 @@ def main(cfg: TrainConfig) -> dict:
         lv = losses.detach().float().cpu()
         sample_losses += [dict(id=s.id, task=s.task, caption_type="uncond" if dr else s.caption_type, step=step, t=ti,
                                loss=li, rank=rank) for s, li, ti, dr in zip(b.samples, lv.tolist(), t.tolist(), b.drop)]
-        loss = _mean_over_ranks(float(losses.detach().mean()), world, device)
+        loss = _reduce(float(losses.detach().mean()), world, device)
         history.append(loss)
         out_of_time = ((cfg.max_seconds is not None and clock() - t_start > cfg.max_seconds)
                        or (cfg.deadline is not None and time.time() > cfg.deadline))
         if world > 1 and (cfg.max_seconds is not None or cfg.deadline is not None):  # all ranks stop at the same step
-            out_of_time = _mean_over_ranks(float(out_of_time), world, device, op="max") > 0
+            out_of_time = _reduce(float(out_of_time), world, device, op="max") > 0
         last = step + 1 == cfg.steps or out_of_time
         if log is not None:
             log.step(step, loss, res, t.cpu(), lv, dict(lr=opt.param_groups[0]["lr"], grad_norm=float(gnorm), resolution=res,
@@ -143,7 +143,8 @@ def _distributed(asked: str | None):
     return device, rank, world
 
 
-def _mean_over_ranks(x: float, world: int, device, op: str = "mean") -> float:
+def _reduce(x: float, world: int, device, op: str = "mean") -> float:
+    """x's mean (or max) over the ranks; every rank gets the same value."""
     if world == 1:
         return x
     import torch
