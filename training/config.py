@@ -28,7 +28,7 @@ class Stage(BaseModel):
     """What a stage sets by default; the config's `lr`, `ti2i_ratio` and `resolution` override it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    lr: float
+    lr: float = Field(description="Peak learning rate (after linear warm-up).")
     ti2i_ratio: float = Field(description="Share of TI2I (edit) batches.")
     resolutions: tuple[tuple[int, float], ...] = Field(
         description="The resolution curriculum: (image side, from this fraction of the run on).")
@@ -53,7 +53,8 @@ class TrainConfig(BaseModel):
     datasets: list[str] = Field(min_length=1, json_schema_extra={"flag": "dataset"},
                                 description="Emitted dataset directory (name@vN through `flywheel train`); repeat to mix several.")
     out: str = Field(description="Output directory: checkpoint (diffusers layout), state to resume, metrics, per-sample losses.")
-    stage: StageName = Field("pretrain", description="Learning rate, T2I/TI2I ratio and resolutions of Table 2.")
+    stage: StageName = Field("pretrain", description="Training stage: its learning rate, T2I/TI2I ratio and resolution "
+                                                     "curriculum (Table 2 of the report).")
     preset: Literal["tiny", "small", "full"] = Field(
         "tiny", description="Model size: tiny (CPU), small (one GPU), full (released sizes).")
     arch: Literal["2.1", "1.0"] = Field("2.1", description="2.1 (Qwen-Image 2.x single stream) or 1.0 (first Qwen-Image MMDiT).")
@@ -153,6 +154,8 @@ class Option:
 
 
 def options() -> list[Option]:
+    """TrainConfig's fields in command-line terms: `Literal` gives choices, `list` a repeated flag, `tuple` a
+    flag with several values, `dict` a TYPE=P,... string."""
     out = []
     for name, f in TrainConfig.model_fields.items():
         ann = _strip_optional(f.annotation)
