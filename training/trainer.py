@@ -106,9 +106,9 @@ def main(cfg: TrainConfig) -> dict:
             out_of_time = _reduce(float(out_of_time), world, device, op="max") > 0
         last = step + 1 == cfg.steps or out_of_time
         if log is not None:
-            log.step(step, loss, res, t.cpu(), lv, dict(lr=opt.param_groups[0]["lr"], grad_norm=float(gnorm), resolution=res,
-                     batch=len(b.samples), img_tokens=int(b.x0.shape[1]) * (1 + len(b.cond)), txt_tokens=int(b.text.shape[1])),
-                     write=(step + 1) % cfg.log_every == 0 or last)
+            log.step(step, t.cpu(), lv, write=(step + 1) % cfg.log_every == 0 or last, loss=loss, lr=opt.param_groups[0]["lr"],
+                     grad_norm=float(gnorm), resolution=res, batch=len(b.samples),
+                     img_tokens=int(b.x0.shape[1]) * (1 + len(b.cond)), txt_tokens=int(b.text.shape[1]))
 
         # -- checkpoint ------------------------------------------------------------------------------
         if (step + 1) % cfg.ckpt_every == 0 or last:
@@ -171,18 +171,19 @@ class _Log:
             self.bar = tqdm(total=None if budgeted else cfg.steps, initial=start, desc=f"train {cfg.stage}", unit="step")
         self.t_last, self.c_last = time.time(), time.process_time()
 
-    def step(self, step: int, loss: float, res: int, t, losses, fields: dict, write: bool) -> None:
+    def step(self, step: int, t, losses, write: bool, **fields) -> None:
+        """t, losses: (B,) of this step; fields: the record's values (loss, lr, grad_norm, resolution, ...)."""
         from flywheel.training import rectified_flow as rf
 
         for b, (s, c) in rf.timestep_bins(t, losses, N_BINS).items():
             self.bins.setdefault(b, []).append(s / c)
         if self.bar is not None:
             self.bar.update(1)
-            self.bar.set_postfix(loss=f"{loss:.4f}", res=res)
+            self.bar.set_postfix(loss=f"{fields['loss']:.4f}", res=fields["resolution"])
         if not write:
             return
         now, c_now = time.time(), time.process_time()  # record to record: writing a record counts in the next
-        rec = dict(step=step + 1, loss=loss, **fields, sec_per_step=(now - self.t_last) / self.cfg.log_every,
+        rec = dict(step=step + 1, **fields, sec_per_step=(now - self.t_last) / self.cfg.log_every,
                    cpu_sec_per_step=(c_now - self.c_last) / self.cfg.log_every,  # this process's CPU time, all threads
                    loss_by_t_bin={f"{b / N_BINS:.1f}": sum(v) / len(v) for b, v in sorted(self.bins.items())})
         with open(self.path, "a") as f:
