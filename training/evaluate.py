@@ -10,7 +10,7 @@
   on ground-truth images.
 - Results are written as a dataset in the contract, one row per (prompt, seed), with boolean
   `<attr>_ok` columns, `expected_<attr>`, `concept` and the generated image, which is what
-  `flywheel.loop.signals.from_eval_dataset` mines failures from.
+  the loop's signal miner (`signals.from_eval_dataset`) reads failures from.
 """
 
 from __future__ import annotations
@@ -85,19 +85,22 @@ def format_table(summary: dict[str, dict], checker_acc: dict[str, float] | None 
     return "\n".join(lines)
 
 
-def training_captions(ckpt: str | Path) -> set[str]:
-    """Captions of the datasets the checkpoint was trained on (from its flywheel.json), lower-cased."""
+def trained_on(ckpt: str | Path) -> list[str]:
+    """The datasets a checkpoint records in its flywheel.json, as recorded (directories, or name@vN for the
+    caller to resolve through the catalog)."""
     meta_path = Path(ckpt) / "flywheel.json"
     if not meta_path.exists():
-        return set()
+        return []
+    return list(json.loads(meta_path.read_text()).get("datasets") or [])
+
+
+def training_captions(datasets: Sequence[str | Path]) -> set[str]:
+    """Captions of these dataset directories, lower-cased: evaluation prompts among them are not held out."""
     from flywheel.datasets import open_dataset
 
     out: set[str] = set()
-    for ref in json.loads(meta_path.read_text()).get("datasets") or []:
-        try:
-            t = open_dataset(ref).to_table(columns=["caption"])
-        except (FileNotFoundError, KeyError, ValueError):
-            continue
+    for path in datasets:
+        t = open_dataset(path).to_table(columns=["caption"])
         out.update(c.strip().lower() for c in t.column("caption").to_pylist() if c)
     return out
 
@@ -137,11 +140,13 @@ def evaluate(
     size: int = 64, steps: int = 30, guidance: float = 4.0, batch_size: int = 32, prompt_seed: int = 0,
     out: str | Path | None = None, name: str = "eval", catalog=None, checker: Checker | None = None,
     generate: GenerateFn | None = None, device: str | None = None, progress: bool = False, checker_n: int = 600,
+    trained_on: Sequence[str | Path] = (),
 ) -> EvalResult:
     """Generate every evaluation prompt with every seed, score, summarize, and (with `out`) write
-    the per-(prompt, seed) dataset. `generate` replaces the checkpoint's sampler (tests, oracles)."""
+    the per-(prompt, seed) dataset. `generate` replaces the checkpoint's sampler (tests, oracles).
+    Prompts that are captions of the `trained_on` dataset directories are left out."""
     checker = checker or Checker.load(progress=progress)
-    exclude = training_captions(ckpt_dir) if ckpt_dir else set()
+    exclude = training_captions(trained_on)
     prompts, dropped = eval_prompts(n_prompts, suite, prompt_seed, exclude)
     generate = generate or generator_fn(ckpt_dir, size, steps, guidance, device)
     bar = None

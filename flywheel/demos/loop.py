@@ -179,7 +179,8 @@ def run_demo(cfg: DemoConfig, out: Path, catalog=None, echo=print) -> dict:
     from flywheel.review import auth
     from flywheel.loop.router import RouterConfig, route
     from flywheel.training import synthetic as syn
-    from flywheel.training.trainer import TrainConfig, main as train
+    from flywheel.training.config import TrainConfig
+    from flywheel.training.trainer import main as train
 
     torch.set_num_threads(cfg.threads)
     t_wall, t_cpu = time.time(), time.process_time()
@@ -227,7 +228,7 @@ def run_demo(cfg: DemoConfig, out: Path, catalog=None, echo=print) -> dict:
 
     sig_eval = evaluate(ck0, n_prompts=n_sig, seeds=(0,), size=cfg.size, steps=cfg.sample_steps, guidance=cfg.guidance,
                         prompt_seed=101, out=out / f"signal-eval-{tag}", name="loop-signal-eval", catalog=cat, checker=checker,
-                        checker_n=0, progress=True, generate=gen0)
+                        checker_n=0, progress=True, generate=gen0, trained_on=[train_dir])
     signal_prompts = {r["prompt"] for r in sig_eval.rows}
     mined = sg.from_eval_dataset(sig_eval.manifest.ref, catalog=cat)
     lap(f"flywheel eval on {len(signal_prompts)} signal prompts: {len(mined)} failures")

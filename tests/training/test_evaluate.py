@@ -101,7 +101,8 @@ def test_prompts_seen_in_training_are_dropped(tmp_path):
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
     (ckpt / "flywheel.json").write_text(json.dumps({"datasets": [str(tmp_path / "train")]}))
-    seen = ev.training_captions(ckpt)
+    assert ev.trained_on(ckpt) == [str(tmp_path / "train")]
+    seen = ev.training_captions(ev.trained_on(ckpt))
     kept, dropped = ev.eval_prompts(50, exclude=seen)
     assert dropped == 7 and len(kept) == 50
     assert not {p.lower() for p, _ in kept} & seen
@@ -113,7 +114,8 @@ def test_flywheel_eval_on_a_trained_checkpoint(tmp_path):
     from typer.testing import CliRunner
 
     from flywheel.cli import _register_all, app
-    from flywheel.training.trainer import TrainConfig, main
+    from flywheel.training.config import TrainConfig
+    from flywheel.training.trainer import main
 
     torch.set_num_threads(1)
     syn.write_dataset(tmp_path / "syn", n=16, seed=0, size=32)
@@ -128,3 +130,23 @@ def test_flywheel_eval_on_a_trained_checkpoint(tmp_path):
     assert t.num_rows == 16 and open_dataset(tmp_path / "res").manifest.extra["ckpt"] == str(tmp_path / "ck")
     bad = CliRunner().invoke(app, ["eval", "--ckpt", str(tmp_path / "nope")])
     assert bad.exit_code != 0
+
+    # a checkpoint that records its training data as name@vN: the CLI resolves it through the catalog and
+    # the prompts that are among its captions are not evaluated
+    import pyarrow as pa
+
+    from flywheel.catalog import Catalog
+    from flywheel.datasets import BASE_SCHEMA, DatasetWriter
+
+    leaked = [p for p, _ in ev.eval_prompts(8)[0][:3]]
+    with DatasetWriter(tmp_path / "leak", name="leak", kind="synthetic", schema=BASE_SCHEMA, catalog=Catalog()) as w:
+        w.write(pa.Table.from_pylist([{"id": str(i), "caption": p, "task": "t2i"} for i, p in enumerate(leaked)], schema=BASE_SCHEMA))
+    meta_path = tmp_path / "ck" / "flywheel.json"
+    meta = json.loads(meta_path.read_text())
+    for refs, dropped in ((["leak@v1"], 3), (["gone@v9"], 0)):
+        meta_path.write_text(json.dumps({**meta, "datasets": refs}))
+        r = CliRunner().invoke(app, ["eval", "--ckpt", str(tmp_path / "ck"), "--n-prompts", "8", "--seeds", "0", "--steps", "2",
+                                     "--size", "32"])
+        assert r.exit_code == 0, r.output
+        assert f"({dropped} prompts dropped: seen in training)" in r.output
+        assert ("gone@v9, which is gone" in r.output) == (refs == ["gone@v9"])
