@@ -43,8 +43,8 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     from flywheel.training import checker as chk
     from flywheel.training import synthetic as syn
-    from flywheel.training.generate import Generator
     from flywheel.training.config import TrainConfig
+    from flywheel.training.generate import Generator
     from flywheel.training.trainer import main as train
 
     out = Path(a.out)

@@ -20,11 +20,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from flywheel.datasets import CAPTION_TYPES, CAPTIONS_TYPE
-
 from flywheel.captioning.backends import Backend, Request, make_backend
 from flywheel.captioning.cache import CaptionCache, Entry, Key
 from flywheel.captioning.types import CaptionOptions, build_prompt, clean_instruction, postprocess, repair_prompt
+from flywheel.datasets import CAPTION_TYPES, CAPTIONS_TYPE
 
 PROMPT_HASH_TYPE = pa.struct([(t, pa.string()) for t in CAPTION_TYPES])
 READ_COLUMNS = ("id", "source", "task", "image", "caption", "captions", "caption_errors", "meta", "lang",

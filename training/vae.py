@@ -30,7 +30,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 
@@ -228,7 +228,6 @@ def load_images(paths: list[str], resolution: int, channels: int, heldout: str |
     import torch
 
     from flywheel.datasets import open_dataset
-
     from flywheel.training.data import load_image
 
     def rows(path):

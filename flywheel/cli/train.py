@@ -11,8 +11,8 @@ import typer
 
 
 def _resolve_datasets(refs: list[str]) -> list[str]:
-    from flywheel.cli import UserError
     from flywheel.catalog import open_dataset
+    from flywheel.cli import UserError
 
     out = []
     for r in refs:

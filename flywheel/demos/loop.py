@@ -28,9 +28,17 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-
-from flywheel.loop.measure import _prewarm, checkpoint_evaluator, concept_hit, concept_prompts, format_table, generate_and_score, generator, per_concept, record_evals
-
+from flywheel.loop.measure import (
+    _prewarm,
+    checkpoint_evaluator,
+    concept_hit,
+    concept_prompts,
+    format_table,
+    generate_and_score,
+    generator,
+    per_concept,
+    record_evals,
+)
 
 
 @dataclass
@@ -173,11 +181,11 @@ def train_config(cfg: DemoConfig, datasets: list[str], out: Path, minutes: float
 def run_demo(cfg: DemoConfig, out: Path, catalog=None, echo=print) -> dict:
     import torch
 
-    from flywheel.loop import signals as sg
     from flywheel.catalog import Catalog
+    from flywheel.loop import signals as sg
     from flywheel.loop.retrain import retrain
-    from flywheel.review import auth
     from flywheel.loop.router import RouterConfig, route
+    from flywheel.review import auth
     from flywheel.training import synthetic as syn
     from flywheel.training.config import TrainConfig
     from flywheel.training.trainer import main as train

@@ -11,12 +11,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from flywheel.loop import emit as em
-from flywheel.demos import loop as ld
-from flywheel.loop import measure
-from flywheel.loop import router as rt
 from flywheel.catalog import Catalog
 from flywheel.datasets import open_dataset
+from flywheel.demos import loop as ld
+from flywheel.loop import emit as em
+from flywheel.loop import measure
+from flywheel.loop import router as rt
 from flywheel.review import auth
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -147,9 +147,9 @@ def test_prewarmed_prompts_equal_one_by_one_encoding():
 def test_retrain_flow_records_before_after(prefect_harness, tmp_path):
     """The retraining trigger as a Prefect flow: train from the last checkpoint on an emitted
     version, evaluate before and after, record the table (tiny budgets: mechanics, not quality)."""
+    from flywheel.demos.loop import DemoConfig, train_config
     from flywheel.flows.loop import retrain_flow
     from flywheel.loop.retrain import before_after, train_step
-    from flywheel.demos.loop import DemoConfig, train_config
     from flywheel.training import synthetic as syn
 
     cat = Catalog()
