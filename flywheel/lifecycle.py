@@ -40,6 +40,10 @@ class JobError(RuntimeError):
     """The job cannot finish as asked (a unit is missing, rows do not add up); says what to do next."""
 
 
+def _json_default(o: Any) -> Any:
+    return o.item() if hasattr(o, "item") else str(o)  # numpy scalars as numbers; paths as strings
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     tmp.write_text(text)
@@ -47,7 +51,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def _digest(obj: Any, n: int = 16) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=_json_default).encode()).hexdigest()[:n]
 
 
 @contextmanager
@@ -76,13 +80,14 @@ class Job:
     # -- plan ---------------------------------------------------------------------------------
     @classmethod
     def prepare(cls, kind: str, key: dict, plan: dict, units: Sequence[str], *, run: dict | None = None,
-                keep_uncommitted: bool = False, catalog=None) -> "Job":
+                run_id: str | None = None, keep_uncommitted: bool = False, catalog=None) -> "Job":
         """Write (or find again) the state for `key` and record the run as running.
 
         `key` holds what defines the output (input, recipe, model options): the same key means the
         same job, so its committed units are kept and its run id reused. `plan` holds the rest
         (output path, worker count), refreshed on every prepare. `run` is the run record's fields
-        (input, output, params, recipe...). `keep_uncommitted` keeps a killed attempt's parts for a
+        (input, output, params, recipe...); without it the caller records the run with `start` once
+        it knows them. `run_id` names a new run (default: kind, key and a random suffix). `keep_uncommitted` keeps a killed attempt's parts for a
         job that resumes row by row from whatever parts exist (each part is whole, being renamed
         into place) rather than unit by unit."""
         digest = _digest(key)
@@ -99,17 +104,24 @@ class Job:
         if old is None or old.get("units") != units:
             shutil.rmtree(state, ignore_errors=True)
             old = None
-        run_id = old["run_id"] if old else f"{kind}-{digest}-{uuid.uuid4().hex[:6]}"
+        if old and run_id and old["run_id"] != run_id:
+            raise ValueError(f"state {state} belongs to run {old['run_id']}, not {run_id}; put the run id in the key")
+        run_id = old["run_id"] if old else run_id or f"{kind}-{digest}-{uuid.uuid4().hex[:6]}"
         (state / "parts").mkdir(parents=True, exist_ok=True)
         (state / "done").mkdir(exist_ok=True)
         full = {**plan, "kind": kind, "key": digest, "key_fields": key, "units": units, "run_id": run_id,
-                "state": str(state), "run": run or {},
-                "keep_uncommitted": keep_uncommitted}
-        _write_atomic(state / "plan.json", json.dumps(full, indent=2, default=str))
+                "state": str(state), "keep_uncommitted": keep_uncommitted}
+        _write_atomic(state / "plan.json", json.dumps(full, indent=2, default=_json_default))
         job = cls(state, catalog)
         job._sweep()
-        job.catalog.start_run(run_id, kind, code_version=config.code_version(), state_key=digest, **(run or {}))
+        if run is not None:
+            job.start(**run)
         return job
+
+    def start(self, **fields: Any) -> None:
+        """Record the run as running (again, on a resume) with `fields` (input, output, params...)."""
+        self.catalog.start_run(self.run_id, self.kind, code_version=config.code_version(),
+                               state_key=self.plan["key"], **fields)
 
     @property
     def run_id(self) -> str:
@@ -143,6 +155,10 @@ class Job:
     def done(self) -> set[str]:
         return {u for m in self._markers() for u in m["units"]}
 
+    def committed(self, unit: str) -> dict | None:
+        """The stats `unit` was committed with, or None while it is pending."""
+        return next((m["stats"] for m in self._markers() if unit in m["units"]), None)
+
     def pending(self) -> list[str]:
         """Planned units with no commit marker, in plan order."""
         done = self.done()
@@ -168,7 +184,7 @@ class Job:
         if missing:
             raise JobError(f"parts {missing} were never written to {self.parts_dir}")
         marker = {"units": units, "parts": names, "stats": stats or {}, "at": time.time()}
-        _write_atomic(self.state / "done" / f"{_digest(units)}.json", json.dumps(marker))
+        _write_atomic(self.state / "done" / f"{_digest(units)}.json", json.dumps(marker, default=_json_default))
 
     def parts(self) -> list[Path]:
         """The parts of committed units: plan order, then write order within a commit."""
@@ -196,7 +212,7 @@ class Job:
 
     # -- side files ---------------------------------------------------------------------------
     def write_json(self, name: str, obj: Any) -> None:
-        _write_atomic(self.state / name, json.dumps(obj, indent=2, default=str))
+        _write_atomic(self.state / name, json.dumps(obj, indent=2, default=_json_default))
 
     def read_json(self, name: str, default: Any = None) -> Any:
         p = self.state / name
