@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from flywheel.loop import emit as em
+from flywheel.loop import measure as ms
 from flywheel.demos import loop as ld
 from flywheel.loop import router as rt
 from flywheel.catalog import Catalog
@@ -53,7 +54,7 @@ def test_colour_gap_concepts():
     cs = ld.concept_list(cfg)
     assert cs[0] == ("purple", None) and len(cs) == 8 and all(s is None for _, s in cs)
     ps = ld.concept_prompts(cs[:2], 30, seed=3)
-    assert {ld.concept_of(s, color_only=True) for _, s in ps} == {"purple", cs[1][0]}
+    assert {ms.concept_of(s, color_only=True) for _, s in ps} == {"purple", cs[1][0]}
     assert len({s.shape for _, s in ps}) >= 4
     assert ld.concept_hit("purple star", "purple") and not ld.concept_hit("red star", "purple")
     assert ld.concept_hit("red star", "red star") and not ld.concept_hit("red circle", "red star")
@@ -120,9 +121,9 @@ def test_prewarmed_prompts_equal_one_by_one_encoding():
     from flywheel.models.text_encoders import MiniLMEncoder
 
     torch.set_num_threads(1)
-    enc = ld.MemoEncoder(MiniLMEncoder())
+    enc = ms.MemoEncoder(MiniLMEncoder())
     prompts = ["a red triangle", "three blue circles on a plain white background, minimalist", ""]
-    ld._prewarm(enc, prompts)
+    ms._prewarm(enc, prompts)
     assert set(enc.memo) == set(prompts)
     for p in prompts:
         alone = enc.enc.encode(p).embeds
