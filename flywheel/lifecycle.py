@@ -6,13 +6,14 @@
     commit        done/<unit>.json names the unit's parts; only parts of committed units count
     finalize      refuses unless every planned unit is committed, then writes the dataset
                   (`flywheel.datasets.DatasetWriter`, registered in the catalog under the run id)
-    run record    one row in the catalog's `runs`: running at prepare, then succeeded, or failed
-                  when a step raises
+    run record    one row in the catalog's `runs`: running from prepare (or `start`), then
+                  succeeded, or failed when a step raises
 
 A unit is the smallest piece of input whose output is kept across a crash (an input file, a
 training step). A process killed mid-unit leaves parts no marker names; the next prepare deletes
 them and the unit runs again, so no row is ever counted twice. The commit marker is the last file
-a unit writes, which is what makes "done" trustworthy after a kill -9.
+a unit writes, which is what makes "done" trustworthy after a kill -9. One process works on a
+state at a time: a second prepare of the same key would delete the first one's unfinished parts.
 
 This module sits between the job packages (curation, jobs, loop) and the catalog, so all three
 can share it without importing each other.
@@ -34,6 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from flywheel import config
+from flywheel.datasets import DatasetWriter, Manifest
 
 
 class JobError(RuntimeError):
@@ -81,15 +83,15 @@ class Job:
     @classmethod
     def prepare(cls, kind: str, key: dict, plan: dict, units: Sequence[str], *, run: dict | None = None,
                 run_id: str | None = None, keep_uncommitted: bool = False, catalog=None) -> "Job":
-        """Write (or find again) the state for `key` and record the run as running.
+        """Write (or find again) the state for `key`; with `run`, record the run as running.
 
         `key` holds what defines the output (input, recipe, model options): the same key means the
         same job, so its committed units are kept and its run id reused. `plan` holds the rest
         (output path, worker count), refreshed on every prepare. `run` is the run record's fields
         (input, output, params, recipe...); without it the caller records the run with `start` once
-        it knows them. `run_id` names a new run (default: kind, key and a random suffix). `keep_uncommitted` keeps a killed attempt's parts for a
-        job that resumes row by row from whatever parts exist (each part is whole, being renamed
-        into place) rather than unit by unit."""
+        it knows them. `run_id` names a new run (default: kind, key and a random suffix).
+        `keep_uncommitted` keeps a killed attempt's parts, for a job that resumes row by row from
+        whatever parts exist (each is whole, being renamed into place) rather than unit by unit."""
         digest = _digest(key)
         state = config.state_dir() / f"{kind}-{digest}"
         units = [str(u) for u in units]
@@ -194,9 +196,6 @@ class Job:
         """Every part on disk, committed or not (for jobs prepared with `keep_uncommitted`)."""
         return sorted(self.parts_dir.glob("part-*.parquet"))
 
-    def unit_stats(self) -> list[dict]:
-        return [m["stats"] for m in self._markers()]
-
     def committed_rows(self) -> int:
         return sum(pq.ParquetFile(p).metadata.num_rows for p in self.parts())
 
@@ -241,14 +240,13 @@ class Job:
                 raise JobError(f"{self.kind} run {self.run_id} produced {got} rows for {rows} input rows; rerun the "
                                "same command")
 
-    def dataset(self, dest: str | Path, *, name: str, kind: str, parents: list[str] | None = None, **kw):
+    def dataset(self, dest: str | Path, *, name: str, kind: str, parents: list[str] | None = None,
+                **kw) -> DatasetWriter:
         """A `DatasetWriter` registered in this job's catalog under its run id."""
-        from flywheel.datasets import DatasetWriter
-
         return DatasetWriter(dest, name, kind, catalog=self.catalog, parents=parents, run_id=self.run_id, **kw)
 
     def finalize(self, dest: str | Path, *, name: str, kind: str, parents: list[str] | None = None,
-                 rows: int | None = None, counts: dict[str, int] | None = None, **writer_kw):
+                 rows: int | None = None, counts: dict[str, int] | None = None, **writer_kw) -> Manifest:
         """Check that every unit is committed (and `rows` rows are there), then write the committed
         parts, in plan order, as one dataset version; returns its manifest. Jobs that split or
         rewrite rows (curation's accepted/rejected) call `check_complete` and `dataset` themselves."""

@@ -124,3 +124,16 @@ def test_run_record_context(tmp_path):
     ok, bad = _run_row("r-ok"), _run_row("r-bad")
     assert (ok["status"], ok["stats_json"], ok["input"]) == ("succeeded", '{"steps": 3}', "d@v1")
     assert bad["status"] == "failed" and "out of memory" in bad["stats_json"] and '"steps": 1' in bad["stats_json"]
+
+
+def test_row_level_resume_keeps_uncommitted_parts():
+    """A job that resumes row by row from whatever parts exist keeps a killed attempt's whole
+    parts across prepare; half-written temp files still go."""
+    job = Job.prepare("toy", {"input": "rows"}, {}, ["all"], keep_uncommitted=True)
+    name = job.write_part(_rows("u0"))
+    (job.parts_dir / ".part-cut.parquet.tmp").write_bytes(b"half")
+    again = Job.prepare("toy", {"input": "rows"}, {}, ["all"], keep_uncommitted=True)
+    assert [p.name for p in again.written_parts()] == [name] and again.parts() == []
+    assert [p.name for p in again.parts_dir.iterdir()] == [name]
+    again.commit("all", again.written_parts())
+    assert again.committed_rows() == 2
