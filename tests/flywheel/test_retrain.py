@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from pydantic import ValidationError
 
 from flywheel.catalog import Catalog
 from flywheel.loop import retrain as rt
@@ -19,7 +20,7 @@ def _run(run_id: str):
 
 def test_train_step_that_raises_is_recorded_failed():
     cat = Catalog()
-    with pytest.raises(TypeError, match="no_such_option"):
+    with pytest.raises(ValidationError, match="no_such_option"):
         rt.train_step(cat, "d@v1", BAD_CFG, "train-bad")
     row = _run("train-bad")
     assert (row["kind"], row["status"], row["input"], row["output"]) == ("retrain", "failed", "d@v1", "ckpt")
@@ -32,7 +33,7 @@ def test_retrain_job_fails_at_its_step_and_skips_finished_steps():
     key = {"train": BAD_CFG, "seeds": [0]}
     job = rt.prepare(cat, "d@v2", key, before=False, run={"input": "d@v2", "output": "ckpt"})
     assert job.plan["units"] == ["train", "eval-after"]
-    with pytest.raises(TypeError):
+    with pytest.raises(ValidationError, match="no_such_option"):
         rt.train_unit(job, BAD_CFG)
     row = _run(job.run_id)
     assert row["status"] == "failed" and json.loads(row["stats_json"])["step"] == "train"
