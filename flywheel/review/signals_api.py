@@ -1,8 +1,9 @@
 """`flywheel api serve`: the signal API, with the review queue API mounted beside it.
 
 - `POST /api/signals` takes one signal or `{"signals": [...]}` (pydantic-validated, the same
-  models as `flywheel signal add`); the client's `id` makes it idempotent: a repeated id is
-  answered `duplicate` and stored once.
+  models as `flywheel signal add`); the client's `id` makes it idempotent: an id sent again with
+  the same content is answered `duplicate` and stored once; with other content it is a 409
+  conflict and nothing of the request is stored.
 - `GET /api/signals/{id}` reads one back; `GET /api/routes/{signal_id}` its routing decisions and
   evidence; `GET /api/health` needs no token.
 - `/api/review/...` is the review queue's API (`flywheel.review.api`), so a scripted reviewer uses
@@ -84,7 +85,10 @@ def create_app(cat=None) -> FastAPI:
             return JSONResponse({"detail": "malformed signal(s): " + "; ".join(errors[:20]) +
                                  ". Kinds: eval (prompt, results), bad_case (origin, ...), feedback (prompt, rating 1-5)",
                                  "errors": errors[:100]}, status_code=422)
-        res = sg.add(catalog(), parsed, source=f"api:{who}")
+        try:
+            res = sg.add(catalog(), parsed, source=f"api:{who}")
+        except sg.SignalConflict as e:
+            return JSONResponse({"detail": str(e), "conflict": e.ids}, status_code=409)
         status = 201 if res["inserted"] else 200
         return JSONResponse({"inserted": res["inserted"], "duplicate": res["duplicate"]}, status_code=status)
 
