@@ -95,7 +95,6 @@ def test_from_loss_parquet_finds_outliers(tmp_path):
 
 
 def test_same_id_other_content_is_a_conflict_in_add_and_the_cli(tmp_path):
-
     from typer.testing import CliRunner
 
     from flywheel.cli import UserError, _register_all, app
