@@ -10,6 +10,7 @@ the query engine over them and over the datasets' Parquet (`query()`), opened pe
 from __future__ import annotations
 
 import json
+import os
 import random
 import sqlite3
 import time
@@ -164,7 +165,18 @@ class Catalog:
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path else config.catalog_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._create_private()
         self._migrate()
+
+    def _create_private(self) -> None:
+        """A new catalog file is created 0600: it holds password and token hashes, sessions and
+        the audit log. SQLite gives its -wal and -shm files the mode of the database file, so
+        they follow. An existing file keeps its mode (a deployment may share it by group)."""
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            return
+        os.close(fd)
 
     # -- connections -------------------------------------------------------------------------
     def connect(self) -> sqlite3.Connection:

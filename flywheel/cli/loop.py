@@ -192,14 +192,17 @@ def search(
 
 
 @api_app.command("serve")
-def api_serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8780)) -> None:
+def api_serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8780),
+              docs: bool = typer.Option(False, "--docs", help="Serve Swagger UI at /api/docs (the browser loads its "
+                                        "script from a CDN); /api/openapi.json is always served.")) -> None:
     """Serve the signal API (/api/signals) and the review API (/api/review)."""
     import uvicorn
 
     from flywheel.review.signals_api import create_app
 
-    typer.echo(f"signal API on http://{host}:{port}/api (docs at /api/docs); create tokens with `flywheel tokens create --name NAME`")
-    uvicorn.run(create_app(), host=host, port=port, log_level="warning", server_header=False)
+    where = "docs at /api/docs" if docs else "schema at /api/openapi.json"
+    typer.echo(f"signal API on http://{host}:{port}/api ({where}); create tokens with `flywheel tokens create --name NAME`")
+    uvicorn.run(create_app(docs=docs), host=host, port=port, log_level="warning", server_header=False)
 
 
 @tokens_app.command("create")

@@ -27,11 +27,16 @@ from pydantic import ValidationError
 MAX_BATCH = 10_000
 
 
-def create_app(cat=None) -> FastAPI:
+def create_app(cat=None, docs: bool = False) -> FastAPI:
+    """`docs` serves Swagger UI at /api/docs. It is off by default: FastAPI's page has the browser
+    load its script and styles from a CDN, which an offline or locked-down deployment must not
+    depend on (and a third party's script would run next to the API). /api/openapi.json, served
+    from here, describes the same API."""
     from flywheel.catalog import Catalog
     from flywheel.review import auth
 
-    app = FastAPI(title="flywheel signal API", version="1", docs_url="/api/docs", openapi_url="/api/openapi.json")
+    app = FastAPI(title="flywheel signal API", version="1", docs_url="/api/docs" if docs else None, redoc_url=None,
+                  openapi_url="/api/openapi.json")
     app.state.review_catalog = cat or Catalog()
 
     def catalog() -> Any:

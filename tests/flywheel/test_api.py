@@ -97,3 +97,13 @@ def test_review_api_is_mounted_and_decides_over_http(client):
     assert r.status_code == 200 and r.json()["status"] == "approved"
     assert rq.approved(client.cat)[0]["decided_by"] == "token:eval-bot"
     assert client.get("/api/review/items", headers={}).status_code == 401
+
+
+def test_swagger_ui_is_off_by_default_and_the_schema_is_local():
+    from flywheel.review.signals_api import create_app
+
+    with TestClient(create_app(Catalog())) as c:
+        assert c.get("/api/docs").status_code == 404 and c.get("/redoc").status_code == 404
+        assert c.get("/api/openapi.json").json()["info"]["title"] == "flywheel signal API"
+    with TestClient(create_app(Catalog(), docs=True)) as c:
+        assert "swagger" in c.get("/api/docs").text.lower()
