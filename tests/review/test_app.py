@@ -357,3 +357,38 @@ def test_every_page_route_survives_the_split_into_routers(review_env):
     assert [r for r in routes if r in PAGE_ROUTES] == PAGE_ROUTES
     assert "/static" in [r.path for r in every]
     assert ("/api/review/items", {"GET"}) in routes
+
+
+def test_an_oversized_user_name_or_password_is_refused_before_anything_is_stored(review_env):
+    cat = review_env["cat"]
+    c = TestClient(create_app(cat, secure_cookies=False))
+    huge = "m" * 1_000_000
+    before = cat.execute("SELECT max(seq) AS s FROM audit_log")[0]["s"]
+    assert login(c, huge, "some-password-1").status_code == 401
+    assert login(c, "ann", "p" * (auth.MAX_PASSWORD + 1)).status_code == 401
+    assert login(c, "a" * 65, "some-password-1").status_code == 401
+    rows = cat.execute("SELECT target, detail_json FROM audit_log WHERE seq > ?", (before,))
+    assert len(rows) == 3 and all(r["target"] == "user:(malformed)" for r in rows)
+    assert max(len(r["detail_json"]) for r in rows) < 200
+    keys = [r["key"] for r in cat.execute("SELECT key FROM login_attempts")]
+    assert keys and max(len(k) for k in keys) < 100
+    # still throttled per client: malformed names do not open a way around the limit
+    assert cat.execute("SELECT COUNT(*) AS n FROM login_attempts WHERE ok = 0")[0]["n"] == 3
+    assert login(c, "ann").status_code == 303
+
+
+def test_users_add_refuses_an_oversized_name_or_password(review_env):
+    from typer.testing import CliRunner
+
+    from flywheel.cli import UserError, _register_all, app
+
+    cat = review_env["cat"]
+    before = cat.execute("SELECT max(seq) AS s FROM audit_log")[0]["s"]
+    _register_all()
+    for name, password in (("m" * 1_000_000, "long-enough-1"), ("a" * 65, "long-enough-1"),
+                           ("dora", "p" * (auth.MAX_PASSWORD + 1))):
+        r = CliRunner().invoke(app, ["users", "add", name, "--password-stdin"], input=password + "\n")
+        assert isinstance(r.exception, UserError), r.output
+        assert len(str(r.exception)) < 400
+    assert cat.execute("SELECT max(seq) AS s FROM audit_log")[0]["s"] == before
+    assert "dora" not in [u["name"] for u in auth.list_users(cat)]
