@@ -21,6 +21,9 @@ from typing import Any, Iterator
 from flywheel import config
 
 SCHEMA_VERSION_TABLE = "schema_version"
+# SQLite stores integers as signed 64-bit: a larger Python int cannot even be bound to a query
+# (OverflowError), so ids and versions taken from clients are checked against this first.
+ROW_ID_MAX = 2**63 - 1
 
 # Append-only list of migrations: (version, SQL). Never edit a released one; add a new one.
 MIGRATIONS: list[tuple[int, str | list[str]]] = [
