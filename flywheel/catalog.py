@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -359,6 +360,9 @@ CATALOG_VIEWS = {
 SAFE_TABLE_FUNCTIONS = frozenset({"range", "generate_series", "unnest"})
 
 
+_PLAIN_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
 class QueryRefused(ValueError):
     """A query `flywheel sql` does not run: not a single SELECT, or it names something other
     than the views the catalog offers."""
@@ -368,13 +372,14 @@ def duck_connect(cat: Catalog):
     """A DuckDB connection with the catalog attached read-only and the views created, then shut:
     no file outside the catalog and the datasets can be opened, no extension installed or
     loaded, and the configuration is locked so a query cannot undo this."""
-    import re
 
     import duckdb
 
+    # python_enable_replacements off: a name in a query never resolves to a Python variable
     con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False,
                                               "autoload_known_extensions": False,
-                                              "allow_community_extensions": False})
+                                              "allow_community_extensions": False,
+                                              "python_enable_replacements": False})
     _load_sqlite_extension(con)
     con.execute(f"ATTACH '{_q(str(cat.path))}' AS catalog (TYPE sqlite, READ_ONLY)")
     for t, cols in CATALOG_VIEWS.items():
@@ -446,7 +451,10 @@ def check_read_only(con, sql: str) -> None:
             continue
         name = (ref.get("table_name") or "").lower()
         qualified = ref.get("catalog_name") or ref.get("schema_name") not in ("", "main", None)
-        if qualified or name not in known | ctes:
+        # A CTE's name is in scope only where it is defined; a reference outside that scope falls
+        # through to DuckDB's replacement scans, which read a path-like name as a file. So a name
+        # is let through as a CTE only when it is a plain identifier no scan treats as a file.
+        if qualified or not (name in known or (name in ctes and _PLAIN_NAME.match(name))):
             full = ".".join(x for x in (ref.get("catalog_name"), ref.get("schema_name"), ref.get("table_name")) if x)
             raise QueryRefused(f"{full!r} is not one of the views flywheel sql can read: {', '.join(sorted(known))}")
 

@@ -73,6 +73,7 @@ ESCAPES = {
     "token hashes": ("SELECT hash FROM catalog.tokens", "not one of the views"),
     "sessions": ("SELECT * FROM sessions", "not one of the views"),
     "login attempts": ("WITH x AS (SELECT 1) SELECT * FROM x, login_attempts", "not one of the views"),
+    "a CTE's name out of its scope": ('SELECT * FROM (WITH "{db}" AS (SELECT 1) SELECT 1) a, "{db}"', "not one of the views"),
 }
 
 
