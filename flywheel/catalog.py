@@ -391,7 +391,7 @@ def duck_connect(cat: Catalog):
         files = sorted(Path(r["path"]).glob("data/*.parquet")) if r["path"] else []
         for f in files:
             by_name.setdefault(r["name"], []).append((str(f), f"{r['name']}@v{r['version']}"))
-            dirs.add(str(f.parent.resolve()) + "/")
+            dirs.update({str(f.parent) + "/", str(f.parent.resolve()) + "/"})  # as listed, and through links
     selects = []
     for name, files in by_name.items():
         ident = "ds_" + re.sub(r"\W", "_", name)
@@ -409,7 +409,7 @@ def duck_connect(cat: Catalog):
         con.execute("CREATE VIEW samples AS SELECT NULL::VARCHAR AS dataset, NULL::VARCHAR AS id, NULL::VARCHAR AS source,"
                     " NULL::VARCHAR AS reject_reason WHERE false")
     # The views read these files when a query runs, so they stay reachable; nothing else does.
-    catalog_files = [str(cat.path.resolve()) + suffix for suffix in ("", "-wal", "-shm")]
+    catalog_files = [str(p) + suffix for p in {cat.path.absolute(), cat.path.resolve()} for suffix in ("", "-wal", "-shm")]
     con.execute("SET allowed_paths = ?", [catalog_files])
     con.execute("SET allowed_directories = ?", [sorted(dirs)])
     con.execute("SET enable_external_access = false")

@@ -99,3 +99,17 @@ def test_the_views_hide_credentials_and_still_answer(world):
     assert cat.query("SELECT count(*) AS n FROM samples").to_pylist() == [{"n": 1}]
     assert cat.query("SELECT count(*) AS n FROM ds_pool, range(2)").to_pylist() == [{"n": 2}]
     assert "pretrain" in _sql("WITH q AS (SELECT queue FROM review_items) SELECT * FROM q")
+
+
+def test_datasets_and_a_catalog_reached_through_a_link_stay_readable(tmp_path):
+    """The allowed paths are the files as the catalog lists them and as they resolve, so a home or
+    dataset folder behind a symlink is not locked out by the external-access switch."""
+    from flywheel.catalog import Catalog
+    from flywheel.datasets import BASE_SCHEMA, DatasetWriter
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    cat = Catalog(tmp_path / "link" / "catalog.db")
+    with DatasetWriter(tmp_path / "link" / "pool", name="pool", kind="accepted", schema=BASE_SCHEMA, catalog=cat) as w:
+        w.write(pa.Table.from_pylist([{"id": "b" * 64, "caption": "a dog", "task": "t2i"}], schema=BASE_SCHEMA))
+    assert cat.query("SELECT caption FROM samples").to_pylist() == [{"caption": "a dog"}]
