@@ -10,7 +10,9 @@ the query engine over them and over the datasets' Parquet (`query()`), opened pe
 from __future__ import annotations
 
 import json
+import os
 import random
+import re
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -20,6 +22,9 @@ from typing import Any, Iterator
 from flywheel import config
 
 SCHEMA_VERSION_TABLE = "schema_version"
+# SQLite stores integers as signed 64-bit: a larger Python int cannot even be bound to a query
+# (OverflowError), so ids and versions taken from clients are checked against this first.
+ROW_ID_MAX = 2**63 - 1
 
 # Append-only list of migrations: (version, SQL). Never edit a released one; add a new one.
 MIGRATIONS: list[tuple[int, str | list[str]]] = [
@@ -164,7 +169,18 @@ class Catalog:
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path else config.catalog_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._create_private()
         self._migrate()
+
+    def _create_private(self) -> None:
+        """A new catalog file is created 0600: it holds password and token hashes, sessions and
+        the audit log. SQLite gives its -wal and -shm files the mode of the database file, so
+        they follow. An existing file keeps its mode (a deployment may share it by group)."""
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            return
+        os.close(fd)
 
     # -- connections -------------------------------------------------------------------------
     def connect(self) -> sqlite3.Connection:
@@ -317,37 +333,65 @@ class Catalog:
 
     # -- DuckDB over everything --------------------------------------------------------------
     def query(self, sql: str, params: list | None = None):
-        """Run `sql` in a fresh in-process DuckDB that sees the catalog tables (read-only) and
-        every ready dataset: `samples` (all rows, with a `dataset` column `name@vN`) and one view
-        per dataset name (`ds_<name>`, all versions). Returns a pyarrow Table."""
+        """Run one read-only SELECT in a fresh in-process DuckDB that sees the catalog tables
+        (secrets left out) and every ready dataset: `samples` (all rows, with a `dataset` column
+        `name@vN`) and one view per dataset name (`ds_<name>`, all versions). Returns a pyarrow
+        Table; raises `QueryRefused` for anything else (see `duck_connect`)."""
         con = duck_connect(self)
         try:
+            check_read_only(con, sql)
             return con.execute(sql, params or []).fetch_arrow_table()
         finally:
             con.close()
 
 
-CATALOG_TABLES = ("runs", "datasets", "op_stats", "signals", "routes", "review_items", "audit_log", "models",
-                  "review_votes", "review_batches", "loop_evals")
+# The catalog as `flywheel sql` and `Catalog.query` see it: a view per table, with the columns
+# that hold credentials left out. `sessions` and `login_attempts` are not shown at all: a session
+# id hash or a client address is of no use to a query over data, and of use to an attacker.
+CATALOG_VIEWS = {
+    "runs": "*", "datasets": "*", "op_stats": "*", "signals": "*", "routes": "*", "review_items": "*",
+    "audit_log": "*", "models": "*", "review_votes": "*", "review_batches": "*", "loop_evals": "*",
+    "review_counts": "*",
+    "users": "name, role, created_at, disabled",
+    "tokens": "token_id, name, created_at, revoked",
+}
+# Table functions that read nothing but their arguments; every other one (read_text, read_csv,
+# sqlite_scan, query, ...) could reach a file or run SQL that was never checked.
+SAFE_TABLE_FUNCTIONS = frozenset({"range", "generate_series", "unnest"})
+
+
+_PLAIN_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+class QueryRefused(ValueError):
+    """A query `flywheel sql` does not run: not a single SELECT, or it names something other
+    than the views the catalog offers."""
 
 
 def duck_connect(cat: Catalog):
-    """A DuckDB connection with the catalog attached read-only and dataset views created."""
-    import re
+    """A DuckDB connection with the catalog attached read-only and the views created, then shut:
+    no file outside the catalog and the datasets can be opened, no extension installed or
+    loaded, and the configuration is locked so a query cannot undo this."""
 
     import duckdb
 
-    con = duckdb.connect(":memory:")
+    # python_enable_replacements off: a name in a query never resolves to a Python variable
+    con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False,
+                                              "autoload_known_extensions": False,
+                                              "allow_community_extensions": False,
+                                              "python_enable_replacements": False})
     _load_sqlite_extension(con)
-    con.execute(f"ATTACH '{cat.path}' AS catalog (TYPE sqlite, READ_ONLY)")
-    for t in CATALOG_TABLES:
-        con.execute(f"CREATE VIEW {t} AS SELECT * FROM catalog.{t}")
+    con.execute(f"ATTACH '{_q(str(cat.path))}' AS catalog (TYPE sqlite, READ_ONLY)")
+    for t, cols in CATALOG_VIEWS.items():
+        con.execute(f"CREATE VIEW {t} AS SELECT {cols} FROM catalog.{t}")
     rows = cat.datasets()
     by_name: dict[str, list[tuple[str, str]]] = {}
+    dirs: set[str] = set()
     for r in rows:
         files = sorted(Path(r["path"]).glob("data/*.parquet")) if r["path"] else []
         for f in files:
             by_name.setdefault(r["name"], []).append((str(f), f"{r['name']}@v{r['version']}"))
+            dirs.update({str(f.parent) + "/", str(f.parent.resolve()) + "/"})  # as listed, and through links
     selects = []
     for name, files in by_name.items():
         ident = "ds_" + re.sub(r"\W", "_", name)
@@ -364,7 +408,68 @@ def duck_connect(cat: Catalog):
     else:
         con.execute("CREATE VIEW samples AS SELECT NULL::VARCHAR AS dataset, NULL::VARCHAR AS id, NULL::VARCHAR AS source,"
                     " NULL::VARCHAR AS reject_reason WHERE false")
+    # The views read these files when a query runs, so they stay reachable; nothing else does.
+    catalog_files = [str(p) + suffix for p in {cat.path.absolute(), cat.path.resolve()} for suffix in ("", "-wal", "-shm")]
+    con.execute("SET allowed_paths = ?", [catalog_files])
+    con.execute("SET allowed_directories = ?", [sorted(dirs)])
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
     return con
+
+
+def check_read_only(con, sql: str) -> None:
+    """Refuse anything but one SELECT over the views of `duck_connect`, using DuckDB's own
+    parser. The configuration lock stops files and extensions; this stops the rest: ATTACH (which
+    external access off does not stop for an allowed path), writes, COPY, SET, a second statement
+    smuggled after the first, the attached raw catalog (`catalog.users`) and table functions that
+    read files (`read_blob` of the catalog file would show every password hash)."""
+    import json
+
+    import duckdb
+
+    try:
+        stmts = duckdb.extract_statements(sql)
+    except duckdb.Error as e:
+        raise QueryRefused(f"could not parse the query: {e}") from None
+    if len(stmts) != 1:
+        raise QueryRefused(f"one statement at a time; this query has {len(stmts)}")
+    kind = stmts[0].type
+    if kind != duckdb.StatementType.SELECT:
+        raise QueryRefused(f"only SELECT queries are run; this is {kind.name} (flywheel sql is read-only)")
+    tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])
+    if tree.get("error"):
+        raise QueryRefused(f"only SELECT queries are run: {tree.get('error_message')}")
+    ctes: set[str] = set()
+    refs: list[dict] = []
+    _walk(tree, ctes, refs)
+    known = {r[0].lower() for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    for ref in refs:
+        if ref["type"] == "TABLE_FUNCTION":
+            fn = (ref.get("function") or {}).get("function_name", "?")
+            if fn.lower() not in SAFE_TABLE_FUNCTIONS:
+                raise QueryRefused(f"table function {fn}() is not allowed; query the views ({', '.join(sorted(known))})")
+            continue
+        name = (ref.get("table_name") or "").lower()
+        qualified = ref.get("catalog_name") or ref.get("schema_name") not in ("", "main", None)
+        # A CTE's name is in scope only where it is defined; a reference outside that scope falls
+        # through to DuckDB's replacement scans, which read a path-like name as a file. So a name
+        # is let through as a CTE only when it is a plain identifier no scan treats as a file.
+        if qualified or not (name in known or (name in ctes and _PLAIN_NAME.match(name))):
+            full = ".".join(x for x in (ref.get("catalog_name"), ref.get("schema_name"), ref.get("table_name")) if x)
+            raise QueryRefused(f"{full!r} is not one of the views flywheel sql can read: {', '.join(sorted(known))}")
+
+
+def _walk(node, ctes: set[str], refs: list[dict]) -> None:
+    if isinstance(node, dict):
+        if node.get("type") in ("BASE_TABLE", "TABLE_FUNCTION") or (node.get("type") == "SHOW_REF" and node.get("table_name")):
+            refs.append(node)
+        for entry in (node.get("cte_map") or {}).get("map", []):
+            ctes.add(str(entry.get("key", "")).lower())
+        for v in node.values():
+            _walk(v, ctes, refs)
+    elif isinstance(node, list):
+        for v in node:
+            _walk(v, ctes, refs)
 
 
 def _q(s: str) -> str:

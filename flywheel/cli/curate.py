@@ -209,8 +209,9 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def sql(query: str = typer.Argument(..., help="DuckDB SQL over the catalog tables and `samples`"),
             limit: int = typer.Option(50, help="rows to print")) -> None:
-        """Query the catalog (runs, datasets, op_stats, signals, routes, review_items, audit_log) and every
-        dataset's rows (`samples`, with a `dataset` column; `ds_<name>` per dataset) with DuckDB."""
+        """Query the catalog (runs, datasets, op_stats, signals, routes, review_items, audit_log, users and
+        tokens without their hashes, ...) and every dataset's rows (`samples`, with a `dataset` column;
+        `ds_<name>` per dataset) with DuckDB. Read-only: one SELECT over these views, nothing else."""
         from rich.table import Table
 
         from flywheel.catalog import Catalog

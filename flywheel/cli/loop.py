@@ -34,7 +34,8 @@ def _console():
 
 @signal_app.command("add")
 def signal_add(file: Path = typer.Argument(..., help="JSONL, one signal per line (kind: eval | bad_case | feedback).")) -> None:
-    """Store signals from a JSONL file; ids already stored are skipped."""
+    """Store signals from a JSONL file; ids already stored with the same content are skipped, an id
+    stored with other content is a conflict and nothing is stored."""
     from flywheel.catalog import Catalog
     from flywheel.loop import signals as sg
 
@@ -44,7 +45,10 @@ def signal_add(file: Path = typer.Argument(..., help="JSONL, one signal per line
         sigs = sg.read_jsonl(file)
     except ValueError as e:
         raise _err(f"{e}\nFix those lines and run `flywheel signal add {file}` again (valid lines were not stored).") from None
-    res = sg.add(Catalog(), sigs, source=f"file:{file.name}")
+    try:
+        res = sg.add(Catalog(), sigs, source=f"file:{file.name}")
+    except sg.SignalConflict as e:
+        raise _err(f"conflict: {e}") from None
     typer.echo(f"{len(res['inserted'])} signals stored, {len(res['duplicate'])} already known (same id)")
 
 
@@ -69,7 +73,10 @@ def signal_mine(
             found += sg.from_loss_parquet(losses, z=z)
     except (ValueError, KeyError, FileNotFoundError) as e:
         raise _err(_msg(e)) from None
-    res = sg.add(cat, found)
+    try:
+        res = sg.add(cat, found)
+    except sg.SignalConflict as e:
+        raise _err(f"conflict: {e}") from None
     typer.echo(f"mined {len(found)} signals: {len(res['inserted'])} new, {len(res['duplicate'])} already known")
 
 
@@ -185,14 +192,17 @@ def search(
 
 
 @api_app.command("serve")
-def api_serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8780)) -> None:
+def api_serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8780),
+              docs: bool = typer.Option(False, "--docs", help="Serve Swagger UI at /api/docs (the browser loads its "
+                                        "script from a CDN); /api/openapi.json is always served.")) -> None:
     """Serve the signal API (/api/signals) and the review API (/api/review)."""
     import uvicorn
 
     from flywheel.review.signals_api import create_app
 
-    typer.echo(f"signal API on http://{host}:{port}/api (docs at /api/docs); create tokens with `flywheel tokens create --name NAME`")
-    uvicorn.run(create_app(), host=host, port=port, log_level="warning", server_header=False)
+    where = "docs at /api/docs" if docs else "schema at /api/openapi.json"
+    typer.echo(f"signal API on http://{host}:{port}/api ({where}); create tokens with `flywheel tokens create --name NAME`")
+    uvicorn.run(create_app(docs=docs), host=host, port=port, log_level="warning", server_header=False)
 
 
 @tokens_app.command("create")

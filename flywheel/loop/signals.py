@@ -150,9 +150,22 @@ def is_failure(sig) -> bool:
     return True
 
 
+class SignalConflict(ValueError):
+    """An id already stored with other content. An id names one signal, so the new content is
+    neither stored over the old (routes and review items point at it) nor dropped in silence."""
+
+    def __init__(self, ids: list[str]):
+        self.ids = ids
+        shown = ", ".join(ids[:20]) + (f" and {len(ids) - 20} more" if len(ids) > 20 else "")
+        super().__init__(f"signal id(s) already stored with different content: {shown}; send changed content under "
+                         "a new id (nothing of this batch was stored)")
+
+
 def add(cat, signals: Iterable, source: str | None = None) -> dict:
-    """Store signals; a repeated id is stored once. Returns {'inserted': [...], 'duplicate': [...]}."""
-    inserted, duplicate = [], []
+    """Store signals; an id sent again with the same content is stored once and reported under
+    'duplicate'. Returns {'inserted': [...], 'duplicate': [...]}; raises `SignalConflict`, storing
+    none of the batch, when an id is already stored (or repeated in the batch) with other content."""
+    inserted, duplicate, conflict = [], [], []
     now = time.time()
     rows = []
     for s in signals:
@@ -164,13 +177,19 @@ def add(cat, signals: Iterable, source: str | None = None) -> dict:
             sid = s.signal_id()
             payload = s.model_dump(mode="json", exclude_none=True)
             payload["id"] = sid
+            old = con.execute("SELECT payload_json FROM signals WHERE signal_id = ?", (sid,)).fetchone()
+            if old is not None:
+                (duplicate if json.loads(old[0] or "{}") == payload else conflict).append(sid)
+                continue
             status = "new" if is_failure(s) else "passed"
-            cur = con.execute(
-                "INSERT OR IGNORE INTO signals (signal_id, kind, prompt, payload_json, status, created_at, source,"
+            con.execute(
+                "INSERT INTO signals (signal_id, kind, prompt, payload_json, status, created_at, source,"
                 " concept, attribute) VALUES (?,?,?,?,?,?,?,?,?)",
                 (sid, s.kind, s.prompt, json.dumps(payload), status, now, s.source or source, s.concept, s.attribute),
             )
-            (inserted if cur.rowcount else duplicate).append(sid)
+            inserted.append(sid)
+        if conflict:
+            raise SignalConflict(conflict)
         if inserted:
             cat.audit(source or "signals", "signals.add", f"{len(inserted)} signals", {"ids": inserted[:100]}, con=con)
     return {"inserted": inserted, "duplicate": duplicate}

@@ -7,16 +7,20 @@ FastAPI app; the catalog is `app.state.review_catalog` (created on first use).""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from flywheel.catalog import ROW_ID_MAX
 from flywheel.loop import queue as q
 from flywheel.review import auth
 
 SESSION_COOKIE = "fw_session"
+# An item id, a version or a keyset cursor as a client sends it: within the catalog's integer
+# column, or a 422 before the catalog is asked.
+RowId = Annotated[int, Field(ge=0, le=ROW_ID_MAX)]
 
 
 def get_catalog(request: Request):
@@ -57,13 +61,13 @@ class Decision(BaseModel):
     model_config = ConfigDict(extra="forbid")
     decision: Literal["approved", "rejected"]
     reason: str | None = Field(None, max_length=q.MAX_REASON)
-    expected_version: int | None = None
+    expected_version: RowId | None = None
     request_id: str | None = Field(None, max_length=100)
 
 
 class Bulk(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    item_ids: list[int] = Field(..., min_length=1, max_length=100_000)
+    item_ids: list[RowId] = Field(..., min_length=1, max_length=100_000)
     decision: Literal["approved", "rejected"]
     reason: str | None = Field(None, max_length=q.MAX_REASON)
 
@@ -96,7 +100,7 @@ def review_api_router() -> APIRouter:
 
     @r.get("/items")
     def list_items(request: Request, queue: str | None = None, signal_id: str | None = None, status: str = "pending",
-                   track: str | None = None, after_id: int | None = None, limit: int = 50,
+                   track: str | None = None, after_id: RowId | None = None, limit: int = 50,
                    actor: Actor = Depends(api_actor)):
         if status not in (*q.STATUSES, "any"):
             raise HTTPException(422, f"status must be one of {', '.join(q.STATUSES)} or any")
@@ -105,14 +109,14 @@ def review_api_router() -> APIRouter:
         return {"items": items, "next_after_id": items[-1]["item_id"] if len(items) == max(1, min(limit, 1000)) else None}
 
     @r.get("/items/{item_id}")
-    def get_item(request: Request, item_id: int, actor: Actor = Depends(api_actor)):
+    def get_item(request: Request, item_id: RowId, actor: Actor = Depends(api_actor)):
         try:
             return q.get_item(get_catalog(request), item_id)
         except q.ItemNotFound as e:
             raise HTTPException(404, str(e)) from None
 
     @r.post("/items/{item_id}/decision")
-    def decide(request: Request, item_id: int, body: Decision, actor: Actor = Depends(api_actor)):
+    def decide(request: Request, item_id: RowId, body: Decision, actor: Actor = Depends(api_actor)):
         try:
             return q.decide(get_catalog(request), item_id, body.decision, actor.name, body.reason,
                             body.expected_version, body.request_id)

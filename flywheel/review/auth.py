@@ -20,6 +20,8 @@ from dataclasses import dataclass
 ROLES = ("reviewer", "admin")
 NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 MIN_PASSWORD = 8
+# argon2 hashes whatever it is given; a bound keeps one request from costing megabytes of hashing.
+MAX_PASSWORD = 1024
 SESSION_TTL = 12 * 3600.0
 # Failed logins allowed per user name and per client address in the window.
 LOGIN_WINDOW = 15 * 60.0
@@ -86,17 +88,29 @@ def _sha(s: str) -> str:
 # -- users -------------------------------------------------------------------------------------
 def add_user(cat, name: str, role: str, password: str, actor: str = "cli") -> None:
     if not NAME_RE.match(name or ""):
-        raise AuthError(f"user name {name!r} is not allowed; use 1-64 letters, digits, '_', '.', '@' or '-'")
+        raise AuthError(f"user name {_shown(name)} is not allowed; use 1-64 letters, digits, '_', '.', '@' or '-'")
     if role not in ROLES:
         raise AuthError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
-    if len(password or "") < MIN_PASSWORD:
-        raise AuthError(f"the password needs at least {MIN_PASSWORD} characters")
+    _check_password(password or "")
     h = hash_password(password)
     with cat.tx() as con:
         if con.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
             raise AuthError(f"user {name!r} exists already; pick another name or disable the old account on the admin page")
         con.execute("INSERT INTO users (name, role, password_hash, created_at) VALUES (?,?,?,?)", (name, role, h, time.time()))
         cat.audit(actor, "user.add", f"user:{name}", {"role": role}, con=con)
+
+
+def _shown(name: str | None) -> str:
+    """A name as an error message quotes it: never more than a line, whatever was sent."""
+    name = name or ""
+    return repr(name) if len(name) <= 80 else f"{name[:40]!r}... ({len(name)} characters)"
+
+
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise AuthError(f"the password needs at least {MIN_PASSWORD} characters")
+    if len(password) > MAX_PASSWORD:
+        raise AuthError(f"the password may have at most {MAX_PASSWORD} characters")
 
 
 def list_users(cat) -> list[dict]:
@@ -107,12 +121,12 @@ def set_user(cat, name: str, actor: str, *, role: str | None = None, disabled: b
              password: str | None = None) -> None:
     if role is not None and role not in ROLES:
         raise AuthError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
-    if password is not None and len(password) < MIN_PASSWORD:
-        raise AuthError(f"the password needs at least {MIN_PASSWORD} characters")
+    if password is not None:
+        _check_password(password)
     with cat.tx() as con:
         row = con.execute("SELECT role, disabled FROM users WHERE name = ?", (name,)).fetchone()
         if row is None:
-            raise AuthError(f"no user {name!r}; add it with `flywheel users add {name} --role reviewer`")
+            raise AuthError(f"no user {_shown(name)}; add one with `flywheel users add NAME --role reviewer`")
         if (role == "reviewer" or disabled) and row["role"] == "admin":
             admins = con.execute("SELECT COUNT(*) FROM users WHERE role = 'admin' AND disabled = 0").fetchone()[0]
             if admins <= 1 and not row["disabled"]:
@@ -133,9 +147,12 @@ def set_user(cat, name: str, actor: str, *, role: str | None = None, disabled: b
 
 
 # -- login -------------------------------------------------------------------------------------
-def _check_rate(cat, name: str, client: str) -> None:
+def _check_rate(cat, name: str | None, client: str) -> None:
     since = time.time() - LOGIN_WINDOW
-    for key, limit in ((f"user:{name}", MAX_FAILS_PER_USER), (f"client:{client}", MAX_FAILS_PER_CLIENT)):
+    keys = [(f"client:{client}", MAX_FAILS_PER_CLIENT)]
+    if name is not None:
+        keys.insert(0, (f"user:{name}", MAX_FAILS_PER_USER))
+    for key, limit in keys:
         rows = cat.execute("SELECT COUNT(*) AS n, MIN(at) AS first FROM login_attempts WHERE key = ? AND at > ? AND ok = 0",
                            (key, since))
         if rows[0]["n"] >= limit:
@@ -145,6 +162,8 @@ def _check_rate(cat, name: str, client: str) -> None:
 def authenticate(cat, name: str, password: str, client: str = "unknown") -> str:
     """Check a password; returns the user name, raises `RateLimited` or `AuthError`."""
     global _DUMMY_HASH
+    if not NAME_RE.match(name or "") or len(password or "") > MAX_PASSWORD:
+        _refuse_malformed(cat, name or "", client)
     _check_rate(cat, name, client)
     rows = cat.execute("SELECT name, role, password_hash, disabled FROM users WHERE name = ?", (name,))
     if rows:
@@ -164,6 +183,18 @@ def authenticate(cat, name: str, password: str, client: str = "unknown") -> str:
     if not ok:
         raise AuthError("wrong user name or password (or the account is disabled); try again or ask an admin")
     return rows[0]["name"]
+
+
+def _refuse_malformed(cat, name: str, client: str) -> None:
+    """A name no account can have (or an oversized password) fails before anything is hashed or
+    stored under it: the attempt counts against the client only, and the audit log records the
+    name's length, never the name, so a megabyte typed into the form is not kept for good."""
+    _check_rate(cat, None, client)
+    now = time.time()
+    with cat.tx() as con:
+        con.execute("INSERT INTO login_attempts VALUES (?,?,?)", (f"client:{client}", now, 0))
+        cat.audit("-", "login.fail", "user:(malformed)", {"client": client, "name_length": len(name)}, con=con)
+    raise AuthError("wrong user name or password (or the account is disabled); try again or ask an admin")
 
 
 def create_session(cat, user: str) -> tuple[str, Session]:

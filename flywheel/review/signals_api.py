@@ -1,8 +1,9 @@
 """`flywheel api serve`: the signal API, with the review queue API mounted beside it.
 
 - `POST /api/signals` takes one signal or `{"signals": [...]}` (pydantic-validated, the same
-  models as `flywheel signal add`); the client's `id` makes it idempotent: a repeated id is
-  answered `duplicate` and stored once.
+  models as `flywheel signal add`); the client's `id` makes it idempotent: an id sent again with
+  the same content is answered `duplicate` and stored once; with other content it is a 409
+  conflict and nothing of the request is stored.
 - `GET /api/signals/{id}` reads one back; `GET /api/routes/{signal_id}` its routing decisions and
   evidence; `GET /api/health` needs no token.
 - `/api/review/...` is the review queue's API (`flywheel.review.api`), so a scripted reviewer uses
@@ -26,11 +27,16 @@ from pydantic import ValidationError
 MAX_BATCH = 10_000
 
 
-def create_app(cat=None) -> FastAPI:
+def create_app(cat=None, docs: bool = False) -> FastAPI:
+    """`docs` serves Swagger UI at /api/docs. It is off by default: FastAPI's page has the browser
+    load its script and styles from a CDN, which an offline or locked-down deployment must not
+    depend on (and a third party's script would run next to the API). /api/openapi.json, served
+    from here, describes the same API."""
     from flywheel.catalog import Catalog
     from flywheel.review import auth
 
-    app = FastAPI(title="flywheel signal API", version="1", docs_url="/api/docs", openapi_url="/api/openapi.json")
+    app = FastAPI(title="flywheel signal API", version="1", docs_url="/api/docs" if docs else None, redoc_url=None,
+                  openapi_url="/api/openapi.json")
     app.state.review_catalog = cat or Catalog()
 
     def catalog() -> Any:
@@ -84,7 +90,10 @@ def create_app(cat=None) -> FastAPI:
             return JSONResponse({"detail": "malformed signal(s): " + "; ".join(errors[:20]) +
                                  ". Kinds: eval (prompt, results), bad_case (origin, ...), feedback (prompt, rating 1-5)",
                                  "errors": errors[:100]}, status_code=422)
-        res = sg.add(catalog(), parsed, source=f"api:{who}")
+        try:
+            res = sg.add(catalog(), parsed, source=f"api:{who}")
+        except sg.SignalConflict as e:
+            return JSONResponse({"detail": str(e), "conflict": e.ids}, status_code=409)
         status = 201 if res["inserted"] else 200
         return JSONResponse({"inserted": res["inserted"], "duplicate": res["duplicate"]}, status_code=status)
 

@@ -49,6 +49,21 @@ def test_missing_and_wrong_tokens_are_refused(client):
     assert client.get("/api/health").status_code == 200
 
 
+def test_a_repeated_id_with_other_content_is_a_conflict(client):
+    assert client.post("/api/signals", json=SIG, headers=h(client.tok)).status_code == 201
+    changed = {**SIG, "results": {"color": False, "shape": False}}
+    r = client.post("/api/signals", json={"signals": [{**SIG, "id": "ev-3"}, changed]}, headers=h(client.tok))
+    assert r.status_code == 409 and r.json()["conflict"] == ["ev-1"]
+    assert "ev-1" in r.json()["detail"] and "different content" in r.json()["detail"]
+    # nothing of the request is stored, and the first content stands
+    assert client.cat.execute("SELECT COUNT(*) AS n FROM signals")[0]["n"] == 1
+    got = client.get("/api/signals/ev-1", headers=h(client.tok)).json()
+    assert got["payload"]["results"] == {"color": True, "shape": False}
+    # the same content again is still an idempotent duplicate
+    r = client.post("/api/signals", json=SIG, headers=h(client.tok))
+    assert r.status_code == 200 and r.json()["duplicate"] == ["ev-1"]
+
+
 def test_malformed_signals_get_clear_errors(client):
     r = client.post("/api/signals", json={"kind": "feedback", "prompt": "a cat", "rating": 11}, headers=h(client.tok))
     assert r.status_code == 422 and "rating" in r.json()["detail"] and "less than or equal to 5" in r.json()["detail"]
@@ -82,3 +97,13 @@ def test_review_api_is_mounted_and_decides_over_http(client):
     assert r.status_code == 200 and r.json()["status"] == "approved"
     assert rq.approved(client.cat)[0]["decided_by"] == "token:eval-bot"
     assert client.get("/api/review/items", headers={}).status_code == 401
+
+
+def test_swagger_ui_is_off_by_default_and_the_schema_is_local():
+    from flywheel.review.signals_api import create_app
+
+    with TestClient(create_app(Catalog())) as c:
+        assert c.get("/api/docs").status_code == 404 and c.get("/redoc").status_code == 404
+        assert c.get("/api/openapi.json").json()["info"]["title"] == "flywheel signal API"
+    with TestClient(create_app(Catalog(), docs=True)) as c:
+        assert "swagger" in c.get("/api/docs").text.lower()

@@ -92,3 +92,29 @@ def test_from_loss_parquet_finds_outliers(tmp_path):
     sigs = sg.from_loss_parquet(tmp_path / "loss.parquet", z=5)
     assert [s.sample_id for s in sigs] == ["s42", "s7"]
     assert sigs[0].origin == "loss_outlier" and sigs[0].zscore > 5 and sigs[0].prompt == "cap s42"
+
+
+def test_same_id_other_content_is_a_conflict_in_add_and_the_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from flywheel.cli import UserError, _register_all, app
+
+    cat = Catalog()
+    s = {"kind": "eval", "id": "e1", "prompt": "a red star", "results": {"shape": False}}
+    sg.add(cat, [s])
+    with pytest.raises(sg.SignalConflict, match="e1"):
+        sg.add(cat, [{**s, "prompt": "a blue star"}])
+    with pytest.raises(sg.SignalConflict, match="e2"):  # repeated within one batch
+        sg.add(cat, [{**s, "id": "e2"}, {**s, "id": "e2", "prompt": "a blue star"}])
+    assert [r["signal_id"] for r in cat.execute("SELECT signal_id FROM signals")] == ["e1"]
+    assert sg.get(cat, "e1")["prompt"] == "a red star"
+
+    _register_all()
+    f = tmp_path / "s.jsonl"
+    f.write_text(json.dumps({**s, "id": "e3"}) + "\n" + json.dumps({**s, "prompt": "a blue star"}) + "\n")
+    r = CliRunner().invoke(app, ["signal", "add", str(f)])
+    assert isinstance(r.exception, UserError) and str(r.exception).startswith("conflict:") and "e1" in str(r.exception)
+    assert sg.get(cat, "e3") is None and sg.get(cat, "e1")["prompt"] == "a red star"
+    f.write_text(json.dumps(s) + "\n")
+    r = CliRunner().invoke(app, ["signal", "add", str(f)])
+    assert r.exit_code == 0 and "0 signals stored, 1 already known" in r.output

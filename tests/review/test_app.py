@@ -357,3 +357,83 @@ def test_every_page_route_survives_the_split_into_routers(review_env):
     assert [r for r in routes if r in PAGE_ROUTES] == PAGE_ROUTES
     assert "/static" in [r.path for r in every]
     assert ("/api/review/items", {"GET"}) in routes
+
+
+def test_an_oversized_user_name_or_password_is_refused_before_anything_is_stored(review_env):
+    cat = review_env["cat"]
+    c = TestClient(create_app(cat, secure_cookies=False))
+    huge = "m" * 1_000_000
+    before = cat.execute("SELECT max(seq) AS s FROM audit_log")[0]["s"]
+    assert login(c, huge, "some-password-1").status_code == 401
+    assert login(c, "ann", "p" * (auth.MAX_PASSWORD + 1)).status_code == 401
+    assert login(c, "a" * 65, "some-password-1").status_code == 401
+    rows = cat.execute("SELECT target, detail_json FROM audit_log WHERE seq > ?", (before,))
+    assert len(rows) == 3 and all(r["target"] == "user:(malformed)" for r in rows)
+    assert max(len(r["detail_json"]) for r in rows) < 200
+    keys = [r["key"] for r in cat.execute("SELECT key FROM login_attempts")]
+    assert keys and max(len(k) for k in keys) < 100
+    # still throttled per client: malformed names do not open a way around the limit
+    assert cat.execute("SELECT COUNT(*) AS n FROM login_attempts WHERE ok = 0")[0]["n"] == 3
+    assert login(c, "ann").status_code == 303
+
+
+def test_users_add_refuses_an_oversized_name_or_password(review_env):
+    from typer.testing import CliRunner
+
+    from flywheel.cli import UserError, _register_all, app
+
+    cat = review_env["cat"]
+    before = cat.execute("SELECT max(seq) AS s FROM audit_log")[0]["s"]
+    _register_all()
+    for name, password in (("m" * 1_000_000, "long-enough-1"), ("a" * 65, "long-enough-1"),
+                           ("dora", "p" * (auth.MAX_PASSWORD + 1))):
+        r = CliRunner().invoke(app, ["users", "add", name, "--password-stdin"], input=password + "\n")
+        assert isinstance(r.exception, UserError), r.output
+        assert len(str(r.exception)) < 400
+    assert cat.execute("SELECT max(seq) AS s FROM audit_log")[0]["s"] == before
+    assert "dora" not in [u["name"] for u in auth.list_users(cat)]
+
+
+@pytest.mark.parametrize("bad", [2**63, -1])
+def test_ids_outside_the_integer_column_range_are_answered_4xx(review_env, bad):
+    """SQLite integers are signed 64-bit: 2**63 once raised OverflowError (HTTP 500) on the way to
+    the catalog, and -1 names no row either. Every id, version and cursor a client sends is
+    checked first; nothing is decided."""
+    cat = review_env["cat"]
+    ann = TestClient(create_app(cat, secure_cookies=False), raise_server_exceptions=False)
+    assert login(ann, "ann").status_code == 303
+    token = csrf_of(ann.get("/queue").text)
+    api = {"X-CSRF-Token": token}
+    item = review_env["ids"][0]
+    ids = [
+        ("get", f"/api/review/items/{bad}", {}),
+        ("get", f"/api/review/items?after_id={bad}", {}),
+        ("post", f"/api/review/items/{bad}/decision", {"json": {"decision": "approved"}, "headers": api}),
+        ("post", f"/api/review/items/{item}/decision", {"json": {"decision": "approved", "expected_version": bad},
+                                                         "headers": api}),
+        ("post", "/api/review/bulk", {"json": {"item_ids": [item, bad], "decision": "approved"}, "headers": api}),
+        ("get", f"/thumb/{bad}", {}),
+        ("get", f"/queue/pretrain?after={bad}", {}),
+        ("get", f"/audit?before={bad}", {}),
+        ("post", f"/items/{bad}/decide", {"data": {"csrf": token, "decision": "approved"}}),
+        ("post", f"/items/{item}/decide", {"data": {"csrf": token, "decision": "approved", "version": str(bad)}}),
+        ("post", f"/items/{bad}/check", {"data": {"csrf": token, "decision": "approved"}}),
+        ("post", "/queue/pretrain/bulk", {"data": {"csrf": token, "decision": "approved", "confirm": "yes",
+                                                   "max_id": str(bad)}}),
+    ]
+    # sizes and display hints are clamped or ignored rather than refused; they must not fail either
+    others = [
+        ("get", f"/api/review/items?limit={bad}", {}),
+        ("get", f"/queue/pretrain?limit={bad}", {}),
+        ("get", f"/queue/pretrain?note=already&item={bad}", {}),
+        ("get", f"/thumb/{item}?w={bad}", {}),
+    ]
+    audit = cat.execute("SELECT max(seq) AS s FROM audit_log")[0]["s"]
+    for method, path, kw in ids + others:
+        r = getattr(ann, method)(path, follow_redirects=False, **kw)
+        if (method, path, kw) in ids:
+            assert 400 <= r.status_code < 500, (method, path, r.status_code, r.text[:300])
+        else:
+            assert r.status_code < 500, (method, path, r.status_code, r.text[:300])
+    assert cat.execute("SELECT COUNT(*) AS n FROM review_items WHERE status != 'pending'")[0]["n"] == 0
+    assert cat.execute("SELECT max(seq) AS s FROM audit_log")[0]["s"] == audit

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 
 from flywheel.review import auth
-from flywheel.review.api import get_catalog
+from flywheel.review.api import RowId, get_catalog
 from flywheel.review.pages.common import page, session_dep
 
 router = APIRouter()
@@ -33,7 +33,7 @@ def _audit_rows(catalog, actor: str | None, action: str | None, before: int | No
 
 
 @router.get("/audit", response_class=HTMLResponse)
-def audit_page(request: Request, actor: str | None = None, action: str | None = None, before: int | None = None,
+def audit_page(request: Request, actor: str | None = None, action: str | None = None, before: RowId | None = None,
                s: auth.Session = Depends(session_dep)):
     rows = _audit_rows(get_catalog(request), actor or None, action or None, before, 100)
     flt = {k: v for k, v in (("actor", actor), ("action", action)) if v}

@@ -8,7 +8,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from flywheel.loop import queue as q
 from flywheel.review import auth
-from flywheel.review.api import get_catalog
+from flywheel.review.api import RowId, get_catalog
 from flywheel.review.pages.cards import decorate
 from flywheel.review.pages.common import csrf_form, page, session_dep
 
@@ -23,7 +23,7 @@ def check_page(request: Request, queue: str | None = None, s: auth.Session = Dep
 
 
 @router.post("/items/{item_id}/check")
-def check(request: Request, item_id: int, form: dict = Depends(csrf_form)):
+def check(request: Request, item_id: RowId, form: dict = Depends(csrf_form)):
     try:
         q.check(get_catalog(request), item_id, form["session"].user, form.get("decision", ""), form.get("reason") or None)
     except q.ReviewError as e:

@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 from fastapi import Depends, HTTPException, Request
 from fastapi.templating import Jinja2Templates
 
+from flywheel.catalog import ROW_ID_MAX
 from flywheel.loop import queue as q
 from flywheel.review import auth
 from flywheel.review.api import SESSION_COOKIE, get_catalog
@@ -92,6 +93,17 @@ async def csrf_form(request: Request) -> dict:
     if not auth.csrf_ok(s, form.get("csrf")):
         raise HTTPException(403, "missing or wrong CSRF token; reload the page and submit again")
     return {"session": s, **{k: v for k, v in form.items() if isinstance(v, str)}}
+
+
+def form_row_id(form: dict, key: str) -> int | None:
+    """A posted id or version: None when absent or empty, else digits within the catalog's
+    integer column, or a 400 (a larger number cannot even be bound to a SQLite query)."""
+    value = (form.get(key) or "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) > ROW_ID_MAX:
+        raise HTTPException(400, f"{key} must be a whole number from 0 to {ROW_ID_MAX}; reload the page")
+    return int(value)
 
 
 def require_admin(form: dict) -> auth.Session:

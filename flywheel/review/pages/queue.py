@@ -8,11 +8,12 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from flywheel.catalog import ROW_ID_MAX
 from flywheel.loop import queue as q
 from flywheel.review import auth, thumbs
-from flywheel.review.api import get_catalog
+from flywheel.review.api import RowId, get_catalog
 from flywheel.review.pages.cards import decorate
-from flywheel.review.pages.common import csrf_form, here, page, safe_next, session_dep, uncache, with_note
+from flywheel.review.pages.common import csrf_form, form_row_id, here, page, safe_next, session_dep, uncache, with_note
 
 MISSING_SVG = ('<svg xmlns="http://www.w3.org/2000/svg" width="240" height="240" viewBox="0 0 240 240">'
                '<rect width="240" height="240" fill="#eaecf0"/><text x="120" y="125" font-family="sans-serif"'
@@ -30,7 +31,7 @@ def queue_index(request: Request, s: auth.Session = Depends(session_dep)):
 
 @router.get("/queue/{queue}", response_class=HTMLResponse)
 def queue_page(request: Request, queue: str, signal: str | None = None, track: str | None = None,
-               after: int | None = None, limit: int = 20, s: auth.Session = Depends(session_dep)):
+               after: RowId | None = None, limit: int = 20, s: auth.Session = Depends(session_dep)):
     catalog = get_catalog(request)
     limit = max(1, min(limit, 100))
     signal, track = signal or None, track or None
@@ -45,9 +46,10 @@ def queue_page(request: Request, queue: str, signal: str | None = None, track: s
     flt = {k: v for k, v in (("signal", signal), ("track", track)) if v}
     nxt = f"/queue/{queue}?" + urlencode({**flt, "after": items[-1]["item_id"], "limit": limit}) if len(items) == limit else None
     decided = None
-    if request.query_params.get("note") == "already" and request.query_params.get("item", "").isdigit():
+    shown = request.query_params.get("item", "")
+    if request.query_params.get("note") == "already" and shown.isdigit() and int(shown) <= ROW_ID_MAX:
         try:
-            decided = q.get_item(catalog, int(request.query_params["item"]))
+            decided = q.get_item(catalog, int(shown))
         except q.ItemNotFound:
             pass
     return page(request, "queue.html", {
@@ -58,14 +60,14 @@ def queue_page(request: Request, queue: str, signal: str | None = None, track: s
 
 
 @router.post("/items/{item_id}/decide")
-def decide(request: Request, item_id: int, form: dict = Depends(csrf_form)):
+def decide(request: Request, item_id: RowId, form: dict = Depends(csrf_form)):
     s = form["session"]
-    version = form.get("version")
+    version = form_row_id(form, "version")
     back = safe_next(form.get("next"))
     wants_json = request.headers.get("x-requested-with") == "fetch"
     try:
         r = q.decide(get_catalog(request), item_id, form.get("decision", ""), s.user, form.get("reason") or None,
-                     int(version) if version and version.isdigit() else None, form.get("request_id") or None)
+                     version, form.get("request_id") or None)
     except q.AlreadyDecided as e:
         body = {"ok": False, "detail": str(e), "decided_by": e.by, "decided_at": e.at, "decision": e.decision}
         if wants_json:
@@ -87,12 +89,12 @@ def bulk(request: Request, queue: str, form: dict = Depends(csrf_form)):
     s = form["session"]
     if form.get("confirm") != "yes":
         raise HTTPException(400, "tick the confirmation box to decide every item in this filter")
-    max_id = form.get("max_id", "")
-    if not max_id.isdigit():
+    max_id = form_row_id(form, "max_id")
+    if max_id is None:
         raise HTTPException(400, "the bulk form lost its max_id; reload the page")
     r = q.bulk_decide_filter(get_catalog(request), form.get("decision", ""), s.user, form.get("reason") or None,
                              queue=queue, signal_id=form.get("signal") or None, track=form.get("track") or None,
-                             max_id=int(max_id))
+                             max_id=max_id)
     uncache(request)
     flt = {k: form[k] for k in ("signal", "track") if form.get(k)}
     return RedirectResponse(with_note(f"/queue/{queue}?" + urlencode(flt), "bulk", applied=r["applied"],
@@ -100,7 +102,7 @@ def bulk(request: Request, queue: str, form: dict = Depends(csrf_form)):
 
 
 @router.get("/thumb/{item_id}")
-def thumb(request: Request, item_id: int, w: int = 256, s: auth.Session = Depends(session_dep)):
+def thumb(request: Request, item_id: RowId, w: int = 256, s: auth.Session = Depends(session_dep)):
     catalog = get_catalog(request)
     try:
         item = q.get_item(catalog, item_id)
