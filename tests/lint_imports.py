@@ -37,6 +37,8 @@ def main() -> int:
         site = layout(Path(tmp))
         env = dict(os.environ, PYTHONPATH=str(site))
         exe = Path(sys.executable).with_name("lint-imports")
+        if not exe.exists():  # a venv whose scripts live elsewhere (e.g. packages reached through a .pth)
+            exe = Path(shutil.which("lint-imports") or exe)
         return subprocess.run([str(exe), str(ROOT / "pyproject.toml"), "--no-cache", *sys.argv[1:]],
                               env=env, cwd=tmp).returncode
 
