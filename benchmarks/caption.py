@@ -63,9 +63,10 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="caption-bench-"))
     model = args.model
     if model is None:
-        from flywheel.captioning.tiny_model import build_tiny_qwen3_vl
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tiny model is test code
+        from builders import tiny_qwen3vl_captioner
 
-        startup["build tiny model"], model = timed(lambda: str(build_tiny_qwen3_vl(tmp / "tiny")))
+        startup["build tiny model"], model = timed(lambda: str(tiny_qwen3vl_captioner(tmp / "tiny")))
 
     be = TransformersBackend(model, max_new_tokens=args.tokens, batch_size=8, device=args.device)
     startup["load model"], _ = timed(be.setup)

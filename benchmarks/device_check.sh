@@ -22,7 +22,8 @@ import json, os, statistics, time
 import torch
 from train_step import flops_per_step, mfu
 from flywheel.training import synthetic as syn
-from flywheel.training.trainer import TrainConfig, main
+from flywheel.training.config import TrainConfig
+from flywheel.training.trainer import main
 from flywheel.models import qwen_image as qi
 from flywheel.models.text_encoders import save_tiny_qwen3vl
 

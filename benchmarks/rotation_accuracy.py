@@ -1,7 +1,7 @@
 """Photo rotation accuracy on real photos the head never saw: leave-sources-out cross-validation.
 
-The pool is the upright photos that installable packages ship (`rotation.PHOTO_SOURCES`,
-`PHOTO_SOURCES_V3`, `_V5`, `_V6`; how to fetch them: models/weights/rotation_photo.md). Folds hold whole sources
+The pool is the upright photos that installable packages ship (`rotation.photo_sources()`, listed in
+models/weights/rotation-photo-sources.json; how to fetch them: models/weights/rotation_photo.md). Folds hold whole sources
 (a package; gcompris by activity), so a fold's test photos come from packages the head was not trained
 on: closer to a new user's corpus than random folds, where near-identical photos of one package fall
 on both sides. Each test photo is turned 0/90/180/270 degrees and scored as the operator scores it
@@ -61,7 +61,7 @@ def main() -> None:
     ap.add_argument("--photo-dirs", nargs="+", default=[], help="where the packages' photos were extracted")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--splits", type=int, default=1, help="partitions of the sources into folds; >1 reports the "
-                    "spread (one partition moved the v4 figure by 2 points)")
+                    "spread (a single partition's accuracy can be off by a couple of points)")
     ap.add_argument("--crops", type=int, default=8, help="training views per photo (the shipped recipe: 8)")
     ap.add_argument("--head", help="score this head instead of cross-validating")
     ap.add_argument("--head-type", default="mlp", choices=("mlp", "linear"), help="the kind of head cross-validation fits")
@@ -84,7 +84,7 @@ def main() -> None:
     from flywheel.models.rotation_train import cache_key, fit, load_upright
 
     photos = R.package_photos(a.photo_dirs)
-    v3, v5, v6 = set(R.PHOTO_SOURCES_V3), set(R.PHOTO_SOURCES_V5), set(R.PHOTO_SOURCES_V6)
+    v3, v5, v6 = ({k for k, _ in R.photo_sources([f"rotation-photo-{v}"])} for v in ("v3", "v5", "v6"))
     if a.pool in ("v4", "v5"):
         photos = [ph for ph in photos if ph[0] not in v6 and (a.pool == "v5" or ph[0] not in v5)]
     if not photos:
@@ -114,7 +114,8 @@ def main() -> None:
             views = [R.rotate(c, ang) for c in crops for ang in R.ANGLES]
             mirror = [R.rotate(np.ascontiguousarray(im[:, ::-1]), ang) for ang in R.ANGLES]
             f = fx(views + mirror)
-            F.append(f[:len(views)]); FM.append(f[len(views):])
+            F.append(f[:len(views)])
+            FM.append(f[len(views):])
         print(f"features: {time.time() - t0:.0f} s")
         if a.cache:
             np.savez(a.cache, key=key, F=np.stack(F).astype(np.float16), FM=np.stack(FM).astype(np.float16))
@@ -139,7 +140,9 @@ def main() -> None:
                 names = [by_size[j] for j in np.random.default_rng(split).permutation(len(by_size))]
             sizes, fold_of = [0] * a.folds, {}
             for g in names:  # split 0: largest groups first, each into the emptiest fold
-                k = int(np.argmin(sizes)); fold_of[g] = k; sizes[k] += int((groups == g).sum())
+                k = int(np.argmin(sizes))
+                fold_of[g] = k
+                sizes[k] += int((groups == g).sum())
             fold = np.array([fold_of[g] for g in groups])
             Ps = np.zeros_like(P)
             for k in range(a.folds):

@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--vae", default="pixel:8")
     ap.add_argument("--preset", default="tiny")
-    ap.add_argument("--prediction", default="x0", help="x0 for pixel space (see flow.to_velocity), v for VAE latents")
+    ap.add_argument("--prediction", default="x0", help="x0 for pixel space (see rectified_flow.to_velocity), v for VAE latents")
     ap.add_argument("--guidance", type=float, default=4.0)
     ap.add_argument("--sample-steps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
@@ -43,8 +43,9 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     from flywheel.training import checker as chk
     from flywheel.training import synthetic as syn
+    from flywheel.training.config import TrainConfig
     from flywheel.training.generate import Generator
-    from flywheel.training.trainer import TrainConfig, main as train
+    from flywheel.training.trainer import main as train
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

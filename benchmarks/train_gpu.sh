@@ -24,7 +24,8 @@ import torch
 sys.path.insert(0, "benchmarks")
 from train_step import flops_per_step, mfu
 from flywheel.training import synthetic as syn
-from flywheel.training.trainer import TrainConfig, main
+from flywheel.training.config import TrainConfig
+from flywheel.training.trainer import main
 from flywheel.models import qwen_image as qi
 
 steps, res, batch, work = int(os.environ["STEPS"]), int(os.environ["RES"]), int(os.environ["BATCH"]), os.environ["WORK"]

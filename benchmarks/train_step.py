@@ -44,7 +44,7 @@ def bare_loop(model, batch: dict, steps: int, lr: float = 1e-4) -> tuple[list[fl
     import torch
 
     from flywheel.models.qwen_image import Denoiser
-    from flywheel.training import flow
+    from flywheel.training import rectified_flow as rf
 
     den = Denoiser(model)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.001, fused=True)  # as the trainer's
@@ -54,8 +54,7 @@ def bare_loop(model, batch: dict, steps: int, lr: float = 1e-4) -> tuple[list[fl
         t0, c0 = time.perf_counter(), time.process_time()
         noise = torch.randn_like(x0)
         t = torch.rand(x0.shape[0])
-        pred = den(flow.interpolate(x0, noise, t), t, grid, text, mask)
-        loss = flow.loss_per_sample(pred, x0, noise).mean()
+        loss = rf.loss(lambda xt, t: den(xt, t, grid, text, mask), x0, noise, t).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -81,7 +80,8 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     from flywheel.models import qwen_image as qi
     from flywheel.training import synthetic as syn
-    from flywheel.training.trainer import TrainConfig, main as train
+    from flywheel.training.config import TrainConfig
+    from flywheel.training.trainer import main as train
 
     tmp = Path(tempfile.mkdtemp(prefix="train-step-"))
     syn.write_dataset(tmp / "data", a.n, seed=0, size=a.size, split="train", suite="shapes")

@@ -7,7 +7,6 @@
 - `cache`: SQLite cache keyed by (sample id, type, backend, model revision, prompt hash).
 - `annotate`: `Captioner`, the per-batch function the engine runs as a Ray actor.
 - `server`: the OpenAI-compatible server that batches concurrent requests (`flywheel caption serve`).
-- `tiny_model`: a tiny random Qwen3-VL with the real Qwen tokenizer, for tests and benchmarks.
 
 Nothing here imports ray or prefect; heavy libraries load inside `setup()` or functions.
 """

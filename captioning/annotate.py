@@ -20,11 +20,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from flywheel.datasets import CAPTION_TYPES, CAPTIONS_TYPE
-
 from flywheel.captioning.backends import Backend, Request, make_backend
 from flywheel.captioning.cache import CaptionCache, Entry, Key
 from flywheel.captioning.types import CaptionOptions, build_prompt, clean_instruction, postprocess, repair_prompt
+from flywheel.datasets import CAPTION_TYPES, CAPTIONS_TYPE
 
 PROMPT_HASH_TYPE = pa.struct([(t, pa.string()) for t in CAPTION_TYPES])
 READ_COLUMNS = ("id", "source", "task", "image", "caption", "captions", "caption_errors", "meta", "lang",
@@ -183,16 +182,14 @@ class Captioner:
 
 
 def add_token_lengths(table: pa.Table, types) -> pa.Table:
-    """Apply the `token_length` operator to each new caption type; its score is stored per type as
-    `token_length__<type>_tokens` (the operator's own column holds the original caption's)."""
-    from flywheel.filters.token_length import TokenLength
+    """Count each new caption type in Qwen tokens, as the `token_length` operator does; stored per type
+    as `token_length__<type>_tokens` (the operator's own column holds the original caption's)."""
+    from flywheel.models.tokenizer import count_tokens
 
-    # Without `task`, the operator measures the caption itself, not an edit pair's instruction.
-    view = table.drop_columns(["task"]) if "task" in table.column_names else table
+    caps = table.column("captions").to_pylist() if "captions" in table.column_names else [None] * table.num_rows
     for t in types:
-        op = TokenLength({"field": t})
-        col = op.score(view, [None] * table.num_rows)["token_length__tokens"]
-        arr = pa.array(col, op.column_type("token_length__tokens"))
+        col = count_tokens([(c or {}).get(t) for c in caps])
+        arr = pa.array(col, pa.int32())
         name = token_column(t)
         if name in table.column_names:
             table = table.set_column(table.column_names.index(name), name, arr)

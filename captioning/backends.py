@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import json
 import os
 import random
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from flywheel.captioning.images import open_image
 from flywheel.captioning.types import Prompt
 
 
@@ -75,20 +75,6 @@ def _dir_fingerprint(path: Path) -> str:
             f.seek(max(0, size - 65536))
             h.update(f.read(65536))
     return "local-" + h.hexdigest()[:12]
-
-
-def open_image(data: bytes):
-    from PIL import Image, ImageOps
-
-    im = Image.open(io.BytesIO(data))
-    im = ImageOps.exif_transpose(im)
-    if im.mode != "RGB":
-        if "A" in im.getbands() or im.mode == "P":
-            im = im.convert("RGBA")
-            bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-            im = Image.alpha_composite(bg, im)
-        im = im.convert("RGB")
-    return im
 
 
 class TransformersBackend(Backend):

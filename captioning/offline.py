@@ -66,7 +66,7 @@ def _facts_sentence(f: dict) -> str:
 
 
 def compose(ctype: str, images: list[bytes], row: dict, ocr: bool = True) -> str:
-    from flywheel.captioning.backends import open_image
+    from flywheel.captioning.images import open_image
 
     im = open_image(images[-1])
     if ctype == "text":

@@ -4,15 +4,42 @@ An operator is pure code over Arrow batches. It never imports ray or prefect; th
 (`flywheel.curation.engine`) turns it into a `map_batches` stage: a task when it is stateless, an actor
 when it has `setup()` (a model to load once per worker).
 
-Images are decoded once per sample (`flywheel.filters.decode`) into a `Work` object that every
-operator reads; an operator never decodes image bytes again.
+Images are decoded once per sample (`flywheel.filters.decode`, the engine's first step, whose
+reasons are `broken_file:*`) into a `Work` object that every operator reads; an operator never
+decodes image bytes again.
+
+Thresholds are data: each `Rule` names the reason, the stored column, the comparison and the
+parameter it compares with. `reject`, the report's threshold lines, `flywheel calibrate` and
+`flywheel explain` are all derived from `rules`, so a threshold is declared once.
+
+A new CPU operator is one file in this package plus a recipe line. For example
+`filters/saturation.py`::
+
+    class SaturationParams(Params):
+        min_saturation: float = Field(0.05, ge=0, le=1)
+
+    @register
+    class Saturation(Operator):
+        '''Grey-looking images: mean HSV saturation below `min_saturation`.'''
+        name = "saturation"
+        Params = SaturationParams
+        writes = ("saturation__mean",)
+        rules = (Rule("grey", "saturation__mean", "<", "min_saturation"),)
+
+        def score(self, batch, work):
+            return {"saturation__mean": [None if w is None else float(hsv(w.rgb)[..., 1].mean() / 255)
+                                         for w in work]}
+
+and in a recipe `- saturation: {min_saturation: 0.1}`. The registry finds modules of this package
+by scanning it; operators shipped in another distribution declare an entry point in the
+`flywheel.operators` group (`saturation = my_pkg.saturation:Saturation`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Literal, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -69,21 +96,80 @@ class Fail:
     detail: str
 
 
-def below(value: Any, threshold: float, name: str, limit_name: str) -> Fail | None:
-    """A `Fail` when value < threshold (null scores never fail: the row failed earlier)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if value < threshold:
-        return Fail("", f"{name}={_fmt(value)} < {limit_name}={_fmt(threshold)}")
-    return None
+Comparison = Literal["<", "<=", ">", ">=", "==", "is_null"]
+_COMPARE = {
+    "<": lambda v, t: v < t,
+    "<=": lambda v, t: v <= t,
+    ">": lambda v, t: v > t,
+    ">=": lambda v, t: v >= t,
+    "==": lambda v, t: v == t,
+}
 
 
-def above(value: Any, threshold: float, name: str, limit_name: str) -> Fail | None:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if value > threshold:
-        return Fail("", f"{name}={_fmt(value)} > {limit_name}={_fmt(threshold)}")
-    return None
+@dataclass(frozen=True)
+class Rule:
+    """One rejection rule as data: the row fails `<operator>:<name>` when `column <compare> threshold`.
+
+    The threshold is the parameter `param` (a number a recipe or `--set` changes) or, for verdict
+    columns a barrier wrote, the constant `value`. A null score never fails a comparison (the
+    operator could not score the row; it failed earlier or has nothing to judge) except under
+    `is_null`, which fails exactly the nulls. `when` names a boolean parameter that switches the
+    rule on. `detail` formats the evidence: fields `{column}`, `{value}`, `{compare}`, `{param}`,
+    `{threshold}`, every parameter by name and every column in `context`; the default reads
+    `entropy__hist=0.01 < min_entropy=0.1`. `calibrated`: the threshold is on a model's scale, so
+    `flywheel calibrate` fits it to data.
+    """
+
+    name: str
+    column: str
+    compare: Comparison
+    param: str | None = None
+    value: Any = None
+    when: str | None = None
+    context: tuple[str, ...] = ()
+    detail: str | None = None
+    calibrated: bool = False
+
+    def threshold(self, params: BaseModel) -> Any:
+        return getattr(params, self.param) if self.param else self.value
+
+    def columns(self) -> tuple[str, ...]:
+        return (self.column, *self.context)
+
+    def text(self) -> str:
+        """`entropy__hist < min_entropy`: what fails, for `flywheel ops` and `flywheel explain`."""
+        if self.compare == "is_null":
+            return f"{self.column} is null"
+        rhs = self.param if self.param else repr(self.value)
+        return f"{self.column} {self.compare} {rhs}" + (f" (when {self.when})" if self.when else "")
+
+    def evaluate(self, params: BaseModel, columns: dict[str, list]) -> list[str | None]:
+        """The detail of each failing row, None where the row passes."""
+        n = len(columns[self.column])
+        if self.when and not getattr(params, self.when):
+            return [None] * n
+        thr = self.threshold(params)
+        vals = columns[self.column]
+        out: list[str | None] = []
+        for i in range(n):
+            v = vals[i]
+            missing = v is None or (isinstance(v, float) and math.isnan(v))
+            if self.compare == "is_null":
+                failed = missing
+            else:
+                failed = not missing and _COMPARE[self.compare](v, thr)
+            out.append(self._detail(params, columns, i, v, thr) if failed else None)
+        return out
+
+    def _detail(self, params: BaseModel, columns: dict[str, list], i: int, v: Any, thr: Any) -> str:
+        if self.detail is None:
+            if self.compare == "is_null":
+                return f"{self.column} is null"
+            return f"{self.column}={_fmt(v)} {self.compare} {self.param or 'value'}={_fmt(thr)}"
+        fields = {k: _fmt(x) if isinstance(x, float) else x for k, x in params.model_dump().items()}
+        fields.update({c: _fmt(columns[c][i]) for c in self.context})
+        fields.update(column=self.column, value=_fmt(v), compare=self.compare, param=self.param, threshold=_fmt(thr))
+        return self.detail.format(**fields)
 
 
 def _fmt(v: Any) -> str:
@@ -93,32 +179,28 @@ def _fmt(v: Any) -> str:
 
 
 class Operator:
-    """Base class. Subclasses set the class attributes and implement `score` and `reject`.
+    """Base class. Subclasses set the class attributes and implement `score`.
 
     - `name` is the registry key and the reason prefix (`<name>:<rule>`).
     - `writes` are the stored score columns, each `<name>__<metric>`.
-    - `rules` is the fixed reason vocabulary; `reject` may only return these (tests assert it).
-    - `reads` are table columns the operator needs besides the working copy.
+    - `rules` is the fixed reason vocabulary, as `Rule` data; `reject` applies them.
+    - `reads` are table columns the operator needs besides the working copy: the input's columns
+      and earlier operators' `writes` must cover them when the plan is built.
     - `needs_image`: score receives the decoded `Work` per row (None where decode failed).
-    - `models`: model-store names that must be installed before a run starts (preflight).
-    - `barrier`: scores are per batch but the decision needs the whole run (dedup, distribution).
+    - `required_models()`: model-store names that must be installed before a run starts.
     """
 
     name: ClassVar[str]
     Params: ClassVar[type[Params]] = Params
     reads: ClassVar[tuple[str, ...]] = ()
     writes: ClassVar[tuple[str, ...]] = ()
-    rules: ClassVar[tuple[str, ...]] = ()
+    rules: ClassVar[tuple[Rule, ...]] = ()
     needs_image: ClassVar[bool] = True
-    models: ClassVar[tuple[str, ...]] = ()
-    barrier: ClassVar[bool] = False
     resources: ClassVar[Resources] = Resources()
     # Arrow types of `writes`, in order; float64 unless given.
     types: ClassVar[dict[str, pa.DataType]] = {}
     # Short description of each score: model, scale, direction (the "threshold card").
     cards: ClassVar[dict[str, str]] = {}
-    # Score column -> the param it is compared with (report threshold lines, calibration).
-    limits: ClassVar[dict[str, str]] = {}
 
     def __init__(self, params: Params | dict | None = None):
         if params is None:
@@ -132,6 +214,15 @@ class Operator:
     def setup(self) -> None:
         """Load models once per worker. Stateless operators leave this alone."""
 
+    def required_models(self) -> tuple[str, ...]:
+        """Model-store names this operator loads with its params (the curate preflight checks them)."""
+        return ()
+
+    def check_upstream(self, writers: dict[str, "Operator"]) -> list[str]:
+        """Problems with the operators that write the columns this one reads (`writers`: column ->
+        operator), e.g. an embedding made by another model than the one this operator expects."""
+        return []
+
     def score(self, batch: pa.Table, work: Sequence[Work | None]) -> dict[str, Sequence[Any]]:
         """Return one sequence per column in `writes`, aligned with the batch rows.
 
@@ -139,11 +230,42 @@ class Operator:
         """
         raise NotImplementedError
 
-    def reject(self, table: pa.Table, params: Params) -> list[list[Fail]]:
-        """Failing rules per row from stored scores alone (never recomputes a score)."""
-        raise NotImplementedError
+    def reject(self, table: pa.Table) -> list[list[Fail]]:
+        """Failing rules per row from stored scores alone (never recomputes a score), in `rules` order."""
+        out: list[list[Fail]] = [[] for _ in range(table.num_rows)]
+        cols: dict[str, list] = {}
+        for r in self.rules:
+            for c in r.columns():
+                if c not in cols:
+                    cols[c] = table.column(c).to_pylist() if c in table.column_names else [None] * table.num_rows
+            for i, d in enumerate(r.evaluate(self.params, cols)):
+                if d is not None:
+                    out[i].append(Fail(r.name, d))
+        return out
 
     # -- helpers -----------------------------------------------------------------------------
+    @classmethod
+    def rule_names(cls) -> tuple[str, ...]:
+        return tuple(r.name for r in cls.rules)
+
+    @classmethod
+    def rule(cls, name: str) -> Rule:
+        return next(r for r in cls.rules if r.name == name)
+
+    @classmethod
+    def thresholds(cls) -> dict[str, list[Rule]]:
+        """Score column -> the rules comparing it with a numeric parameter (report threshold lines)."""
+        out: dict[str, list[Rule]] = {}
+        for r in cls.rules:
+            if r.param and r.compare in ("<", "<=", ">", ">="):
+                out.setdefault(r.column, []).append(r)
+        return out
+
+    @classmethod
+    def decision_columns(cls) -> tuple[str, ...]:
+        """Columns `reject` reads: stored scores, or verdicts a barrier wrote."""
+        return tuple(dict.fromkeys(c for r in cls.rules for c in r.columns()))
+
     @classmethod
     def column_type(cls, column: str) -> pa.DataType:
         return cls.types.get(column, pa.float64())
@@ -152,57 +274,88 @@ class Operator:
     def schema(cls) -> pa.Schema:
         return pa.schema([(c, cls.column_type(c)) for c in cls.writes])
 
-    @classmethod
-    def fail(cls, rule: str, detail: str = "") -> Fail:
-        assert rule in cls.rules, f"{cls.name}: rule {rule!r} is not in its vocabulary {cls.rules}"
-        return Fail(rule, detail)
 
-    def check(self, rule: str, f: Fail | None) -> Fail | None:
-        """Name a comparison result (from `below`/`above`) with one of this operator's rules."""
-        return None if f is None else self.fail(rule, f.detail)
+class Barrier(Operator):
+    """An operator whose scores are per batch but whose decision needs the whole run (dedup,
+    distribution). The engine stores `writes` per batch; after scoring, the pipeline calls
+    `decide` once over the run's stored score columns (`decide_reads` plus `writes`) and stores the
+    `decided` columns, which `rules` then compare.
+
+    `prior_columns`: columns the decision also wants from accepted datasets already in the
+    catalog. When `uses_prior()`, `decide` receives their folders as paths (each holds
+    `data/*.parquet`); it reads what it needs and skips datasets that lack the columns.
+    """
+
+    decided: ClassVar[tuple[str, ...]] = ()
+    decide_reads: ClassVar[tuple[str, ...]] = ("id", "source", "width", "height")
+    prior_columns: ClassVar[tuple[str, ...]] = ()
+    # fields of the dataset contract (`flywheel.datasets.DECISION_FIELDS`) the decision fills
+    dataset_fields: ClassVar[tuple[str, ...]] = ()
+
+    def uses_prior(self) -> bool:
+        return bool(self.prior_columns)
+
+    def dataset_columns(self, table: pa.Table) -> dict[str, pa.Array]:
+        """Values of `dataset_fields` for decided rows (`table` holds the `decided` columns)."""
+        return {}
+
+    def decide(self, table: pa.Table, prior: Sequence[str] | None = None) -> dict[str, list]:
+        """The `decided` columns, aligned with `table` (this run's rows)."""
+        raise NotImplementedError
 
 
 _REGISTRY: dict[str, type[Operator]] = {}
+ENTRY_POINT_GROUP = "flywheel.operators"
 
 
 def register(cls: type[Operator]) -> type[Operator]:
     """Class decorator: one registry, keyed by the operator name (also the reason prefix)."""
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         raise ValueError(f"operator {cls.name!r} is registered twice")
-    for col in cls.writes:
-        if not col.startswith(cls.name + "__"):
-            raise ValueError(f"{cls.name}: score column {col!r} must start with '{cls.name}__'")
+    _validate(cls)
     _REGISTRY[cls.name] = cls
     return cls
 
 
-# Operator modules, imported lazily by `registry()` so `flywheel --help` stays instant.
-# A module that is missing here (a later issue's operator) is simply not registered yet.
-OPERATOR_MODULES = (
-    "flywheel.filters.broken_file",
-    "flywheel.filters.resolution",
-    "flywheel.filters.dedup",
-    "flywheel.filters.nsfw",
-    "flywheel.filters.rotation",
-    "flywheel.filters.entropy",
-    "flywheel.filters.clip",
-    "flywheel.filters.aesthetic",
-    "flywheel.filters.image_quality",
-    "flywheel.filters.compression_quality",
-    "flywheel.filters.token_length",
-    "flywheel.filters.distribution",
-)
+def _validate(cls: type[Operator]) -> None:
+    for col in cls.writes + tuple(getattr(cls, "decided", ())):
+        if not col.startswith(cls.name + "__"):
+            raise ValueError(f"{cls.name}: score column {col!r} must start with '{cls.name}__'")
+    names = [r.name for r in cls.rules]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{cls.name}: rule names repeat: {names}")
+    fields = cls.Params.model_fields
+    for r in cls.rules:
+        for p in (r.param, r.when):
+            if p and p not in fields:
+                raise ValueError(f"{cls.name}: rule {r.name} names parameter {p!r}, which {cls.Params.__name__} lacks")
+
+
+_scanned = False
 
 
 def registry() -> dict[str, type[Operator]]:
-    import importlib
+    """Every operator: modules of this package (found by scanning it, imported once) and classes
+    other distributions declare in the `flywheel.operators` entry-point group."""
+    global _scanned
+    if not _scanned:
+        import importlib
+        import pkgutil
+        from importlib.metadata import entry_points
 
-    for mod in OPERATOR_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:  # a real missing dependency inside an existing module
-                raise
+        import flywheel.filters as pkg
+
+        for m in pkgutil.iter_modules(pkg.__path__):
+            if not m.name.startswith("_"):
+                importlib.import_module(f"{pkg.__name__}.{m.name}")
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            cls = ep.load()
+            if not (isinstance(cls, type) and issubclass(cls, Operator)):
+                raise TypeError(f"entry point {ep.name} = {ep.value} ({ENTRY_POINT_GROUP}) is not an Operator class")
+            if cls.name != ep.name:
+                raise ValueError(f"entry point {ep.name} = {ep.value}: the class is named {cls.name!r}")
+            register(cls)
+        _scanned = True
     return dict(_REGISTRY)
 
 

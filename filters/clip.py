@@ -13,7 +13,12 @@ Embeddings side dataset: when the engine sets `side_dir` on the instance (the cl
 `FLYWHEEL_RUN_OUTPUT` in the workers' environment, each worker
 writes Parquet parts `id, image_emb, text_emb, model, revision` there (see
 `flywheel.models.clip.write_side` / `read_side`), keyed by sample id, for the FAISS index.
-In-process, image embeddings also go to `flywheel.models.clip.IMAGE_CACHE` for the aesthetic head.
+
+`clip__embedding` (L2-normalised image embedding) is a declared column, read by `aesthetic` and
+by `distribution` (`embedding: clip_image`), so nothing is embedded twice and the operators could
+run in separate actors. It is stored in the output datasets like any score (about 3 KB a row for
+ViT-L/14, small beside the image bytes): a later stage that reuses the stored `clip__similarity`
+instead of running CLIP again still hands its readers the embedding.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from flywheel.filters.base import Fail, Operator, Params, Resources, Work, below, register
+from flywheel.filters.base import Operator, Params, Resources, Rule, Work, register
 
 
 class ClipParams(Params):
@@ -40,17 +45,17 @@ class Clip(Operator):
     name = "clip"
     Params = ClipParams
     reads = ("id", "caption")
-    writes = ("clip__similarity",)
-    rules = ("low_similarity",)
-    models = ("clip-vit-l-14",)
+    writes = ("clip__similarity", "clip__embedding")
+    types = {"clip__embedding": pa.list_(pa.float32())}
+    rules = (Rule("low_similarity", "clip__similarity", "<", "min_similarity", calibrated=True),)
     resources = Resources(num_cpus=1, num_gpus=0.0, batch_size=64)
-    cards = {"clip__similarity": "cosine of open_clip image and caption embeddings (model param, default ViT-L-14/openai), -1..1; higher is better aligned"}
+    cards = {"clip__similarity": "cosine of open_clip image and caption embeddings (model param, default ViT-L-14/openai), -1..1; higher is better aligned",
+             "clip__embedding": "L2-normalised open_clip image embedding of the working copy (input of aesthetic and distribution)"}
     side_output: ClassVar[str] = "embeddings/clip"
     side_dir: Path | str | None = None
 
-    @classmethod
-    def required_models(cls, params: dict) -> tuple[str, ...]:
-        return (ClipParams(**params).model,)
+    def required_models(self) -> tuple[str, ...]:
+        return (self.params.model,)
 
     def setup(self) -> None:
         from flywheel.models import clip, store
@@ -74,19 +79,13 @@ class Clip(Operator):
         sim: list[float | None] = [None] * n
         for k, t in zip(tidx, txt):
             sim[idx[k]] = float(np.dot(img[k], t))
-        key = str(self.model_dir)
-        have_ids = [k for k, i in enumerate(idx) if ids[i]]
-        clip.IMAGE_CACHE.put(key, [ids[idx[k]] for k in have_ids], img[have_ids])
+        emb: list[list[float] | None] = [None] * n
+        for k, i in enumerate(idx):
+            emb[i] = img[k].astype(np.float32).tolist()
         side = self.side_dir or (os.environ.get("FLYWHEEL_RUN_OUTPUT") and Path(os.environ["FLYWHEEL_RUN_OUTPUT"]) / self.side_output)
         if side and idx:
             text_full = np.full_like(img, np.nan)
             for k, t in zip(tidx, txt):
                 text_full[k] = t
             clip.write_side(side, [ids[i] or "" for i in idx], img, text_full, self.params.model, self.revision)
-        return {"clip__similarity": sim}
-
-    def reject(self, table: pa.Table, params: ClipParams) -> list[list[Fail]]:
-        return [
-            [f] if (f := self.check("low_similarity", below(v, params.min_similarity, "clip__similarity", "min_similarity"))) else []
-            for v in table.column("clip__similarity").to_pylist()
-        ]
+        return {"clip__similarity": sim, "clip__embedding": emb}

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from flywheel.filters.base import Fail, Operator, Params, Work, below, register
+from flywheel.filters.base import Operator, Params, Rule, Work, register
 
 # IJG standard luminance table (JPEG Annex K, Table K.1), in natural order; Pillow reports
 # quantisation tables in zigzag order, so compare as a multiset-independent mean ratio over both orders.
@@ -63,8 +63,7 @@ class CompressionQuality(Operator):
     name = "compression_quality"
     Params = CompressionParams
     writes = ("compression_quality__quality",)
-    rules = ("low_quality",)
-    limits = {"compression_quality__quality": "min_quality"}
+    rules = (Rule("low_quality", "compression_quality__quality", "<", "min_quality", calibrated=True),)
     cards = {"compression_quality__quality": "estimated encoder quality 1-100 (JPEG from quantisation tables; lossless = 100; null = unknown); higher is better"}
 
     def score(self, batch: pa.Table, work: Sequence[Work | None]) -> dict[str, Sequence[Any]]:
@@ -82,9 +81,3 @@ class CompressionQuality(Operator):
             else:
                 out.append(None)
         return {"compression_quality__quality": out}
-
-    def reject(self, table: pa.Table, params: CompressionParams) -> list[list[Fail]]:
-        return [
-            [f] if (f := self.check("low_quality", below(v, params.min_quality, "compression_quality__quality", "min_quality"))) else []
-            for v in table.column("compression_quality__quality").to_pylist()
-        ]

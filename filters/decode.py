@@ -1,5 +1,13 @@
 """Decode once: header facts and one EXIF-transposed RGB working copy per image.
 
+Decoding is the engine's first step, not a registered operator, yet it judges like one: `Decode`
+(named `broken_file`, for its reasons `broken_file:<rule>` and its recipe entry and `--set
+broken_file.<param>` overrides) rejects what cannot be decoded whole and converts what can.
+Rejected: zero bytes, not an image, extension/content mismatch, truncated data, decode errors,
+decompression bombs (pixel limit), modes that cannot become RGB, unreadable bytes. Converted, not
+rejected: CMYK, 16-bit, palette and alpha images. Animated images keep their first frame and are
+flagged (`broken_file__frames` > 1). Report section 2.3, stage 1, "Broken Files Filter".
+
 Every later operator reads the `Work` this module makes; none of them decodes again. The working
 copy is reduced with JPEG draft mode (DCT scaling, so a 4000 px JPEG is never decoded at full
 size) and then resized so its short side is at most `work_size`.
@@ -16,9 +24,11 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from pydantic import Field
 
-from flywheel.filters.base import Work
+from flywheel.filters.base import Operator, Params, Rule, Work
 
 assert not ImageFile.LOAD_TRUNCATED_IMAGES, "never decode truncated images as if they were whole"
 
@@ -192,3 +202,35 @@ def ext_of(name: str | None) -> str | None:
     if not name or "." not in name.rsplit("/", 1)[-1]:
         return None
     return name.rsplit(".", 1)[-1].lower()
+
+
+class DecodeParams(Params):
+    max_pixels: int = Field(89_478_485, gt=0, description="decompression-bomb limit (Pillow's default)")
+    check_extension: bool = Field(True, description="reject files whose extension names another format")
+    reject_animated: bool = Field(False, description="reject animated images instead of using the first frame")
+
+
+# `decode` sets `broken_file__error` to one of these; "unreadable" is set by the engine when the
+# bytes could not be read at all (a missing file, an I/O error).
+ERRORS = ("zero_bytes", "not_image", "ext_mismatch", "truncated", "decode_error", "bomb", "unsupported_mode",
+          "unreadable")
+
+
+class Decode(Operator):
+    """The decode step's contract: its parameters, stored columns and rules (never registered;
+    the engine runs `decode` itself before every operator)."""
+
+    name = "broken_file"
+    Params = DecodeParams
+    reads = ("image", "source")
+    writes = ("broken_file__error", "broken_file__detail", "broken_file__frames")
+    types = {"broken_file__error": pa.string(), "broken_file__detail": pa.string(), "broken_file__frames": pa.int32()}
+    rules = tuple(Rule(e, "broken_file__error", "==", value=e, context=("broken_file__detail",), detail="{broken_file__detail}")
+                  for e in ERRORS) + (
+        Rule("animated", "broken_file__frames", ">", value=1, when="reject_animated",
+             detail="frames={value} > 1 and reject_animated=true"),
+    )
+    cards = {
+        "broken_file__error": "the rule the file broke while decoding, null when it decoded whole",
+        "broken_file__frames": "frame count; > 1 is an animated image whose first frame is used",
+    }

@@ -2,8 +2,8 @@
 confirmed by a 16x16 thumbnail pixel distance), within the run and against datasets already in
 the catalog. Report section 2.3, stage 1, "Deduplication Filter".
 
-Scoring is per batch (`dedup__phash`, `dedup__thumb`); the decision is a barrier over the whole
-run (`decide`), so results never depend on batch order or worker count. The kept member of a
+Scoring is per batch (`dedup__phash`, `dedup__thumb`); the decision is a `Barrier` over the whole
+run and the accepted datasets of the catalog (`decide`), so results never depend on batch order or worker count. The kept member of a
 family is chosen deterministically: samples already in the catalog first, then the largest short
 side, then `source` order. Families are pairs confirmed against their kept member, never chains.
 The confirmation matters: distinct document pages in one layout often have phashes within 6 bits.
@@ -11,13 +11,14 @@ The confirmation matters: distinct document pages in one layout often have phash
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from flywheel.filters.base import Fail, Operator, Params, Work, register
+from flywheel.filters.base import Barrier, Params, Rule, Work, register
 
 THUMB = 16
 
@@ -58,10 +59,9 @@ class DedupParams(Params):
 
 
 @register
-class Dedup(Operator):
+class Dedup(Barrier):
     name = "dedup"
     Params = DedupParams
-    barrier = True
     reads = ("task",)
     writes = ("dedup__phash", "dedup__thumb")
     decided = ("dedup__kind", "dedup__dist", "dedup__of_id", "dedup__of_source")
@@ -69,8 +69,14 @@ class Dedup(Operator):
         "dedup__phash": pa.int64(), "dedup__thumb": pa.binary(), "dedup__kind": pa.string(),
         "dedup__dist": pa.int16(), "dedup__of_id": pa.string(), "dedup__of_source": pa.string(),
     }
-    rules = ("exact", "near")
-    limits = {"dedup__dist": "radius"}
+    prior_columns = ("id", "source", "width", "height", "dedup__phash", "dedup__thumb")
+    dataset_fields = ("dedup_of",)
+    rules = (
+        Rule("exact", "dedup__kind", "==", value="exact", context=("dedup__of_source",),
+             detail="same bytes as kept {dedup__of_source}"),
+        Rule("near", "dedup__kind", "==", value="near", context=("dedup__dist", "dedup__of_source"),
+             detail="phash distance {dedup__dist} <= radius={radius} to kept {dedup__of_source}, thumbnail confirmed"),
+    )
     cards = {
         "dedup__phash": "64-bit DCT perceptual hash (imagehash.phash) as int64",
         "dedup__thumb": "16x16 contrast-normalised grayscale thumbnail bytes, the near-copy confirmation",
@@ -87,13 +93,27 @@ class Dedup(Operator):
                 ph.append(phash64(w.gray)), th.append(thumb16(w.gray))
         return {"dedup__phash": ph, "dedup__thumb": th}
 
-    def decide(self, table: pa.Table, prior: pa.Table | None = None) -> dict[str, list]:
+    def uses_prior(self) -> bool:
+        return self.params.against_catalog
+
+    def dataset_columns(self, table: pa.Table) -> dict[str, pa.Array]:
+        from flywheel.datasets import DECISION_FIELDS
+
+        if "dedup__of_id" not in table.column_names:
+            return {}
+        typ = next(f.type for f in DECISION_FIELDS if f.name == "dedup_of")
+        of_id, of_src = table.column("dedup__of_id").to_pylist(), table.column("dedup__of_source").to_pylist()
+        return {"dedup_of": pa.array([{"id": a, "source": b} if a else None for a, b in zip(of_id, of_src)], typ)}
+
+    def decide(self, table: pa.Table, prior: Sequence[str] | None = None) -> dict[str, list]:
         """Barrier step. `table`: this run's rows (id, source, width, height, dedup__phash,
-        dedup__thumb); `prior`: rows of accepted catalog datasets (same columns). Returns the
-        `decided` columns aligned with `table`."""
+        dedup__thumb); `prior`: folders of accepted catalog datasets, whose rows with these
+        columns are kept members ahead of this run's. Returns the `decided` columns aligned with
+        `table`."""
         from flywheel.filters.dedup_index import decide_families
 
         p: DedupParams = self.params
+        prior = self._read_prior(prior or [])
         n = table.num_rows
         out = {c: [None] * n for c in self.decided}
         self._exact_pairs(table, out)
@@ -140,6 +160,17 @@ class Dedup(Operator):
                 out["dedup__dist"][i] = 0
         return out
 
+    def _read_prior(self, paths: Sequence[str]) -> pa.Table | None:
+        import pyarrow.dataset as pads
+        import pyarrow.parquet as pq
+
+        tables = []
+        for d in paths:
+            files = sorted(str(f) for f in Path(d).glob("data/*.parquet"))
+            if files and set(self.prior_columns) <= set(pq.read_schema(files[0]).names):
+                tables.append(pads.dataset(files).to_table(columns=list(self.prior_columns)))
+        return pa.concat_tables(tables) if tables else None
+
     @staticmethod
     def _exact_pairs(table: pa.Table, out: dict[str, list]) -> None:
         """Edit pairs: the same pair id twice keeps the first by `source` order."""
@@ -155,15 +186,3 @@ class Dedup(Operator):
             else:
                 kept[pid] = src
                 out["dedup__dist"][i] = 0
-
-    def reject(self, table: pa.Table, params: DedupParams) -> list[list[Fail]]:
-        out = []
-        cols = [table.column(c).to_pylist() for c in ("dedup__kind", "dedup__dist", "dedup__of_source")]
-        for kind, dist, of in zip(*cols):
-            if kind == "exact":
-                out.append([self.fail("exact", f"same bytes as kept {of}")])
-            elif kind == "near":
-                out.append([self.fail("near", f"phash distance {dist} <= radius={params.radius} to kept {of}, thumbnail confirmed")])
-            else:
-                out.append([])
-        return out

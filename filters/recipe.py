@@ -3,6 +3,9 @@
 Stages nest: `extends: stageN-1` includes every operator of the parent in its order; an entry for
 an operator the parent has overrides (merges into) its params, a new one is appended. So
 `--recipe stage4` on raw input does all that stage 4 needs.
+
+The decode step is no operator but has an entry like one (`- broken_file: {max_pixels: ...}`,
+`--set broken_file.max_pixels=...`): its params are `Recipe.decode`, validated by `DecodeParams`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 import yaml
 
 from flywheel.filters import base
+from flywheel.filters.decode import Decode
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 
@@ -41,6 +45,9 @@ class Recipe:
     synthetic: bool = False
     source: str = ""
     notes: list[str] = field(default_factory=list)
+    decode: dict[str, Any] = field(default_factory=dict)  # params of the decode step (`broken_file:` entry)
+    # model -> revision the thresholds were set for (`model_revisions:` of the recipe and its parents)
+    model_revisions: dict[str, str] = field(default_factory=dict)
 
     @property
     def hash(self) -> str:
@@ -48,9 +55,13 @@ class Recipe:
         body = {
             "work_size": self.work_size,
             "tasks": self.tasks,
-            "steps": [[s.name, _validated(s)] for s in self.steps],
+            "steps": [[Decode.name, self.decode_params().model_dump(mode="json")]]
+            + [[s.name, _validated(s)] for s in self.steps],
         }
         return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def decode_params(self):
+        return Decode.Params(**self.decode)
 
     def step(self, name: str) -> Step | None:
         return next((s for s in self.steps if s.name == name), None)
@@ -62,7 +73,8 @@ class Recipe:
             "work_size": self.work_size,
             "tasks": self.tasks,
             "synthetic": self.synthetic,
-            "operators": [{s.name: _validated(s)} for s in self.steps],
+            "operators": [{Decode.name: self.decode_params().model_dump(mode="json")}]
+            + [{s.name: _validated(s)} for s in self.steps],
         }
 
 
@@ -121,16 +133,22 @@ def load(
 
     ordered: dict[str, dict] = {}
     meta: dict[str, Any] = {"work_size": 256, "tasks": ["t2i"], "synthetic": False, "description": ""}
+    revisions: dict[str, str] = {}
     for doc, where in chain:
         for k in ("work_size", "tasks", "synthetic", "description"):
             if k in doc:
                 meta[k] = doc[k]
+        revisions.update({str(k): str(v) for k, v in (doc.get("model_revisions") or {}).items()})
         for name, params in _entries(doc, where):
             ordered.setdefault(name, {}).update(params)
     top, top_where = chain[-1]
 
     registry = base.registry()
+    decode = ordered.pop(Decode.name, {})
     for name, params in (overrides or {}).items():
+        if name == Decode.name:
+            decode.update(params)
+            continue
         if name not in ordered:
             if name not in registry:
                 raise ValueError(f"--set {name}.…: unknown operator; known: {', '.join(sorted(registry))}")
@@ -139,13 +157,17 @@ def load(
 
     notes = []
     skip = set(skip or ())
+    if Decode.name in skip:
+        raise ValueError("--skip broken_file: the decode step cannot be skipped; every other operator reads its working copy")
     for s in sorted(skip):
         if s not in registry and s not in ordered:
             raise ValueError(f"--skip {s}: unknown operator; known: {', '.join(sorted(registry))}")
         if s not in ordered:
             notes.append(f"--skip {s}: recipe does not use it; ignored")
-    if "broken_file" in skip:
-        raise ValueError("--skip broken_file: the decode step cannot be skipped; every other operator reads its working copy")
+    try:
+        Decode.Params(**decode)
+    except Exception as e:  # pydantic ValidationError
+        raise ValueError(f"recipe {top.get('name', ref)}: invalid params for the decode step {Decode.name}: {e}") from None
 
     steps = []
     for name, params in ordered.items():
@@ -168,6 +190,8 @@ def load(
         steps=steps,
         source=top_where,
         notes=notes,
+        decode=decode,
+        model_revisions=revisions,
     )
 
 

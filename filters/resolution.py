@@ -12,7 +12,7 @@ from typing import Any, Literal, Sequence
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from flywheel.filters.base import Fail, Operator, Params, Work, above, register
+from flywheel.filters.base import Operator, Params, Rule, Work, register
 
 
 class ResolutionParams(Params):
@@ -36,8 +36,11 @@ class Resolution(Operator):
     needs_image = False
     writes = ("resolution__short_side", "resolution__bucket", "resolution__aspect")
     types = {"resolution__short_side": pa.int32(), "resolution__bucket": pa.int32()}
-    rules = ("too_small", "aspect")
-    limits = {"resolution__aspect": "max_aspect", "resolution__bucket": "min_bucket"}
+    rules = (
+        Rule("too_small", "resolution__bucket", "<", "min_bucket", context=("resolution__short_side",),
+             detail="{by} bucket={value} (short_side={resolution__short_side}) < min_bucket={threshold}"),
+        Rule("aspect", "resolution__aspect", ">", "max_aspect"),
+    )
     cards = {
         "resolution__short_side": "pixels of the shorter side after EXIF transpose",
         "resolution__bucket": "largest bucket reached (0: below every bucket); higher is larger",
@@ -55,17 +58,3 @@ class Resolution(Operator):
             q = [b for b in sorted(p.buckets) if (s >= b if p.by == "short_side" else w * h >= b * b)]
             short.append(s), bucket.append(q[-1] if q else 0), aspect.append(max(w, h) / s)
         return {"resolution__short_side": short, "resolution__bucket": bucket, "resolution__aspect": aspect}
-
-    def reject(self, table: pa.Table, params: ResolutionParams) -> list[list[Fail]]:
-        out = []
-        cols = [table.column(c).to_pylist() for c in ("resolution__bucket", "resolution__short_side", "resolution__aspect")]
-        for b, s, a in zip(*cols):
-            fails = []
-            if b is not None and b < params.min_bucket:
-                what = "short_side" if params.by == "short_side" else "sqrt(area)"
-                fails.append(self.fail("too_small", f"{what} bucket={b} (short_side={s}) < min_bucket={params.min_bucket}"))
-            f = self.check("aspect", above(a, params.max_aspect, "resolution__aspect", "max_aspect"))
-            if f:
-                fails.append(f)
-            out.append(fails)
-        return out

@@ -12,8 +12,9 @@ recorded in `rotation__exif`. The pixels themselves are checked by a detector
   looking at the image and its mirror image turned four ways each and voting.
 
 `rotation__angle` is the detected clockwise turn of the stored pixels (0/90/180/270) and
-`rotation__confidence` the detector's probability of it. A non-zero angle with confidence >=
-`min_confidence` fails `rotation:rotated`. Any answer below `min_confidence` sets
+`rotation__confidence` the detector's probability of it; `rotation__turned_confidence` is that
+probability when the angle is non-zero (null when upright), the one measure the rule compares: a
+confidence >= `min_confidence` fails `rotation:rotated`. Any answer below `min_confidence` sets
 `rotation__uncertain` (the `rotation:uncertain` flag): recorded for review, never a rejection.
 """
 
@@ -24,7 +25,7 @@ from typing import Any, Sequence
 import pyarrow as pa
 from pydantic import Field
 
-from flywheel.filters.base import Fail, Operator, Params, Resources, Work, register
+from flywheel.filters.base import Operator, Params, Resources, Rule, Work, register
 
 
 class RotationParams(Params):
@@ -44,12 +45,13 @@ class Rotation(Operator):
     name = "rotation"
     Params = RotationParams
     reads = ("exif_orientation",)
-    writes = ("rotation__exif", "rotation__angle", "rotation__confidence", "rotation__uncertain", "rotation__method")
+    writes = ("rotation__exif", "rotation__angle", "rotation__confidence", "rotation__uncertain", "rotation__method",
+              "rotation__turned_confidence")
     types = {"rotation__exif": pa.int8(), "rotation__angle": pa.int16(), "rotation__uncertain": pa.bool_(),
              "rotation__method": pa.string()}
-    rules = ("rotated",)
-    flags = ("uncertain",)  # recorded in `rotation__uncertain`, never returned by `reject`
-    models = ("opennsfw", "docorient", "rotation-photo")
+    rules = (Rule("rotated", "rotation__turned_confidence", ">=", "min_confidence", context=("rotation__angle",),
+                  detail="rotation__angle={rotation__angle} with rotation__confidence={value} >= min_confidence={threshold}"),)
+    flags = ("uncertain",)  # recorded in `rotation__uncertain`, never a rule
     resources = Resources(num_cpus=1, batch_size=32)
     cards = {
         "rotation__exif": "EXIF orientation tag (1 = upright; 2-8 were applied at decode)",
@@ -57,11 +59,11 @@ class Rotation(Operator):
         "rotation__confidence": "detector probability of that angle (0-1); higher is surer",
         "rotation__uncertain": "true when rotation__confidence < min_confidence (flag `rotation:uncertain`, not a rejection)",
         "rotation__method": "which detector answered: photo | text",
+        "rotation__turned_confidence": "rotation__confidence of a non-zero angle (0-1), null when upright; higher is surer it is turned",
     }
 
-    @classmethod
-    def required_models(cls, params: dict) -> tuple[str, ...]:
-        return ("opennsfw", "docorient", RotationParams(**params).photo_model)
+    def required_models(self) -> tuple[str, ...]:
+        return ("opennsfw", "docorient", self.params.photo_model)
 
     def setup(self) -> None:
         from flywheel.models import store
@@ -99,13 +101,5 @@ class Rotation(Operator):
             "rotation__confidence": conf,
             "rotation__uncertain": [None if c is None else bool(c < self.params.min_confidence) for c in conf],
             "rotation__method": method,
+            "rotation__turned_confidence": [c if a else None for a, c in zip(angle, conf)],
         }
-
-    def reject(self, table: pa.Table, params: RotationParams) -> list[list[Fail]]:
-        out = []
-        for a, c in zip(table.column("rotation__angle").to_pylist(), table.column("rotation__confidence").to_pylist()):
-            if a and c is not None and c >= params.min_confidence:
-                out.append([self.fail("rotated", f"rotation__angle={a} with rotation__confidence={c:.3f} >= min_confidence={params.min_confidence}")])
-            else:
-                out.append([])
-        return out

@@ -75,7 +75,7 @@ MIGRATIONS: list[tuple[int, str | list[str]]] = [
     ),
     (
         2,
-        # Review queue (issue 6 item 4, issue 7): idempotent enqueue, one vote per reviewer and item
+        # Review queue: idempotent enqueue, one vote per reviewer and item
         # (the deciding vote and second-opinion checks, for agreement), sampled-QA batches,
         # server-side dashboard sessions and login throttling shared by every server process.
         """
@@ -105,7 +105,7 @@ MIGRATIONS: list[tuple[int, str | list[str]]] = [
     ),
     (
         3,
-        # The loop (issue 6): signals queryable by concept and attribute; one route per signal and
+        # The loop: signals queryable by concept and attribute; one route per signal and
         # router run; per-concept evaluations before and after a retraining, for the loop table.
         """
         ALTER TABLE signals ADD COLUMN concept TEXT;
@@ -146,7 +146,7 @@ MIGRATIONS: list[tuple[int, str | list[str]]] = [
     ),
     (
         6,
-        # The audit log is append-only (issue 7): the database itself refuses to change or delete
+        # The audit log is append-only: the database itself refuses to change or delete
         # a row, whatever code runs. Trigger bodies contain ';', hence a list of statements.
         [
             "CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log"

@@ -5,7 +5,7 @@ The published checkpoint (`sac+logos+ava1-l14-linearMSE.pth`, a plain state dict
 Dropout Linear(64,16) Linear(16,1), no activations (the "linearMSE" variant), trained with MSE
 on AVA / LAION-Logos / SAC ratings: the output is on their native 1-10 scale, higher is more
 aesthetic (LAION-Aesthetics used 4.5, 5, 6, 6.5 as cut-offs). The input width is read from the
-state dict, so a tiny head over a tiny CLIP loads through the same code.
+state dict, so a tiny head over a tiny CLIP (tests/builders.py) loads through the same code.
 """
 
 from __future__ import annotations
@@ -47,22 +47,3 @@ class AestheticHead:
         x = x / np.clip(np.linalg.norm(x, axis=1, keepdims=True), 1e-12, None)
         with torch.inference_mode():
             return self.net(torch.from_numpy(x)).squeeze(1).numpy().astype(np.float64)
-
-
-def build_tiny(dest: Path | str, dim: int = 32, seed: int = 0, revision: str = "tiny-random") -> Path:
-    """A random head in the published state-dict format, with a `model.yaml` card."""
-    import torch
-    import yaml
-
-    from flywheel.models.store import sha256
-
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    net = mlp(dim)
-    torch.save({f"layers.{k}": v for k, v in net.state_dict().items()}, dest / HEAD_FILE)
-    (dest / "model.yaml").write_text(yaml.safe_dump({
-        "kind": "torch_state_dict", "source": {"local": "flywheel.models.aesthetic.build_tiny"}, "revision": revision,
-        "files": {HEAD_FILE: sha256(dest / HEAD_FILE)}, "licence": "test model (random weights)", "operators": ["aesthetic"],
-    }, sort_keys=False))
-    return dest

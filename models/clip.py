@@ -3,14 +3,14 @@
 A CLIP model in the store is an open_clip `local-dir:` folder: `open_clip_config.json`
 (`model_cfg`, `preprocess_cfg`) and `open_clip_model.safetensors`, the layout of the hub repos
 open_clip publishes (ViT-L-14 / openai is `timm/vit_large_patch14_clip_224.openai`). The same
-code path loads the real ViT-L-14 and the tiny random-weight models tests build with
-`build_tiny()`.
+code path loads the real ViT-L-14 and the tiny random-weight models the tests build
+(tests/builders.py).
 
 Embeddings are L2-normalised float32; cosine similarity is their dot product (-1..1; CLIP
 ViT-L-14 gives ~0.15-0.20 for unrelated and ~0.30+ for matching image-text pairs).
 
-Embeddings are kept so nothing is embedded twice: per process in `EmbeddingCache` (the
-aesthetic head running beside the CLIP operator in one worker reads it), and per run in a side
+Embeddings are kept so nothing is embedded twice: per row in the `clip__embedding` column the
+clip operator writes (the aesthetic head and the distribution filter read it), and per run in a side
 dataset (`write_side`, `read_side`: Parquet parts of `id, image_emb, text_emb, model, revision`)
 that the FAISS index reads.
 """
@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
 
@@ -112,30 +111,6 @@ def shared(model_dir: Path | str, batch_size: int = 32) -> Clip:
         return _models[key]
 
 
-class EmbeddingCache:
-    """Process-wide LRU of image embeddings keyed by (model folder, sample id)."""
-
-    def __init__(self, capacity: int = 50_000):
-        self.capacity = capacity
-        self.data: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
-        self.lock = threading.Lock()
-
-    def put(self, model: str, ids: Sequence[str], embs: np.ndarray) -> None:
-        with self.lock:
-            for i, e in zip(ids, embs):
-                self.data[(model, i)] = e
-                self.data.move_to_end((model, i))
-            while len(self.data) > self.capacity:
-                self.data.popitem(last=False)
-
-    def get(self, model: str, sample_id: str) -> np.ndarray | None:
-        with self.lock:
-            return self.data.get((model, sample_id))
-
-
-IMAGE_CACHE = EmbeddingCache()
-
-
 def write_side(side_dir: Path | str, ids: Sequence[str], image_emb: np.ndarray, text_emb: np.ndarray | None,
                model: str, revision: str) -> Path:
     """One Parquet part of the embeddings side dataset (each worker writes its own parts)."""
@@ -178,36 +153,3 @@ def read_side(side_dir: Path | str):
             seen.add(sid)
             keep.append(i)
     return t.take(keep)
-
-
-def build_tiny(dest: Path | str, seed: int = 0, embed_dim: int = 32, image_size: int = 32, revision: str = "tiny-random") -> Path:
-    """A tiny random-weight open_clip model in the store's folder layout, with its `model.yaml`
-    card (kind, revision, SHA-256 of each file) so `flywheel models add NAME --from DEST` takes it."""
-    import open_clip
-    import torch
-    from safetensors.torch import save_file
-
-    from flywheel.models.store import sha256
-
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    model_cfg = {
-        "embed_dim": embed_dim,
-        "vision_cfg": {"image_size": image_size, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
-        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
-    }
-    cfg = {"model_cfg": model_cfg, "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073],
-                                                      "std": [0.26862954, 0.26130258, 0.27577711],
-                                                      "interpolation": "bicubic", "resize_mode": "shortest"}}
-    (dest / "open_clip_config.json").write_text(json.dumps(cfg, indent=1))
-    torch.manual_seed(seed)
-    model = open_clip.create_model(f"local-dir:{dest}")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(dest / "open_clip_model.safetensors"))
-    files = {f: sha256(dest / f) for f in ("open_clip_config.json", "open_clip_model.safetensors")}
-    import yaml
-
-    (dest / "model.yaml").write_text(yaml.safe_dump({
-        "kind": "open_clip", "source": {"local": "flywheel.models.clip.build_tiny"}, "revision": revision,
-        "files": files, "licence": "test model (random weights)", "operators": ["clip", "aesthetic"],
-    }, sort_keys=False))
-    return dest

@@ -17,7 +17,6 @@ import numpy as np
 
 from flywheel.models import rotation as R
 
-
 HEADS = ("mlp", "linear")
 
 
@@ -89,28 +88,16 @@ def write_head(model: R.Head, dest: Path | str, *, photos: int, crops: int, seed
     return {"photos": photos, "examples": 4 * crops * photos, "path": str(dest)}
 
 
-def train_from_dataset(ref: str, name: str, *, crops: int = 12, limit: int = 0, progress: bool = False,
-                       head: str = "mlp") -> dict:
-    """Decode a dataset's images (upright photos), train, and install the head as `name`."""
-    check_head(head)
-    from flywheel.datasets import open_dataset
-    from flywheel.filters.decode import decode
-
+def train_and_install(images: Sequence[np.ndarray], name: str, *, crops: int = 12, progress: bool = False,
+                      head: str = "mlp", provenance: dict | None = None) -> dict:
+    """Train a head on upright RGB images and install it in the model store as `name`. Reading a
+    dataset's images is the caller's part (`flywheel models train rotation` decodes them as curation
+    does), so this layer needs neither the catalog nor the decoder."""
     from flywheel.models import store
 
-    ds = open_dataset(ref)
-    images = []
-    for batch in ds.iter_batches(batch_size=64, columns=["image"]):
-        for data in batch.column("image").to_pylist():
-            d = decode(data, None, 256, 200_000_000, check_ext=False)
-            if d.work is not None and min(d.work.rgb.shape[:2]) >= 32:
-                images.append(d.work.rgb)
-            if limit and len(images) >= limit:
-                break
-        if limit and len(images) >= limit:
-            break
+    check_head(head)
     with tempfile.TemporaryDirectory() as tmp:
-        res = train_from_images(images, tmp, crops=crops, provenance={"dataset": str(ref)}, progress=progress, head=head)
+        res = train_from_images(images, tmp, crops=crops, provenance=provenance, progress=progress, head=head)
         res["path"] = store.add(name, tmp)["path"]
     return res
 
@@ -166,13 +153,14 @@ def cache_key(photos: Sequence[tuple[str, str, int]]) -> np.ndarray:
 
 
 def build_shipped(dest: Path | str, extra_dirs: Sequence[str] = (), crops: int = 8, seed: int = 0,
-                  revision: str = "rotation-photo-v6", head: str = "mlp", cache: Path | str | None = None) -> dict:
+                  revision: str = "rotation-photo-v6", head: str = "mlp", cache: Path | str | None = None,
+                  sources: Sequence[tuple[str, Sequence[str]]] | None = None) -> dict:
     """Rebuild the head shipped in `models/weights` from the photos that installable packages
-    ship (`rotation.photo_sources()`; see
-    `models/weights/rotation_photo.md` for the commands). `cache`: the features file that
-    `benchmarks/rotation_accuracy.py --cache` wrote for the same photos; its views are the ones computed
-    here (same seed, crops and order), stored in float16, so the fit takes a minute instead of fifteen."""
-    photos = R.package_photos(extra_dirs)
+    ship (`sources`, default `rotation.photo_sources()`; see `models/weights/rotation_photo.md` for the
+    commands). `cache`: the features file that `benchmarks/rotation_accuracy.py --cache` wrote for the
+    same photos; its views are the ones computed here (same seed, crops and order), stored in float16, so
+    the fit takes a minute instead of fifteen."""
+    photos = R.package_photos(extra_dirs, sources)
     prov = {"photos_from": sorted({s for s, _, _ in photos}), "files": [Path(p).name for _, p, _ in photos]}
     if cache is None:
         images = [load_upright(p, turn) for _, p, turn in photos]

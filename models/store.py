@@ -2,7 +2,8 @@
 
 Peer tools fetch weights at run time on every node and die halfway when one is missing. Here
 every model an operator may load is pinned in `registry.yaml` (source, revision, SHA-256 of each
-file, licence, size, which operators use it). A model is *installed* when its files are where
+file, licence, size). Which models a run needs is the operators' business (each declares its own,
+`Operator.required_models()`); the store answers for model names. A model is *installed* when its files are where
 the store looks for them:
 
 - `$FLYWHEEL_HOME/models/<name>/` (written by `add` or `pull`, with `installed.json` recording
@@ -11,8 +12,8 @@ the store looks for them:
   does not import the package), else
 - a folder of this repository (`source.repo`, weights committed with the code).
 
-`preflight(operator_names)` answers in milliseconds, before anything starts, which models are
-missing and the exact command that installs each. `path(name)` is what wrappers call in
+`preflight({model: [operators]})` answers in milliseconds, before anything starts, which models
+are missing and the exact command that installs each. `path(name)` is what wrappers call in
 `setup()`: it verifies the hashes (once per file state, cached) and raises `ModelMissing` with
 the install command.
 
@@ -63,7 +64,6 @@ class Model:
     files: dict[str, str | None]
     licence: str = ""
     size: int = 0
-    operators: tuple[str, ...] = ()
     install: str = ""
     pinned: bool = True  # False: registered from a local card, not from registry.yaml
     extra: dict[str, Any] = field(default_factory=dict)  # card fields a wrapper reads (arch...)
@@ -87,7 +87,7 @@ class Missing:
 
 
 def _model_from(name: str, d: dict, pinned: bool) -> Model:
-    known = {"kind", "source", "revision", "files", "licence", "size", "operators", "install"}
+    known = {"kind", "source", "revision", "files", "licence", "size", "install"}
     return Model(
         name=name,
         kind=str(d.get("kind", "")),
@@ -96,7 +96,6 @@ def _model_from(name: str, d: dict, pinned: bool) -> Model:
         files={str(k): (str(v) if v else None) for k, v in (d.get("files") or {}).items()},
         licence=str(d.get("licence", "")),
         size=int(d.get("size") or 0),
-        operators=tuple(d.get("operators") or ()),
         install=str(d.get("install", "")),
         pinned=pinned,
         extra={k: v for k, v in d.items() if k not in known},
@@ -228,32 +227,12 @@ def installed_revision(name: str) -> str | None:
 
 
 # -- preflight --------------------------------------------------------------------------------
-def required_models(operator_names: list[str], params: dict[str, dict] | None = None) -> dict[str, list[str]]:
-    """model -> operators needing it, from the registry's `operators:` lists (no import, fast).
-
-    An operator that picks its model through its params (`clip.model=...`) defines
-    `required_models(params)`; when `params` name such an operator, its answer replaces the
-    registry's for that operator (importing the operator module, still no model library)."""
-    need: dict[str, list[str]] = {}
-    reg = registry()
-    for op_name in operator_names:
-        names = [m for m, spec in reg.items() if op_name in spec.operators and spec.pinned]
-        if params and params.get(op_name):
-            from flywheel.filters import base
-
-            op = base.registry().get(op_name)
-            if op is not None and hasattr(op, "required_models"):
-                names = list(op.required_models(params[op_name]))
-        for m in names:
-            need.setdefault(m, []).append(op_name)
-    return need
-
-
-def preflight(operator_names: list[str], params: dict[str, dict] | None = None) -> list[Missing]:
-    """Which models the operators need and do not have. Existence checks only (< 1 s)."""
+def preflight(needs: dict[str, list[str]]) -> list[Missing]:
+    """Which of the needed models (model -> operators needing it) are not installed.
+    Existence checks only (< 1 s)."""
     reg = registry()
     out = []
-    for name, ops in required_models(operator_names, params).items():
+    for name, ops in needs.items():
         if name not in reg:
             out.append(Missing(name, tuple(ops), f"flywheel models add {name} --from DIR", "not in the model registry"))
             continue
@@ -263,32 +242,16 @@ def preflight(operator_names: list[str], params: dict[str, dict] | None = None) 
     return out
 
 
-def model_revisions(recipe_ref: str) -> dict[str, str]:
-    """`model_revisions:` of a recipe and the recipes it extends (the child wins)."""
-    from flywheel.filters import recipe as recipe_mod
-
-    chain, cur, seen = [], recipe_ref, set()
-    while cur and cur not in seen:
-        seen.add(cur)
-        doc, _ = recipe_mod._read(cur)
-        chain.append(doc)
-        cur = doc.get("extends")
-    out: dict[str, str] = {}
-    for doc in reversed(chain):
-        out.update({str(k): str(v) for k, v in (doc.get("model_revisions") or {}).items()})
-    return out
-
-
-def revision_warnings(recipe_ref: str, operator_names: list[str], params: dict[str, dict] | None = None) -> list[str]:
-    """Warnings for models whose installed revision differs from the one the recipe's
-    thresholds were set for (scores may be on another scale: recalibrate)."""
-    want = model_revisions(recipe_ref)
+def revision_warnings(needs: dict[str, list[str]], wanted: dict[str, str], recipe_ref: str) -> list[str]:
+    """Warnings for needed models whose installed revision differs from the one a recipe's
+    thresholds were set for (`wanted`, its `model_revisions:`): scores may be on another scale."""
     out = []
-    for name, ops in required_models(operator_names, params).items():
-        have = installed_revision(name) if name in registry() else None
-        if name in want and have is not None and have != want[name]:
+    reg = registry()
+    for name, ops in needs.items():
+        have = installed_revision(name) if name in reg else None
+        if name in wanted and have is not None and have != wanted[name]:
             out.append(
-                f"{name}: recipe {recipe_ref} thresholds were set for revision {want[name]}, installed is {have}; "
+                f"{name}: recipe {recipe_ref} thresholds were set for revision {wanted[name]}, installed is {have}; "
                 f"scores of {', '.join(ops)} may be on another scale (run `flywheel calibrate --recipe {recipe_ref}`)"
             )
     return out
@@ -347,21 +310,8 @@ def add(name: str, src: str | Path, progress=None) -> dict[str, str]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _record(name, m, seen)
-    return {"path": str(installed_dir(name)), **{f"note{i}": n for i, n in enumerate(notes)}}
-
-
-def _record(name: str, m: Model, files: dict[str, str]) -> None:
-    """Best effort: the catalog's `models` table mirrors what is installed (for `flywheel sql`)."""
-    try:
-        from flywheel.catalog import Catalog
-
-        Catalog().execute(
-            "INSERT OR REPLACE INTO models (name, kind, path, revision, files_json, installed_at) VALUES (?,?,?,?,?,?)",
-            (name, m.kind, str(installed_dir(name)), m.revision, json.dumps(files), time.time()),
-        )
-    except Exception:  # noqa: BLE001 - the files are the truth; the catalog row is a mirror
-        pass
+    return {"path": str(installed_dir(name)), "kind": m.kind, "revision": m.revision, "files": seen,
+            **{f"note{i}": n for i, n in enumerate(notes)}}
 
 
 def pull(name: str) -> dict[str, str]:
@@ -398,7 +348,7 @@ def listing() -> list[dict[str, Any]]:
         rows.append({
             "name": name, "kind": m.kind, "status": "installed" if d else "missing", "where": str(d) if d else why,
             "revision": installed_revision(name) or m.revision, "licence": m.licence, "size": size,
-            "operators": ", ".join(m.operators), "install": "" if d else m.install_command,
+            "install": "" if d else m.install_command,
             "pinned": all(m.files.values()) if m.files else False,
         })
     return rows

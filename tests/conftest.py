@@ -4,14 +4,23 @@ server ~10 s here), never per test."""
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# tests/builders.py (tiny random-weight models) is imported as `builders` from any test; the suite runs
+# with --import-mode=importlib, which puts no test folder on sys.path by itself
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# tiny random-weight CLIP and aesthetic models, shared by tests/models and tests/filters
+pytest_plugins = ["model_fixtures"]
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-import pytest
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@
   on ground-truth images.
 - Results are written as a dataset in the contract, one row per (prompt, seed), with boolean
   `<attr>_ok` columns, `expected_<attr>`, `concept` and the generated image, which is what
-  `flywheel.loop.signals.from_eval_dataset` mines failures from.
+  the loop's signal miner (`signals.from_eval_dataset`) reads failures from.
 """
 
 from __future__ import annotations
@@ -18,13 +18,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
-
+from flywheel.stats import wilson
 from flywheel.training import synthetic as syn
 from flywheel.training.checker import ATTRIBUTES, Checker, ground_truth_accuracy
 
@@ -33,18 +31,6 @@ SUITES = ("shapes",)
 
 # (prompts, seed) -> one PIL image per prompt
 GenerateFn = Callable[[list[str], int], list]
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval for k successes out of n."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    lo, hi = max(0.0, c - h), min(1.0, c + h)
-    return (0.0 if k == 0 else lo, 1.0 if k == n else hi)  # exact at the ends, where rounding would cut them
 
 
 @dataclass
@@ -99,19 +85,22 @@ def format_table(summary: dict[str, dict], checker_acc: dict[str, float] | None 
     return "\n".join(lines)
 
 
-def training_captions(ckpt: str | Path) -> set[str]:
-    """Captions of the datasets the checkpoint was trained on (from its flywheel.json), lower-cased."""
+def trained_on(ckpt: str | Path) -> list[str]:
+    """The datasets a checkpoint records in its flywheel.json, as recorded (directories, or name@vN for the
+    caller to resolve through the catalog)."""
     meta_path = Path(ckpt) / "flywheel.json"
     if not meta_path.exists():
-        return set()
+        return []
+    return list(json.loads(meta_path.read_text()).get("datasets") or [])
+
+
+def training_captions(datasets: Sequence[str | Path]) -> set[str]:
+    """Captions of these dataset directories, lower-cased: evaluation prompts among them are not held out."""
     from flywheel.datasets import open_dataset
 
     out: set[str] = set()
-    for ref in json.loads(meta_path.read_text()).get("datasets") or []:
-        try:
-            t = open_dataset(ref).to_table(columns=["caption"])
-        except (FileNotFoundError, KeyError, ValueError):
-            continue
+    for path in datasets:
+        t = open_dataset(path).to_table(columns=["caption"])
         out.update(c.strip().lower() for c in t.column("caption").to_pylist() if c)
     return out
 
@@ -151,11 +140,13 @@ def evaluate(
     size: int = 64, steps: int = 30, guidance: float = 4.0, batch_size: int = 32, prompt_seed: int = 0,
     out: str | Path | None = None, name: str = "eval", catalog=None, checker: Checker | None = None,
     generate: GenerateFn | None = None, device: str | None = None, progress: bool = False, checker_n: int = 600,
+    trained_on: Sequence[str | Path] = (),
 ) -> EvalResult:
     """Generate every evaluation prompt with every seed, score, summarize, and (with `out`) write
-    the per-(prompt, seed) dataset. `generate` replaces the checkpoint's sampler (tests, oracles)."""
+    the per-(prompt, seed) dataset. `generate` replaces the checkpoint's sampler (tests, oracles).
+    Prompts that are captions of the `trained_on` dataset directories are left out."""
     checker = checker or Checker.load(progress=progress)
-    exclude = training_captions(ckpt_dir) if ckpt_dir else set()
+    exclude = training_captions(trained_on)
     prompts, dropped = eval_prompts(n_prompts, suite, prompt_seed, exclude)
     generate = generate or generator_fn(ckpt_dir, size, steps, guidance, device)
     bar = None
@@ -227,17 +218,3 @@ def write_results(rows: list[dict], out: str | Path, name: str = "eval", catalog
         for b in range(0, len(rows), 1024):
             w.write(pa.Table.from_pylist(rows[b : b + 1024], schema=schema))
         return w.close(counts={"rows": len(rows), "passed": sum(bool(r["passed"]) for r in rows)})
-
-
-def make_evaluator(ckpt_dir: str | Path, size: int = 64, steps: int = 30, guidance: float = 4.0, seed: int = 0,
-                   checker: Checker | None = None, generate: GenerateFn | None = None, device: str | None = None):
-    """The router's `Evaluator`: (prompts, expected specs) -> per prompt {attribute: passed}."""
-    checker = checker or Checker.load()
-    generate = generate or generator_fn(ckpt_dir, size, steps, guidance, device)
-
-    def evaluator(prompts: list[str], expected: list[dict]) -> list[dict]:
-        images = generate(list(prompts), seed)
-        scores = checker.score(images, [syn.spec_from_dict(e) for e in expected])
-        return [{a: v for a, v in s.items() if v is not None and a != "all"} for s in scores]
-
-    return evaluator

@@ -1,5 +1,5 @@
 """Images from a checkpoint the trainer wrote (or a released `QwenImage21Pipeline` directory), through the
-same `flow.sample` and `Denoiser` the trainer trains with. `flywheel sample` and `flywheel eval` use it.
+same `rectified_flow.sample` and `Denoiser` the trainer trains with. `flywheel sample` and `flywheel eval` use it.
 
     gen = Generator("runs/toy")
     images = gen(["three red circles"], width=64, height=64, steps=30, guidance=4.0, seed=0)
@@ -49,7 +49,7 @@ class Generator:
         import torch
 
         from flywheel.models import qwen_image as qi
-        from flywheel.training import flow
+        from flywheel.training import rectified_flow as rf
         from flywheel.training.data import to_pil
 
         h, w = qi.grid_for(width, height, self.scale)
@@ -63,13 +63,13 @@ class Generator:
 
         def velocity(x, t, cond):
             tx, m = (text, mask) if cond else (utext, umask)
-            return flow.to_velocity(self.denoise(x, t, (h, w), tx, m).float(), x, t, prediction)
+            return rf.to_velocity(self.denoise(x, t, (h, w), tx, m).float(), x, t, prediction)
 
         bar = None
         if progress:
             from tqdm.auto import tqdm
             bar = lambda it: tqdm(it, desc="sample", unit="step")  # noqa: E731
-        z = flow.sample(velocity, noise, steps, flow.calculate_shift((width // 16) * (height // 16)), guidance, bar)
+        z = rf.sample(velocity, noise, steps, rf.calculate_shift((width // 16) * (height // 16)), guidance, bar)
         z = z.transpose(1, 2).reshape(b, -1, 1, h, w) * self.std + self.mean  # (B, z, 1, h, w)
         with torch.no_grad():
             x = self.vae.decode(z.to(next(self.vae.parameters()).dtype)).sample[:, :, 0]  # (B, C, H, W)

@@ -30,15 +30,15 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 
 @dataclass
 class VAETrainConfig:
-    datasets: list[str]
+    datasets: list[str]  # dataset directories; `flywheel train-vae` resolves name@vN
     out: str
-    heldout: str | None = None  # a dataset; default: the training rows whose id hash falls in heldout_fraction
+    heldout: str | None = None  # a dataset directory; default: the training rows whose id hash falls in heldout_fraction
     heldout_fraction: float = 0.05
     heldout_max: int = 128
     arch: str = "2.1"
@@ -222,20 +222,20 @@ def _split(ids: list[str], fraction: float) -> list[bool]:
     return [int(hashlib.sha256(i.encode()).hexdigest()[:8], 16) / 2**32 < fraction for i in ids]
 
 
-def load_images(refs: list[str], resolution: int, channels: int, heldout: str | None, fraction: float, max_heldout: int):
-    """(train tensors (N, C, H, W), held-out tensors) in [-1, 1]; rejected rows are skipped."""
+def load_images(paths: list[str], resolution: int, channels: int, heldout: str | None, fraction: float, max_heldout: int):
+    """(train tensors (N, C, H, W), held-out tensors) in [-1, 1] from dataset directories (the CLI resolves
+    name@vN); rejected rows are skipped."""
     import torch
 
     from flywheel.datasets import open_dataset
-
     from flywheel.training.data import load_image
 
-    def rows(ref):
-        t = open_dataset(ref).to_table()
+    def rows(path):
+        t = open_dataset(path).to_table()
         keep = [r for r in t.to_pylist() if r.get("image") and not r.get("reject_reason")]
         return keep
 
-    train_rows = [r for ref in refs for r in rows(ref)]
+    train_rows = [r for p in paths for r in rows(p)]
     if heldout:
         held_rows = rows(heldout)[:max_heldout]
     else:

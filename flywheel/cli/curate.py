@@ -39,9 +39,8 @@ def run_curate(recipe: str, input: str, output: str, *, name: str | None, worker
                sets: list[str], image_col: str, caption_col: str, keep_state: bool = False) -> dict:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from flywheel.filters import recipe as recipes
-
     from flywheel.curation import pipeline
+    from flywheel.filters import recipe as recipes
 
     con = _console()
     t0 = time.perf_counter()
@@ -54,7 +53,7 @@ def run_curate(recipe: str, input: str, output: str, *, name: str | None, worker
     except ValueError as e:
         raise UserError(str(e)) from None
     _print_plan(con, plan)
-    from flywheel.flows.curate import curate as flows
+    from flywheel.flows import curate as flows
 
     with Progress(TextColumn("[bold]scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                   TimeElapsedColumn(), console=con, transient=False) as prog:
@@ -140,7 +139,7 @@ def register(app: typer.Typer) -> None:
         run_curate("stage1", str(root / "input"), str(run_dir), name="demo", workers=workers, skip=skip, sets=[],
                    image_col="image", caption_col="caption")
         con.print(f"\nopen the report: [bold]{run_dir / 'report.html'}[/]")
-        con.print(f"why was a sample dropped?  flywheel explain SOURCE   e.g. flywheel explain broken/truncated.jpg")
+        con.print("why was a sample dropped?  flywheel explain SOURCE   e.g. flywheel explain broken/truncated.jpg")
 
     @app.command()
     def ops() -> None:
@@ -148,16 +147,22 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from flywheel.filters import base
+        from flywheel.filters.decode import Decode
 
         t = Table(show_lines=True)
-        for c in ("operator", "params (default)", "scores", "reasons", "kind"):
+        for c in ("operator", "params (default)", "scores", "reasons (fails when)", "kind"):
             t.add_column(c)
-        for name, op in sorted(base.registry().items()):
+        for name, op in [(Decode.name, Decode)] + sorted(base.registry().items()):
             params = "\n".join(f"{k}={v.default!r}" for k, v in op.Params.model_fields.items())
-            kind = ("barrier " if op.barrier else "") + ("actor (setup)" if op.stateful() else "task")
-            if op.models:
-                kind += "\nmodels: " + ", ".join(op.models)
-            t.add_row(name, params, "\n".join(op.writes), "\n".join(f"{name}:{r}" for r in op.rules), kind)
+            if op is Decode:
+                kind = "decode step (first, always)"
+            else:
+                kind = ("barrier " if issubclass(op, base.Barrier) else "") + ("actor (setup)" if op.stateful() else "task")
+            models = op().required_models()
+            if models:
+                kind += "\nmodels: " + ", ".join(models)
+            reasons = "\n".join(f"{name}:{r.name} ({r.text()})" for r in op.rules)
+            t.add_row(name, params, "\n".join(op.writes), reasons, kind)
         _console().print(t)
 
     @app.command()
@@ -168,7 +173,7 @@ def register(app: typer.Typer) -> None:
         con = _console()
         for r in rc.available():
             rec = rc.load(r)
-            ops = ", ".join(s.name + ("" if s.op else " (not installed)") for s in rec.steps)
+            ops = ", ".join(["broken_file (decode)"] + [s.name + ("" if s.op else " (not installed)") for s in rec.steps])
             con.print(f"[bold]{r}[/] ({rec.description}; work size {rec.work_size}px; {'+'.join(rec.tasks)}): {ops}")
 
     @app.command()

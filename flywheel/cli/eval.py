@@ -59,7 +59,7 @@ def eval_cmd(
     print accuracy with 95% Wilson intervals per attribute and per asked value."""
     import json
 
-    from flywheel.catalog import Catalog
+    from flywheel.catalog import Catalog, open_dataset
     from flywheel.cli import UserError
     from flywheel.training import evaluate as ev
 
@@ -76,9 +76,16 @@ def eval_cmd(
     if size is None:
         meta = ckpt / "flywheel.json"
         size = (json.loads(meta.read_text()).get("resolution") if meta.exists() else None) or 64
+    trained_on = []  # the training datasets' captions are not held-out prompts
+    for r in ev.trained_on(ckpt):
+        try:
+            trained_on.append(open_dataset(r).path)
+        except (FileNotFoundError, KeyError, ValueError):
+            typer.echo(f"warning: {ckpt} was trained on {r}, which is gone; its captions may appear among the prompts", err=True)
     try:
         res = ev.evaluate(ckpt, suite=suite, n_prompts=n_prompts, seeds=seed_list, size=size, steps=steps, guidance=guidance,
-                          batch_size=batch_size, out=out, name=name, catalog=Catalog() if out else None, device=device, progress=True)
+                          batch_size=batch_size, out=out, name=name, catalog=Catalog() if out else None, device=device,
+                          progress=True, trained_on=trained_on)
     except ValueError as e:
         raise UserError(str(e)) from None
     typer.echo(f"{ckpt}: {n_prompts} held-out prompts x {len(seed_list)} seeds at {size}px"
@@ -107,8 +114,8 @@ def train_vae(
     seed: int = typer.Option(0),
 ) -> None:
     """Train or fine-tune the f16c64 VAE: reconstruction, perceptual, semantic alignment (no GAN)."""
-    from flywheel.cli import UserError
     from flywheel.catalog import open_dataset
+    from flywheel.cli import UserError
     from flywheel.training.vae import VAETrainConfig, main
 
     if preset not in ("tiny", "small", "full"):

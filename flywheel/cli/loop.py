@@ -35,8 +35,8 @@ def _console():
 @signal_app.command("add")
 def signal_add(file: Path = typer.Argument(..., help="JSONL, one signal per line (kind: eval | bad_case | feedback).")) -> None:
     """Store signals from a JSONL file; ids already stored are skipped."""
-    from flywheel.loop import signals as sg
     from flywheel.catalog import Catalog
+    from flywheel.loop import signals as sg
 
     if not file.exists():
         raise _err(f"{file} does not exist; pass a JSONL file of signals")
@@ -55,8 +55,8 @@ def signal_mine(
     z: float = typer.Option(3.0, help="Robust z-score above which a sample's loss is an outlier."),
 ) -> None:
     """Mine signals from an evaluation dataset or a per-sample loss file."""
-    from flywheel.loop import signals as sg
     from flywheel.catalog import Catalog
+    from flywheel.loop import signals as sg
 
     if not eval_dataset and not losses:
         raise _err("pass --eval DATASET and/or --losses FILE.parquet")
@@ -101,8 +101,8 @@ def route(
     """Route new signals to the prompt, pre-training or RL track; prints the decisions."""
     from rich.table import Table
 
-    from flywheel.loop import router as rt
     from flywheel.catalog import Catalog
+    from flywheel.loop import router as rt
 
     cat = Catalog()
     evaluator = None
@@ -133,8 +133,8 @@ def index_build(
     force: bool = typer.Option(False, help="Rebuild even if the index is current."),
 ) -> None:
     """Build the FAISS index of dataset versions (persisted next to each dataset)."""
-    from flywheel.loop import index as fx
     from flywheel.catalog import Catalog
+    from flywheel.loop import index as fx
 
     cat = Catalog()
     for ref in dataset:
@@ -156,8 +156,8 @@ def search(
     """Nearest samples to a text or image across dataset versions."""
     from rich.table import Table
 
-    from flywheel.loop import index as fx
     from flywheel.catalog import Catalog
+    from flywheel.loop import index as fx
 
     cat = Catalog()
     refs = list(dataset or [])
@@ -213,8 +213,8 @@ def emit_cmd(
     queue: Optional[str] = typer.Option(None, help="Only approvals from this review queue."),
 ) -> None:
     """Write the next dataset version: the source's rows plus approved samples, with lineage."""
-    from flywheel.loop import emit as em
     from flywheel.catalog import Catalog
+    from flywheel.loop import emit as em
 
     try:
         r = em.emit(from_, add_approved=add_approved, name=name, catalog=Catalog(), queue=queue)
@@ -228,8 +228,8 @@ def emit_cmd(
 def lineage_cmd(id_: str = typer.Argument(..., metavar="ID", help="A dataset (name@vN or path) or a sample id (8+ hex characters)."),
                 as_json: bool = typer.Option(False, "--json")) -> None:
     """Where a dataset or a sample came from and why it is there."""
-    from flywheel.loop import emit as em
     from flywheel.catalog import Catalog
+    from flywheel.loop import emit as em
 
     try:
         info = em.lineage(id_, Catalog())

@@ -17,14 +17,6 @@ import typer
 
 from flywheel.cli import UserError
 
-# operator -> [(param, score column, direction)]: "min" keeps scores >= threshold, "max" <=.
-CALIBRATED = {
-    "nsfw": [("max_prob", "nsfw__prob", "max")],
-    "clip": [("min_similarity", "clip__similarity", "min")],
-    "aesthetic": [("min_score", "aesthetic__score", "min")],
-    "image_quality": [("max_brisque", "image_quality__brisque", "max"), ("min_sharpness", "image_quality__sharpness", "min")],
-    "compression_quality": [("min_quality", "compression_quality__quality", "min")],
-}
 PERCENTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
 
 
@@ -63,8 +55,16 @@ def _threshold_keep(values, direction: str, keep: float) -> float:
     return float((v[k - 1] + v[k]) / 2)
 
 
-def calibrate_table(table, steps: dict[str, dict], keep: float) -> dict:
-    """Thresholds for the calibrated operators present in `table` (all scored rows of a run).
+def calibrated_rules(op_cls) -> list[tuple[str, str, str]]:
+    """(param, score column, direction) of the operator's rules marked `calibrated` (thresholds on a
+    model's scale): "min" keeps scores >= threshold (the rule fails below), "max" keeps <=."""
+    return [(r.param, r.column, "min" if r.compare in ("<", "<=") else "max")
+            for r in op_cls.rules if r.calibrated and r.param]
+
+
+def calibrate_table(table, steps: dict[str, dict], keep: float, decode_params: dict | None = None) -> dict:
+    """Thresholds for the calibrated rules (`Rule.calibrated`) with scores in `table` (all scored
+    rows of a run).
 
     Eligible rows: not rejected by any other rule of the recipe (broken files fail broken_file).
     A null score (the operator could not score that row) passes, as it does in a run.
@@ -74,19 +74,20 @@ def calibrate_table(table, steps: dict[str, dict], keep: float) -> dict:
     import numpy as np
 
     from flywheel.filters import base
+    from flywheel.filters.decode import Decode
 
-    ops = {name: base.get(name) for name in steps}
+    ops = [Decode(decode_params or {})] + [base.get(name)(params) for name, params in steps.items()]
     other_reject = np.zeros(table.num_rows, dtype=bool)
-    for name, params in steps.items():
-        if name in CALIBRATED or not set(ops[name].writes) <= set(table.column_names):
+    for op in ops:
+        if not set(op.decision_columns()) <= set(table.column_names):
             continue
-        op = ops[name](params)
-        for i, fails in enumerate(op.reject(table, op.params)):
-            other_reject[i] |= bool(fails)
-    rules = [(op, p, col, d) for op in steps if op in CALIBRATED for p, col, d in CALIBRATED[op] if col in table.column_names]
+        calibrated = {r.name for r in op.rules if r.calibrated}
+        for i, fails in enumerate(op.reject(table)):
+            other_reject[i] |= any(f.rule not in calibrated for f in fails)
+    rules = [(op.name, p, col, d) for op in ops for p, col, d in calibrated_rules(type(op)) if col in table.column_names]
     if not rules:
-        raise UserError("the recipe has no calibrated operator with scores here "
-                        f"({', '.join(CALIBRATED)}); nothing to calibrate")
+        known = sorted(n for n, cls in base.registry().items() if calibrated_rules(cls))
+        raise UserError(f"the recipe has no calibrated operator with scores here ({', '.join(known)}); nothing to calibrate")
     cols = {col: np.array([np.nan if x is None else x for x in table.column(col).to_pylist()], dtype=np.float64) for _, _, col, _ in rules}
     eligible = ~other_reject  # broken files fail broken_file, one of the other rules
     if eligible.sum() == 0:
@@ -130,6 +131,8 @@ def calibrate_table(table, steps: dict[str, dict], keep: float) -> dict:
 def override_yaml(recipe_ref: str, result: dict, extends: str) -> str:
     import yaml
 
+    from flywheel.curation.preflight import model_needs
+    from flywheel.filters import recipe as recipes
     from flywheel.models import store
 
     ops: dict[str, dict] = {}
@@ -137,7 +140,8 @@ def override_yaml(recipe_ref: str, result: dict, extends: str) -> str:
         op, p = key.split(".", 1)
         ops.setdefault(op, {})[p] = float(f"{v:.6g}") if math.isfinite(v) else v
     revisions = {}
-    for m in store.required_models(list(ops)):
+    needs = model_needs(recipes.load(recipe_ref))
+    for m in [m for m, users in needs.items() if set(users) & set(ops)]:
         try:
             rev = store.installed_revision(m)
         except KeyError:
@@ -168,7 +172,10 @@ def calibrate(recipe: str, input: str, keep: float, out: str | None = None, skip
 
     if not 0 < keep <= 1:
         raise UserError(f"--keep {keep}: give the fraction of rows to keep, between 0 and 1 (e.g. 0.8)")
-    r = recipes.load(recipe, overrides=sets or {}, skip=set(skip or []))
+    try:
+        r = recipes.load(recipe, overrides=sets or {}, skip=set(skip or []))
+    except (ValueError, FileNotFoundError) as e:
+        raise UserError(str(e)) from None
     steps = {s.name: s.params for s in r.steps if s.op is not None}
     with tempfile.TemporaryDirectory(prefix="calibrate-", dir=work_dir) as tmp:
         try:
@@ -181,7 +188,7 @@ def calibrate(recipe: str, input: str, keep: float, out: str | None = None, skip
         table = pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
         if not table.num_rows:
             raise UserError(f"{input}: no rows were scored; check the input path")
-    result = calibrate_table(table, steps, keep)
+    result = calibrate_table(table, steps, keep, r.decode)
     extends = str(Path(recipe).resolve()) if Path(recipe).suffix in (".yaml", ".yml") else recipe
     result["override"] = override_yaml(recipe, result, extends)
     if out:
@@ -190,7 +197,40 @@ def calibrate(recipe: str, input: str, keep: float, out: str | None = None, skip
     return result
 
 
+def _record(name: str, res: dict) -> None:
+    """Best effort: the catalog's `models` table mirrors what is installed (for `flywheel sql`)."""
+    import json
+    import time
+
+    try:
+        from flywheel.catalog import Catalog
+
+        Catalog().execute(
+            "INSERT OR REPLACE INTO models (name, kind, path, revision, files_json, installed_at) VALUES (?,?,?,?,?,?)",
+            (name, res["kind"], res["path"], res["revision"], json.dumps(res["files"]), time.time()),
+        )
+    except Exception:  # noqa: BLE001 - the files are the truth; the catalog row is a mirror
+        pass
+
+
 # -- commands ---------------------------------------------------------------------------------
+def _upright_photos(ref: str, limit: int = 0) -> list:
+    """A dataset's images (path or name@vN) for the rotation head: decoded as curation decodes them (EXIF
+    applied, short side 256), those under 32 px and undecodable ones skipped; at most `limit` (0: all)."""
+    from flywheel.catalog import open_dataset
+    from flywheel.filters.decode import decode
+
+    images = []
+    for batch in open_dataset(ref).iter_batches(batch_size=64, columns=["image"]):
+        for data in batch.column("image").to_pylist():
+            d = decode(data, None, 256, 200_000_000, check_ext=False)
+            if d.work is not None and min(d.work.rgb.shape[:2]) >= 32:
+                images.append(d.work.rgb)
+            if limit and len(images) >= limit:
+                return images
+    return images
+
+
 def register(app: typer.Typer) -> None:
     models = typer.Typer(help="The model store: pinned weights, installed or missing, checked before a run.", no_args_is_help=True)
     app.add_typer(models, name="models")
@@ -202,13 +242,19 @@ def register(app: typer.Typer) -> None:
         """Every pinned model: installed or missing, where, revision, licence, size, who uses it."""
         from rich.table import Table
 
+        from flywheel.filters import base
         from flywheel.models import store
 
+        users: dict[str, list[str]] = {}  # model -> operators that load it with default params
+        for name, op in sorted(base.registry().items()):
+            for m in op().required_models():
+                users.setdefault(m, []).append(name)
         t = Table("model", "status", "size", "licence", "operators", "revision")
         rows = store.listing()
         for r in rows:
             st = "[green]installed[/]" if r["status"] == "installed" else "[red]missing[/]"
-            t.add_row(r["name"], st, _bytes(r["size"]), r["licence"].split(" (")[0].split(";")[0], r["operators"], r["revision"])
+            t.add_row(r["name"], st, _bytes(r["size"]), r["licence"].split(" (")[0].split(";")[0],
+                      ", ".join(users.get(r["name"], [])), r["revision"])
         con = _console()
         con.print(t)
         for r in rows:
@@ -227,6 +273,7 @@ def register(app: typer.Typer) -> None:
             res = store.add(name, from_, progress=lambda f: _console().print(f"  verified {f}"))
         except (KeyError, FileNotFoundError, ValueError, store.ChecksumMismatch) as e:
             raise UserError(str(e).strip("'\"")) from None
+        _record(name, res)
         for k, v in res.items():
             if k.startswith("note"):
                 _console().print(f"[yellow]note:[/] {v}")
@@ -241,6 +288,7 @@ def register(app: typer.Typer) -> None:
             res = store.pull(name)
         except (KeyError, ValueError, ConnectionError, store.ModelMissing, store.ChecksumMismatch) as e:
             raise UserError(str(e).strip("'\"")) from None
+        _record(name, res)
         _console().print(f"installed {name} at {res['path']}")
 
     @models.command("check")
@@ -248,6 +296,7 @@ def register(app: typer.Typer) -> None:
               skip: str = typer.Option("", help="operators to leave out, comma-separated"),
               set_: list[str] = typer.Option([], "--set", help="OPERATOR.PARAM=VALUE")) -> None:
         """Preflight: the models a recipe needs, which are missing, how to install them."""
+        from flywheel.curation import preflight
         from flywheel.filters import recipe as recipes
         from flywheel.models import store
 
@@ -255,15 +304,13 @@ def register(app: typer.Typer) -> None:
             r = recipes.load(recipe, overrides=recipes.parse_sets(set_), skip={s for s in skip.split(",") if s})
         except (ValueError, FileNotFoundError) as e:
             raise UserError(str(e)) from None
-        names = [s.name for s in r.steps if s.op is not None]
-        params = {s.name: s.params for s in r.steps if s.op is not None}
-        missing = store.preflight(names, params)
-        need = store.required_models(names, params)
+        need = preflight.model_needs(r)
+        missing = store.preflight(need)
         con = _console()
         for m, ops in need.items():
             ok = not any(x.model == m for x in missing)
             con.print(f"  {'[green]ok[/]     ' if ok else '[red]missing[/]'} {m} ({', '.join(ops)})")
-        for w in store.revision_warnings(recipe, names, params):
+        for w in preflight.revision_warnings(r, recipe):
             con.print(f"[yellow]warning:[/] {w}")
         if missing:
             raise UserError("recipe " + r.name + " cannot run:\n  - " + "\n  - ".join(str(m) for m in missing)
@@ -280,7 +327,10 @@ def register(app: typer.Typer) -> None:
         from flywheel.models import rotation_train
 
         try:
-            res = rotation_train.train_from_dataset(input, name, crops=crops, limit=limit, progress=True, head=head)
+            rotation_train.check_head(head)  # before decoding anything: a typo should not cost minutes
+            images = _upright_photos(input, limit)
+            res = rotation_train.train_and_install(images, name, crops=crops, progress=True, head=head,
+                                                   provenance={"dataset": str(input)})
         except (FileNotFoundError, KeyError, ValueError) as e:
             raise UserError(str(e)) from None
         _console().print(f"trained on {res['photos']} photos ({res['examples']} examples); installed {name} at {res['path']}; "

@@ -25,7 +25,6 @@ def serve(
 
     from flywheel.catalog import Catalog
     from flywheel.cli import UserError
-
     from flywheel.review.app import create_app
 
     if secure_cookies is None:
@@ -45,7 +44,6 @@ def serve(
 def recount() -> None:
     """Rebuild the queue counts from the review items (after rows were written outside the queue API)."""
     from flywheel.catalog import Catalog
-
     from flywheel.loop import queue as q
 
     n = q.recount(Catalog())
@@ -61,7 +59,6 @@ def users_add(
     """Add a dashboard user; asks for the password unless --password-stdin."""
     from flywheel.catalog import Catalog
     from flywheel.cli import UserError
-
     from flywheel.review import auth
 
     if password_stdin:
@@ -79,7 +76,6 @@ def users_add(
 def users_list() -> None:
     """List dashboard users."""
     from flywheel.catalog import Catalog
-
     from flywheel.review import auth
 
     for u in auth.list_users(Catalog()):
@@ -91,7 +87,6 @@ def users_disable(name: str) -> None:
     """Disable a user and end their sessions."""
     from flywheel.catalog import Catalog
     from flywheel.cli import UserError
-
     from flywheel.review import auth
 
     try:

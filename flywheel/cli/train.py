@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from pathlib import Path
+from typing import Optional
 
 import typer
 
 
 def _resolve_datasets(refs: list[str]) -> list[str]:
-    from flywheel.cli import UserError
     from flywheel.catalog import open_dataset
+    from flywheel.cli import UserError
 
     out = []
     for r in refs:
@@ -21,67 +23,46 @@ def _resolve_datasets(refs: list[str]) -> list[str]:
     return out
 
 
-def _caption_probs(spec: str | None) -> dict[str, float] | None:
-    from flywheel.cli import UserError
-
-    if not spec:
-        return None
-    try:
-        return {k.strip(): float(v) for k, v in (p.split("=") for p in spec.split(","))}
-    except ValueError:
-        raise UserError(f"--caption-probs {spec!r} is not TYPE=P,...; e.g. general=0.6,structured=0.2,original=0.2") from None
-
-
-def train(
-    dataset: list[str] = typer.Option(..., "--dataset", help="Emitted dataset directory or name@vN; repeat to mix several."),
-    out: Path = typer.Option(..., help="Output directory: checkpoint (diffusers layout), state to resume, metrics, per-sample losses."),
-    stage: str = typer.Option("pretrain", help="pretrain | continual | sft (learning rate, T2I/TI2I ratio, resolutions of Table 2)."),
-    preset: str = typer.Option("tiny", help="tiny (CPU) | small (one GPU) | full (released sizes)."),
-    steps: int = typer.Option(100, help="Optimizer steps."),
-    init: Path = typer.Option(None, help="Start from local weights: a diffusers pipeline directory or a previous --out."),
-    batch_size: int = typer.Option(4, help="Samples per step (per process under torchrun)."),
-    text_encoder: str = typer.Option(None, help="minilm (offline) or a Qwen3-VL directory. Default: the --init's, else minilm."),
-    vae: str = typer.Option(None, help="VAE preset, directory, or pixel:P (pixel space, P-pixel patches). Default: the --init's, else the preset's."),
-    arch: str = typer.Option("2.1", help="2.1 (Qwen-Image 2.x single stream) or 1.0 (first Qwen-Image MMDiT)."),
-    resolution: int = typer.Option(None, help="Fixed image side instead of the stage's resolution curriculum."),
-    lr: float = typer.Option(None, help="Learning rate; default: the stage's."),
-    warmup: int = typer.Option(100, help="Linear warm-up steps."),
-    ti2i_ratio: float = typer.Option(None, help="Share of TI2I (edit) batches; default: the stage's."),
-    caption_probs: str = typer.Option(None, help="Caption type probabilities, e.g. general=0.5,text=0.1,knowledge=0.1,structured=0.1,original=0.2."),
-    uncond_dropout: float = typer.Option(0.1, help="Probability of training a sample without its text (for guidance)."),
-    prediction: str = typer.Option(None, help="v (velocity, as Qwen-Image) or x0 (clean-sample prediction; for pixel-space --vae pixel:P); default: the --init checkpoint's, else v."),
-    ema_decay: float = typer.Option(0.999, help="EMA decay of the saved weights; 0 saves the raw weights."),
-    bf16: bool = typer.Option(False, help="bf16 autocast."),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the transformer."),
-    device: str = typer.Option(None, help="cpu | cuda | cuda:N; default: cuda when available."),
-    seed: int = typer.Option(0),
-    ckpt_every: int = typer.Option(500, help="Write the checkpoint and resume state every N steps."),
-    resume: bool = typer.Option(True, help="Continue from OUT/state when present."),
-) -> None:
+def train(**given) -> None:
     """Train the transformer on emitted datasets. Several GPUs: `torchrun --nproc_per_node N -m flywheel.training.trainer ...`."""
-    from flywheel.cli import UserError
-    from flywheel.training.trainer import STAGES, TrainConfig, main
+    from pydantic import ValidationError
 
-    if stage not in STAGES:
-        raise UserError(f"unknown --stage {stage!r}; use one of {', '.join(STAGES)}")
-    if preset not in ("tiny", "small", "full"):
-        raise UserError(f"unknown --preset {preset!r}; use tiny, small or full")
-    if prediction not in (None, "v", "x0"):
-        raise UserError(f"unknown --prediction {prediction!r}; use v or x0")
-    if init is not None and not init.exists():
-        raise UserError(f"--init {init} does not exist; pass a local diffusers directory (weights cannot be downloaded here)")
-    cfg = TrainConfig(datasets=_resolve_datasets(dataset), out=str(out), stage=stage, preset=preset, arch=arch, steps=steps,
-                      batch_size=batch_size, init=str(init) if init else None, text_encoder=text_encoder, vae=vae,
-                      resolution=resolution, lr=lr, warmup=warmup, ti2i_ratio=ti2i_ratio,
-                      caption_probs=_caption_probs(caption_probs), uncond_dropout=uncond_dropout, ema_decay=ema_decay,
-                      prediction=prediction,
-                      bf16=bf16, compile=compile, device=device, seed=seed, ckpt_every=ckpt_every, resume=resume)
+    from flywheel.cli import UserError
+    from flywheel.training.config import TrainConfig, explain
+    from flywheel.training.trainer import main
+
+    if given.get("init") and not Path(given["init"]).exists():
+        raise UserError(f"--init {given['init']} does not exist; pass a local diffusers directory (weights cannot be downloaded here)")
+    given["datasets"] = _resolve_datasets(given["datasets"])
     try:
+        cfg = TrainConfig(**given)
         r = main(cfg)
+    except ValidationError as e:
+        raise UserError(explain(e)) from None
     except (FileNotFoundError, ValueError) as e:
         raise UserError(f"{e}") from None
-    typer.echo(f"trained {r['step']} steps, last loss {r['loss']:.4f}; checkpoint in {out} "
-               f"(sample it: flywheel sample --ckpt {out} --prompt \"...\" --out DIR)")
+    typer.echo(f"trained {r['step']} steps, last loss {r['loss']:.4f}; checkpoint in {cfg.out} "
+               f"(sample it: flywheel sample --ckpt {cfg.out} --prompt \"...\" --out DIR)")
+
+
+def _train_signature() -> inspect.Signature:
+    """`train`'s options, one per TrainConfig field (training/config.py holds names, types, defaults, help)."""
+    from typing import Literal
+
+    from flywheel.training.config import options
+
+    params = []
+    for o in options():
+        typ = Literal[o.choices] if o.choices else o.type
+        if o.multiple:
+            typ = list[typ]
+        elif o.nargs > 1:
+            typ = tuple[(typ,) * o.nargs]
+        decls = [f"{o.flag}/--no-{o.flag[2:]}"] if o.type is bool else [o.flag]
+        opt = typer.Option(... if o.required else o.default, *decls, help=o.help, show_default=o.default is not None)
+        params.append(inspect.Parameter(o.field, inspect.Parameter.KEYWORD_ONLY, default=opt,
+                                        annotation=typ if o.required else Optional[typ]))
+    return inspect.Signature(params)
 
 
 def sample(
@@ -124,5 +105,6 @@ def sample(
 
 
 def register(app: typer.Typer) -> None:
+    train.__signature__ = _train_signature()
     app.command("train")(train)
     app.command("sample")(sample)

@@ -62,14 +62,14 @@ def _atomic_write(table: pa.Table, out_dir: str) -> str:
     return name
 
 
-def _read_score(batch: pa.Table, steps, work_size, keep_work, broken_params, done_by_shard, ingest_dir,
+def _read_score(batch: pa.Table, steps, work_size, keep_work, decode_params, done_by_shard, ingest_dir,
                 parts_dir, side_root=None) -> Iterator[pa.Table]:
     """Stage 1 (a stateless task): read a shard, decode once, run the stateless operators.
     When no model stage follows, each block is written here directly (`parts_dir`)."""
     from flywheel.curation.ingest import read_shard
     from flywheel.curation.scoring import Scorer
 
-    scorer = Scorer(steps, work_size, decode_step=True, keep_work=keep_work, broken_params=broken_params,
+    scorer = Scorer(steps, work_size, decode_step=True, keep_work=keep_work, decode_params=decode_params,
                     side_root=side_root)
     for shard_json, shard_key in zip(batch.column("shard").to_pylist(), batch.column("key").to_pylist()):
         done = done_by_shard.get(shard_key, frozenset())
@@ -108,6 +108,22 @@ def _summary(t: pa.Table, part: str) -> pa.Table:
     return pa.table({"rows": [t.num_rows], "part": [part], "timing": [json.dumps(timing)]})
 
 
+def split_stages(steps) -> tuple[list[tuple[str, dict]], list[tuple[str, dict]]]:
+    """(task stage, actor stage) as (name, params) lists. Operators with setup() go to the actor
+    stage, and so does a stateless one that reads a column an actor-stage operator writes (it must
+    run after it); each stage keeps recipe order, so every operator runs after the writers of what
+    it reads, as the plan checked."""
+    tasks, actors, actor_writes = [], [], set()
+    for s in steps:
+        op = s.instance()
+        if s.op.stateful() or actor_writes & set(op.reads):
+            actors.append((s.name, s.params))
+            actor_writes |= set(op.writes)
+        else:
+            tasks.append((s.name, s.params))
+    return tasks, actors
+
+
 def score_shards(
     shards: list[dict],
     shard_keys: list[str],
@@ -123,16 +139,14 @@ def score_shards(
     (which is what makes a killed run resumable at sample level). Returns timing totals."""
     import ray
 
-    stateless = [(s.name, s.params) for s in recipe.steps if s.name != "broken_file" and not s.op.stateful()]
-    stateful = [(s.name, s.params) for s in recipe.steps if s.name != "broken_file" and s.op.stateful()]
-    broken = next((s.params for s in recipe.steps if s.name == "broken_file"), {})
+    stateless, stateful = split_stages(recipe.steps)
     items = [{"shard": json.dumps(s), "key": k} for s, k in zip(shards, shard_keys)]
     if not items:
         return {"timing": {}, "rows": 0}
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(
         _read_score,
-        fn_kwargs=dict(steps=stateless, work_size=recipe.work_size, keep_work=bool(stateful), broken_params=broken,
+        fn_kwargs=dict(steps=stateless, work_size=recipe.work_size, keep_work=bool(stateful), decode_params=recipe.decode,
                        done_by_shard=done_by_shard or {}, ingest_dir=ingest_dir,
                        parts_dir=None if stateful else parts_dir, side_root=side_root),
         batch_size=1, batch_format="pyarrow", compute=ray.data.TaskPoolStrategy(size=max(1, workers)), num_cpus=1,

@@ -32,7 +32,8 @@ def explain_rows(key: str) -> list[str]:
         lines = [head, f"  [red]dropped[/]: reject_reason = {r['reject_reason']}"]
         for reason, detail in zip(r["reject_reasons"] or [], r["reject_details"] or []):
             op, _, rule = reason.partition(":")
-            lines.append(f"    operator={op} rule={rule}: {detail}")
+            when = rule_text(reason)
+            lines.append(f"    operator={op} rule={rule}: {detail}" + (f"  (fails when {when})" if when else ""))
         if r.get("dedup_of"):
             lines.append(f"    dedup_of: id={r['dedup_of']['id'][:16]}… source={r['dedup_of']['source']}")
         if run and run["params_json"]:
@@ -41,6 +42,21 @@ def explain_rows(key: str) -> list[str]:
                 lines.append(f"    overrides (--set): {p['sets']}")
         out.append("\n".join(lines))
     return out
+
+
+def rule_text(reason: str) -> str | None:
+    """`entropy:flat` -> `entropy__hist < min_entropy`, from the operator's rules (None for
+    `<op>:error:*` and for operators this install does not have)."""
+    from flywheel.filters import base
+    from flywheel.filters.decode import Decode
+
+    op_name, _, rule = reason.partition(":")
+    rule = rule.removesuffix(":source")
+    ops = {**base.registry(), Decode.name: Decode}
+    op = ops.get(op_name)
+    if op is None or rule not in op.rule_names():
+        return None
+    return op.rule(rule).text()
 
 
 def _has_column(cat: Catalog, col: str) -> bool:

@@ -27,7 +27,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from flywheel.datasets import BASE_SCHEMA, pair_id, sample_id
-
 from flywheel.filters.decode import IMAGE_EXTS
 
 SIDECAR_EXTS = {"txt", "json"}

@@ -2,7 +2,7 @@
 
   prepare  -> state dir with plan.json (recipe resolved, preflight passed, shards listed)
   score    -> state/parts/*.parquet (resumable: finished samples are never rescored)
-  barrier  -> state/barrier/<op>.parquet (whole-run decisions: dedup, distribution)
+  barrier  -> state/barrier/<op>.parquet (whole-run decisions of `Barrier` operators)
   finalize -> OUT/accepted, OUT/rejected (datasets), OUT/stats.json; catalog records
   report   -> OUT/report.html
 
@@ -26,6 +26,10 @@ import pyarrow.parquet as pq
 
 from flywheel import config
 from flywheel.catalog import Catalog
+from flywheel.filters import base
+from flywheel.filters.decode import Decode
+
+ERROR_COL = Decode.writes[0]  # the decode step's verdict: null when the image decoded whole
 
 
 class CurateError(Exception):
@@ -42,9 +46,8 @@ def prepare(recipe: str, input: str, output: str, *, name: str | None = None, wo
             skip: list[str] | None = None, sets: dict | None = None, image_col: str = "image",
             caption_col: str = "caption", allow_missing: bool = False) -> dict:
     """Resolve the recipe, run the preflight, list the input. Writes nothing when it fails."""
+    from flywheel.curation import ingest, preflight
     from flywheel.filters import recipe as recipes
-
-    from flywheel.curation import ingest
 
     t0 = time.perf_counter()
     try:
@@ -58,25 +61,14 @@ def prepare(recipe: str, input: str, output: str, *, name: str | None = None, wo
             f"operators not available in this install: {', '.join(missing_ops)}. "
             f"Skip them with --skip {','.join(missing_ops)} (their scores will be missing from the datasets)."
         )
-    try:
-        from flywheel.models.store import preflight  # issue 3: the model store
-    except ImportError:
-        preflight = None
-    if preflight is not None:
-        for m in preflight([s.name for s in r.steps if s.op is not None], {s.name: s.params for s in r.steps}):
-            problems.append(
-                f"model {m.model} (needed by {', '.join(m.operators)}) is not installed: {m.reason}. "
-                f"Install it with `{m.install}`, or skip with --skip {','.join(m.operators)}."
-            )
+    for m in preflight.missing_models(r):
+        problems.append(
+            f"model {m.model} (needed by {', '.join(m.operators)}) is not installed: {m.reason}. "
+            f"Install it with `{m.install}`, or skip with --skip {','.join(m.operators)}."
+        )
     if problems and not allow_missing:
         raise CurateError("the run cannot start:\n  - " + "\n  - ".join(problems))
-    warnings_ = []
-    try:
-        from flywheel.models.store import revision_warnings
-    except ImportError:
-        revision_warnings = None
-    if revision_warnings is not None:
-        warnings_ = revision_warnings(recipe, [s.name for s in r.steps if s.op is not None], {s.name: s.params for s in r.steps})
+    warnings_ = preflight.revision_warnings(r, recipe)
     out = Path(output).expanduser().resolve()
     for sub in ("accepted", "rejected"):
         if (out / sub).exists():
@@ -94,6 +86,9 @@ def prepare(recipe: str, input: str, output: str, *, name: str | None = None, wo
         raise CurateError(str(e)) from None
     if "ti2i" not in r.tasks and any(s["kind"] == "edits" for s in pl.shards):
         raise CurateError(f"recipe {r.name} is text-to-image only; edit pairs need a recipe with ti2i (stage2 or later)")
+    col_problems = preflight.column_problems(r, _input_columns(pl))
+    if col_problems:
+        raise CurateError("the run cannot start:\n  - " + "\n  - ".join(col_problems))
     key = hashlib.sha256(json.dumps({"input": str(inp.resolve()), "recipe": r.hash, "opts": [image_col, caption_col]},
                                     sort_keys=True).encode()).hexdigest()[:20]
     state = config.state_dir() / key
@@ -118,6 +113,23 @@ def prepare(recipe: str, input: str, output: str, *, name: str | None = None, wo
     }
     (state / "plan.json").write_text(json.dumps(plan))
     return plan
+
+
+def _input_columns(pl) -> set[str]:
+    """Columns every row of the input will have: the ingest schema, plus the stored columns of
+    datasets this tool wrote (read through whole, scores included)."""
+    from flywheel.datasets import BASE_SCHEMA
+
+    cols = set(BASE_SCHEMA.names)
+    seen = set()
+    for s in pl.shards:
+        if s["kind"] != "parquet" or s["path"] in seen:
+            continue
+        seen.add(s["path"])
+        names = pq.read_schema(s["path"]).names
+        if s.get("dataset") or {"id", "source", "task"} <= set(names):
+            cols |= set(names)
+    return cols
 
 
 def _existing_run_id(state: Path) -> str | None:
@@ -209,35 +221,35 @@ def _shard_complete(shard: dict, done: frozenset | None) -> bool:
 
 
 def barrier(state: str) -> dict:
-    """Whole-run decisions for barrier operators (dedup, distribution)."""
+    """Whole-run decisions of the recipe's `Barrier` operators, over the stored score columns."""
+    from flywheel.filters.base import Barrier
+
     plan = load_plan(state)
     st = Path(state)
     r = _recipe(plan)
     out = {}
     parts = _parts(st)
+    schema_names = pq.read_schema(parts[0]).names if parts else []
     for s in r.steps:
-        if not getattr(s.op, "barrier", False):
-            continue
         op = s.instance()
+        if not isinstance(op, Barrier):
+            continue
         t0 = time.perf_counter()
-        need = ["id", "source", "width", "height", *[c for c in op.writes]]
-        schema_names = pq.read_schema(parts[0]).names if parts else []
-        cols = [c for c in need if c in schema_names] + [c for c in op.reads if c in schema_names and c not in need]
+        need = dict.fromkeys([*op.decide_reads, *op.writes, *op.reads])
+        cols = [c for c in need if c in schema_names]
         table = pads.dataset(parts, format="parquet").to_table(columns=cols) if parts else pa.table({})
-        prior = _prior_for(op, plan) if hasattr(op, "decide") else None
+        prior = _prior_datasets(plan) if op.uses_prior() else None
         decided = op.decide(table, prior)
         dec = pa.table({"source": table.column("source"), **{c: pa.array(v, type=op.column_type(c)) for c, v in decided.items()}})
         pq.write_table(dec, st / "barrier" / f"{s.name}.parquet")
-        out[s.name] = {"seconds": time.perf_counter() - t0, "rows": table.num_rows, "prior_rows": 0 if prior is None else prior.num_rows}
+        out[s.name] = {"seconds": time.perf_counter() - t0, "rows": table.num_rows, "prior_datasets": len(prior or [])}
     (st / "barrier.json").write_text(json.dumps(out))
     return out
 
 
-def _prior_for(op, plan: dict) -> pa.Table | None:
-    """Rows of accepted datasets already in the catalog that carry this operator's scores,
-    excluding the input's own lineage and earlier runs of this same job (same state key)."""
-    if op.name != "dedup" or not getattr(op.params, "against_catalog", False):
-        return None
+def _prior_datasets(plan: dict) -> list[str]:
+    """Folders of accepted datasets already in the catalog, excluding the input's own lineage and
+    earlier runs of this same job (same state key): what a barrier may compare this run against."""
     cat = Catalog()
     lineage = set(plan.get("parents") or [])
     frontier = list(lineage)
@@ -252,27 +264,16 @@ def _prior_for(op, plan: dict) -> pa.Table | None:
                 lineage.add(p)
                 frontier.append(p)
     same_job = {r["run_id"] for r in cat.execute("SELECT run_id FROM runs WHERE state_key=?", (plan["key"],))}
-    tables = []
-    for ref, r in rows.items():
-        if r["kind"] != "accepted" or ref in lineage or r["run_id"] in same_job or not r["path"]:
-            continue
-        files = sorted(Path(r["path"]).glob("data/*.parquet"))
-        if not files:
-            continue
-        names = pq.read_schema(files[0]).names
-        if not {"dedup__phash", "dedup__thumb"} <= set(names):
-            continue
-        tables.append(pads.dataset([str(f) for f in files]).to_table(
-            columns=["id", "source", "width", "height", "dedup__phash", "dedup__thumb"]))
-    return pa.concat_tables(tables) if tables else None
+    return [r["path"] for ref, r in rows.items()
+            if r["kind"] == "accepted" and ref not in lineage and r["run_id"] not in same_job and r["path"]]
 
 
 def finalize(state: str) -> dict:
     """Decide every row and write OUT/accepted and OUT/rejected (each row in exactly one)."""
-    from flywheel.datasets import DECISION_FIELDS, DatasetWriter
-
     from flywheel.curation.report import Histograms
     from flywheel.curation.scoring import decide_table
+    from flywheel.datasets import DECISION_FIELDS, DatasetWriter
+    from flywheel.filters.base import Barrier
 
     plan = load_plan(state)
     st = Path(state)
@@ -281,6 +282,7 @@ def finalize(state: str) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     parts = _parts(st)
     steps = [(s.name, s.params) for s in r.steps]
+    barriers = [op for op in (s.instance() for s in r.steps) if isinstance(op, Barrier)]
     barrier_tables = {}
     for s in r.steps:
         f = st / "barrier" / f"{s.name}.parquet"
@@ -295,7 +297,7 @@ def finalize(state: str) -> dict:
     cat.start_run(plan["run_id"], "curate", recipe=plan["recipe_name"], recipe_hash=plan["recipe_hash"],
                   input=plan["input"], output=plan["output"], params={"sets": plan["sets"], "skip": plan["skip"],
                   "workers": plan["workers"]}, code_version=config.code_version(), state_key=plan["key"])
-    schema = _union_schema(parts, barrier_tables, DECISION_FIELDS)
+    schema = _union_schema(parts, barrier_tables, DECISION_FIELDS, barriers)
     counts: Counter = Counter()
     all_reasons: Counter = Counter()
     hist = Histograms(r)
@@ -327,11 +329,10 @@ def finalize(state: str) -> dict:
                     if c == "source":
                         continue
                     t = t.append_column(c, sub.column(c)) if c not in t.column_names else t.set_column(t.column_names.index(c), c, sub.column(c))
-            t = decide_table(t, steps)
-            if "dedup__of_id" in t.column_names:
-                of_id, of_src = t.column("dedup__of_id").to_pylist(), t.column("dedup__of_source").to_pylist()
-                t = t.append_column("dedup_of", pa.array([{"id": a, "source": b} if a else None for a, b in zip(of_id, of_src)],
-                                                         DECISION_FIELDS[3].type))
+            t = decide_table(t, steps, r.decode)
+            for op in barriers:
+                for c, arr in op.dataset_columns(t).items():
+                    t = t.append_column(c, arr)
             t = t.append_column("run_id", pa.array([plan["run_id"]] * t.num_rows, pa.string()))
             reasons = t.column("reject_reason").to_pylist()
             hist.add(t)
@@ -365,7 +366,7 @@ def finalize(state: str) -> dict:
         "ingest": {k: v for k, v in sorted(ingest_counts.items()) if v},
         "ingest_examples": plan.get("ingest_examples", {}),
         "datasets": {"accepted": acc_m.ref, "rejected": rej_m.ref},
-        "operators": [s.name for s in r.steps], "notes": plan.get("notes", []),
+        "operators": [Decode.name] + [s.name for s in r.steps], "notes": plan.get("notes", []),
         "histograms": hist.to_dict(),
         "timing": {
             "prepare_s": plan.get("prepare_s"), "ray_startup_s": score_info.get("ray_startup_s"),
@@ -388,7 +389,7 @@ def finalize(state: str) -> dict:
     return stats
 
 
-def _union_schema(parts: list[str], barrier_tables: dict, decision_fields) -> pa.Schema:
+def _union_schema(parts: list[str], barrier_tables: dict, decision_fields, barriers) -> pa.Schema:
     fields: dict[str, pa.Field] = {}
     for p in parts:
         for f in pq.read_schema(p):
@@ -398,10 +399,13 @@ def _union_schema(parts: list[str], barrier_tables: dict, decision_fields) -> pa
         for f in bt.schema:
             if f.name != "source":
                 fields[f.name] = f
+    # dataset-contract fields a barrier fills (Barrier.dataset_fields) exist only when one of the
+    # recipe's barriers fills them
+    filled = {n for op in barriers for n in op.dataset_fields}
+    optional = {n for cls in base.registry().values() if issubclass(cls, base.Barrier) for n in cls.dataset_fields}
     for f in decision_fields:
-        fields[f.name] = f
-    if "dedup__of_id" not in fields:
-        fields.pop("dedup_of", None)
+        if f.name not in optional or f.name in filled:
+            fields[f.name] = f
     return pa.schema(list(fields.values()))
 
 
@@ -410,7 +414,7 @@ def _collect_thumbs(t: pa.Table, thumbs: dict, per_reason: int = 6) -> None:
     16x16 dedup thumbnail would be too small; so from the image bytes, only for these few rows)."""
     reasons = t.column("reject_reason").to_pylist()
     want = [i for i, r in enumerate(reasons) if r and len(thumbs.setdefault(r, [])) < per_reason]
-    errs = t.column("broken_file__error").to_pylist() if "broken_file__error" in t.column_names else [None] * t.num_rows
+    errs = t.column(ERROR_COL).to_pylist() if ERROR_COL in t.column_names else [None] * t.num_rows
     if not want:
         return
     import io

@@ -49,14 +49,21 @@ class Histograms:
             step = self.recipe.step(op)
             thr = {}
             if step is not None and step.op is not None:
-                params = step.op.Params(**step.params).model_dump()
-                for col, pname in getattr(step.op, "limits", {}).items():
-                    if col == c and pname in params and isinstance(params[pname], (int, float)):
-                        thr[pname] = params[pname]
+                thr = threshold_lines(step.instance(), c)
             out[c] = {"operator": op, "counts": counts.tolist(), "edges": edges.tolist(), "n": int(len(v)),
                       "p5": float(np.percentile(v, 5)), "p50": float(np.percentile(v, 50)),
                       "p95": float(np.percentile(v, 95)), "thresholds": thr}
         return out
+
+
+def threshold_lines(op, column: str) -> dict[str, float]:
+    """param -> value of every rule comparing `column` with a numeric parameter (from `op.rules`)."""
+    out = {}
+    for r in op.thresholds().get(column, []):
+        v = r.threshold(op.params)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[r.param] = v
+    return out
 
 
 def _png(fig) -> str:

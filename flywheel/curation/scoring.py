@@ -1,11 +1,12 @@
 """Per-batch scoring and per-row decisions, engine-free (the Ray adapter calls these).
 
-Score: decode every image once (`decode.decode`), then run each operator's `score` over the
-shared working copies. A sample that breaks an operator becomes `<op>:error:<ExceptionType>`
+Score: decode every image once (`decode.decode`, the first step, whose contract is
+`decode.Decode`), then run each operator's `score` over the shared working copies. A sample that breaks an operator becomes `<op>:error:<ExceptionType>`
 for that row alone (the batch is retried row by row), never a lost batch. Stored scores found
 in the input (a dataset made by an earlier stage) are reused, not recomputed.
 
-Decide: `decide_table` turns stored scores into `reject_reason` (first failing rule in recipe
+Decide: `decide_table` applies the decode step's rules, then each operator's (`Operator.reject`,
+derived from its `rules`), turning stored scores into `reject_reason` (first failing rule in recipe
 order), `reject_reasons` (every failing rule) and `reject_details` (the evidence: score vs
 threshold). Edit pairs: a failing source rejects the pair with the rule suffix `:source`.
 """
@@ -14,9 +15,9 @@ from __future__ import annotations
 
 import json
 import struct
-from pathlib import Path
 import time
 import traceback
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -24,13 +25,14 @@ import pyarrow as pa
 
 from flywheel.filters import base
 from flywheel.filters.base import Work
-from flywheel.filters.decode import decode, ext_of
+from flywheel.filters.decode import Decode, decode, ext_of
 
 WORK_COL = "_work"
 SRC_WORK_COL = "_src_work"
 ERR_COL_SUFFIX = "__error_type"
 FACT_COLS = ("width", "height", "format", "mode", "frames", "exif_orientation", "has_alpha")
-BROKEN_COLS = ("broken_file__error", "broken_file__detail", "broken_file__frames")
+BROKEN_COLS = Decode.writes
+ERROR_COL, DETAIL_COL, FRAMES_COL = BROKEN_COLS
 
 
 def pack_work(w: Work | None) -> bytes | None:
@@ -55,9 +57,10 @@ def _set_column(t: pa.Table, name: str, values: Sequence[Any], typ: pa.DataType)
     return t.append_column(name, arr)
 
 
-def _needs(table: pa.Table, op: type[base.Operator]) -> list[bool]:
-    """Rows whose scores for `op` are not stored yet."""
-    if not op.writes or op.writes[0] not in table.column_names:
+def _needs(table: pa.Table, op: base.Operator) -> list[bool]:
+    """Rows whose scores for `op` are not stored yet (every row when a column is missing: the input
+    was scored by an older version of the operator)."""
+    if not op.writes or any(c not in table.column_names for c in op.writes):
         return [True] * table.num_rows
     col = table.column(op.writes[0]).to_pylist()
     err = table.column(op.name + ERR_COL_SUFFIX).to_pylist() if op.name + ERR_COL_SUFFIX in table.column_names else [None] * len(col)
@@ -69,12 +72,12 @@ class Scorer:
     stage); otherwise the working copies come packed in `_work` from an earlier stage."""
 
     def __init__(self, steps: list[tuple[str, dict]], work_size: int, decode_step: bool, keep_work: bool,
-                 broken_params: dict | None = None, side_root: str | None = None):
+                 decode_params: dict | None = None, side_root: str | None = None):
         self.steps = steps
         self.work_size = work_size
         self.decode_step = decode_step
         self.keep_work = keep_work
-        self.broken_params = broken_params or {}
+        self.decode_params = decode_params or {}
         self.side_root = side_root  # run output: operators with `side_output` write side datasets there
         self.ops: list[base.Operator] | None = None
 
@@ -88,9 +91,7 @@ class Scorer:
 
     # -- decode ------------------------------------------------------------------------------
     def _decode(self, table: pa.Table, need: list[bool]) -> tuple[pa.Table, list[Work | None], list[list[Work | None]]]:
-        from flywheel.filters.broken_file import BrokenFileParams
-
-        bp = BrokenFileParams(**self.broken_params)
+        bp = Decode.Params(**self.decode_params)
         images = table.column("image").to_pylist()
         sources = table.column("source").to_pylist()
         src_imgs = table.column("source_images").to_pylist() if "source_images" in table.column_names else [None] * len(images)
@@ -110,18 +111,18 @@ class Scorer:
                 d = None
                 for c in FACT_COLS:
                     facts[c].append(None)
-                facts["broken_file__error"].append("unreadable")
-                facts["broken_file__detail"].append("the image bytes could not be read (missing file or I/O error)")
-                facts["broken_file__frames"].append(None)
+                facts[ERROR_COL].append("unreadable")
+                facts[DETAIL_COL].append("the image bytes could not be read (missing file or I/O error)")
+                facts[FRAMES_COL].append(None)
                 works.append(None)
             else:
                 d = decode(data, ext_of(src.split("!")[-1].split("#")[0]) if src else None, self.work_size,
                            bp.max_pixels, bp.check_extension)
                 for c in FACT_COLS:
                     facts[c].append(getattr(d, c))
-                facts["broken_file__error"].append(d.error)
-                facts["broken_file__detail"].append(d.detail)
-                facts["broken_file__frames"].append(d.frames)
+                facts[ERROR_COL].append(d.error)
+                facts[DETAIL_COL].append(d.detail)
+                facts[FRAMES_COL].append(d.frames)
                 works.append(d.work)
             sw: list[Work | None] = []
             if src_imgs[i]:
@@ -131,8 +132,8 @@ class Scorer:
                     sw.append(sd.work)
                     errs.append(sd.error)
                     dets.append(sd.detail)
-                src_scores[i]["broken_file__error"] = errs
-                src_scores[i]["broken_file__detail"] = dets
+                src_scores[i][ERROR_COL] = errs
+                src_scores[i][DETAIL_COL] = dets
                 src_scores[i]["width"] = [w.width if w else None for w in sw]
                 src_scores[i]["height"] = [w.height if w else None for w in sw]
             src_works.append(sw)
@@ -140,8 +141,8 @@ class Scorer:
 
         for c in FACT_COLS:
             table = _set_column(table, c, facts[c], BASE_SCHEMA.field(c).type)
-        for c, typ in (("broken_file__error", pa.string()), ("broken_file__detail", pa.string()), ("broken_file__frames", pa.int32())):
-            table = _set_column(table, c, facts[c], typ)
+        for c in BROKEN_COLS:
+            table = _set_column(table, c, facts[c], Decode.column_type(c))
         table = _set_column(table, "source_scores", [json.dumps(s) if s else None for s in src_scores], pa.string())
         return table, works, src_works
 
@@ -157,14 +158,14 @@ class Scorer:
             for op in self.ops:
                 if op.needs_image:
                     need_any = [a or b for a, b in zip(need_any, _needs(table, op))]
-            bf_missing = "broken_file__error" not in table.column_names
+            bf_missing = ERROR_COL not in table.column_names
             need_decode = [a or bf_missing for a in need_any]
             table, works, src_works = self._decode(table, need_decode)
-            timing["broken_file"] = time.perf_counter() - t0
+            timing[Decode.name] = time.perf_counter() - t0
         else:
             works = [unpack_work(b) for b in table.column(WORK_COL).to_pylist()]
             src_works = [[unpack_work(b) for b in (lst or [])] for lst in table.column(SRC_WORK_COL).to_pylist()]
-        broken = [e is not None for e in table.column("broken_file__error").to_pylist()]
+        broken = [e is not None for e in table.column(ERROR_COL).to_pylist()]
         src_scores = _src_scores(table)
         for op in self.ops:
             t0 = time.perf_counter()
@@ -212,13 +213,17 @@ class Scorer:
                 ok = [k for k, w in enumerate(sw) if w is not None]
                 if not ok:
                     continue
-                sub = pa.table({
+                cols = {
                     "id": [f"{i}-{k}" for k in ok],
                     "source": [f"source[{k}]" for k in ok],
                     "width": pa.array([sw[k].width for k in ok], pa.int32()),
                     "height": pa.array([sw[k].height for k in ok], pa.int32()),
                     "exif_orientation": pa.array([1] * len(ok), pa.int8()),
-                })
+                }
+                for c in op.reads:  # a source's values from earlier operators (e.g. its clip__embedding)
+                    if c not in cols and c in src_scores[i]:
+                        cols[c] = [src_scores[i][c][k] for k in ok]
+                sub = pa.table(cols)
                 res = _safe_score(op, sub, [sw[k] for k in ok])
                 for c in op.writes:
                     vals = [None] * len(sw)
@@ -235,7 +240,7 @@ class Scorer:
 
 def _image_op(op) -> bool:
     """Operators that judge an image (pixels or its size) also judge an edit pair's sources."""
-    return (op.needs_image or "width" in op.reads) and not op.barrier and op.name != "broken_file"
+    return (op.needs_image or "width" in op.reads) and not isinstance(op, (base.Barrier, Decode))
 
 
 def _src_scores(table: pa.Table) -> list[dict]:
@@ -284,27 +289,26 @@ def _log_error(name: str, e: Exception) -> None:
 # -- decisions ---------------------------------------------------------------------------------
 
 
-def decide_table(table: pa.Table, steps: list[tuple[str, dict]]) -> pa.Table:
-    """Append reject_reason / reject_reasons / reject_details from stored scores, recipe order."""
+def decide_table(table: pa.Table, steps: list[tuple[str, dict]], decode_params: dict | None = None) -> pa.Table:
+    """Append reject_reason / reject_reasons / reject_details from stored scores: the decode step's
+    rules first, then each operator's in recipe order."""
     n = table.num_rows
     reasons: list[list[str]] = [[] for _ in range(n)]
     details: list[list[str]] = [[] for _ in range(n)]
     src_scores = _src_scores(table)
-    broken = ([e is not None for e in table.column("broken_file__error").to_pylist()]
-              if "broken_file__error" in table.column_names else [False] * n)
-    for name, params in steps:
-        cls = base.get(name)
-        op = cls(params)
-        cols_present = all(c in table.column_names for c in op.writes + tuple(getattr(op, "decided", ())))
+    broken = ([e is not None for e in table.column(ERROR_COL).to_pylist()]
+              if ERROR_COL in table.column_names else [False] * n)
+    ops: list[base.Operator] = [Decode(decode_params or {})] + [base.get(name)(params) for name, params in steps]
+    for op in ops:
+        name = op.name
+        is_decode = isinstance(op, Decode)
+        cols_present = all(c in table.column_names for c in op.decision_columns())
         errcol = name + ERR_COL_SUFFIX
         errs = table.column(errcol).to_pylist() if errcol in table.column_names else [None] * n
-        if cols_present:
-            fails = op.reject(table, op.params)
-        else:
-            fails = [[] for _ in range(n)]
+        fails = op.reject(table) if cols_present else [[] for _ in range(n)]
         for i in range(n):
-            if broken[i] and name != "broken_file":
-                continue  # after broken_file fails, later operators hold null scores and no verdict
+            if broken[i] and not is_decode:
+                continue  # after decoding fails, operators hold null scores and no verdict
             if errs[i]:
                 etype = errs[i].split(":", 1)[0]
                 reasons[i].append(f"{name}:error:{etype}")
@@ -312,38 +316,33 @@ def decide_table(table: pa.Table, steps: list[tuple[str, dict]]) -> pa.Table:
             for f in fails[i]:
                 reasons[i].append(f"{name}:{f.rule}")
                 details[i].append(f.detail)
-        # edit pairs: the sources
-        if _image_op(op) or name == "broken_file":
+        if _image_op(op) or is_decode:  # edit pairs: the sources, with the rule suffix `:source`
             for i, ss in enumerate(src_scores):
-                if not ss:
-                    continue
-                k = max((len(v) for v in ss.values() if isinstance(v, list)), default=0)
-                if name == "broken_file":
-                    for e, d in zip(ss.get("broken_file__error", []), ss.get("broken_file__detail", [])):
-                        if e:
-                            reasons[i].append(f"broken_file:{e}:source")
-                            details[i].append(f"source: {d}")
-                    continue
-                if not all(c in ss for c in op.writes):
-                    continue
-                cols = {}
-                for c in op.writes:
-                    vals = ss[c]
-                    if op.column_type(c) == pa.binary():
-                        vals = [bytes.fromhex(v) if v else None for v in vals]
-                    cols[c] = pa.array(vals, type=op.column_type(c))
-                cols["width"] = pa.array(ss.get("width", [None] * k), pa.int32())
-                cols["height"] = pa.array(ss.get("height", [None] * k), pa.int32())
-                st = pa.table(cols)
-                for f_list in op.reject(st, op.params):
-                    for f in f_list:
-                        reasons[i].append(f"{name}:{f.rule}:source")
-                        details[i].append(f"source: {f.detail}")
-                for e in ss.get(errcol, []) or []:
-                    if e:
-                        reasons[i].append(f"{name}:error:{e.split(':', 1)[0]}:source")
-                        details[i].append(f"source: {name} raised {e}")
+                _decide_sources(op, ss, reasons[i], details[i])
     table = _set_column(table, "reject_reason", [r[0] if r else None for r in reasons], pa.string())
     table = _set_column(table, "reject_reasons", [r or None for r in reasons], pa.list_(pa.string()))
     table = _set_column(table, "reject_details", [d or None for d in details], pa.list_(pa.string()))
     return table
+
+
+def _decide_sources(op: base.Operator, ss: dict, reasons: list[str], details: list[str]) -> None:
+    present = [c for c in dict.fromkeys(op.writes + op.decision_columns()) if c in ss]
+    if not ss or not present:
+        return
+    k = max((len(v) for v in ss.values() if isinstance(v, list)), default=0)
+    cols = {}
+    for c in present:
+        vals = ss[c]
+        if op.column_type(c) == pa.binary():
+            vals = [bytes.fromhex(v) if v else None for v in vals]
+        cols[c] = pa.array(vals, type=op.column_type(c))
+    cols.setdefault("width", pa.array(ss.get("width", [None] * k), pa.int32()))
+    cols.setdefault("height", pa.array(ss.get("height", [None] * k), pa.int32()))
+    for f_list in op.reject(pa.table(cols)):
+        for f in f_list:
+            reasons.append(f"{op.name}:{f.rule}:source")
+            details.append(f"source: {f.detail}")
+    for e in ss.get(op.name + ERR_COL_SUFFIX, []) or []:
+        if e:
+            reasons.append(f"{op.name}:error:{e.split(':', 1)[0]}:source")
+            details.append(f"source: {op.name} raised {e}")

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+
 class Manifest(BaseModel):
     name: str
     version: int

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 
 from flywheel.datasets.manifest import Manifest
 
+
 class Dataset:
     def __init__(self, path: Path):
         self.path = path

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from flywheel.datasets.manifest import Manifest
 from flywheel.datasets.schema import conform
 
+
 class DatasetWriter:
     """Streams Arrow batches into `dest` atomically.
 

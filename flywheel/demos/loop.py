@@ -16,7 +16,7 @@
 6. emit the next dataset version, retrain from the baseline checkpoint on it (the retraining
    flow), evaluate on the measurement set; optionally a control run continues the baseline on
    the *old* version for the same steps, so the gain is not just more training;
-7. print the per-concept before/after table with 95% Wilson intervals; record it in the catalog
+7. print the per-concept before/after table (95% Wilson intervals; the change with Newcombe's interval); record it in the catalog
    (`loop_evals`) and in `loop_result.json`.
 """
 
@@ -28,9 +28,17 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-
-from flywheel.loop.measure import _prewarm, checkpoint_evaluator, concept_hit, concept_prompts, format_table, generate_and_score, generator, per_concept, record_evals
-
+from flywheel.loop.measure import (
+    _prewarm,
+    checkpoint_evaluator,
+    concept_hit,
+    concept_prompts,
+    format_table,
+    generate_and_score,
+    generator,
+    per_concept,
+    record_evals,
+)
 
 
 @dataclass
@@ -173,13 +181,14 @@ def train_config(cfg: DemoConfig, datasets: list[str], out: Path, minutes: float
 def run_demo(cfg: DemoConfig, out: Path, catalog=None, echo=print) -> dict:
     import torch
 
-    from flywheel.loop import signals as sg
     from flywheel.catalog import Catalog
+    from flywheel.loop import signals as sg
     from flywheel.loop.retrain import retrain
-    from flywheel.review import auth
     from flywheel.loop.router import RouterConfig, route
+    from flywheel.review import auth
     from flywheel.training import synthetic as syn
-    from flywheel.training.trainer import TrainConfig, main as train
+    from flywheel.training.config import TrainConfig
+    from flywheel.training.trainer import main as train
 
     torch.set_num_threads(cfg.threads)
     t_wall, t_cpu = time.time(), time.process_time()
@@ -227,7 +236,7 @@ def run_demo(cfg: DemoConfig, out: Path, catalog=None, echo=print) -> dict:
 
     sig_eval = evaluate(ck0, n_prompts=n_sig, seeds=(0,), size=cfg.size, steps=cfg.sample_steps, guidance=cfg.guidance,
                         prompt_seed=101, out=out / f"signal-eval-{tag}", name="loop-signal-eval", catalog=cat, checker=checker,
-                        checker_n=0, progress=True, generate=gen0)
+                        checker_n=0, progress=True, generate=gen0, trained_on=[train_dir])
     signal_prompts = {r["prompt"] for r in sig_eval.rows}
     mined = sg.from_eval_dataset(sig_eval.manifest.ref, catalog=cat)
     lap(f"flywheel eval on {len(signal_prompts)} signal prompts: {len(mined)} failures")
@@ -313,7 +322,7 @@ def run_demo(cfg: DemoConfig, out: Path, catalog=None, echo=print) -> dict:
     }
     (out / "loop_result.json").write_text(json.dumps(result, indent=2, default=str))
     echo(f"\nconcept accuracy ({'colour' if color_only else 'colour and shape'} right), measurement prompts disjoint from the signal prompts, "
-         f"{cfg.n_per_concept} prompts x {len(seeds)} seeds per concept, 95% Wilson intervals:")
+         f"{cfg.n_per_concept} prompts x {len(seeds)} seeds per concept, 95% intervals (Wilson; the change: Newcombe):")
     echo(table)
     echo(f"\nplanted gap {gap_concept}: {gain * 100:+.1f} points; worst other concept: {worst[1]} {worst[0] * 100:+.1f} points; "
          f"gap routed to pre-training by {gap_routed} signals (other concepts: {other_routed}); "

@@ -186,14 +186,11 @@ def generate(root: str | Path, n: int = 60, seed: int = 0) -> dict:
 
 def unavailable_operators(recipe: str) -> list[str]:
     """Operators of `recipe` that cannot run here: not installed, or their model is missing."""
+    from flywheel.curation.preflight import missing_models
     from flywheel.filters import recipe as recipes
 
     r = recipes.load(recipe)
     out = [s.name for s in r.steps if s.op is None]
-    try:
-        from flywheel.models.store import preflight
-    except ImportError:
-        return out
-    for m in preflight([s.name for s in r.steps if s.op is not None]):
+    for m in missing_models(r):
         out += [o for o in m.operators if o not in out]
     return out

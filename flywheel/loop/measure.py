@@ -6,16 +6,17 @@ Used by retraining (`flywheel.loop.retrain`) and by the loop demo.
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
 import numpy as np
 
+from flywheel.stats import newcombe_diff, wilson
+
 CONCEPT_ATTRS = ("color", "shape")  # a concept is right when its colour and its shape are
 
 
-# -- ----------------------------------------------------------------------------
+# -- concepts and their measurement prompts ----------------------------------------------------
 def concept_of(spec, color_only: bool = False) -> str:
     """The concept a measurement prompt stands for: 'red triangle', or its colour in a colour gap's run."""
     return spec.color if color_only else f"{spec.color} {spec.shape}"
@@ -136,13 +137,6 @@ def _prewarm(enc: MemoEncoder, prompts: list[str], batch: int = 128) -> None:
                 enc.memo[p] = Encoded(e, torch.zeros(e.shape[0], dtype=torch.bool))
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval (the review queue's QA statistics use the same one)."""
-    from flywheel.loop.queue import wilson as _wilson
-
-    return _wilson(k, n, z)
-
-
 def per_concept(rows: list[dict], key: str = "concept_ok") -> dict[str, dict]:
     out: dict[str, dict] = {}
     by: dict[str, list[dict]] = {}
@@ -173,21 +167,17 @@ def record_evals(cat, run_id: str, phase: str, ckpt, dataset: str | None, rows: 
                          float(np.mean(vals)), now))
 
 
-def diff_ci(a: dict, b: dict) -> tuple[float, float, float]:
-    """Difference of two proportions (b - a) with a 95% normal interval."""
-    d = b["acc"] - a["acc"]
-    se = math.sqrt(a["acc"] * (1 - a["acc"]) / max(a["n"], 1) + b["acc"] * (1 - b["acc"]) / max(b["n"], 1))
-    return d, d - 1.96 * se, d + 1.96 * se
-
-
 def format_table(before: dict, after: dict, gap: str, control: dict | None = None) -> str:
+    """One line per concept (the gap first): accuracy before and after with 95% Wilson intervals, and
+    the change in points with Newcombe's hybrid score interval, which stays within [-100, +100] where a
+    normal interval overshoots (a concept going from 1/3 to 3/3)."""
     head = f"{'concept':18} {'before':>22} {'after':>22} {'change':>22}"
     if control:
         head += f" {'control (old data)':>22}"
     lines = [head]
     for c in sorted(before, key=lambda c: (c != gap, c)):
         b, a = before[c], after[c]
-        d, lo, hi = diff_ci(b, a)
+        d, lo, hi = newcombe_diff(a["k"], a["n"], b["k"], b["n"])
         line = (f"{c + (' *gap*' if c == gap else ''):18} {b['acc']:6.1%} [{b['lo']:5.1%},{b['hi']:5.1%}] "
                 f"{a['acc']:6.1%} [{a['lo']:5.1%},{a['hi']:5.1%}] {d * 100:+6.1f} pts [{lo * 100:+5.1f},{hi * 100:+5.1f}]")
         if control and c in control:
@@ -197,12 +187,11 @@ def format_table(before: dict, after: dict, gap: str, control: dict | None = Non
     return "\n".join(lines)
 
 
-# -- the HTTP side: the signal API and the review API, served for real -----------------------------
-
-
+# -- the router's evaluator for the prompt track --------------------------------------------------
 def checkpoint_evaluator(ckpt, size: int | None = None, steps: int = 20, guidance: float = 4.0, seed: int = 0, checker=None):
-    """The router's evaluator for the prompt track: the checkpoint's images for the prompts,
-    scored by the checker against what each prompt asks for (a synthetic spec)."""
+    """The router's evaluator for the prompt track (the only one: `flywheel route --ckpt` and the loop
+    demo use it): the checkpoint's images for the prompts, scored by the checker against what each
+    prompt asks for (a synthetic spec). The image size defaults to the checkpoint's training resolution."""
     from flywheel.training import synthetic as syn
     from flywheel.training.checker import Checker
 

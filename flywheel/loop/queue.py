@@ -1,5 +1,5 @@
 """The review queue: samples the pre-training track retrieved for a signal wait here until a
-reviewer approves or rejects them (report section 2.4; issue 6 item 4). The dashboard and the
+reviewer approves or rejects them (report section 2.4). The dashboard and the
 HTTP API are thin layers over these functions; the emitter reads `approved()`.
 
 Pure Python over the catalog's SQLite tables (`review_items`, `review_votes`, `review_batches`,
@@ -15,12 +15,13 @@ Repeating one's own request (a double click, a retried POST) is answered with th
 from __future__ import annotations
 
 import json
-import math
 import random
 import sqlite3
 import time
 import uuid
 from typing import Any, Iterable
+
+from flywheel.stats import wilson
 
 DECISIONS = ("approved", "rejected")
 STATUSES = ("pending", "approved", "rejected")
@@ -363,17 +364,6 @@ def items_to_check(cat, reviewer: str, queue: str | None = None, n: int = 20, re
 
 
 # -- sampled QA batches --------------------------------------------------------------------------
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval for k errors in n reviewed samples."""
-    if n == 0:
-        return 0.0, 1.0
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return max(0.0, c - h), min(1.0, c + h)
-
-
 def create_batch(cat, created_by: str, *, queue: str | None = None, signal_id: str | None = None,
                  track: str | None = None, sample_size: int = 20, max_error: float = 0.1, seed: int | None = None) -> dict:
     """Freeze the pending items matching a filter as a batch and draw a random sample of it for
@@ -406,7 +396,7 @@ def batch_status(cat, batch_id: str) -> dict:
     errors = sum(got[i] == "rejected" for i in reviewed)
     n = len(reviewed)
     rate = errors / n if n else None
-    lo, hi = wilson(errors, n)
+    lo, hi = wilson(errors, n)  # 95%, for the error rate of the reviewed sample
     done = n == len(sample)
     recommend = None if not done else ("accept" if rate <= b["max_error"] else "reject")
     b["result"] = json.loads(b.pop("result_json") or "null")

@@ -17,14 +17,21 @@ def last_checkpoint(cat) -> str | None:
 
 
 def default_train_config(dataset_path: str, out: str, init: str | None, minutes: float = 10.0, size: int = 64) -> dict:
-    return dict(datasets=[dataset_path], out=out, stage="pretrain", preset="tiny", vae="pixel:8", text_encoder="minilm",
-                prediction=None if init else "x0", resolution=size, steps=10**9, batch_size=32, lr=5e-4 if init else 1e-3, warmup=10 if init else 50,
-                ema_decay=0.995, ti2i_ratio=0.0, caption_probs={"original": 0.7, "general": 0.3}, init=init,
-                max_seconds=minutes * 60 * 2, budget_clock="cpu", ckpt_every=200, log_every=50, progress=True)
+    """The retraining run's TrainConfig as a JSON-able dict (Prefect passes it between tasks; callers update
+    it and build `TrainConfig(**d)`, which checks every key again)."""
+    from flywheel.training.config import TrainConfig
+
+    return TrainConfig(
+        datasets=[dataset_path], out=out, stage="pretrain", preset="tiny", vae="pixel:8", text_encoder="minilm",
+        prediction=None if init else "x0", resolution=size, steps=10**9, batch_size=32, lr=5e-4 if init else 1e-3,
+        warmup=10 if init else 50, ema_decay=0.995, ti2i_ratio=0.0, caption_probs={"original": 0.7, "general": 0.3}, init=init,
+        max_seconds=minutes * 60 * 2, budget_clock="cpu", ckpt_every=200, log_every=50, progress=True,
+    ).model_dump(mode="json")
 
 
 def train_step(cat, dataset: str, train_cfg: dict, run_id: str) -> dict:
-    from flywheel.training.trainer import TrainConfig, main as train
+    from flywheel.training.config import TrainConfig
+    from flywheel.training.trainer import main as train
 
     cat.start_run(run_id, "retrain", input=dataset, output=train_cfg["out"], params={k: v for k, v in train_cfg.items() if k != "datasets"})
     try:

@@ -276,8 +276,8 @@ def from_loss_parquet(path: str | Path, z: float = 3.0, top: int | None = 200, d
     texts = t.column(text_col).to_pylist() if text_col else [None] * len(ids)
     per: dict[str, list[float]] = {}
     text_of: dict[str, str | None] = {}
-    for i, l, tx in zip(ids, loss, texts):
-        per.setdefault(i, []).append(float(l))
+    for i, li, tx in zip(ids, loss, texts):
+        per.setdefault(i, []).append(float(li))
         text_of.setdefault(i, tx)
     keys = list(per)
     means = np.array([np.mean(per[k]) for k in keys])

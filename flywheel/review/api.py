@@ -1,4 +1,4 @@
-"""The review queue's JSON API (issue 6 item 4) under `/api/review`: list, read, decide, bulk
+"""The review queue's JSON API under `/api/review`: list, read, decide, bulk
 decide, approved items, statistics and enqueue. Authenticated by an API token
 (`Authorization: Bearer fwt_...`) or by a dashboard session, whose state-changing requests must
 carry the session's CSRF token in `X-CSRF-Token`. `review_api_router()` can be mounted in any
@@ -13,8 +13,8 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from flywheel.review import auth
 from flywheel.loop import queue as q
+from flywheel.review import auth
 
 SESSION_COOKIE = "fw_session"
 

@@ -1,4 +1,4 @@
-"""The review dashboard (issue 7): server-rendered pages over the review queue.
+"""The review dashboard: server-rendered pages over the review queue.
 
 Security posture: server-side sessions in HttpOnly, SameSite=Strict cookies (Secure unless the
 server is told it runs on plain-HTTP localhost); a per-session CSRF token in every form, checked

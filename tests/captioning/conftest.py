@@ -17,9 +17,9 @@ def tiny_qwen(tmp_path_factory):
     import torch
 
     torch.set_num_threads(1)
-    from flywheel.captioning.tiny_model import build_tiny_qwen3_vl
+    from builders import tiny_qwen3vl_captioner
 
-    return build_tiny_qwen3_vl(tmp_path_factory.mktemp("tiny-qwen3-vl") / "model")
+    return tiny_qwen3vl_captioner(tmp_path_factory.mktemp("tiny-qwen3-vl") / "model")
 
 
 @pytest.fixture

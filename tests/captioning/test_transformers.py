@@ -17,7 +17,7 @@ from flywheel.datasets import CAPTION_TYPES
 def test_tokenizer_has_qwen_vocab_and_special_ids(tiny_qwen):
     from transformers import AutoProcessor
 
-    from flywheel.filters.token_length import qwen_encoding
+    from flywheel.models.tokenizer import qwen_encoding
 
     proc = AutoProcessor.from_pretrained(tiny_qwen)
     tok = proc.tokenizer

@@ -14,7 +14,8 @@ from flywheel.filters.compression_quality import CompressionQuality
 from flywheel.filters.decode import decode
 from flywheel.filters.entropy import Entropy
 from flywheel.filters.resolution import Resolution
-from flywheel.filters.token_length import TokenLength, count_tokens
+from flywheel.filters.token_length import TokenLength
+from flywheel.models.tokenizer import count_tokens
 
 
 def work_of(im: Image.Image, fmt="PNG", size=256, **kw):
@@ -46,9 +47,9 @@ def test_resolution_buckets_and_rejects_only_below_min():
     t2 = t.append_column("resolution__bucket", pa.array(s["resolution__bucket"], pa.int32()))
     t2 = t2.append_column("resolution__short_side", pa.array(s["resolution__short_side"], pa.int32()))
     t2 = t2.append_column("resolution__aspect", pa.array(s["resolution__aspect"]))
-    assert rules(op.reject(t2, op.params)) == [["too_small"], [], [], [], ["aspect"], [], []]  # 4000x600: 6.7 > 6
+    assert rules(op.reject(t2)) == [["too_small"], [], [], [], ["aspect"], [], []]  # 4000x600: 6.7 > 6
     strict = Resolution.Params(min_bucket=512, max_aspect=3.0)
-    assert rules(op.reject(t2, strict)) == [["too_small"], ["too_small"], ["too_small"], [], ["aspect"], [], []]
+    assert rules(Resolution(strict).reject(t2)) == [["too_small"], ["too_small"], ["too_small"], [], ["aspect"], [], []]
     area = Resolution({"by": "area"}).score(pa.table({"width": [2000], "height": [300]}), [None])
     assert area["resolution__bucket"] == [512]  # sqrt(600k) = 774 -> 512 by area, 256 by short side
 
@@ -79,7 +80,7 @@ def test_entropy_rejects_flat_gradient_blank_noise_and_keeps_photo_and_sparse_pa
     works = [work_of(im) for im in imgs.values()]
     op = Entropy()
     t = pa.table({k: pa.array(v) for k, v in op.score(pa.table({"x": list(imgs)}), works).items()})
-    got = dict(zip(imgs, rules(op.reject(t, op.params))))
+    got = dict(zip(imgs, rules(op.reject(t))))
     assert got["solid"][0] == "flat"
     assert got["gradient"] == ["low_detail"]
     assert "low_detail" in got["blank_scan"]
@@ -104,7 +105,7 @@ def test_compression_rule_and_lossless_formats():
     op = CompressionQuality()
     t = pa.table({k: pa.array(v) for k, v in op.score(pa.table({"x": [1, 2, 3]}), works).items()})
     assert t.column("compression_quality__quality").to_pylist()[2] == 100.0
-    assert rules(op.reject(t, op.params)) == [["low_quality"], [], []]
+    assert rules(op.reject(t)) == [["low_quality"], [], []]
 
 
 def test_token_length_exact_qwen_counts_and_rules():
@@ -119,9 +120,9 @@ def test_token_length_exact_qwen_counts_and_rules():
     s = op.score(t, [None] * 5)
     assert s["token_length__tokens"][0] == 2 and s["token_length__tokens"][3] == 4
     t = t.append_column("token_length__tokens", pa.array(s["token_length__tokens"], pa.int32()))
-    assert rules(op.reject(t, op.params)) == [[], ["missing"], ["too_long"], [], ["missing"]]
-    assert rules(op.reject(t, TokenLength.Params(min_tokens=3))) == [["too_short"], ["missing"], ["too_long"], [], ["missing"]]
-    f = op.reject(t, op.params)[2][0]
+    assert rules(op.reject(t)) == [[], ["missing"], ["too_long"], [], ["missing"]]
+    assert rules(TokenLength(TokenLength.Params(min_tokens=3)).reject(t)) == [["too_short"], ["missing"], ["too_long"], [], ["missing"]]
+    f = op.reject(t)[2][0]
     assert "token_length__tokens=601 > max_tokens=512" in f.detail
 
 

@@ -9,8 +9,7 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from flywheel.filters.broken_file import BrokenFile
-from flywheel.filters.decode import decode
+from flywheel.filters.decode import Decode, decode
 
 
 def jpeg(im: Image.Image, **kw) -> bytes:
@@ -105,9 +104,9 @@ def test_animated_gif_uses_first_frame_and_is_flagged():
     r, g, bl = d.work.rgb[0, 0]
     assert r > 200 and bl < 50  # the first frame
     t = pa.table({"broken_file__error": [None], "broken_file__detail": [None], "broken_file__frames": [2]})
-    assert BrokenFile().reject(t, BrokenFile.Params()) == [[]]
-    fails = BrokenFile().reject(t, BrokenFile.Params(reject_animated=True))
-    assert [f.rule for f in fails[0]] == ["animated"]
+    assert Decode().reject(t) == [[]]
+    fails = Decode({"reject_animated": True}).reject(t)
+    assert [(f.rule, f.detail) for f in fails[0]] == [("animated", "frames=2 > 1 and reject_animated=true")]
 
 
 def test_exif_orientation_is_applied(photo):
@@ -123,6 +122,13 @@ def test_exif_orientation_is_applied(photo):
 def test_reject_uses_stored_error_and_vocabulary():
     t = pa.table({"broken_file__error": ["truncated", None], "broken_file__detail": ["cut", None],
                   "broken_file__frames": [None, 1]})
-    fails = BrokenFile().reject(t, BrokenFile.Params())
-    assert [[f.rule for f in x] for x in fails] == [["truncated"], []]
-    assert all(f.rule in BrokenFile.rules for x in fails for f in x)
+    fails = Decode().reject(t)
+    assert [[(f.rule, f.detail) for f in x] for x in fails] == [[("truncated", "cut")], []]
+    assert all(f.rule in Decode.rule_names() for x in fails for f in x)
+
+
+def test_decode_is_the_engines_step_not_a_registered_operator():
+    from flywheel.filters import base
+
+    assert "broken_file" not in base.registry()
+    assert "unreadable" in Decode.rule_names()  # the engine's reason for bytes it could not read

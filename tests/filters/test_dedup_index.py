@@ -7,6 +7,7 @@ import pytest
 
 from flywheel.filters.dedup_index import EXACT, KEPT, NEAR, _unique_pairs, decide_families, near_pairs
 
+
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Bit distance between uint64 arrays (broadcasting), by numpy's own popcount."""
     return np.bitwise_count(np.bitwise_xor(a, b)).astype(np.int64)

@@ -4,18 +4,14 @@ tiny random open_clip/aesthetic models installed through the store."""
 from __future__ import annotations
 
 import io
-import sys
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
+from model_fixtures import photos
 from PIL import Image, ImageFilter
 
 from flywheel.filters.base import Work
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "models"))
-from model_fixtures import photos, tiny_aesthetic_dir, tiny_clip_dir, tiny_models  # noqa: E402,F401
 
 
 def work(rgb: np.ndarray) -> Work:
@@ -50,9 +46,9 @@ def test_nsfw_rejects_no_ordinary_photo_and_matches_the_reference_wheel():
     for p, rgb in zip(probs, ph.values()):
         assert p == pytest.approx(ref.classify(rgb).nsfw, abs=1e-5)  # same model, same preprocessing
     t = pa.table({"nsfw__prob": probs})
-    assert all(not f for f in op.reject(t, op.Params(max_prob=0.8)))  # stage 1
-    assert all(not f for f in op.reject(t, op.Params(max_prob=0.3)))  # stage 6 (SFT)
-    fails = op.reject(pa.table({"nsfw__prob": [0.95, 0.1]}), op.Params(max_prob=0.8))
+    assert all(not f for f in type(op)({"max_prob": 0.8}).reject(t))  # stage 1
+    assert all(not f for f in type(op)({"max_prob": 0.3}).reject(t))  # stage 6 (SFT)
+    fails = type(op)({"max_prob": 0.8}).reject(pa.table({"nsfw__prob": [0.95, 0.1]}))
     assert [f.rule for f in fails[0]] == ["nsfw"] and "0.95 > max_prob=0.8" in fails[0][0].detail and fails[1] == []
 
 
@@ -87,7 +83,7 @@ def test_image_quality_rejects_blurred_photos_and_keeps_sharp_ones():
     blurred = [_jpeg_work(p, blur=4) for p in ph.values()]
     s = op.score(table(2 * len(ph)), sharp + blurred)
     t = pa.table(s)
-    fails = op.reject(t, op.Params(max_brisque=60, min_sharpness=15))  # stage 4
+    fails = type(op)({"max_brisque": 60, "min_sharpness": 15}).reject(t)  # stage 4
     n = len(ph)
     assert all(f == [] for f in fails[:n]), [(k, f) for k, f in zip(ph, fails[:n]) if f]
     for k, f in zip(ph, fails[n:]):
@@ -140,9 +136,11 @@ def test_clip_scores_side_dataset_and_batching(tiny_models, tmp_path):
     e = np.array(side.column("image_emb").to_pylist())
     direct = clip_mod.shared(op.model_dir).images(ph)
     assert np.allclose(e, direct, atol=1e-5)
+    emb = op.score(t, ws)["clip__embedding"]  # the column aesthetic and distribution read
+    assert emb[5] is None and np.allclose(np.array(emb[:5]), direct, atol=1e-5)
     te = side.column("text_emb").to_pylist()
     assert np.isnan(te[2]).all() and abs(np.dot(e[0], te[0]) - s[0]) < 1e-5
-    fails = op.reject(pa.table({"clip__similarity": [0.1, 0.3, None]}), op.Params(min_similarity=0.2, model="tiny-clip"))
+    fails = type(op)({"min_similarity": 0.2, "model": "tiny-clip"}).reject(pa.table({"clip__similarity": [0.1, 0.3, None]}))
     assert [x.rule for x in fails[0]] == ["low_similarity"] and fails[1] == [] and fails[2] == []
 
 
@@ -152,7 +150,8 @@ def test_clip_batched_preprocess_equals_open_clip_transform(tiny_models):
     import torch
     from PIL import Image as PILImage
 
-    from flywheel.models import clip as clip_mod, store
+    from flywheel.models import clip as clip_mod
+    from flywheel.models import store
 
     c = clip_mod.Clip(store.path(tiny_models["clip"]), batch_size=8)
     assert c._pil_steps is not None
@@ -168,7 +167,9 @@ def test_clip_batched_preprocess_equals_open_clip_transform(tiny_models):
     assert clip_mod.split_preprocess(lambda im: im) == (None, None)
 
 
-def test_aesthetic_reuses_clip_embeddings_and_matches_direct(tiny_models):
+def test_aesthetic_reads_the_clip_embedding_column_and_matches_direct(tiny_models):
+    """clip writes `clip__embedding`; aesthetic scores from that column alone (no working copy,
+    no cache), so the two could run in separate actors."""
     from flywheel.filters.aesthetic import Aesthetic
     from flywheel.filters.clip import Clip
     from flywheel.models import store
@@ -177,19 +178,47 @@ def test_aesthetic_reuses_clip_embeddings_and_matches_direct(tiny_models):
     ph = [reduced(p, 64) for p in list(photos().values())[:3]]
     ws = [work(p) for p in ph]
     t = table(3, ["a", "b", "c"])
-    Clip({"model": "tiny-clip"}).score(t, ws)
+    c = Clip({"model": "tiny-clip"}).score(t, ws)
+    t = t.append_column("clip__embedding", pa.array(c["clip__embedding"], Clip.column_type("clip__embedding")))
     a = Aesthetic({"model": "tiny-aes", "clip_model": "tiny-clip"})
-    s = a.score(t, ws)["aesthetic__score"]
-    assert a.last_reused == 3  # nothing embedded twice in this worker
-    fresh = a.score(table(3, ["a", "b", "c"]).set_column(0, "id", pa.array(["n0", "n1", "n2"])), ws)["aesthetic__score"]
-    assert a.last_reused == 0 and np.allclose(s, fresh, atol=1e-5)
+    s = a.score(t, [None] * 3)["aesthetic__score"]
     from flywheel.models import clip as clip_mod
 
     emb = clip_mod.shared(store.path("tiny-clip")).images(ph)
     direct = AestheticHead(store.path("tiny-aes")).score(emb)
     assert np.allclose(s, direct, atol=1e-5)
-    fails = a.reject(pa.table({"aesthetic__score": [4.0, 5.0]}), a.Params(min_score=4.5))
-    assert [x.rule for x in fails[0]] == ["low_aesthetic"] and fails[1] == []
+    t2 = t.set_column(t.column_names.index("clip__embedding"), "clip__embedding",
+                      pa.array([None] + c["clip__embedding"][1:], Clip.column_type("clip__embedding")))
+    assert a.score(t2, [None] * 3)["aesthetic__score"][0] is None  # no embedding, no score
+    fails = Aesthetic({"min_score": 4.5}).reject(pa.table({"aesthetic__score": [4.0, 5.0]}))
+    assert [(x.rule, x.detail) for x in fails[0]] == [("low_aesthetic", "aesthetic__score=4 < min_score=4.5")] and fails[1] == []
+    problems = a.check_upstream({"clip__embedding": Clip({"model": "clip-vit-l-14"})})
+    assert problems and "aesthetic.clip_model=tiny-clip" in problems[0]
+    assert a.check_upstream({"clip__embedding": Clip({"model": "tiny-clip"})}) == []
+
+
+def test_clip_embedding_reaches_aesthetic_for_edit_pair_sources_too(tiny_models):
+    """Through the scorer, as the engine runs it: clip's embedding column feeds aesthetic for the
+    target and, through `source_scores`, for each source image of an edit pair."""
+    import io
+    import json
+
+    from flywheel.curation.scoring import Scorer, decide_table
+
+    def jpg(rgb):
+        b = io.BytesIO()
+        Image.fromarray(rgb).save(b, "JPEG", quality=90)
+        return b.getvalue()
+
+    ph = [reduced(p, 300) for p in list(photos().values())[:2]]
+    t = pa.table({"id": ["p0"], "source": ["pairs.jsonl#L1"], "task": ["ti2i"], "image": [jpg(ph[0])],
+                  "caption": ["a photo"], "instruction": ["swap it"], "source_images": [[jpg(ph[1])]]})
+    steps = [("clip", {"model": "tiny-clip", "min_similarity": -1.0}),
+             ("aesthetic", {"model": "tiny-aes", "clip_model": "tiny-clip", "min_score": 10.0})]
+    out = decide_table(Scorer(steps, 256, decode_step=True, keep_work=False)(t), steps)
+    ss = json.loads(out.column("source_scores").to_pylist()[0])
+    assert out.column("aesthetic__score").to_pylist()[0] is not None and ss["aesthetic__score"][0] is not None
+    assert out.column("reject_reasons").to_pylist()[0] == ["aesthetic:low_aesthetic", "aesthetic:low_aesthetic:source"]
 
 
 def test_aesthetic_loads_the_published_state_dict_layout(tmp_path):
@@ -228,7 +257,7 @@ def test_distribution_caps_the_dominant_cluster():
     assert sum(d["distribution__over_cap"][:12]) >= 12 - 4 * len(cars) and not any(d["distribution__over_cap"][12:])
     for c in d:
         t = t.append_column(c, pa.array(d[c], op.column_type(c)))
-    fails = op.reject(t, op.params)
+    fails = op.reject(t)
     assert all(x.rule == "over_cap" and "cap 4" in x.detail for f in fails for x in f)
     assert sum(bool(f) for f in fails) == sum(d["distribution__over_cap"])
     assert op.decide(t) == d  # deterministic: the same rows stay
@@ -266,8 +295,10 @@ def test_rotation_operator_flags_and_rules():
     from flywheel.filters.rotation import Rotation
 
     op = Rotation()
-    t = pa.table({"rotation__angle": pa.array([90, 90, 0, None], pa.int16()), "rotation__confidence": [0.99, 0.5, 0.4, None]})
-    fails = op.reject(t, op.Params(min_confidence=0.9))
+    t = pa.table({"rotation__angle": pa.array([90, 90, 0, None], pa.int16()), "rotation__confidence": [0.99, 0.5, 0.4, None],
+                  "rotation__turned_confidence": [0.99, 0.5, None, None]})
+    fails = type(op)({"min_confidence": 0.9}).reject(t)
+    assert fails[0][0].detail == "rotation__angle=90 with rotation__confidence=0.99 >= min_confidence=0.9"
     assert [x.rule for x in fails[0]] == ["rotated"] and fails[1] == [] and fails[2] == [] and fails[3] == []
 
 
@@ -288,5 +319,5 @@ def test_rotation_operator_with_the_shipped_photo_head():
     assert set(s["rotation__method"]) == {"photo"} and all(0.25 <= c <= 1 for c in s["rotation__confidence"])
     assert sum(a == b for a, b in zip(s["rotation__angle"], truth)) >= 12  # of 16, on photos it was trained on
     assert s["rotation__uncertain"] == [c < op.params.min_confidence for c in s["rotation__confidence"]]
-    fails = op.reject(pa.table({k: pa.array(v, op.column_type(k)) for k, v in s.items()}), op.params)
+    fails = op.reject(pa.table({k: pa.array(v, op.column_type(k)) for k, v in s.items()}))
     assert all(not f for f, a in zip(fails, truth) if a == 0)

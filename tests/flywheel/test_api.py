@@ -7,8 +7,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from flywheel.catalog import Catalog
-from flywheel.review import auth
 from flywheel.loop import queue as rq
+from flywheel.review import auth
 
 
 @pytest.fixture()

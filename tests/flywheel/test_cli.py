@@ -36,8 +36,8 @@ def test_ops_and_recipes(tmp_path):
 
 @pytest.fixture
 def photo_dir(tmp_path):
-    from skimage import data
     from PIL import Image
+    from skimage import data
 
     d = tmp_path / "in"
     d.mkdir()
@@ -77,3 +77,25 @@ def test_sql_over_an_empty_catalog_and_a_bad_query(tmp_path):
     assert "0" in out
     p = run("sql", "SELECT * FROM no_such_table", home=tmp_path, check=False)
     assert p.returncode == 2 and "no_such_table" in p.stderr
+
+
+def test_train_rotation_reads_a_dataset_by_name_and_installs_the_head(tmp_path, monkeypatch):
+    """`flywheel models train rotation --input name@vN`: the catalog resolves the name, curation's decoder
+    reads the images, the head lands in the model store under --name."""
+    import numpy as np
+
+    from flywheel.catalog import Catalog
+    from flywheel.models import rotation as R
+    from flywheel.training import synthetic as syn
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("FLYWHEEL_HOME", str(home))  # the catalog the command will read
+    syn.write_dataset(tmp_path / "upright", 4, seed=1, size=48, name="upright", catalog=Catalog())
+    p = run("models", "train", "rotation", "--input", "upright@v1", "--name", "rot-cli", "--crops", "1",
+            "--head", "linear", home=home)
+    assert "trained on 4 photos (16 examples); installed rot-cli" in p.stdout.replace("\n", " "), p.stdout
+    installed = home / "models" / "rot-cli" / R.HEAD_FILE
+    head = R.Head.load(installed)
+    assert head.w.shape == (R.PhotoFeatures.dim, 4) and head.w1 is None and np.isfinite(head.w).all()
+    p = run("models", "train", "rotation", "--input", "upright@v1", "--head", "mlpp", home=home, check=False)
+    assert p.returncode == 2 and "mlpp" in p.stderr

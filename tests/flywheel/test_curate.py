@@ -115,6 +115,7 @@ def test_explain_names_operator_score_and_threshold(in_home):
 
     text = "\n".join(explain_rows("flat/gradient.png"))
     assert "operator=entropy rule=low_detail" in text and "entropy__edges=" in text and "< min_edges=0.0015" in text
+    assert "(fails when entropy__edges < min_edges)" in text  # the rule, from the operator's declared thresholds
     text = "\n".join(explain_rows("captions/long_caption.jpg"))
     assert "token_length__tokens=" in text and "> max_tokens=512" in text
     dup = next(r for r in explain_rows("copies/exact_copy.jpg"))
@@ -126,6 +127,27 @@ def test_report_is_self_contained(curated):
     html = (out / "report.html").read_text()
     assert "Funnel" in html and "data:image/png;base64" in html and "entropy:low_detail" in html
     assert "src='http" not in html and 'src="http' not in html
+    hist = json.loads((out / "stats.json").read_text())["histograms"]  # threshold lines: the rules' parameters
+    assert hist["entropy__edges"]["thresholds"] == {"min_edges": 0.0015}
+    assert hist["token_length__tokens"]["thresholds"] == {"min_tokens": 1, "max_tokens": 512}
+
+
+def test_plan_checks_the_columns_operators_read(demo_corpus, tmp_path, monkeypatch):
+    """aesthetic reads clip__embedding: without clip nothing writes it, and prepare says which
+    operator, which column and what to do before anything runs. Columns, not values: the demo's
+    rows without a caption pass the plan (clip reads `caption`)."""
+    from flywheel.curation import pipeline
+
+    monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path / "home"))
+    with pytest.raises(pipeline.CurateError) as e:
+        pipeline.prepare("stage4", str(demo_corpus), str(tmp_path / "o"), skip=["clip"], allow_missing=True)
+    msg = str(e.value)
+    assert "aesthetic" in msg and "'clip__embedding'" in msg and "--skip aesthetic" in msg and "add clip before aesthetic" in msg
+    assert not (tmp_path / "home" / "state").exists()
+    with pytest.raises(pipeline.CurateError, match="aesthetic.clip_model=clip-vit-l-14 but clip__embedding comes from clip.model=tiny"):
+        pipeline.prepare("stage4", str(demo_corpus), str(tmp_path / "o"), sets={"clip": {"model": "tiny"}}, allow_missing=True)
+    plan = pipeline.prepare("stage4", str(demo_corpus), str(tmp_path / "o"), allow_missing=True)
+    assert [list(x)[0] for x in plan["recipe_resolved"]["operators"]][:2] == ["broken_file", "resolution"]
 
 
 def test_rerun_on_accepted_reuses_scores_and_nests(in_home, tmp_path):
@@ -154,7 +176,7 @@ def _ray_address() -> str:
 
 def _curate_cmd(inp: Path, out: Path) -> list[str]:
     code = (
-        "import sys; from flywheel import pipeline; "
+        "import sys; from flywheel.curation import pipeline; "
         f"pipeline.curate('stage1', {str(inp)!r}, {str(out)!r}, skip={CPU_SKIP!r}, workers=2)"
     )
     return [sys.executable, "-c", code]

@@ -4,18 +4,17 @@ evidence and the reviewer's decision."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import pytest
 
-from flywheel.loop import emit as em
-from flywheel.loop import router as rt
-from flywheel.loop import signals as sg
 from flywheel.catalog import Catalog
 from flywheel.datasets import open_dataset
+from flywheel.loop import emit as em
 from flywheel.loop import queue as rq
+from flywheel.loop import router as rt
+from flywheel.loop import signals as sg
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _loop_world import build, register  # noqa: E402

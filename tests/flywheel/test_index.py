@@ -3,16 +3,14 @@ and CLIP side embeddings from the CLIP operator (tiny random open_clip)."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
-from flywheel.loop import index as fx
 from flywheel.catalog import Catalog
+from flywheel.loop import index as fx
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _loop_world import build, register  # noqa: E402
@@ -64,15 +62,19 @@ def test_emitted_version_reuses_parent_vectors(world, tmp_path):
 
 
 def test_clip_side_embeddings_give_image_search(tmp_path):
+    from builders import tiny_clip
+
     from flywheel.models import clip, store
     from flywheel.training import synthetic as syn
 
-    store.add("clip-tiny", clip.build_tiny(tmp_path / "tiny-clip"))
+    store.add("clip-tiny", tiny_clip(tmp_path / "tiny-clip"))
     run = tmp_path / "run"
     syn.write_dataset(run / "accepted", 24, seed=3, size=32, name="pool")
-    from flywheel.datasets import Dataset
-    from PIL import Image
     import io
+
+    from PIL import Image
+
+    from flywheel.datasets import Dataset
 
     ds = Dataset(run / "accepted")
     t = ds.to_table(columns=["id", "image", "caption"])

@@ -11,11 +11,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from flywheel.loop import emit as em
-from flywheel.demos import loop as ld
-from flywheel.loop import router as rt
 from flywheel.catalog import Catalog
 from flywheel.datasets import open_dataset
+from flywheel.demos import loop as ld
+from flywheel.loop import emit as em
+from flywheel.loop import measure
+from flywheel.loop import router as rt
 from flywheel.review import auth
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -46,6 +47,19 @@ def test_concept_prompts_are_eval_split_and_disjoint():
     assert t["acc"] == 0.75 and t["n"] == 4 and t["per_seed"] == [0.5, 1.0] and t["lo"] < 0.75 < t["hi"]
 
 
+def test_before_after_table_reports_the_change_with_newcombes_interval():
+    """A concept going from 1/3 to 3/3 right: the change is +66.7 points, and its interval stays inside
+    [-100, +100] (Newcombe's hybrid score interval; the normal interval is [+13.3, +120.0] here)."""
+    from flywheel.loop.measure import format_table, per_concept
+
+    def rows(k, n):
+        return [{"concept": "red star", "seed": 0, "concept_ok": i < k} for i in range(n)]
+
+    line = format_table(per_concept(rows(1, 3)), per_concept(rows(3, 3)), gap="red star").splitlines()[1]
+    assert line.startswith("red star *gap*") and "33.3% [ 6.1%,79.2%]" in line and "100.0% [43.8%,100.0%]" in line
+    assert line.endswith("+66.7 pts [ -5.9,+93.9]"), line
+
+
 def test_colour_gap_concepts():
     """A colour gap measures every colour as a concept, on prompts of any shape, and counts a
     signal's 'purple star' as the gap."""
@@ -53,7 +67,7 @@ def test_colour_gap_concepts():
     cs = ld.concept_list(cfg)
     assert cs[0] == ("purple", None) and len(cs) == 8 and all(s is None for _, s in cs)
     ps = ld.concept_prompts(cs[:2], 30, seed=3)
-    assert {ld.concept_of(s, color_only=True) for _, s in ps} == {"purple", cs[1][0]}
+    assert {measure.concept_of(s, color_only=True) for _, s in ps} == {"purple", cs[1][0]}
     assert len({s.shape for _, s in ps}) >= 4
     assert ld.concept_hit("purple star", "purple") and not ld.concept_hit("red star", "purple")
     assert ld.concept_hit("red star", "red star") and not ld.concept_hit("red circle", "red star")
@@ -120,9 +134,9 @@ def test_prewarmed_prompts_equal_one_by_one_encoding():
     from flywheel.models.text_encoders import MiniLMEncoder
 
     torch.set_num_threads(1)
-    enc = ld.MemoEncoder(MiniLMEncoder())
+    enc = measure.MemoEncoder(MiniLMEncoder())
     prompts = ["a red triangle", "three blue circles on a plain white background, minimalist", ""]
-    ld._prewarm(enc, prompts)
+    measure._prewarm(enc, prompts)
     assert set(enc.memo) == set(prompts)
     for p in prompts:
         alone = enc.enc.encode(p).embeds
@@ -133,9 +147,9 @@ def test_prewarmed_prompts_equal_one_by_one_encoding():
 def test_retrain_flow_records_before_after(prefect_harness, tmp_path):
     """The retraining trigger as a Prefect flow: train from the last checkpoint on an emitted
     version, evaluate before and after, record the table (tiny budgets: mechanics, not quality)."""
+    from flywheel.demos.loop import DemoConfig, train_config
     from flywheel.flows.loop import retrain_flow
     from flywheel.loop.retrain import before_after, train_step
-    from flywheel.demos.loop import DemoConfig, train_config
     from flywheel.training import synthetic as syn
 
     cat = Catalog()

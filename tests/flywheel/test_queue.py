@@ -155,7 +155,7 @@ def test_bulk_decide_counts_and_filter_respects_max_id(cat):
 
 
 def test_qa_batch_accepts_by_sample_error_rate(cat):
-    ids = q.enqueue(cat, "pretrain", _items(40))
+    q.enqueue(cat, "pretrain", _items(40))
     b = q.create_batch(cat, "ann", queue="pretrain", signal_id="sig-1", sample_size=10, max_error=0.2, seed=1)
     assert b["size"] == 40 and len(b["sample"]) == 10 and b["recommend"] is None
     with pytest.raises(q.ReviewError, match="remaining sampled"):
@@ -172,11 +172,19 @@ def test_qa_batch_accepts_by_sample_error_rate(cat):
         q.close_batch(cat, b["batch_id"], True, "ann")
 
 
-def test_wilson_interval():
-    lo, hi = q.wilson(0, 20)
-    assert lo == 0 and 0.15 < hi < 0.18
-    lo, hi = q.wilson(10, 20)
-    assert lo == pytest.approx(1 - hi)
+def test_qa_batch_interval_is_exact_with_no_errors_and_with_all_errors(cat):
+    """A clean sample's error rate is bounded below by exactly 0, an all-wrong one above by exactly 1
+    (flywheel.stats.wilson). At n = 21 the bare Wilson formula misses both ends by a rounding error."""
+    for decision, sig in (("approved", "sig-1"), ("rejected", "sig-2")):
+        q.enqueue(cat, "pretrain", _items(21, signal=sig))
+        b = q.create_batch(cat, "ann", queue="pretrain", signal_id=sig, sample_size=21, seed=0)
+        for i in b["sample"]:
+            q.decide(cat, i, decision, "ann")
+        st = q.batch_status(cat, b["batch_id"])
+        if decision == "approved":
+            assert st["errors"] == 0 and st["ci_low"] == 0.0 and 0.15 < st["ci_high"] < 0.16  # 0/21: [0, 0.155]
+        else:
+            assert st["errors"] == 21 and st["ci_high"] == 1.0 and 0.84 < st["ci_low"] < 0.85
 
 
 def test_stats_throughput_and_agreement(cat):

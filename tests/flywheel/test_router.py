@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flywheel.loop import router as rt
-from flywheel.loop import signals as sg
 from flywheel.catalog import Catalog
 from flywheel.datasets import open_dataset
 from flywheel.loop import queue as rq
+from flywheel.loop import router as rt
+from flywheel.loop import signals as sg
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _loop_world import build, register  # noqa: E402
@@ -135,10 +135,10 @@ def test_prompt_track_when_the_rewrite_passes(setup):
 def test_llm_enhancer_with_a_tiny_random_model(setup, tmp_path):
     """The LLM mode runs end to end through transformers; with random weights its rewrite is
     noise, and the evaluation, not the enhancer, decides the track."""
-    from flywheel.captioning.tiny_model import build_tiny_qwen3_vl
+    from builders import tiny_qwen3vl_captioner
 
     cat, refs, cfg = setup
-    d = build_tiny_qwen3_vl(tmp_path / "tiny-vl")
+    d = tiny_qwen3vl_captioner(tmp_path / "tiny-vl")
     enh = rt.LLMEnhancer(d, max_new_tokens=8)
     text, info = enh.rewrite("a crimson circle")
     assert isinstance(text, str) and info["mode"].startswith("llm")

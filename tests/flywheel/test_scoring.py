@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 from PIL import Image
 
-from flywheel.filters import base
-from flywheel.filters.base import Operator, Params, register
 from flywheel.curation.scoring import Scorer, decide_table
+from flywheel.filters import base
+from flywheel.filters.base import Operator, Params, Rule, register
 
 
 class FragileParams(Params):
@@ -27,7 +27,7 @@ class Fragile(Operator):
     name: ClassVar[str] = "fragile_test_op"
     Params = FragileParams
     writes = ("fragile_test_op__v",)
-    rules = ("never",)
+    rules = (Rule("never", "fragile_test_op__v", "<", value=-1.0),)  # a mean pixel is never negative
 
     def score(self, batch, work):
         out = []
@@ -36,9 +36,6 @@ class Fragile(Operator):
                 raise ZeroDivisionError("green")
             out.append(None if w is None else float(w.rgb.mean()))
         return {"fragile_test_op__v": out}
-
-    def reject(self, table, params):
-        return [[] for _ in range(table.num_rows)]
 
 
 def png(color, size=(300, 300)) -> bytes:
@@ -50,8 +47,8 @@ def png(color, size=(300, 300)) -> bytes:
 def test_a_failing_row_becomes_a_reasoned_reject_and_the_batch_survives():
     t = pa.table({"id": ["a", "b", "c"], "source": ["a.png", "b.png", "c.png"], "task": ["t2i"] * 3,
                   "image": [png((255, 0, 0)), png((0, 255, 0)), png((0, 0, 255))], "caption": ["x", "y", "z"]})
-    steps = [("broken_file", {}), ("fragile_test_op", {}), ("token_length", {})]
-    scored = Scorer(steps[1:], 256, decode_step=True, keep_work=False)(t)
+    steps = [("fragile_test_op", {}), ("token_length", {})]
+    scored = Scorer(steps, 256, decode_step=True, keep_work=False)(t)
     out = decide_table(scored, steps)
     assert out.column("reject_reason").to_pylist() == [None, "fragile_test_op:error:ZeroDivisionError", None]
     assert "green" in out.column("reject_details").to_pylist()[1][0]
@@ -62,8 +59,8 @@ def test_a_failing_row_becomes_a_reasoned_reject_and_the_batch_survives():
 def test_broken_rows_get_null_scores_and_only_the_broken_verdict():
     t = pa.table({"id": ["a", "b"], "source": ["a.jpg", "b.jpg"], "task": ["t2i"] * 2, "image": [b"", png((9, 9, 9))],
                   "caption": [None, "c"]})
-    steps = [("broken_file", {}), ("entropy", {}), ("token_length", {})]
-    out = decide_table(Scorer(steps[1:], 256, True, False)(t), steps)
+    steps = [("entropy", {}), ("token_length", {})]
+    out = decide_table(Scorer(steps, 256, True, False)(t), steps)
     assert out.column("reject_reasons").to_pylist()[0] == ["broken_file:zero_bytes"]
     assert out.column("entropy__hist").to_pylist()[0] is None and out.column("token_length__tokens").to_pylist()[0] is None
 

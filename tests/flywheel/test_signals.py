@@ -9,9 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
-from flywheel.loop import signals as sg
 from flywheel.catalog import Catalog
 from flywheel.datasets import DatasetWriter
+from flywheel.loop import signals as sg
 
 
 def test_parse_kinds_and_reject_malformed():

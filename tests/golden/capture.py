@@ -50,13 +50,15 @@ def capture(out: Path, only: str = "all") -> None:
     work = Path(tempfile.mkdtemp(prefix="golden-"))
     env = dict(os.environ, FLYWHEEL_HOME=str(work / "home"), DO_NOT_TRACK="1", OMP_NUM_THREADS="1")
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: builders.py, the tiny models
+    from builders import tiny_aesthetic, tiny_clip
+
     from flywheel.demos import sample_data as demo
-    from flywheel.models import aesthetic, clip
 
     inp = work / "in" / "raw"
     demo.generate(inp)
-    clip_dir = clip.build_tiny(work / "tiny-clip")
-    aes_dir = aesthetic.build_tiny(work / "tiny-aes", dim=32)
+    clip_dir = tiny_clip(work / "tiny-clip")
+    aes_dir = tiny_aesthetic(work / "tiny-aes", dim=32)
     sh(FLYWHEEL, "models", "add", "tiny-clip", "--from", str(clip_dir), env=env, cwd=work)
     sh(FLYWHEEL, "models", "add", "tiny-aes", "--from", str(aes_dir), env=env, cwd=work)
 

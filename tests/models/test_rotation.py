@@ -78,25 +78,25 @@ def test_mlp_head_learns_what_a_linear_head_cannot_and_saves_exactly(tmp_path):
 
 
 def test_train_head_install_and_use(tmp_path):
+    from model_fixtures import photos
+
     from flywheel.filters.base import Work
     from flywheel.filters.rotation import Rotation
     from flywheel.models import store
     from flywheel.models.rotation_train import train_from_images
 
-    from model_fixtures import photos
-
     ph = [np.asarray(p[::2, ::2]) for p in list(photos().values())[:4]]
     res = train_from_images(ph, tmp_path / "head", crops=1, seed=0)
     assert res["photos"] == 4 and res["examples"] == 4 * 1 * 4
     store.add("rot-test", tmp_path / "head")
-    assert store.preflight(["rotation"], {"rotation": {"photo_model": "rot-test"}}) == []
     op = Rotation({"photo_model": "rot-test", "tta": False})
+    assert store.preflight({m: ["rotation"] for m in op.required_models()}) == []
     s = op.score(pa.table({"id": ["a", "b"]}), [Work(rgb=ph[0], width=1, height=1), None])
     assert s["rotation__angle"][0] in (0, 90, 180, 270) and s["rotation__angle"][1] is None
     assert s["rotation__exif"] == [1, None]
 
 
-def test_package_photos_match_path_suffixes_and_stand_turned_files_upright(tmp_path, monkeypatch):
+def test_package_photos_match_path_suffixes_and_stand_turned_files_upright(tmp_path):
     """The shipped head's provenance: entries are path suffixes under the extraction root (two packages
     may ship the same file name), `@cwN` marks a file stored on its side, EXIF orientation is applied."""
     from PIL import Image
@@ -116,13 +116,10 @@ def test_package_photos_match_path_suffixes_and_stand_turned_files_upright(tmp_p
     ex = Image.Exif()
     ex[0x0112] = 6  # "rotate 90 CW to display"
     exif.save(side / "tagged.jpg", exif=ex, quality=95)
-    monkeypatch.setattr(R, "PHOTO_SOURCES", {})
-    monkeypatch.setattr(R, "PHOTO_SOURCES_V5", {})
-    monkeypatch.setattr(R, "PHOTO_SOURCES_V6", {})
-    monkeypatch.setattr(R, "PHOTO_SOURCES_V3", {
-        "npm:a@1.0": ["npm-a-1.0/package/img/bg.png"], "debian:album": ["deb-album/demo/wayne.png@cw90", "deb-album/demo/tagged.jpg"],
-        "npm:c@1.0": ["npm-c-1.0/package/img/missing.png"]})
-    found = R.package_photos([str(tmp_path)])
+    sources = [("npm:a@1.0", ["npm-a-1.0/package/img/bg.png"]),
+               ("debian:album", ["deb-album/demo/wayne.png@cw90", "deb-album/demo/tagged.jpg"]),
+               ("npm:c@1.0", ["npm-c-1.0/package/img/missing.png"])]
+    found = R.package_photos([str(tmp_path)], sources)
     assert [(s, Path(p).relative_to(tmp_path).as_posix(), t) for s, p, t in found] == [
         ("npm:a@1.0", "npm-a-1.0/package/img/bg.png", 0), ("debian:album", "deb-album/demo/wayne.png", 90),
         ("debian:album", "deb-album/demo/tagged.jpg", 0)]  # npm-b's bg.png is not npm-a's; a missing file is skipped
@@ -131,6 +128,24 @@ def test_package_photos_match_path_suffixes_and_stand_turned_files_upright(tmp_p
         assert im.shape[:2] == (40, 60)
         top, bottom = im[:8].mean(), im[-8:].mean()
         assert top > 200 and bottom < 60, (p, top, bottom)
+
+
+def test_photo_sources_are_the_shipped_heads_list_in_its_order():
+    """The shipped head and the benchmark's feature caches number photos in this order, so the list read
+    from the data file must be the one the head was built from: 137 sources, 972 entries, and this hash of
+    the ordered list (computed from the lists as they stood in code when the head was built)."""
+    import hashlib
+    import json
+
+    sources = R.photo_sources()
+    assert len(sources) == 137 and sum(len(files) for _, files in sources) == 972
+    digest = hashlib.sha256(json.dumps([[k, list(v)] for k, v in sources]).encode()).hexdigest()
+    assert digest == "d127295a05f3c87f3d0144e215267c3a6a6206ee3ec433e4202e73fac7c2871b"
+    by_release = [R.photo_sources([f"rotation-photo-v{v}"]) for v in (2, 3, 5, 6)]
+    assert [sum(len(f) for _, f in r) for r in by_release] == [284, 392, 182, 114]  # rotation_photo.md's counts
+    assert [s for r in by_release for s in r] == sources
+    with pytest.raises(ValueError, match="rotation-photo-v4"):
+        R.photo_sources(["rotation-photo-v4"])  # v4 added no photos: a typo must not read as an empty list
 
 
 def _fetch_script():
@@ -147,8 +162,9 @@ def test_fetch_plan_extracts_every_package_where_its_entries_point():
     """The fetch script turns each source key into a download; its folder must be the first folder of
     every path listed under that key, or the benchmark and `build_shipped` silently find fewer photos."""
     f = _fetch_script()
+    v2 = dict(R.photo_sources(["rotation-photo-v2"]))
     for key, entries in R.photo_sources():
-        if key in R.PHOTO_SOURCES:
+        if key in v2:
             continue  # v2's entries are file names, found wherever the package put them
         folders = {f.folder(*job[:3]) for job in f.plan([key])}
         heads = {e.split("/", 1)[0] for e in entries}
@@ -161,7 +177,7 @@ def test_fetch_plan_extracts_every_package_where_its_entries_point():
     assert f.folder("npm", "@themesberg/volt-react-dashboard", "1.0.0") == "npm-themesberg-volt-react-dashboard-1.0.0"
 
 
-def test_build_shipped_from_a_feature_cache_and_refuses_a_stale_one(tmp_path, monkeypatch):
+def test_build_shipped_from_a_feature_cache_and_refuses_a_stale_one(tmp_path):
     from PIL import Image
 
     from flywheel.models.rotation_train import build_shipped
@@ -170,23 +186,21 @@ def test_build_shipped_from_a_feature_cache_and_refuses_a_stale_one(tmp_path, mo
     d.mkdir(parents=True)
     for i in range(3):
         Image.fromarray(np.full((20, 30, 3), 40 * i, np.uint8)).save(d / f"p{i}.png")
-    monkeypatch.setattr(R, "PHOTO_SOURCES", {})
-    monkeypatch.setattr(R, "PHOTO_SOURCES_V3", {"npm:a@1.0": [f"npm-a-1.0/package/p{i}.png" for i in range(3)]})
-    monkeypatch.setattr(R, "PHOTO_SOURCES_V5", {})
-    monkeypatch.setattr(R, "PHOTO_SOURCES_V6", {})
-    photos = R.package_photos([str(tmp_path)])
+    sources = [("npm:a@1.0", [f"npm-a-1.0/package/p{i}.png" for i in range(3)])]
+    photos = R.package_photos([str(tmp_path)], sources)
     key = np.array([f"{p}@{t}" for _, p, t in photos])
     rng = np.random.default_rng(0)
     F = rng.normal(size=(3, 8, 16)).astype(np.float16)  # 2 crops x 4 angles; angle k lights feature k
     F[:, np.arange(8), np.arange(8) % 4] += 6
     np.savez(tmp_path / "c.npz", key=key, F=F, FM=F[:, :4])
-    res = build_shipped(tmp_path / "out", [str(tmp_path)], crops=2, revision="t", head="linear", cache=tmp_path / "c.npz")
+    res = build_shipped(tmp_path / "out", [str(tmp_path)], crops=2, revision="t", head="linear", cache=tmp_path / "c.npz",
+                        sources=sources)
     assert res["photos"] == 3 and res["examples"] == 24
     head = R.Head.load(tmp_path / "out" / R.HEAD_FILE)
     assert (head.proba(F.reshape(-1, 16).astype(np.float32)).argmax(1) == np.tile(np.arange(4), 6)).mean() > 0.9
     np.savez(tmp_path / "stale.npz", key=key[::-1], F=F, FM=F[:, :4])
     try:
-        build_shipped(tmp_path / "out2", [str(tmp_path)], crops=2, cache=tmp_path / "stale.npz")
+        build_shipped(tmp_path / "out2", [str(tmp_path)], crops=2, cache=tmp_path / "stale.npz", sources=sources)
         raise AssertionError("a cache of other photos was used")
     except ValueError as e:
         assert "other photos" in str(e)

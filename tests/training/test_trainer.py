@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from flywheel.training.trainer import STAGES, TrainConfig, main
+from flywheel.training.config import STAGES, TrainConfig
+from flywheel.training.trainer import main
 
 
 def _cfg(ds, out, **kw):
@@ -35,7 +36,7 @@ def test_two_steps_per_stage(toy_dataset, tmp_path, stage):
     r = main(_cfg(toy_dataset, out, stage=stage, log_every=1, ti2i_ratio=0.5))
     assert len(r["losses"]) == 2 and all(0 < l < 10 for l in r["losses"])
     m = _metrics(out)
-    assert [x["lr"] for x in m] == pytest.approx([STAGES[stage]["lr"] * k / 10 for k in (1, 2)])
+    assert [x["lr"] for x in m] == pytest.approx([STAGES[stage].lr * k / 10 for k in (1, 2)])
     assert all(x["loss_by_t_bin"] for x in m)
     assert all(0 < x["cpu_sec_per_step"] and 0 < x["sec_per_step"] for x in m)  # the timings benchmarks/train_step.py reads
     losses = pq.read_table(out / "sample_losses").to_pylist()
@@ -158,3 +159,13 @@ def test_ddp_two_cpu_processes(toy_dataset, tmp_path):
         ids = [{r["id"] for r in rows if r["step"] == step and r["rank"] == k} for k in (0, 1)]
         assert not ids[0] & ids[1]
     assert (out / "transformer" / "config.json").exists()
+
+
+def test_config_is_saved_with_the_checkpoint(toy_dataset, tmp_path):
+    out = tmp_path / "run"
+    cfg = _cfg(toy_dataset, out, steps=1, stage="sft", betas=(0.8, 0.95), caption_probs={"general": 0.6, "original": 0.4},
+               ema_decay=0.0, ti2i_ratio=0.0, vae="pixel:8", prediction="x0")
+    main(cfg)
+    assert TrainConfig.load(out) == cfg
+    assert TrainConfig.model_validate(json.loads((out / "state" / "meta.json").read_text())["config"]) == cfg
+    assert TrainConfig.load(out) != cfg.model_copy(update={"seed": 1})  # the comparison can fail

@@ -76,11 +76,12 @@ def data(tmp_path):
 
 def test_train_vae_with_random_open_clip_alignment(data):
     """Three steps: RGBA in, every loss term finite and logged, weights move, output reloads."""
-    from flywheel.models import clip
+    from builders import tiny_clip
+
     from flywheel.models import qwen_image as qi
 
     torch.set_num_threads(1)
-    enc_dir = clip.build_tiny(data / "tiny_clip", image_size=32)  # random weights: mechanics only
+    enc_dir = tiny_clip(data / "tiny_clip", image_size=32)  # random weights: mechanics only
     cfg = tv.VAETrainConfig(datasets=[str(data / "syn")], heldout=str(data / "held"), out=str(data / "out"), resolution=32,
                             steps=3, batch_size=2, lr=1e-3, align_encoder=f"open_clip:{enc_dir}", perceptual="encoder",
                             progress=False, threads=1)
@@ -138,10 +139,10 @@ def test_cli_train_vae(data):
 def test_qwen3vl_vision_tower_features(tmp_path):
     """A tiny random Qwen3-VL (from its config, as the trainer tests build it): its vision tower
     gives one feature per merged 2x2 patch block, frozen, differentiable in the input image."""
-    from flywheel.models.text_encoders import save_tiny_qwen3vl
+    from builders import tiny_qwen3vl_encoder
 
     torch.set_num_threads(1)
-    d = save_tiny_qwen3vl(tmp_path / "q")
+    d = tiny_qwen3vl_encoder(tmp_path / "q")
     enc = tv.AlignEncoder(f"qwen3vl:{d}", torch.device("cpu"))
     x = torch.rand(2, 3, 64, 64, requires_grad=True)
     f = enc(x)

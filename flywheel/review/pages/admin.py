@@ -6,8 +6,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from flywheel.review import auth
 from flywheel.loop import queue as q
+from flywheel.loop.emit import emit
+from flywheel.review import auth
 from flywheel.review.api import get_catalog
 from flywheel.review.pages.common import admin_dep, csrf_form, page, require_admin
 
@@ -59,28 +60,15 @@ def queues_page(request: Request, s: auth.Session = Depends(admin_dep)):
 
 
 @router.post("/admin/emit", response_class=HTMLResponse)
-def emit(request: Request, form: dict = Depends(csrf_form)):
+def emit_page(request: Request, form: dict = Depends(csrf_form)):
     s = require_admin(form)
     catalog = get_catalog(request)
     result, error = None, None
     try:
-        from flywheel.loop.emit import emit as emit_fn  # the loop's emission (issue 6); may not be installed
-    except ImportError:
-        emit_fn = None
-        error = "Emission is not available in this install (flywheel.loop.emit.emit is missing); run `flywheel emit` once it is."
-    if emit_fn is not None:
-        try:
-            import inspect
-
-            accepts = inspect.signature(emit_fn).parameters
-            extra = {k: v for k, v in (("catalog", catalog), ("actor", s.user)) if k in accepts}
-            out = emit_fn(form.get("from_ref", ""), add_approved=True, name=form.get("name") or None, **extra)
-            if isinstance(out, dict):
-                result = f"{out.get('dataset')} ({out.get('added', '?')} approved samples added, {out.get('rows', '?')} rows)"
-            else:
-                result = str(getattr(out, "ref", None) or out)
-            catalog.audit(s.user, "admin.emit", f"dataset:{result}", {"from": form.get("from_ref"), "name": form.get("name")})
-        except Exception as e:  # shown to the admin, who can fix the input and retry
-            error = f"Emission failed: {type(e).__name__}: {e}"
+        out = emit(form.get("from_ref", ""), add_approved=True, name=form.get("name") or None, catalog=catalog, actor=s.user)
+        result = f"{out['dataset']} ({out['added']} approved samples added, {out['rows']} rows)"
+        catalog.audit(s.user, "admin.emit", f"dataset:{result}", {"from": form.get("from_ref"), "name": form.get("name")})
+    except Exception as e:  # shown to the admin, who can fix the input and retry
+        error = f"Emission failed: {type(e).__name__}: {e}"
     return page(request, "admin_queues.html", {**_queues_ctx(catalog), "result": result, "error": error},
                 session=s, status=200 if error is None else 400)

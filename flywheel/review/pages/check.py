@@ -6,8 +6,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from flywheel.review import auth
 from flywheel.loop import queue as q
+from flywheel.review import auth
 from flywheel.review.api import get_catalog
 from flywheel.review.pages.cards import decorate
 from flywheel.review.pages.common import csrf_form, page, session_dep

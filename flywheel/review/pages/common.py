@@ -14,8 +14,8 @@ from urllib.parse import urlencode
 from fastapi import Depends, HTTPException, Request
 from fastapi.templating import Jinja2Templates
 
-from flywheel.review import auth
 from flywheel.loop import queue as q
+from flywheel.review import auth
 from flywheel.review.api import SESSION_COOKIE, get_catalog
 
 TEMPLATES = Path(__file__).parent.parent / "templates"

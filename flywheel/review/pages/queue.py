@@ -8,8 +8,8 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from flywheel.review import auth, thumbs
 from flywheel.loop import queue as q
+from flywheel.review import auth, thumbs
 from flywheel.review.api import get_catalog
 from flywheel.review.pages.cards import decorate
 from flywheel.review.pages.common import csrf_form, here, page, safe_next, session_dep, uncache, with_note

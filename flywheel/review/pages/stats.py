@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
-from flywheel.review import auth
 from flywheel.loop import queue as q
+from flywheel.review import auth
 from flywheel.review.api import get_catalog
 from flywheel.review.pages.common import cached, page, session_dep
 

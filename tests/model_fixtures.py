@@ -1,5 +1,6 @@
-"""Shared by tests/models and tests/filters/test_model_ops.py. Tiny random-weight models built from their configs once per session, saved to disk; each test
-installs them into its own FLYWHEEL_HOME through the store (`store.add`), the path users take."""
+"""A pytest plugin (tests/conftest.py `pytest_plugins`) shared by tests/models and tests/filters. Tiny random-weight models (tests/builders.py)
+built once per session, saved to disk; each test installs them into its own FLYWHEEL_HOME through the
+store (`store.add`), the path users take."""
 
 from __future__ import annotations
 
@@ -12,16 +13,16 @@ def tiny_clip_dir(tmp_path_factory):
     import torch
 
     torch.set_num_threads(1)
-    from flywheel.models import clip
+    from builders import tiny_clip
 
-    return clip.build_tiny(tmp_path_factory.mktemp("tiny-clip"))
+    return tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
 
 
 @pytest.fixture(scope="session")
 def tiny_aesthetic_dir(tmp_path_factory):
-    from flywheel.models import aesthetic
+    from builders import tiny_aesthetic
 
-    return aesthetic.build_tiny(tmp_path_factory.mktemp("tiny-aes"), dim=32)
+    return tiny_aesthetic(tmp_path_factory.mktemp("tiny-aes"), dim=32)
 
 
 @pytest.fixture

@@ -80,6 +80,16 @@ def loss_per_sample(pred, x0, noise):
     return (pred.float() - target(x0, noise).float()).pow(2).flatten(1).mean(1)
 
 
+def loss(predict, x0, noise, t, prediction: str = "v"):
+    """The training objective, per sample (B,): the network sees x_t at time t and is scored on the velocity.
+
+    predict(x_t, t) -> the network's output, shaped as x0; `prediction` says whether that output is a
+    velocity or a clean sample (`to_velocity`). The trainer and the benchmarks call this one function."""
+    xt = interpolate(x0, noise, t)
+    pred = to_velocity(predict(xt, t).float(), xt, t, prediction)
+    return loss_per_sample(pred, x0, noise)
+
+
 def timestep_bins(t, losses, n_bins: int = 10) -> dict[int, tuple[float, int]]:
     """Sum of losses and counts per t-bin (minRF's diagnostic: which noise levels the model has not learnt)."""
     out: dict[int, tuple[float, int]] = {}
