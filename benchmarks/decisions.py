@@ -186,13 +186,36 @@ def binary(rows: list[dict], dec: dict, prefix: str, positive: set[str], negativ
     for cat in negatives:
         neg = [r for r in rs if r["category"] == cat]
         out.append(line(cat, false_reject=(sum(rej[Path(r["path"]).name] for r in neg), len(neg))))
+        ex = [r["source"]["path"].rsplit("/", 3)[-3:] for r in neg if rej[Path(r["path"]).name]][:4]
+        if ex:
+            out.append("      e.g. " + "; ".join("/".join(e) for e in ex))
     reasons = Counter(dec[Path(r["path"]).name]["reject"] for r in rs if rej[Path(r["path"]).name])
     out.append("  reasons: " + ", ".join(f"{k} {v}" for k, v in reasons.most_common()))
     return out
 
 
 def norm(s: str) -> str:
-    return unicodedata.normalize("NFC", s).casefold()
+    """NFKC (not only NFC: pdftotext gives Arabic as presentation forms, U+FB50-FEFF, and Latin
+    ligatures as U+FB00-FB06; OCR gives the base letters), casefold, format characters (bidi marks,
+    zero-width joiners) dropped."""
+    s = unicodedata.normalize("NFKC", s).casefold()
+    return "".join(ch for ch in s if unicodedata.category(ch) != "Cf")
+
+
+def script_of(ch: str) -> str:
+    name = unicodedata.name(ch, "")
+    if "HIRAGANA" in name or "KATAKANA" in name or "CJK" in name:
+        return "Han"  # Japanese pages mix kanji and kana
+    return name.split(" ")[0].capitalize()
+
+
+def foreign_share(gold: str, script: str) -> float:
+    """Share of the ground truth's letters in a third script (neither the page's nor Latin): a text
+    layer without proper ToUnicode maps puts e.g. Cyrillic or Greek letters inside Devanagari words."""
+    want = {"Japanese": "Han", "Hangul": "Hangul"}.get(script, script)
+    letters = [script_of(ch) for ch in gold if ch.isalpha()]
+    odd = sum(1 for s in letters if s not in (want, "Latin"))
+    return odd / len(letters) if letters else 0.0
 
 
 def f1(pred: list[str], gold: list[str]) -> tuple[int, int, int]:
@@ -201,16 +224,29 @@ def f1(pred: list[str], gold: list[str]) -> tuple[int, int, int]:
     return m, len(pred), len(gold)
 
 
+def micro(counts: list[tuple[int, int, int]]) -> tuple[float, float, float]:
+    m, n_pred, n_gold = map(sum, zip(*counts))
+    prec, rec = (m / n_pred if n_pred else 0.0), (m / n_gold if n_gold else 0.0)
+    return prec, rec, (2 * prec * rec / (prec + rec) if prec + rec else 0.0)
+
+
 def ocr(root: Path, rows: list[dict], splits: list[str]) -> list[str]:
     from flywheel.captioning.offline import LABEL, compose
 
+    from flywheel.captioning.offline import offline_revision
+
+    cache = root / "runs" / f"ocr-{offline_revision()}"  # captions kept: rescoring does not read pages again
+    cache.mkdir(parents=True, exist_ok=True)
     pages = [r for r in rows if r["category"] == "doc_page" and r["split"] in splits]
     res = []
     for r in pages:
-        text = compose("text", [(root / r["path"]).read_bytes()], {})
-        text = text.removeprefix(LABEL).strip()
+        hit = cache / (Path(r["path"]).stem + ".txt")
+        if not hit.exists():
+            hit.write_text(compose("text", [(root / r["path"]).read_bytes()], {}), encoding="utf-8")
+        text = hit.read_text(encoding="utf-8").removeprefix(LABEL).strip()
         text = "" if text == "No text." else text
         gold = (root / r["text"]).read_text(encoding="utf-8")
+        r = {**r, "suspect": foreign_share(norm(gold), r["script"]) > 0.01}
         p, g = norm(text), norm(gold)
         c = f1([ch for ch in p if not ch.isspace()], [ch for ch in g if not ch.isspace()])
         w = f1(p.split(), g.split())
@@ -219,15 +255,16 @@ def ocr(root: Path, rows: list[dict], splits: list[str]) -> list[str]:
     for split in splits:
         out.append(f"ocr ({split}): offline text caption vs the PDF's own text, per script")
         for script in sorted({r["script"] for r, _, _ in res if r["split"] == split}):
-            sub = [(c, w) for r, c, w in res if r["split"] == split and r["script"] == script]
-            use = [w if script in SPACED else c for c, w in sub]
-            m, n_pred, n_gold = map(sum, zip(*use))
-            prec, rec = (m / n_pred if n_pred else 0.0), (m / n_gold if n_gold else 0.0)
-            score = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+            sub = [(r, c, w) for r, c, w in res if r["split"] == split and r["script"] == script]
+            use = [w if script in SPACED else c for _, c, w in sub]
+            prec, rec, score = micro(use)
             per_page = [(2 * a / (b + g) if b + g else 0.0) for a, b, g in use]
             unit = "word" if script in SPACED else "char"
-            out.append(f"  {script:11s} {unit} F1 {score:5.1%} (P {prec:5.1%}, R {rec:5.1%})  "
-                       f"pages read (F1>=0.5) {rate(sum(x >= 0.5 for x in per_page), len(per_page))}")
+            extra = f"; char F1 {micro([c for _, c, _ in sub])[2]:5.1%}" if script in SPACED else ""
+            bad_gt = sum(r["suspect"] for r, _, _ in sub)
+            out.append(f"  {script:11s} {unit} F1 {score:5.1%} (P {prec:5.1%}, R {rec:5.1%}){extra}  "
+                       f"pages read (F1>=0.5) {rate(sum(x >= 0.5 for x in per_page), len(per_page))}"
+                       + (f"  [{bad_gt} page(s) with a doubtful text layer]" if bad_gt else ""))
     return out
 
 
