@@ -209,13 +209,16 @@ def script_of(ch: str) -> str:
     return name.split(" ")[0].capitalize()
 
 
-def foreign_share(gold: str, script: str) -> float:
-    """Share of the ground truth's letters in a third script (neither the page's nor Latin): a text
-    layer without proper ToUnicode maps puts e.g. Cyrillic or Greek letters inside Devanagari words."""
-    want = {"Japanese": "Han", "Hangul": "Hangul"}.get(script, script)
-    letters = [script_of(ch) for ch in gold if ch.isalpha()]
-    odd = sum(1 for s in letters if s not in (want, "Latin"))
-    return odd / len(letters) if letters else 0.0
+def mixed_words(gold: str, script: str) -> int:
+    """Words mixing the page's script with a third one (neither it nor Latin): a text layer without
+    proper ToUnicode maps writes e.g. Cyrillic or Greek letters inside Devanagari words ("अनु Гम णका"
+    for "अनुक्रमणिका"). Greek in "2ε" or an Arabic quotation on a Bengali page are separate words."""
+    want = {"Japanese": "Han"}.get(script, script)
+    n = 0
+    for word in gold.split():
+        kinds = {script_of(ch) for ch in word if ch.isalpha()}
+        n += want in kinds and bool(kinds - {want, "Latin", *(("Han",) if script == "Hangul" else ())})  # Hanja
+    return n
 
 
 def f1(pred: list[str], gold: list[str]) -> tuple[int, int, int]:
@@ -246,7 +249,7 @@ def ocr(root: Path, rows: list[dict], splits: list[str]) -> list[str]:
         text = hit.read_text(encoding="utf-8").removeprefix(LABEL).strip()
         text = "" if text == "No text." else text
         gold = (root / r["text"]).read_text(encoding="utf-8")
-        r = {**r, "suspect": foreign_share(norm(gold), r["script"]) > 0.01}
+        r = {**r, "suspect": mixed_words(norm(gold), r["script"]) >= 2}
         p, g = norm(text), norm(gold)
         c = f1([ch for ch in p if not ch.isspace()], [ch for ch in g if not ch.isspace()])
         w = f1(p.split(), g.split())
