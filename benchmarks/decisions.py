@@ -49,6 +49,7 @@ RECIPE_OPS = {  # what `flywheel recipes` lists; all but the one under test are 
 }
 SPACED = {"Latin", "Cyrillic", "Greek", "Arabic", "Hangul", "Devanagari", "Armenian", "Bengali"}
 SPLITS = ("test", "tuning")
+EDIT_NAMES = {"crop10", "jpeg20", "jpeg95", "resize50", "bright+20", "contrast-20", "webp", "screenshot150"}
 
 
 def load(root: Path) -> list[dict]:
@@ -109,28 +110,22 @@ def dedup(root: Path, rows: list[dict], split: str) -> list[str]:
         if r["category"] == "duplicate":
             fams[r["family"]].append(r)
     tp = fp = 0
-    out = [f"dedup ({split}): {len(fams)} families, {sum(r['category'] == 'hard_negative' for r in rows)} "
+    out = [f"dedup ({split}): {len(fams)} families, {len({Path(r['path']).name for r in rows if r['category'] == 'hard_negative'})} "
            "hard-negative images"]
-    by_edit: Counter = Counter()
-    by_edit_n: Counter = Counter()
-    caught_fams = Counter()
+    found: Counter = Counter()  # (kind, edit) -> members linked to the family's reference
+    total: Counter = Counter()
+    whole = Counter()
     n_fams = Counter()
-    pos = Counter()
-    got = Counter()
     for fid, members in fams.items():
-        kind = "natural" if members[0].get("kind", "").startswith("natural") else "edited"
         names = {Path(m["path"]).name for m in members}
         caught = [m for m in members if (dec[Path(m["path"]).name]["reject"] or "").startswith("dedup:")
                   and dec[Path(m["path"]).name]["of"] in names]
         k = min(len(caught), len(members) - 1)
-        pos[kind] += len(members) - 1
-        got[kind] += k
         tp += k
         fp += len(caught) - k  # a whole family rejected: one of them was a false reject
-        n_fams[kind] += 1
-        caught_fams[kind] += k == len(members) - 1
-        # an edit is found when it ends up linked to the family's original through "copy of" edges,
-        # whichever of the two the operator chose to keep
+        # A member is found when "copy of" edges link it to the family's reference (its first
+        # original), whichever of the two the operator kept. A family can hold edits and files as
+        # shipped: a wallpaper that is an edited family's source and a natural family's first file.
         parent = {n: n for n in names}
 
         def root_of(n: str) -> str:
@@ -139,13 +134,22 @@ def dedup(root: Path, rows: list[dict], split: str) -> list[str]:
             return n
 
         for m in caught:
-            a = Path(m["path"]).name
-            parent[root_of(a)] = root_of(dec[a]["of"])
-        orig = next(Path(m["path"]).name for m in members if m.get("edit") == "original")
+            x = Path(m["path"]).name
+            parent[root_of(x)] = root_of(dec[x]["of"])
+        ref = next(m for m in members if m.get("edit") == "original")
+        edited = any(m.get("edit") in EDIT_NAMES for m in members)
+        ok = True
         for m in members:
-            if m.get("edit") not in ("original", None):
-                by_edit_n[m["edit"]] += 1
-                by_edit[m["edit"]] += root_of(Path(m["path"]).name) == root_of(orig)
+            if m is ref:
+                continue
+            kind = "edited" if m.get("edit") in EDIT_NAMES else "natural"
+            hit = root_of(Path(m["path"]).name) == root_of(Path(ref["path"]).name)
+            found[(kind, m["edit"])] += hit
+            total[(kind, m["edit"])] += 1
+            ok &= hit
+        fk = "edited" if edited else "natural"
+        n_fams[fk] += 1
+        whole[fk] += ok
     cross = sum(1 for r in rows if r["category"] == "duplicate"
                 and (dec[Path(r["path"]).name]["reject"] or "").startswith("dedup:")
                 and name.get(dec[Path(r["path"]).name]["of"], {}).get("family") != r["family"])
@@ -158,12 +162,16 @@ def dedup(root: Path, rows: list[dict], split: str) -> list[str]:
     merged = sum(1 for ms in pairs.values() if any(dec[m]["of"] in ms for m in ms))
     fp += len(hn_rej) + cross
     for kind in ("edited", "natural"):
-        out.append(line(f"duplicates, {kind} families", recall=(got[kind], pos[kind]),
-                        families_whole=(caught_fams[kind], n_fams[kind])))
+        f = sum(v for (k, _), v in found.items() if k == kind)
+        n = sum(v for (k, _), v in total.items() if k == kind)
+        label = "edited copies" if kind == "edited" else "copies as shipped"
+        out.append(line(f"duplicates, {label}", recall=(f, n)))
+    for kind in ("edited", "natural"):
+        out.append(line(f"{kind} families found whole", families=(whole[kind], n_fams[kind])))
     out.append(line("all duplicate rejections", precision=(tp, tp + fp)))
     out.append(line("hard negatives", false_reject=(len(hn_rej), len(hn)), pairs_merged=(merged, len(pairs))))
     out.append(f"  {'':34s}cross-family rejections {cross}")
-    out.append("  edits linked to their original: " + ", ".join(f"{e} {by_edit[e]}/{by_edit_n[e]}" for e in sorted(by_edit_n)))
+    out.append("  recall per edit: " + ", ".join(f"{e} {found[(k, e)]}/{total[(k, e)]}" for k, e in sorted(total)))
     kinds = Counter(r["kind"] for r in hn_rej)
     if kinds:
         out.append("  hard negatives rejected by kind: " + ", ".join(f"{k}: {v}" for k, v in kinds.most_common()))
@@ -186,7 +194,7 @@ def binary(rows: list[dict], dec: dict, prefix: str, positive: set[str], negativ
     for cat in negatives:
         neg = [r for r in rs if r["category"] == cat]
         out.append(line(cat, false_reject=(sum(rej[Path(r["path"]).name] for r in neg), len(neg))))
-        ex = [r["source"]["path"].rsplit("/", 3)[-3:] for r in neg if rej[Path(r["path"]).name]][:4]
+        ex = [r["source"]["path"].rsplit("/", 4)[-4:] for r in neg if rej[Path(r["path"]).name]][:4]
         if ex:
             out.append("      e.g. " + "; ".join("/".join(e) for e in ex))
     reasons = Counter(dec[Path(r["path"]).name]["reject"] for r in rs if rej[Path(r["path"]).name])
