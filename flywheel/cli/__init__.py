@@ -1,7 +1,8 @@
 """The `flywheel` command. Only typer and rich are imported at start-up, so `--help` is instant;
 every command imports what it needs inside its body.
 
-Commands are grouped by feature; each `flywheel/cli_<feature>.py` exposes `register(app)`.
+Commands are grouped by feature; each module of this package (`curate`, `models`, `caption`, `train`,
+`eval`, `loop`, `review`) exposes `register(app)`.
 """
 
 from __future__ import annotations
@@ -34,13 +35,7 @@ FEATURES = (
 
 def _register_all() -> None:
     for mod in FEATURES:
-        try:
-            m = importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name == mod:  # that feature is not built yet
-                continue
-            raise
-        m.register(app)
+        importlib.import_module(mod).register(app)
 
 
 class UserError(Exception):

@@ -7,15 +7,15 @@
   report   -> OUT/report.html
 
 `curate()` runs them in order; `flywheel.flows.curate.curate_flow` runs them as a Prefect flow.
+The state, its parts, the run record and the datasets' registration follow the job lifecycle
+(`flywheel.lifecycle.Job`) that captioning and retraining share; a shard is the unit.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Callable
@@ -24,10 +24,10 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from flywheel import config
 from flywheel.catalog import Catalog
 from flywheel.filters import base
 from flywheel.filters.decode import Decode
+from flywheel.lifecycle import Job
 
 ERROR_COL = Decode.writes[0]  # the decode step's verdict: null when the image decoded whole
 
@@ -89,20 +89,13 @@ def prepare(recipe: str, input: str, output: str, *, name: str | None = None, wo
     col_problems = preflight.column_problems(r, _input_columns(pl))
     if col_problems:
         raise CurateError("the run cannot start:\n  - " + "\n  - ".join(col_problems))
-    key = hashlib.sha256(json.dumps({"input": str(inp.resolve()), "recipe": r.hash, "opts": [image_col, caption_col]},
-                                    sort_keys=True).encode()).hexdigest()[:20]
-    state = config.state_dir() / key
-    (state / "parts").mkdir(parents=True, exist_ok=True)
-    (state / "ingest").mkdir(exist_ok=True)
-    (state / "barrier").mkdir(exist_ok=True)
     shard_keys = [hashlib.sha256(json.dumps(s, sort_keys=True).encode()).hexdigest()[:16] for s in pl.shards]
     parents = []
     if pl.kind == "dataset":
         m = json.loads((inp / "manifest.json").read_text())
         parents = [f"{m['name']}@v{m['version']}"]
     plan = {
-        "run_id": _existing_run_id(state) or f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}",
-        "state": str(state), "key": key, "recipe": recipe, "recipe_name": r.name, "recipe_hash": r.hash,
+        "recipe": recipe, "recipe_name": r.name, "recipe_hash": r.hash,
         "recipe_resolved": r.to_dict(), "sets": sets or {}, "skip": skip or [], "input": str(inp.resolve()),
         "input_kind": pl.kind, "output": str(out), "name": name or out.name, "workers": workers,
         "shards": pl.shards, "shard_keys": shard_keys, "ingest_counts": dict(pl.counts),
@@ -111,7 +104,16 @@ def prepare(recipe: str, input: str, output: str, *, name: str | None = None, wo
         + [f"model revision: {w}" for w in warnings_],
         "prepare_s": time.perf_counter() - t0, "created": time.time(),
     }
-    (state / "plan.json").write_text(json.dumps(plan))
+    # A shard is the unit of the job; rows inside a shard resume one by one from whatever parts a
+    # killed run left (each part is whole: the engine writes it under a temporary name, then
+    # renames it), so uncommitted parts are kept.
+    job = Job.prepare("curate", key={"input": str(inp.resolve()), "recipe": r.hash, "opts": [image_col, caption_col]},
+                      plan=plan, units=shard_keys, keep_uncommitted=True,
+                      run={"recipe": r.name, "recipe_hash": r.hash, "input": str(inp.resolve()), "output": str(out),
+                           "params": {"sets": sets or {}, "skip": skip or [], "workers": workers}})
+    (job.state / "ingest").mkdir(exist_ok=True)
+    (job.state / "barrier").mkdir(exist_ok=True)
+    return job.plan
     return plan
 
 
@@ -132,22 +134,8 @@ def _input_columns(pl) -> set[str]:
     return cols
 
 
-def _existing_run_id(state: Path) -> str | None:
-    p = state / "plan.json"
-    if p.exists():
-        try:
-            return json.loads(p.read_text())["run_id"]
-        except (ValueError, KeyError):
-            return None
-    return None
-
-
 def load_plan(state: str | Path) -> dict:
-    return json.loads((Path(state) / "plan.json").read_text())
-
-
-def _parts(state: Path) -> list[str]:
-    return sorted(str(p) for p in (state / "parts").glob("part-*.parquet"))
+    return Job(state).plan
 
 
 def score(state: str, on_progress: Callable[[int, dict], None] | None = None) -> dict:
@@ -155,10 +143,11 @@ def score(state: str, on_progress: Callable[[int, dict], None] | None = None) ->
     from flywheel.curation import engine
 
     started_at = time.time()
-    plan = load_plan(state)
-    st = Path(state)
+    job = Job(state)
+    plan = job.plan
+    st = job.state
     r = _recipe(plan)
-    parts = _parts(st)
+    parts = [str(p) for p in job.written_parts()]
     done_by_shard: dict[str, frozenset] = {}
     resumed = 0
     if parts:
@@ -178,9 +167,10 @@ def score(state: str, on_progress: Callable[[int, dict], None] | None = None) ->
         if on_progress:
             on_progress(n, timing)
 
-    res = engine.score_shards([s for s, _ in todo], [k for _, k in todo], r, str(st / "parts"), str(st / "ingest"),
-                              plan["workers"], {k: done_by_shard[k] for _, k in todo if k in done_by_shard}, progress,
-                              side_root=plan["output"])
+    with job.step("score"):
+        res = engine.score_shards([s for s, _ in todo], [k for _, k in todo], r, str(job.parts_dir), str(st / "ingest"),
+                                  plan["workers"], {k: done_by_shard[k] for _, k in todo if k in done_by_shard}, progress,
+                                  side_root=plan["output"])
     steady = None
     if len(blocks) >= 4:
         # skip the first quarter of blocks (worker start-up, model loading, first tasks in flight)
@@ -190,9 +180,11 @@ def score(state: str, on_progress: Callable[[int, dict], None] | None = None) ->
     info = {"started_at": started_at, "ray_startup_s": t_ray["startup_s"], "steady_images_per_s": steady,
             "first_block_s": (blocks[0][0] - t0) if blocks else None, "score_s": time.perf_counter() - t0, "rows_scored": res["rows"],
             "rows_resumed": resumed, "timing": res["timing"]}
-    prev = json.loads((st / "score.json").read_text()) if (st / "score.json").exists() else {}
-    info["attempts"] = prev.get("attempts", 0) + 1
-    (st / "score.json").write_text(json.dumps(info))
+    info["attempts"] = job.read_json("score.json", {}).get("attempts", 0) + 1
+    job.write_json("score.json", info)
+    # the engine does not say which shard a part came from, so the shards are committed together
+    if job.pending():
+        job.commit(job.pending(), [], stats={"rows_scored": res["rows"]})
     return info
 
 
@@ -224,11 +216,12 @@ def barrier(state: str) -> dict:
     """Whole-run decisions of the recipe's `Barrier` operators, over the stored score columns."""
     from flywheel.filters.base import Barrier
 
-    plan = load_plan(state)
-    st = Path(state)
+    job = Job(state)
+    plan = job.plan
+    st = job.state
     r = _recipe(plan)
     out = {}
-    parts = _parts(st)
+    parts = [str(p) for p in job.written_parts()]
     schema_names = pq.read_schema(parts[0]).names if parts else []
     for s in r.steps:
         op = s.instance()
@@ -243,7 +236,7 @@ def barrier(state: str) -> dict:
         dec = pa.table({"source": table.column("source"), **{c: pa.array(v, type=op.column_type(c)) for c, v in decided.items()}})
         pq.write_table(dec, st / "barrier" / f"{s.name}.parquet")
         out[s.name] = {"seconds": time.perf_counter() - t0, "rows": table.num_rows, "prior_datasets": len(prior or [])}
-    (st / "barrier.json").write_text(json.dumps(out))
+    job.write_json("barrier.json", out)
     return out
 
 
@@ -272,15 +265,17 @@ def finalize(state: str) -> dict:
     """Decide every row and write OUT/accepted and OUT/rejected (each row in exactly one)."""
     from flywheel.curation.report import Histograms
     from flywheel.curation.scoring import decide_table
-    from flywheel.datasets import DECISION_FIELDS, DatasetWriter
+    from flywheel.datasets import DECISION_FIELDS
     from flywheel.filters.base import Barrier
 
-    plan = load_plan(state)
-    st = Path(state)
+    job = Job(state)
+    plan = job.plan
+    st = job.state
     r = _recipe(plan)
     out = Path(plan["output"])
     out.mkdir(parents=True, exist_ok=True)
-    parts = _parts(st)
+    job.check_complete()
+    parts = [str(p) for p in job.written_parts()]
     steps = [(s.name, s.params) for s in r.steps]
     barriers = [op for op in (s.instance() for s in r.steps) if isinstance(op, Barrier)]
     barrier_tables = {}
@@ -293,10 +288,7 @@ def finalize(state: str) -> dict:
     for name, bt in barrier_tables.items():
         srcs = bt.column("source").to_pylist()
         bindex[name] = (dict(zip(srcs, range(len(srcs)))), bt)
-    cat = Catalog()
-    cat.start_run(plan["run_id"], "curate", recipe=plan["recipe_name"], recipe_hash=plan["recipe_hash"],
-                  input=plan["input"], output=plan["output"], params={"sets": plan["sets"], "skip": plan["skip"],
-                  "workers": plan["workers"]}, code_version=config.code_version(), state_key=plan["key"])
+    cat = job.catalog
     schema = _union_schema(parts, barrier_tables, DECISION_FIELDS, barriers)
     counts: Counter = Counter()
     all_reasons: Counter = Counter()
@@ -304,10 +296,9 @@ def finalize(state: str) -> dict:
     thumbs: dict[str, list[tuple[str, bytes]]] = {}
     seen_sources: set[str] = set()
     dup_sources = 0
-    common = dict(catalog=cat, parents=plan["parents"], recipe=plan["recipe_name"], recipe_hash=plan["recipe_hash"],
-                  run_id=plan["run_id"], schema=schema)
-    acc = DatasetWriter(out / "accepted", plan["name"], "accepted", **common)
-    rej = DatasetWriter(out / "rejected", plan["name"] + ".rejected", "rejected", **common)
+    common = dict(parents=plan["parents"], recipe=plan["recipe_name"], recipe_hash=plan["recipe_hash"], schema=schema)
+    acc = job.dataset(out / "accepted", name=plan["name"], kind="accepted", **common)
+    rej = job.dataset(out / "rejected", name=plan["name"] + ".rejected", kind="rejected", **common)
     try:
         for part in parts:
             t = pq.read_table(part)
@@ -346,16 +337,16 @@ def finalize(state: str) -> dict:
             _collect_thumbs(t, thumbs)
         acc_m = acc.close(counts={"accepted": counts.get("accepted", 0)})
         rej_m = rej.close(counts={k: v for k, v in counts.items() if k != "accepted"})
-    except BaseException:
+    except BaseException as e:
         acc.abort()
         rej.abort()
-        cat.finish_run(plan["run_id"], "failed")
+        cat.finish_run(plan["run_id"], "failed", {"step": "finalize", "error": f"{type(e).__name__}: {e}"})
         raise
     ingest_counts = Counter(plan["ingest_counts"])
     for f in (st / "ingest").glob("*.json"):
         ingest_counts.update(json.loads(f.read_text()))
-    score_info = json.loads((st / "score.json").read_text()) if (st / "score.json").exists() else {}
-    barrier_info = json.loads((st / "barrier.json").read_text()) if (st / "barrier.json").exists() else {}
+    score_info = job.read_json("score.json", {})
+    barrier_info = job.read_json("barrier.json", {})
     rows = sum(counts.values())
     stats = {
         "run_id": plan["run_id"], "recipe": plan["recipe_name"], "recipe_hash": plan["recipe_hash"],
@@ -384,8 +375,8 @@ def finalize(state: str) -> dict:
     cat.record_op_stats(plan["run_id"], {**stats["reject_reason"], "accepted": stats["accepted"]})
     thumbs_hex = stats.pop("thumbs")
     (out / "stats.json").write_text(json.dumps(stats, indent=2))
-    (st / "thumbs.json").write_text(json.dumps(thumbs_hex))
-    cat.finish_run(plan["run_id"], "succeeded", {k: stats[k] for k in ("rows", "accepted", "rejected")})
+    job.write_json("thumbs.json", thumbs_hex)
+    job.finish({k: stats[k] for k in ("rows", "accepted", "rejected")})
     return stats
 
 
@@ -445,16 +436,16 @@ def _collect_thumbs(t: pa.Table, thumbs: dict, per_reason: int = 6) -> None:
 def report(state: str) -> str:
     from flywheel.curation.report import write_report
 
-    plan = load_plan(state)
-    out = Path(plan["output"])
+    job = Job(state)
+    out = Path(job.plan["output"])
     stats = json.loads((out / "stats.json").read_text())
-    thumbs = json.loads((Path(state) / "thumbs.json").read_text()) if (Path(state) / "thumbs.json").exists() else {}
+    thumbs = job.read_json("thumbs.json", {})
     path = write_report(stats, thumbs, out / "report.html")
     return str(path)
 
 
 def cleanup(state: str) -> None:
-    shutil.rmtree(state, ignore_errors=True)
+    Job(state).cleanup()
 
 
 def curate(recipe: str, input: str, output: str, *, name: str | None = None, workers: int = 2,

@@ -182,6 +182,7 @@ def run_demo(cfg: DemoConfig, out: Path, catalog=None, echo=print) -> dict:
     import torch
 
     from flywheel.catalog import Catalog
+    from flywheel.lifecycle import run_record
     from flywheel.loop import signals as sg
     from flywheel.loop.retrain import retrain
     from flywheel.loop.router import RouterConfig, route
@@ -218,9 +219,11 @@ def run_demo(cfg: DemoConfig, out: Path, catalog=None, echo=print) -> dict:
     # 2. baseline
     ck0 = out / f"ckpt-0-{tag}"
     cache = out / "cache"
-    r0 = train(TrainConfig(**train_config(cfg, [str(train_dir)], ck0, cfg.train_minutes, cache=cache)))
-    cat.start_run(f"train-{tag}-0", "train", input=m_train.ref, output=str(ck0), params={"steps": r0["step"]})
-    cat.finish_run(f"train-{tag}-0", "succeeded", {"steps": r0["step"], "loss": r0.get("loss")})
+    tc0 = train_config(cfg, [str(train_dir)], ck0, cfg.train_minutes, cache=cache)
+    with run_record(cat, f"train-{tag}-0", "train", input=m_train.ref, output=str(ck0),
+                    params={k: v for k, v in tc0.items() if k != "datasets"}) as run_stats:
+        r0 = train(TrainConfig(**tc0))
+        run_stats.update(steps=r0["step"], loss=r0.get("loss"))
     lap(f"baseline trained: {r0['step']} steps")
 
     # 3. signals: a `flywheel eval` pass (its own stratified prompts over all 48 concepts, one seed),

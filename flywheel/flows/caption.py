@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import shutil
-from pathlib import Path
 from typing import Callable
 
 from prefect import flow, task
 
 from flywheel.jobs.caption import caption_parts, finalize
+from flywheel.lifecycle import Job
 
 _PROGRESS: dict[str, Callable[[int], None]] = {}
 
@@ -29,7 +27,8 @@ def caption_flow(state: str, keep_state: bool = False) -> dict:
     """Caption the dataset a `prepare`d state names into a new version; returns the run's stats."""
     state = caption_task(state)
     state = finalize_task(state)
-    stats = json.loads((Path(state) / "result.json").read_text())
+    job = Job(state)
+    stats = job.read_json("result.json")
     if not keep_state:
-        shutil.rmtree(state, ignore_errors=True)
+        job.cleanup()
     return stats

@@ -11,19 +11,19 @@ plain functions of `flywheel.loop.retrain`.
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 
 from prefect import flow, task
 
-from flywheel.loop.retrain import before_after, default_train_config, eval_step, last_checkpoint, load_checker, train_step
+from flywheel.lifecycle import Job
+from flywheel.loop import retrain as rt
 
 
 # -----------------------------------------------------------------------------------------
 @task(name="ingest-signals", retries=2, retry_delay_seconds=2)
 def ingest_task(path: str) -> dict:
-    from flywheel.loop import signals as sg
     from flywheel.catalog import Catalog
+    from flywheel.loop import signals as sg
 
     res = sg.add(Catalog(), sg.read_jsonl(path), source=f"flow:{Path(path).name}")
     return {"inserted": len(res["inserted"]), "duplicate": len(res["duplicate"])}
@@ -35,21 +35,26 @@ def ingest_signals_flow(path: str) -> dict:
 
 
 @task(name="train")
-def train_task(dataset: str, train_cfg: dict, run_id: str) -> dict:
-    from flywheel.catalog import Catalog
-
-    return train_step(Catalog(), dataset, train_cfg, run_id)
-
+def train_task(state: str, train_cfg: dict) -> dict:
+    return rt.train_unit(Job(state), train_cfg)
 
 
 @task(name="evaluate")
-def eval_task(ckpt: str, prompts_file: str, seeds: list[int], eval_cfg: dict, run_id: str, phase: str, dataset: str | None,
+def eval_task(state: str, ckpt: str, prompts_file: str, seeds: list[int], eval_cfg: dict, phase: str, dataset: str | None,
               checker_images: int = 6000) -> int:
-    from flywheel.catalog import Catalog
     from flywheel.training import synthetic as syn
 
+    job = Job(state)
     prompts = [(p["prompt"], syn.spec_from_dict(p["spec"])) for p in json.loads(Path(prompts_file).read_text())]
-    return len(eval_step(Catalog(), ckpt, prompts, seeds, eval_cfg, run_id, phase, dataset, load_checker(checker_images)))
+    checker = None if job.committed(f"eval-{phase}") else rt.load_checker(checker_images)
+    return len(rt.eval_unit(job, phase, ckpt, prompts, seeds, eval_cfg, dataset, checker))
+
+
+@task(name="retrain-finish")
+def finish_task(state: str, trained: dict) -> str:
+    job = Job(state)
+    rt.finish(job, trained)
+    return job.run_id
 
 
 @flow(name="retrain", persist_result=False)
@@ -57,31 +62,36 @@ def retrain_flow(dataset: str, init: str | None = None, out: str | None = None, 
                  n_per_concept: int = 100, seeds: int = 3, sample_steps: int = 20, guidance: float = 4.0,
                  train_overrides: dict | None = None, checker_images: int = 6000) -> dict:
     """Train from `init` (default: the last checkpoint in the catalog) on `dataset`, then evaluate
-    before and after on held-out prompts of every concept; the table lands in `loop_evals`."""
+    before and after on held-out prompts of every concept; the table lands in `loop_evals`. The
+    same call again resumes an unfinished retraining after its last finished step."""
     from flywheel import config
-    from flywheel.catalog import Catalog
-    from flywheel.catalog import open_dataset
+    from flywheel.catalog import Catalog, open_dataset
     from flywheel.loop.measure import concept_prompts
     from flywheel.training import synthetic as syn
 
     cat = Catalog()
     ds = open_dataset(dataset, catalog=cat)
-    init = init or last_checkpoint(cat)
-    run_id = "retrain-" + uuid.uuid4().hex[:10]
-    work = Path(out) if out else config.home() / "retrain" / run_id
-    work.mkdir(parents=True, exist_ok=True)
-    cfg = default_train_config(str(ds.path), str(work / "ckpt"), init, minutes, size)
-    cfg.update(train_overrides or {})
+    init = init or rt.last_checkpoint(cat)
     prompts = concept_prompts([(c, s) for s in syn.SHAPES for c in syn.COLORS], n_per_concept, seed=202)
-    pf = work / "prompts.json"
-    pf.write_text(json.dumps([{"prompt": p, "spec": s.to_dict()} for p, s in prompts]))
     eval_cfg = {"size": size, "steps": sample_steps, "guidance": guidance}
     seed_list = list(range(seeds))
+    key = {"init": init, "out": out, "minutes": minutes, "size": size, "prompts": rt.prompts_digest(prompts),
+           "seeds": seed_list, "eval": eval_cfg, "train_overrides": train_overrides or {}, "checker_images": checker_images}
+    job = rt.prepare(cat, ds.ref, key, before=bool(init))
+    work = Path(out) if out else config.home() / "retrain" / job.run_id
+    work.mkdir(parents=True, exist_ok=True)
+    cfg = rt.default_train_config(str(ds.path), str(work / "ckpt"), init, minutes, size)
+    cfg.update(train_overrides or {})
+    job.start(input=ds.ref, output=cfg["out"], params={k: v for k, v in cfg.items() if k != "datasets"})
+    pf = work / "prompts.json"
+    pf.write_text(json.dumps([{"prompt": p, "spec": s.to_dict()} for p, s in prompts]))
+    state = str(job.state)
     if init:
-        eval_task(init, str(pf), seed_list, eval_cfg, run_id, "before", None, checker_images)
-    t = train_task(ds.ref, cfg, f"{run_id}-train")
-    eval_task(t["ckpt"], str(pf), seed_list, eval_cfg, run_id, "after", ds.ref, checker_images)
-    return {"run_id": run_id, "ckpt": t["ckpt"], "dataset": ds.ref, "init": init, "table": before_after(cat, run_id)}
+        eval_task(state, init, str(pf), seed_list, eval_cfg, "before", None, checker_images)
+    t = train_task(state, cfg)
+    eval_task(state, t["ckpt"], str(pf), seed_list, eval_cfg, "after", ds.ref, checker_images)
+    run_id = finish_task(state, t)
+    return {"run_id": run_id, "ckpt": t["ckpt"], "dataset": ds.ref, "init": init, "table": rt.before_after(cat, run_id)}
 
 
 @flow(name="retrain-on-emission", persist_result=False)

@@ -1,24 +1,21 @@
-"""The captioning job: prepare -> caption parts -> finalize (the Prefect flow is `flywheel.flows.caption`).
+"""The captioning job: prepare -> caption parts -> finalize (the Prefect flow is `flywheel.flows.caption`),
+on the shared job lifecycle (`flywheel.lifecycle.Job`).
 
 The caption step runs `flywheel.captioning.annotate.Captioner` over the input dataset's Parquet
 files, either as Ray actors through `flywheel.curation.engine.map_parquet` (workers >= 1; `num_gpus` per
-actor for the transformers backend on GPU) or in this process (workers = 0, no Ray). Each output
-block is written atomically as a part in the run's state directory; finalize checks that every
-input row is there and writes the new dataset version (kind "captioned", parent = the input).
+actor for the transformers backend on GPU) or in this process (workers = 0, no Ray). A unit is one
+input file: in this process each file commits as soon as its parts are written; on Ray the files of
+one pass commit together when the pass ends. Finalize checks that every file is committed and every
+input row is there, and writes the new dataset version (kind "captioned", parent = the input).
 
-Resume: captions are written to the cache as each batch finishes, so rerunning a killed run
-recomputes nothing that was cached; the parts of the killed run are discarded and rewritten from
-the cache.
+Resume: the same command finds the state again and skips committed files. Rows of a file cut short
+by a kill are captioned again, but captions are written to the cache as each batch finishes, so
+nothing that was cached is generated twice.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import shutil
 import time
-import uuid
 from pathlib import Path
 from typing import Callable
 
@@ -26,6 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from flywheel import config
+from flywheel.lifecycle import Job
+
 
 class CaptionError(Exception):
     """A user error (bad input, unknown type or backend); the message says what to do next."""
@@ -34,11 +33,11 @@ class CaptionError(Exception):
 def prepare(input: str, output: str, *, types: list[str], backend: str, backend_kwargs: dict | None = None,
             options: dict | None = None, name: str | None = None, workers: int = 1, batch_size: int = 16,
             num_gpus: float = 0.0) -> str:
-    """Validate the request and write the run's plan; returns the state directory."""
+    """Validate the request and write (or find again) the run's plan; returns the state directory."""
     from flywheel.captioning.backends import BACKENDS
     from flywheel.captioning.types import CaptionOptions
-    from flywheel.datasets import CAPTION_TYPES
     from flywheel.catalog import open_dataset
+    from flywheel.datasets import CAPTION_TYPES
 
     bad = [t for t in types if t not in CAPTION_TYPES]
     if bad or not types:
@@ -56,21 +55,15 @@ def prepare(input: str, output: str, *, types: list[str], backend: str, backend_
     out = Path(output).resolve()
     if out.exists() and any(out.iterdir()):
         raise CaptionError(f"{out} exists and is not empty; datasets are immutable, pass a new --output directory")
-    plan = {
-        "input": str(ds.path), "input_ref": ds.ref, "rows": len(ds), "files": [str(f) for f in ds.files()],
-        "output": str(out), "name": name or out.name, "types": list(types), "backend": backend,
-        "backend_kwargs": backend_kwargs or {}, "options": options or {}, "workers": workers,
-        "batch_size": batch_size, "num_gpus": num_gpus,
-    }
-    key = hashlib.sha256(json.dumps({k: plan[k] for k in ("input", "types", "backend", "backend_kwargs", "options")},
-                                    sort_keys=True).encode()).hexdigest()[:16]
-    state = config.state_dir() / f"caption-{key}"
-    if state.exists():
-        shutil.rmtree(state)  # a killed run's parts: the cache holds its captions
-    (state / "parts").mkdir(parents=True)
-    plan["run_id"] = f"caption-{key}-{uuid.uuid4().hex[:6]}"
-    (state / "plan.json").write_text(json.dumps(plan, indent=2))
-    return str(state)
+    key = {"input": str(ds.path), "types": list(types), "backend": backend, "backend_kwargs": backend_kwargs or {},
+           "options": options or {}}
+    plan = {**key, "input_ref": ds.ref, "rows": len(ds), "output": str(out), "name": name or out.name,
+            "workers": workers, "batch_size": batch_size, "num_gpus": num_gpus}
+    params = {"types": list(types), "backend": backend, "options": options or {}, "workers": workers,
+              "backend_kwargs": {k: ("***" if k == "api_key" else v) for k, v in (backend_kwargs or {}).items()}}
+    job = Job.prepare("caption", key, plan, [str(f) for f in ds.files()],
+                      run={"input": ds.ref, "output": str(out), "params": params})
+    return str(job.state)
 
 
 def _captioner_kwargs(plan: dict) -> dict:
@@ -79,72 +72,62 @@ def _captioner_kwargs(plan: dict) -> dict:
 
 
 def caption_parts(state: str, on_progress: Callable[[int], None] | None = None) -> str:
-    """Caption every input row into parts under `state/parts`; returns the state directory."""
+    """Caption every uncommitted input file into parts; returns the state directory."""
     from flywheel.captioning.annotate import Captioner
 
-    plan = json.loads((Path(state) / "plan.json").read_text())
-    parts = Path(state) / "parts"
+    job = Job(state)
+    plan = job.plan
+    todo = job.pending()
+    if on_progress and len(todo) < len(plan["units"]):
+        on_progress(job.committed_rows())
     t0 = time.perf_counter()
     kwargs = _captioner_kwargs(plan)
     timing: dict = {}
-    if plan["workers"] >= 1:
-        from flywheel.curation import engine
+    stats: dict = {}
+    with job.step("caption"):
+        if plan["workers"] >= 1 and todo:
+            from flywheel.curation import engine
 
-        # one CPU beside the caption actors for the Parquet read tasks (else a 1-worker local run hangs)
-        timing["ray_startup_s"] = engine.ensure_ray(plan["workers"] + 1)["startup_s"]
-        engine.map_parquet(plan["files"], Captioner, kwargs, str(parts), batch_size=plan["batch_size"],
-                           concurrency=plan["workers"], num_gpus=plan["num_gpus"], on_progress=on_progress)
-        stats: dict = {}
-    else:
-        cap = Captioner(**kwargs)
-        for f in plan["files"]:
-            for batch in pq.ParquetFile(f).iter_batches(batch_size=plan["batch_size"]):
-                out = cap(pa.Table.from_batches([batch]))
-                name = f"part-{uuid.uuid4().hex}.parquet"
-                pq.write_table(out, parts / f".{name}.tmp", compression="zstd")
-                os.replace(parts / f".{name}.tmp", parts / name)
-                if on_progress:
-                    on_progress(out.num_rows)
-        stats = dict(cap.stats)
-    timing["caption_s"] = time.perf_counter() - t0
-    (Path(state) / "caption_stats.json").write_text(json.dumps({"timing": timing, "captioner": stats}))
+            # one CPU beside the caption actors for the Parquet read tasks (else a 1-worker local run hangs)
+            timing["ray_startup_s"] = engine.ensure_ray(plan["workers"] + 1)["startup_s"]
+            parts = engine.map_parquet(todo, Captioner, kwargs, str(job.parts_dir), batch_size=plan["batch_size"],
+                                       concurrency=plan["workers"], num_gpus=plan["num_gpus"], on_progress=on_progress)
+            job.commit(todo, parts)
+        elif todo:
+            cap = Captioner(**kwargs)
+            for f in todo:
+                names = []
+                for batch in pq.ParquetFile(f).iter_batches(batch_size=plan["batch_size"]):
+                    out = cap(pa.Table.from_batches([batch]))
+                    names.append(job.write_part(out))
+                    if on_progress:
+                        on_progress(out.num_rows)
+                job.commit(f, names)
+            stats = dict(cap.stats)
+        timing["caption_s"] = time.perf_counter() - t0
+        job.write_json("caption_stats.json", {"timing": timing, "captioner": stats, "units_resumed":
+                                              len(plan["units"]) - len(todo)})
     return state
 
 
 def finalize(state: str) -> str:
-    """Write the captioned dataset version from the parts; returns its directory."""
-    from flywheel.catalog import Catalog
-    from flywheel.datasets import DatasetWriter
-
-    plan = json.loads((Path(state) / "plan.json").read_text())
-    run = json.loads((Path(state) / "caption_stats.json").read_text())
-    files = sorted((Path(state) / "parts").glob("part-*.parquet"))
-    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-    if rows != plan["rows"]:
-        raise RuntimeError(f"captioning produced {rows} rows for {plan['rows']} input rows; rerun the command "
-                           "(cached captions are kept)")
-    counts: dict[str, int] = {"rows": rows}
-    revision = None
-    cat = Catalog()
-    with DatasetWriter(plan["output"], name=plan["name"], kind="captioned", catalog=cat,
-                       parents=[plan["input_ref"]], run_id=plan["run_id"],
-                       extra={"caption": {k: plan[k] for k in ("types", "backend", "options")}}) as w:
-        for f in files:
-            t = pq.read_table(f)
+    """Write the captioned dataset version from the committed parts; returns the state directory."""
+    job = Job(state)
+    plan = job.plan
+    run = job.read_json("caption_stats.json", {})
+    with job.step("finalize"):
+        counts: dict[str, int] = {"rows": plan["rows"]}
+        revision = None
+        for f in job.parts():
+            t = pq.read_table(f, columns=["caption_errors", "caption_model_revision"])
             for errs in t.column("caption_errors").to_pylist():
                 for e in errs or []:
                     counts[e] = counts.get(e, 0) + 1
             if revision is None and t.num_rows:
                 revision = t.column("caption_model_revision")[0].as_py()
-            w.write(t)
-        w.manifest.extra["caption"]["model_revision"] = revision
-        w.manifest.counts = counts
-    stats = {"rows": rows, "errors": {k: v for k, v in counts.items() if k != "rows"}, "dataset": w.manifest.ref,
-             "output": plan["output"], "backend": plan["backend"], "model_revision": revision, **run}
-    params = {k: plan[k] for k in ("types", "backend", "backend_kwargs", "options", "workers")}
-    params["backend_kwargs"] = {k: ("***" if k == "api_key" else v) for k, v in plan["backend_kwargs"].items()}
-    cat.start_run(plan["run_id"], "caption", input=plan["input_ref"], output=plan["output"], params=params,
-                  code_version=config.code_version())
-    cat.finish_run(plan["run_id"], "finished", stats)
-    (Path(state) / "result.json").write_text(json.dumps(stats, indent=2))
+        caption = {**{k: plan[k] for k in ("types", "backend", "options")}, "model_revision": revision}
+        m = job.finalize(plan["output"], name=plan["name"], kind="captioned", parents=[plan["input_ref"]],
+                         rows=plan["rows"], counts=counts, extra={"caption": caption})
+        job.finish({"rows": m.rows, "errors": {k: v for k, v in counts.items() if k != "rows"}, "dataset": m.ref,
+                    "output": plan["output"], "backend": plan["backend"], "model_revision": revision, **run})
     return state

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import pytest
 from typer.testing import CliRunner
 
 from flywheel.captioning.annotate import token_column
@@ -43,7 +42,7 @@ def test_cli_writes_a_captioned_version_with_lineage(small_dataset, tmp_path, pr
     got = Catalog().query("SELECT count(*) AS n FROM samples WHERE dataset = 'captioned@v1' AND captions.general LIKE '[offline]%'")
     assert got.column("n")[0].as_py() == 4
     run = Catalog().execute("SELECT kind, status, input FROM runs WHERE kind='caption'")[0]
-    assert (run["status"], run["input"]) == ("finished", "pool@v1")
+    assert (run["status"], run["input"]) == ("succeeded", "pool@v1")
 
 
 def test_cli_errors_say_what_to_do(small_dataset, tmp_path):
@@ -76,31 +75,47 @@ fc.caption_parts(sys.argv[1])
 """
 
 
-def test_killed_run_resumes_from_the_cache(small_dataset, tmp_path):
-    """Kill a caption run after its first batch, rerun: cached captions are not recomputed."""
-    from flywheel.jobs import caption as fc
+def test_killed_run_resumes_from_the_cache(tmp_path):
+    """Kill a caption run after its first input file is committed, rerun: the committed file is
+    skipped, and of the rest nothing cached is generated again."""
+    from cap_data import sample_table
 
+    from flywheel.datasets import DatasetWriter
+    from flywheel.jobs import caption as fc
+    from flywheel.lifecycle import Job
+
+    small_dataset = tmp_path / "pool"
+    with DatasetWriter(small_dataset, name="pool", kind="accepted", catalog=Catalog(), rows_per_part=2) as w:
+        w.write(sample_table().slice(0, 2))
+        w.write(sample_table().slice(2))
     kw = dict(types=["text", "knowledge"], backend="offline", workers=0, batch_size=1)
     state = fc.prepare(str(small_dataset), str(tmp_path / "out"), **kw)
+    assert len(Job(state).plan["units"]) == 2  # a unit is an input file
     proc = subprocess.Popen([sys.executable, "-c", RUNNER, state], env=dict(os.environ),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    parts = Path(state) / "parts"
+    done = Path(state) / "done"
     deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None and not list(parts.glob("part-*.parquet")):
+    while time.time() < deadline and proc.poll() is None and not list(done.glob("*.json")):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in parts.glob("part-*.parquet"))
-    assert 1 <= done_rows < 4, "the run finished before it could be killed"
+    committed = Job(state).committed_rows()
+    written = sum(pq.ParquetFile(f).metadata.num_rows for f in (Path(state) / "parts").glob("part-*.parquet"))
+    assert committed == 2 and written < 4, "the run finished before it could be killed"
     cached = CaptionCache().count()
-    assert cached >= 2 * done_rows
+    assert cached >= 2 * committed
 
-    state = fc.prepare(str(small_dataset), str(tmp_path / "out"), **kw)  # the rerun starts over
+    state2 = fc.prepare(str(small_dataset), str(tmp_path / "out"), **kw)  # the same command finds the run again
+    assert state2 == state and Job(state).pending() == [Job(state).plan["units"][1]]
     fc.caption_parts(state)
-    stats = json.loads((Path(state) / "caption_stats.json").read_text())["captioner"]
-    # nothing cached is generated again (rows 2 and 3 share an image, so a hit can also come from
-    # a caption the rerun itself wrote)
-    assert stats["hits"] + stats["generated"] == 8 and stats["hits"] >= cached
-    assert stats["generated"] == CaptionCache().count() - cached
+    stats = json.loads((Path(state) / "caption_stats.json").read_text())
+    assert stats["units_resumed"] == 1
+    # only the two rows of the uncommitted file are captioned, and nothing cached is generated
+    # again (copy/b.png there hits the captions b.png wrote in the committed file)
+    cap = stats["captioner"]
+    assert cap["hits"] + cap["generated"] == 2 * 2 and cap["hits"] >= cached - 2 * committed
+    assert cap["generated"] == CaptionCache().count() - cached
     fc.finalize(state)
-    assert open_dataset(tmp_path / "out").manifest.rows == 4
+    t = open_dataset(tmp_path / "out").to_table(columns=["source"])
+    assert sorted(t.column("source").to_pylist()) == sorted(
+        open_dataset(small_dataset).to_table(columns=["source"]).column("source").to_pylist())

@@ -6,9 +6,9 @@ import io
 import json
 
 import pytest
-
 from cap_data import sample_table
 from cap_pages import PAGES, recall, render_page
+
 from flywheel.captioning.annotate import Captioner
 from flywheel.captioning.types import StructuredCaption
 

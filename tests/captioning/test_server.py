@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from cap_data import png, sample_table
+
 from flywheel.captioning.annotate import Captioner
 from flywheel.captioning.backends import OpenAIBackend, Request, TransformersBackend
 from flywheel.captioning.types import Prompt

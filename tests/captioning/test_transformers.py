@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from cap_data import png, sample_table
+
 from flywheel.captioning.annotate import Captioner, token_column
 from flywheel.captioning.backends import Backend, Request, TransformersBackend
 from flywheel.captioning.types import Prompt, build_prompt

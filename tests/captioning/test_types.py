@@ -6,8 +6,15 @@ import json
 
 import pytest
 
-from flywheel.captioning.types import (CaptionOptions, StructuredCaption, build_prompt, clean_instruction,
-                                       parse_structured, postprocess, repair_json)
+from flywheel.captioning.types import (
+    CaptionOptions,
+    StructuredCaption,
+    build_prompt,
+    clean_instruction,
+    parse_structured,
+    postprocess,
+    repair_json,
+)
 
 VALID = {"summary": "a cat on a mat", "entities": [{"name": "cat", "attributes": ["black"]}],
          "relations": [{"subject": "cat", "predicate": "on", "object": "mat"}], "text_regions": [], "style": "photo"}

@@ -125,7 +125,7 @@ def test_loop_demo_small(tmp_path):
     cat = Catalog()
     phases = {r["phase"] for r in cat.execute("SELECT DISTINCT phase FROM loop_evals")}
     assert phases == {"before", "after"}
-    assert "*gap*" in r.output and "red triangle" in r.output
+    assert "*gap*" in r.output and f"planted gap {res['gap']}" in r.output
 
 
 def test_prewarmed_prompts_equal_one_by_one_encoding():
