@@ -242,9 +242,7 @@ def micro(counts: list[tuple[int, int, int]]) -> tuple[float, float, float]:
 
 
 def ocr(root: Path, rows: list[dict], splits: list[str]) -> list[str]:
-    from flywheel.captioning.offline import LABEL, compose
-
-    from flywheel.captioning.offline import offline_revision
+    from flywheel.captioning.offline import LABEL, compose, offline_revision
 
     cache = root / "runs" / f"ocr-{offline_revision()}"  # captions kept: rescoring does not read pages again
     cache.mkdir(parents=True, exist_ok=True)

@@ -282,10 +282,10 @@ class Builder:
                      kind=e["kind"])
 
     def family(self, e: dict) -> None:
+        base = None  # the family's original, made on first need
         if "pdf" in e:
             p = e["pages"][0]
             fid = f"{e['package']}:{e['pdf']}#{p}"
-            base = None
             out = self.out("duplicate", fid + "|screenshot150", "png")
             if not out.exists():
                 save(self.page(e, p, SCREEN_DPI), out, "PNG")
@@ -294,7 +294,6 @@ class Builder:
             source = {"path": e["pdf"], "page": p, "dpi": FAMILY_DPI}
         else:
             fid = f"{e['package']}:{e['path']}"
-            base = None
             source = {"path": e["path"]}
         for name in EDITS:
             fmt = {"jpeg20": "JPEG", "jpeg95": "JPEG", "webp": "WEBP"}.get(name, "PNG")
@@ -319,7 +318,6 @@ class Builder:
             kind = BAD_KINDS[i % len(BAD_KINDS)]
             rng = np.random.default_rng(17 + i)
             key = f"{e['package']}{e['path']}|{kind}"
-            im, fmt, opts, how = None, None, None, None
             with Image.open(self.file(e)) as src:
                 im, fmt, opts, how = degrade(short512(src), kind, rng)
             out = self.out("bad", key, EXT[fmt])
