@@ -96,7 +96,7 @@ def fetch(root: Path, tool: str, name: str, ver: str | None, sdist: bool) -> str
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         if tool == "deb":
-            run(["apt-get", "download", name], t)
+            run(["apt-get", "download", name if ver is None else f"{name}={ver}"], t)  # a version pins it
             (deb,) = t.glob("*.deb")
             dest.mkdir(parents=True, exist_ok=True)
             run(["dpkg-deb", "-x", str(deb), str(dest)], t)
