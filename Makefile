@@ -16,7 +16,7 @@ test: setup lint
 # only the engine adapter imports Ray; only the flows import Prefect).
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/python tests/lint_imports.py
+	$(BIN)/lint-imports --no-cache
 
 test-all: setup
 	$(BIN)/python -m pytest -q -m ""
