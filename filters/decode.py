@@ -38,6 +38,7 @@ EXT_FORMATS: dict[str, set[str]] = {
     "jpeg": {"JPEG", "MPO"},
     "jpe": {"JPEG", "MPO"},
     "jfif": {"JPEG", "MPO"},
+    "mpo": {"MPO", "JPEG"},  # multi-picture JPEG (stereo and multi-lens cameras); Pillow reads the first frame
     "png": {"PNG"},
     "apng": {"PNG"},
     "webp": {"WEBP"},
@@ -59,6 +60,7 @@ EXT_FORMATS: dict[str, set[str]] = {
     "ico": {"ICO"},
     "psd": {"PSD"},
 }
+# The one list of image extensions: folders, tar shards and manifests all ingest by it.
 IMAGE_EXTS = frozenset(EXT_FORMATS)
 
 _heif_registered = False

@@ -30,7 +30,6 @@ from flywheel.datasets import BASE_SCHEMA, pair_id, sample_id
 from flywheel.filters.decode import IMAGE_EXTS
 
 SIDECAR_EXTS = {"txt", "json"}
-TAR_IMAGE_EXTS = {"jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"}
 FILES_PER_SHARD = 32
 ROWS_PER_BLOCK = 64
 
@@ -350,7 +349,7 @@ def _read_tar(shard: dict, done) -> Iterator[dict | pa.Table]:
         if not payload:
             stats["ingest:orphan_sidecar"] += 1
             continue
-        img = [e for e in payload if e.split(".")[-1] in TAR_IMAGE_EXTS]
+        img = [e for e in payload if e.split(".")[-1].lower() in IMAGE_EXTS]
         for e in (img[:1] + [e for e in payload if e not in img[:1]]):
             name, data = members[e]
             src = f"{rel}!{name}"

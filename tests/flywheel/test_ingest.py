@@ -68,6 +68,37 @@ def test_webdataset_tar_with_unsafe_member(tmp_path):
     assert stats == [{"ingest:unsafe_tar_member": 2, "ingest:orphan_sidecar": 1}]
 
 
+def test_every_image_format_keeps_its_caption_in_folders_and_tars_alike(tmp_path):
+    """One list of image extensions for every kind of input: an .mpo (multi-picture JPEG, as
+    stereo cameras write), a .webp and a .gif in a tar keep their captions as they do in a folder."""
+    frames = [Image.new("RGB", (320, 240), c) for c in ((200, 30, 30), (30, 200, 30))]
+    b = io.BytesIO()
+    frames[0].save(b, "MPO", save_all=True, append_images=frames[1:])
+    mpo = b.getvalue()
+    assert Image.open(io.BytesIO(mpo)).format == "MPO"
+    others = {}
+    for ext, fmt in (("webp", "WEBP"), ("gif", "GIF")):
+        b = io.BytesIO()
+        frames[1].save(b, fmt)
+        others[ext] = b.getvalue()
+    items = [("0001.mpo", mpo, "stereo pair"), ("0002.webp", others["webp"], "a webp"), ("0003.gif", others["gif"], "a gif")]
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    tar_path = tmp_path / "shard.tar"
+    with tarfile.open(tar_path, "w") as tf:
+        for name, data, cap in items:
+            (folder / name).write_bytes(data)
+            (folder / name).with_suffix(".txt").write_text(cap)
+            for member, payload in ((name, data), (name.rsplit(".", 1)[0] + ".txt", cap.encode())):
+                ti = tarfile.TarInfo(member)
+                ti.size = len(payload)
+                tf.addfile(ti, io.BytesIO(payload))
+    want = {name: cap for name, _, cap in items}
+    from_folder = {r["source"]: r["caption"] for r in rows_of(ingest.plan(folder)).to_pylist()}
+    from_tar = {r["source"].split("!")[1]: r["caption"] for r in rows_of(ingest.plan(tar_path)).to_pylist()}
+    assert from_folder == want and from_tar == want
+
+
 def test_parquet_bytes_paths_and_custom_columns(tmp_path):
     (tmp_path / "img.jpg").write_bytes(jpg())
     t = pa.table({"pic": [jpg(), "img.jpg", "missing.jpg"], "text": ["one", "two", None], "url": ["u1", "u2", "u3"]})

@@ -65,6 +65,29 @@ def test_broken_rows_get_null_scores_and_only_the_broken_verdict():
     assert out.column("entropy__hist").to_pylist()[0] is None and out.column("token_length__tokens").to_pylist()[0] is None
 
 
+def test_a_small_broken_file_is_broken_not_too_small():
+    """A corrupt image that is also below the resolution floor is judged broken: its header
+    size must not earn it `resolution:too_small` (which would hide that the file is unusable)."""
+    import numpy as np
+
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (90, 120, 3), dtype=np.uint8))
+    b = io.BytesIO()
+    noise.save(b, "PNG")
+    small_png = b.getvalue()
+    corrupt = bytearray(small_png)
+    corrupt[200:260] = bytes(60)  # zeros inside IDAT: the header still says 120x90
+    b = io.BytesIO()
+    noise.save(b, "JPEG", quality=90)
+    t = pa.table({"id": list("abc"), "source": ["t.png", "c.png", "t.jpg"], "task": ["t2i"] * 3,
+                  "image": [small_png[: len(small_png) // 2], bytes(corrupt), b.getvalue()[:400]], "caption": ["x"] * 3})
+    steps = [("resolution", {}), ("token_length", {})]
+    out = decide_table(Scorer(steps, 256, True, False)(t), steps)
+    reasons = out.column("reject_reasons").to_pylist()
+    assert [r[0].split(":")[0] for r in reasons] == ["broken_file"] * 3, reasons
+    assert not any("resolution:too_small" in r for r in reasons)
+    assert out.column("reject_reason").to_pylist() == [r[0] for r in reasons]
+
+
 def test_edit_pairs_are_judged_on_sources_with_suffix(ray_local, tmp_path):
     from skimage import data
 
