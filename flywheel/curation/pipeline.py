@@ -84,6 +84,11 @@ def prepare(recipe: str, input: str, output: str, *, name: str | None = None, wo
         pl = ingest.plan(inp, image_col=image_col, caption_col=caption_col)
     except FileNotFoundError as e:
         raise CurateError(str(e)) from None
+    if not pl.shards:
+        skipped = ", ".join(f"{k}={v}" for k, v in sorted(pl.counts.items()) if v)
+        raise CurateError(f"{inp} holds nothing to curate: no image files, Parquet rows, WebDataset tars or edit-pair "
+                          f"manifests were found{f' (not followed: {skipped})' if skipped else ''}. Point --input at a "
+                          "folder of images, a .parquet, a .tar shard, a .jsonl edit-pair manifest or a dataset.")
     if "ti2i" not in r.tasks and any(s["kind"] == "edits" for s in pl.shards):
         raise CurateError(f"recipe {r.name} is text-to-image only; edit pairs need a recipe with ti2i (stage2 or later)")
     col_problems = preflight.column_problems(r, _input_columns(pl))

@@ -52,6 +52,10 @@ def prepare(input: str, output: str, *, types: list[str], backend: str, backend_
         ds = open_dataset(input)
     except (FileNotFoundError, KeyError) as e:
         raise CaptionError(f"{e}") from None
+    if len(ds) == 0:
+        raise CaptionError(f"{ds.ref} has no rows, so there is nothing to caption and nothing was written; caption the "
+                           "dataset a curation run accepted (its OUT/accepted), or check why that run accepted nothing "
+                           "(`flywheel sql` over its rejected rows)")
     out = Path(output).resolve()
     if out.exists() and any(out.iterdir()):
         raise CaptionError(f"{out} exists and is not empty; datasets are immutable, pass a new --output directory")

@@ -55,6 +55,17 @@ def test_cli_errors_say_what_to_do(small_dataset, tmp_path):
     assert "nothere" in str(r.exception)
 
 
+def test_captioning_an_empty_dataset_says_so_and_writes_nothing(tmp_path):
+    from flywheel.datasets import DatasetWriter
+
+    with DatasetWriter(tmp_path / "empty", "empty", "accepted") as w:
+        w.close()
+    r = CliRunner().invoke(_cli(), ["caption", "--input", str(tmp_path / "empty"), "--output", str(tmp_path / "o"),
+                                    "--backend", "offline", "--workers", "0"])
+    assert r.exit_code != 0 and "has no rows" in str(r.exception)
+    assert not (tmp_path / "o").exists()
+
+
 def test_flow_on_ray_actors(small_dataset, tmp_path, ray_local, prefect_harness):
     from flywheel.flows import caption as cf
     from flywheel.jobs import caption as fc

@@ -132,6 +132,17 @@ def test_report_is_self_contained(curated):
     assert hist["token_length__tokens"]["thresholds"] == {"min_tokens": 1, "max_tokens": 512}
 
 
+def test_an_input_with_nothing_to_curate_is_refused_before_anything_starts(tmp_path):
+    from flywheel.curation import pipeline
+
+    empty = tmp_path / "in"
+    empty.mkdir()
+    (empty / "orphan.txt").write_text("a caption without its image")
+    with pytest.raises(pipeline.CurateError, match=r"(?s)nothing to curate.*ingest:orphan_sidecar=1"):
+        pipeline.prepare("stage1", str(empty), str(tmp_path / "out"), skip=["clip"])
+    assert not (tmp_path / "out").exists()
+
+
 def test_plan_checks_the_columns_operators_read(demo_corpus, tmp_path, monkeypatch):
     """aesthetic reads clip__embedding: without clip nothing writes it, and prepare says which
     operator, which column and what to do before anything runs. Columns, not values: the demo's
