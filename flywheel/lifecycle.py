@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from flywheel import config
+from flywheel.catalog import Catalog
 from flywheel.datasets import DatasetWriter, Manifest
 
 
@@ -136,8 +137,6 @@ class Job:
     @property
     def catalog(self):
         if self._catalog is None:
-            from flywheel.catalog import Catalog
-
             self._catalog = Catalog()
         return self._catalog
 

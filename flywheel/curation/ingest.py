@@ -43,6 +43,11 @@ class Plan:
     kind: str = ""  # folder | parquet | tar | jsonl | dataset | file
     rows_estimate: int = 0
 
+    def add(self, shard: dict, rows: int) -> None:
+        """One shard of about `rows` input rows."""
+        self.shards.append(shard)
+        self.rows_estimate += rows
+
     def skip(self, reason: str, path: str) -> None:
         key = f"ingest:{reason}"
         self.counts[key] += 1
@@ -94,13 +99,11 @@ def _plan_file(p: Plan, f: Path, base: Path, opts: dict) -> None:
     if ext == "parquet":
         _plan_parquet(p, f, base, opts)
     elif ext == "tar":
-        p.shards.append({"kind": "tar", "path": str(f), "rel": f.relative_to(base).as_posix()})
-        p.rows_estimate += max(1, f.stat().st_size // 100_000)
+        p.add({"kind": "tar", "path": str(f), "rel": f.relative_to(base).as_posix()}, max(1, f.stat().st_size // 100_000))
     elif ext == "jsonl":
         _plan_manifest(p, f, base)
     else:
-        p.shards.append({"kind": "files", "root": str(base), "files": [[f.relative_to(base).as_posix(), None, None]]})
-        p.rows_estimate += 1
+        p.add({"kind": "files", "root": str(base), "files": [[f.relative_to(base).as_posix(), None, None]]}, 1)
 
 
 def _plan_parquet(p: Plan, f: Path, base: Path, opts: dict, dataset: bool = False) -> None:
@@ -110,11 +113,8 @@ def _plan_parquet(p: Plan, f: Path, base: Path, opts: dict, dataset: bool = Fals
         p.skip("unreadable_parquet", f"{f}: {type(e).__name__}: {e}")
         return
     for rg in range(meta.num_row_groups):
-        p.shards.append({
-            "kind": "parquet", "path": str(f), "rel": f.relative_to(base).as_posix(), "row_group": rg,
-            "dataset": dataset, **opts,
-        })
-        p.rows_estimate += meta.row_group(rg).num_rows
+        p.add({"kind": "parquet", "path": str(f), "rel": f.relative_to(base).as_posix(), "row_group": rg,
+               "dataset": dataset, **opts}, meta.row_group(rg).num_rows)
 
 
 def _plan_folder(p: Plan, root: Path, opts: dict) -> None:
@@ -164,12 +164,10 @@ def _plan_folder(p: Plan, root: Path, opts: dict) -> None:
                 batch.append([rel, ((d / caption_file).relative_to(root).as_posix() if attach and caption_file else None),
                               ((d / meta_file).relative_to(root).as_posix() if attach and meta_file else None)])
                 if len(batch) >= FILES_PER_SHARD:
-                    p.shards.append({"kind": "files", "root": str(root), "files": batch})
-                    p.rows_estimate += len(batch)
+                    p.add({"kind": "files", "root": str(root), "files": batch}, len(batch))
                     batch = []
     if batch:
-        p.shards.append({"kind": "files", "root": str(root), "files": batch})
-        p.rows_estimate += len(batch)
+        p.add({"kind": "files", "root": str(root), "files": batch}, len(batch))
 
 
 def _plan_manifest(p: Plan, f: Path, base: Path) -> None:
@@ -209,12 +207,10 @@ def _plan_manifest(p: Plan, f: Path, base: Path) -> None:
             lines.append({"where": where, "sources": sources, "target": target, "instruction": instruction,
                           "caption": obj.get("caption"), "meta": obj.get("meta")})
             if len(lines) >= FILES_PER_SHARD:
-                p.shards.append({"kind": "edits", "root": str(mroot), "lines": lines})
-                p.rows_estimate += len(lines)
+                p.add({"kind": "edits", "root": str(mroot), "lines": lines}, len(lines))
                 lines = []
     if lines:
-        p.shards.append({"kind": "edits", "root": str(mroot), "lines": lines})
-        p.rows_estimate += len(lines)
+        p.add({"kind": "edits", "root": str(mroot), "lines": lines}, len(lines))
 
 
 # --- reading (workers) --------------------------------------------------------------------------

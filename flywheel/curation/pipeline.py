@@ -236,7 +236,7 @@ def barrier(state: str) -> dict:
         need = dict.fromkeys([*op.decide_reads, *op.writes, *op.reads])
         cols = [c for c in need if c in schema_names]
         table = pads.dataset(parts, format="parquet").to_table(columns=cols) if parts else pa.table({})
-        prior = _prior_datasets(plan) if op.uses_prior() else None
+        prior = _prior_datasets(plan, job.catalog) if op.uses_prior() else None
         decided = op.decide(table, prior)
         dec = pa.table({"source": table.column("source"), **{c: pa.array(v, type=op.column_type(c)) for c, v in decided.items()}})
         pq.write_table(dec, st / "barrier" / f"{s.name}.parquet")
@@ -245,10 +245,9 @@ def barrier(state: str) -> dict:
     return out
 
 
-def _prior_datasets(plan: dict) -> list[str]:
+def _prior_datasets(plan: dict, cat: Catalog) -> list[str]:
     """Folders of accepted datasets already in the catalog, excluding the input's own lineage and
     earlier runs of this same job (same state key): what a barrier may compare this run against."""
-    cat = Catalog()
     lineage = set(plan.get("parents") or [])
     frontier = list(lineage)
     rows = {f"{r['name']}@v{r['version']}": r for r in cat.datasets()}

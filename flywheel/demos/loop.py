@@ -29,7 +29,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from flywheel.loop.measure import (
-    _prewarm,
     checkpoint_evaluator,
     concept_hit,
     concept_prompts,
@@ -37,6 +36,7 @@ from flywheel.loop.measure import (
     generate_and_score,
     generator,
     per_concept,
+    prewarm,
     record_evals,
 )
 
@@ -234,7 +234,7 @@ def run_demo(cfg: DemoConfig, out: Path, catalog=None, echo=print) -> dict:
     g0 = generator(ck0)
 
     def gen0(prompts: list[str], seed: int) -> list:
-        _prewarm(g0.encoder, list(prompts) + [""])
+        prewarm(g0.encoder, list(prompts) + [""])
         return g0(list(prompts), width=cfg.size, height=cfg.size, steps=cfg.sample_steps, guidance=cfg.guidance, seed=seed)
 
     sig_eval = evaluate(ck0, n_prompts=n_sig, seeds=(0,), size=cfg.size, steps=cfg.sample_steps, guidance=cfg.guidance,

@@ -60,7 +60,7 @@ def generate_and_score(ckpt, prompts: list[tuple[str, object]], seeds: list[int]
 
     checker = checker or Checker.load()
     g = generator(ckpt)
-    _prewarm(g.encoder, [p for p, _ in prompts] + [""])
+    prewarm(g.encoder, [p for p, _ in prompts] + [""])
 
     def gen(ps: list[str], seed: int) -> list:
         return g(ps, width=size, height=size, steps=steps, guidance=guidance, seed=seed)
@@ -114,7 +114,7 @@ def generator(ckpt):
     return g
 
 
-def _prewarm(enc: MemoEncoder, prompts: list[str], batch: int = 128) -> None:
+def prewarm(enc: MemoEncoder, prompts: list[str], batch: int = 128) -> None:
     """Fill the memo in padded batches where the encoder is the MiniLM one (token features of a
     padded row, cut to its length, equal the row encoded alone: padding is masked out)."""
     inner = enc.enc
@@ -202,7 +202,7 @@ def checkpoint_evaluator(ckpt, size: int | None = None, steps: int = 20, guidanc
     g = generator(ckpt)
 
     def evaluator(prompts: list[str], expected: list[dict]) -> list[dict]:
-        _prewarm(g.encoder, list(prompts) + [""])
+        prewarm(g.encoder, list(prompts) + [""])
         images = g(list(prompts), width=size, height=size, steps=steps, guidance=guidance, seed=seed)
         scores = checker.score(images, [syn.spec_from_dict(e) for e in expected])
         return [{a: v for a, v in sc.items() if v is not None and a != "all"} for sc in scores]

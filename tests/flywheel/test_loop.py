@@ -136,7 +136,7 @@ def test_prewarmed_prompts_equal_one_by_one_encoding():
     torch.set_num_threads(1)
     enc = measure.MemoEncoder(MiniLMEncoder())
     prompts = ["a red triangle", "three blue circles on a plain white background, minimalist", ""]
-    measure._prewarm(enc, prompts)
+    measure.prewarm(enc, prompts)
     assert set(enc.memo) == set(prompts)
     for p in prompts:
         alone = enc.enc.encode(p).embeds
