@@ -127,7 +127,7 @@ def curate(inp: Path, out: Path, workers: int, home: Path) -> dict:
     env.pop("RAY_ADDRESS", None)
     t0 = time.perf_counter()
     proc = subprocess.Popen([FLYWHEEL, "curate", "--recipe", "stage1", "--input", str(inp), "--output", str(out),
-                             "--skip", "nsfw,rotation,clip", "--workers", str(workers)], env=env,
+                             "--skip", "nsfw,rotation,clip", "--reject-uncaptioned", "--workers", str(workers)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak = [0]
 

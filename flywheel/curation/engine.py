@@ -63,7 +63,7 @@ def _atomic_write(table: pa.Table, out_dir: str) -> str:
 
 
 def _read_score(batch: pa.Table, steps, work_size, keep_work, decode_params, done_by_shard, ingest_dir,
-                parts_dir, side_root=None) -> Iterator[pa.Table]:
+                parts_dir, side_root=None, caption_fill=None) -> Iterator[pa.Table]:
     """Stage 1 (a stateless task): read a shard, decode once, run the stateless operators.
     When no model stage follows, each block is written here directly (`parts_dir`)."""
     from flywheel.curation.ingest import read_shard
@@ -71,13 +71,18 @@ def _read_score(batch: pa.Table, steps, work_size, keep_work, decode_params, don
 
     scorer = Scorer(steps, work_size, decode_step=True, keep_work=keep_work, decode_params=decode_params,
                     side_root=side_root)
+    fill = None
+    if caption_fill:
+        from flywheel.curation.uncaptioned import shared
+
+        fill = shared(caption_fill)
     for shard_json, shard_key in zip(batch.column("shard").to_pylist(), batch.column("key").to_pylist()):
         done = done_by_shard.get(shard_key, frozenset())
         for t in read_shard(json.loads(shard_json), done):
             if "__ingest_stats__" in t.column_names:
                 (Path(ingest_dir) / f"{shard_key}.json").write_text(t.column(0)[0].as_py())
                 continue
-            scored = scorer(t)
+            scored = scorer(fill(t) if fill else t)
             yield _summary(scored, _atomic_write(_strip(scored), parts_dir)) if parts_dir else scored
 
 
@@ -134,6 +139,7 @@ def score_shards(
     done_by_shard: dict[str, frozenset] | None = None,
     on_progress: Callable[[int, dict], None] | None = None,
     side_root: str | None = None,
+    caption_fill: dict | None = None,
 ) -> dict:
     """Run the scoring pipeline; every finished block lands in `parts_dir` as it completes
     (which is what makes a killed run resumable at sample level). Returns timing totals."""
@@ -148,7 +154,7 @@ def score_shards(
         _read_score,
         fn_kwargs=dict(steps=stateless, work_size=recipe.work_size, keep_work=bool(stateful), decode_params=recipe.decode,
                        done_by_shard=done_by_shard or {}, ingest_dir=ingest_dir,
-                       parts_dir=None if stateful else parts_dir, side_root=side_root),
+                       parts_dir=None if stateful else parts_dir, side_root=side_root, caption_fill=caption_fill),
         batch_size=1, batch_format="pyarrow", compute=ray.data.TaskPoolStrategy(size=max(1, workers)), num_cpus=1,
     )
     if stateful:
