@@ -68,6 +68,7 @@ def _read_score(batch: pa.Table, steps, work_size, keep_work, decode_params, don
     When no model stage follows, each block is written here directly (`parts_dir`)."""
     from flywheel.curation.ingest import read_shard
     from flywheel.curation.scoring import Scorer
+    from flywheel.filters.decode import Decode
 
     scorer = Scorer(steps, work_size, decode_step=True, keep_work=keep_work, decode_params=decode_params,
                     side_root=side_root)
@@ -78,7 +79,7 @@ def _read_score(batch: pa.Table, steps, work_size, keep_work, decode_params, don
         fill = shared(caption_fill)
     for shard_json, shard_key in zip(batch.column("shard").to_pylist(), batch.column("key").to_pylist()):
         done = done_by_shard.get(shard_key, frozenset())
-        for t in read_shard(json.loads(shard_json), done):
+        for t in read_shard(json.loads(shard_json), done, max_bytes=Decode.Params(**(decode_params or {})).max_bytes):
             if "__ingest_stats__" in t.column_names:
                 (Path(ingest_dir) / f"{shard_key}.json").write_text(t.column(0)[0].as_py())
                 continue

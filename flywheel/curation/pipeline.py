@@ -105,6 +105,10 @@ def prepare(recipe: str, input: str, output: str, *, name: str | None = None, wo
                           "folder of images, a .parquet, a .tar shard, a .jsonl edit-pair manifest or a dataset.")
     if "ti2i" not in r.tasks and any(s["kind"] == "edits" for s in pl.shards):
         raise CurateError(f"recipe {r.name} is text-to-image only; edit pairs need a recipe with ti2i (stage2 or later)")
+    col_problems = [q for s in {s["path"] for s in pl.shards if s["kind"] == "parquet" and not s.get("dataset")}
+                    for q in ingest.parquet_problems(s, image_col, caption_col)]
+    if col_problems:
+        raise CurateError("the input's columns do not fit:\n  - " + "\n  - ".join(sorted(col_problems)))
     col_problems = preflight.column_problems(r, _input_columns(pl))
     if col_problems:
         raise CurateError("the run cannot start:\n  - " + "\n  - ".join(col_problems))

@@ -35,6 +35,8 @@ def caption_readers(recipe) -> list[str]:
 
 
 def _blank(v) -> bool:
+    if isinstance(v, (bytes, bytearray)):
+        return not v.strip()
     return not isinstance(v, str) or not v.strip()
 
 
