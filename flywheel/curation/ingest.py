@@ -2,12 +2,18 @@
 
 Planning (`plan`) runs on the driver and only lists names: a folder tree's files, tar shards,
 Parquet row groups, edit-pair manifest lines. Reading (`read_shard`) runs in the workers and
-streams bytes; nothing holds the whole input in memory.
+streams bytes; nothing holds the whole input in memory: a tar is read one sample at a time, and a
+file or member above `max_bytes` (the decode step's `broken_file.max_bytes`) is never read, its
+row saying `too_large` in `meta` (then `broken_file:too_large`). FIFOs and devices are never
+opened (`broken_file:unreadable`).
 
 Every input that is not a sidecar becomes a row (a non-image file is rejected later as
 `broken_file:not_image`). What is never followed is counted under `ingest:*` in stats.json:
 orphan sidecars, ambiguous (duplicate) stems, manifest lines pointing at missing files, symlinks
-leaving the input root, unsafe tar member names, unreadable manifest lines.
+leaving the input root or looping, unsafe tar member names (`../`, absolute, links), unreadable
+manifest lines, sidecars above 1 MiB. Captions repaired to clean UTF-8 are counted too
+(`ingest:caption_not_utf8`: undecodable bytes replaced by U+FFFD; `ingest:caption_nul`: NULs
+removed); their rows are kept.
 
 Sources name rows uniquely within an input: `dir/a.jpg`, `shard.tar!key.jpg`,
 `file.parquet#17`, `pairs.jsonl#L3`. Datasets made by this tool keep their original sources.
@@ -349,7 +355,7 @@ def _read_files(shard: dict, done, max_bytes: int) -> Iterator[dict | pa.Table]:
         yield _stats_table(stats)
 
 
-def _safe_member(m: tarfile.TarInfo) -> bool:
+def safe_member(m: tarfile.TarInfo) -> bool:
     name = m.name
     if not m.isfile():
         return False
@@ -377,7 +383,7 @@ def _read_tar(shard: dict, done, max_bytes: int) -> Iterator[dict | pa.Table]:
                 tf.members = []  # TarFile keeps every header it has read: 100k members would be ~50 MB
                 if m.isdir():
                     continue
-                if not _safe_member(m):
+                if not safe_member(m):
                     stats["ingest:unsafe_tar_member"] += 1
                     continue
                 d, _, base = m.name.rpartition("/")

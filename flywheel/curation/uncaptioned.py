@@ -64,6 +64,7 @@ def count(pl) -> dict:
     """`{"missing": n, "rows": m, "examples": [...]}` over the inputs whose caption is known from
     the plan: folder files (sidecars), tar members (their .txt/.json), Parquet rows (the caption
     column). Edit pairs are judged on their instruction and are not counted."""
+    from flywheel.curation.ingest import safe_member
     from flywheel.filters.decode import IMAGE_EXTS
 
     missing = rows = 0
@@ -87,10 +88,11 @@ def count(pl) -> dict:
                     miss(rel)
         elif s["kind"] == "tar":
             try:
-                with tarfile.open(s["path"], "r:*") as tf:
+                with tarfile.open(s["path"], "r|*") as tf:  # streamed, headers dropped as read (100k members)
                     keys: dict[str, dict] = {}
-                    for m in tf:
-                        if not m.isfile():
+                    while (m := tf.next()) is not None:
+                        tf.members = []
+                        if not safe_member(m):  # never read by ingest: counted as unsafe, not as a row
                             continue
                         d, _, base = m.name.rpartition("/")
                         key = (d + "/" if d else "") + base.split(".", 1)[0]
