@@ -39,6 +39,7 @@ from flywheel.filters.decode import IMAGE_EXTS
 SIDECAR_EXTS = {"txt", "json"}
 FILES_PER_SHARD = 32
 ROWS_PER_BLOCK = 64
+BLOCK_BYTES = 64 << 20  # a block is also cut when its image bytes reach this (64 large files are not one block)
 MAX_BYTES = 256 << 20  # the decode step's `max_bytes` default; the engine passes the recipe's
 SIDECAR_MAX_BYTES = 1 << 20  # a caption or metadata sidecar above this is not read (ingest:sidecar_too_large)
 
@@ -315,17 +316,19 @@ def read_shard(shard: dict, done: set[str] | frozenset = frozenset(), max_bytes:
     kind = shard["kind"]
     gen = {"files": _read_files, "tar": _read_tar, "parquet": _read_parquet, "edits": _read_edits}[kind](shard, done, max_bytes)
     buf: list[dict] = []
+    size = 0
     for item in gen:
         if isinstance(item, pa.Table):
             if buf:
                 yield _to_table(buf)
-                buf = []
+                buf, size = [], 0
             yield item
             continue
         buf.append(item)
-        if len(buf) >= ROWS_PER_BLOCK:
+        size += len(item.get("image") or b"") + sum(len(b or b"") for b in item.get("source_images") or [])
+        if len(buf) >= ROWS_PER_BLOCK or size >= BLOCK_BYTES:
             yield _to_table(buf)
-            buf = []
+            buf, size = [], 0
     if buf:
         yield _to_table(buf)
 
@@ -437,31 +440,32 @@ def _tar_sample(rel: str, members: dict, done, stats: Counter) -> Iterator[dict]
 
 
 def _read_parquet(shard: dict, done, max_bytes: int) -> Iterator[dict | pa.Table]:
+    """A row group read ROWS_PER_BLOCK rows at a time (a row group of large images never sits in
+    memory whole)."""
     pf = pq.ParquetFile(shard["path"])
-    t = pf.read_row_group(shard["row_group"])
+    names = pf.schema_arrow.names
+    batches = (pa.Table.from_batches([b]) for b in pf.iter_batches(batch_size=ROWS_PER_BLOCK, row_groups=[shard["row_group"]]))
     rel = shard["rel"]
-    if shard.get("dataset") or ("id" in t.column_names and "source" in t.column_names and "task" in t.column_names):
+    if shard.get("dataset") or {"id", "source", "task"} <= set(names):
         # One of our datasets: keep every column (stored scores are reused, not recomputed).
-        drop = [c for c in ("reject_reason", "reject_reasons", "reject_details", "dedup_of", "run_id") if c in t.column_names]
-        t = t.drop_columns(drop)
-        if done:
-            import pyarrow.compute as pc
+        import pyarrow.compute as pc
 
-            t = t.filter(pc.invert(pc.is_in(t.column("source"), pa.array(sorted(done), pa.string()))))
-        for i in range(0, t.num_rows, ROWS_PER_BLOCK):
-            yield t.slice(i, ROWS_PER_BLOCK)
+        drop = [c for c in ("reject_reason", "reject_reasons", "reject_details", "dedup_of", "run_id") if c in names]
+        done_arr = pa.array(sorted(done), pa.string()) if done else None
+        for t in batches:
+            t = t.drop_columns(drop)
+            if done_arr is not None:
+                t = t.filter(pc.invert(pc.is_in(t.column("source"), done_arr)))
+            if t.num_rows:
+                yield t
         return
     icol, ccol = shard["image_col"], shard["caption_col"]
-    if icol not in t.column_names:
-        raise ValueError(f"{rel}: no image column {icol!r} (columns: {t.column_names}); pass --image-col NAME")
+    if icol not in names:
+        raise ValueError(f"{rel}: no image column {icol!r} (columns: {names}); pass --image-col NAME")
     base_row = sum(pf.metadata.row_group(i).num_rows for i in range(shard["row_group"]))
-    images = t.column(icol).to_pylist()
-    caps = t.column(ccol).to_pylist() if ccol in t.column_names else [None] * t.num_rows
-    other = [c for c in t.column_names if c not in (icol, ccol)]
-    metas = t.select(other).to_pylist() if other else [None] * t.num_rows
     pdir = Path(shard["path"]).parent
     stats: Counter = Counter()
-    for i, (img, cap, meta) in enumerate(zip(images, caps, metas)):
+    for i, (img, cap, meta) in enumerate(_parquet_rows(batches, icol, ccol)):
         src = f"{rel}#{base_row + i}"
         if src in done:
             continue
@@ -485,6 +489,16 @@ def _read_parquet(shard: dict, done, max_bytes: int) -> Iterator[dict | pa.Table
                    meta=json.dumps(meta, ensure_ascii=False, default=str) if meta else None)
     if stats:
         yield _stats_table(stats)
+
+
+def _parquet_rows(batches: Iterator[pa.Table], icol: str, ccol: str) -> Iterator[tuple]:
+    """(image, caption, other columns as a dict) per row of a raw Parquet input."""
+    for t in batches:
+        images = t.column(icol).to_pylist()
+        caps = t.column(ccol).to_pylist() if ccol in t.column_names else [None] * t.num_rows
+        other = [c for c in t.column_names if c not in (icol, ccol)]
+        metas = t.select(other).to_pylist() if other else [None] * t.num_rows
+        yield from zip(images, caps, metas)
 
 
 def parquet_problems(path: str | Path, image_col: str, caption_col: str) -> list[str]:

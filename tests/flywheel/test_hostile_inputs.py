@@ -155,6 +155,14 @@ def test_a_sparse_2gb_file_is_never_read(tmp_path):
     assert got["t.tar!big.jpg"][0] == "broken_file:too_large" and got["good.jpg"] == (None, None)
 
 
+def test_blocks_are_cut_by_bytes_as_well_as_rows(tmp_path, monkeypatch):
+    for i in range(3):
+        (tmp_path / f"{i}.jpg").write_bytes(photo(i))  # ~20-40 KB each
+    monkeypatch.setattr(ingest, "BLOCK_BYTES", 10_000)
+    blocks = [t.num_rows for s in ingest.plan(tmp_path).shards for t in ingest.read_shard(s)]
+    assert blocks == [1, 1, 1]
+
+
 @pytest.mark.slow  # ~30 s: writing and reading 100 MB of members
 def test_a_100k_member_tar_streams_in_bounded_memory(tmp_path):
     payload = bytes(RNG.integers(0, 255, 1000, dtype=np.uint8))  # not an image: rejected later, as a row
