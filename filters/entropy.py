@@ -42,7 +42,7 @@ from flywheel.filters.base import Operator, Params, Rule, Work, register
 
 
 class EntropyParams(Params):
-    min_entropy: float = Field(0.02, ge=0, le=8, description="bits; below: one flat colour (a page with 1% ink has ~0.08)")
+    min_entropy: float = Field(0.001, ge=0, le=8, description="bits; below: one flat colour (a page with 1% ink has ~0.08, three specks ~0.003)")
     min_extent: float = Field(0.15, ge=0, le=10,
                               description="span of the largest content region / short side; below: near-blank")
     detail_level: float = Field(6.0, gt=0, description="band-pass |luma - blur| (0-255) that counts as detail")
