@@ -9,8 +9,8 @@ to `analysis_size`:
 
 - detail: |luma - Gaussian(luma, sigma 3 px)|, a band-pass that ignores smooth gradients and
   keeps strokes, outlines and texture; a pixel has detail when it is at least `detail_level`
-  (0-255 luma) or 3x the image's grain level (from its quietest tiles), whichever is higher, so
-  a grainy blank scan does not light up everywhere;
+  (0-255 luma) or 3x the image's grain level (from its quietest tiles, at most 4x detail_level),
+  whichever is higher, so a grainy blank scan does not light up everywhere;
 - tiles of `tile` px: a tile holds content when at least `tile_pixels` of its pixels have detail;
 - `entropy__content`: fraction (0-1) of tiles holding content (the content mass);
 - `entropy__extent`: the span of the largest content region (content tiles grouped when at most
@@ -75,7 +75,8 @@ def content_map(g: np.ndarray, p: EntropyParams) -> np.ndarray:
     # Grain covers every tile evenly, content does not; a whole-image average would read a
     # densely detailed image as noise and lift the level above all of its detail.
     noise = 1.25 * float(np.percentile(band.mean(axis=(1, 3)), 10))
-    counts = (band >= max(p.detail_level, 3.0 * noise)).sum(axis=(1, 3))
+    # capped at 4x detail_level: grain that strong is the image (static), not a scan's texture
+    counts = (band >= max(p.detail_level, min(3.0 * noise, 4.0 * p.detail_level))).sum(axis=(1, 3))
     return counts >= p.tile_pixels
 
 
