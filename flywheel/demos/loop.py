@@ -199,7 +199,6 @@ def run_demo(cfg: DemoConfig, out: Path, catalog=None, echo=print) -> dict:
     from flywheel.loop import signals as sg
     from flywheel.loop.retrain import retrain
     from flywheel.loop.router import RouterConfig, route
-    from flywheel.review import auth
     from flywheel.training import synthetic as syn
     from flywheel.training.config import TrainConfig
     from flywheel.training.trainer import main as train

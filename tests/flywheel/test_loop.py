@@ -17,7 +17,6 @@ from flywheel.demos import loop as ld
 from flywheel.loop import emit as em
 from flywheel.loop import measure
 from flywheel.loop import router as rt
-from flywheel.review import auth
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _loop_world import build, register  # noqa: E402
