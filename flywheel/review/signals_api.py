@@ -25,6 +25,15 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 MAX_BATCH = 10_000
+# The body is parsed by hand (one signal or a batch, each validated on its own, errors per index);
+# this describes it for clients and for the schema fuzzing in tests/review/test_schemathesis.py.
+_ONE = {"type": "object", "required": ["kind"], "properties": {
+    "kind": {"enum": ["eval", "bad_case", "feedback"]}, "id": {"type": "string"}, "prompt": {"type": "string"},
+    "concept": {"type": "string"}, "source": {"type": "string"}, "rating": {"type": "integer"}, "text": {"type": "string"},
+    "results": {"type": "object", "additionalProperties": {"type": "boolean"}}, "origin": {"type": "string"},
+    "image_b64": {"type": "string"}, "image_uri": {"type": "string"}}}
+SIGNALS_BODY = {"required": True, "content": {"application/json": {"schema": {"anyOf": [
+    _ONE, {"type": "object", "required": ["signals"], "properties": {"signals": {"type": "array", "items": _ONE}}}]}}}}
 
 
 def create_app(cat=None, docs: bool = False, trusted_proxies=None) -> FastAPI:
@@ -69,7 +78,7 @@ def create_app(cat=None, docs: bool = False, trusted_proxies=None) -> FastAPI:
     def health():
         return {"ok": True}
 
-    @app.post("/api/signals", dependencies=guard("signals:write", SIGNALS))
+    @app.post("/api/signals", dependencies=guard("signals:write", SIGNALS), openapi_extra={"requestBody": SIGNALS_BODY})
     async def post_signals(request: Request, who: str = Depends(token_name)):
         from flywheel.loop import signals as sg
 
