@@ -15,9 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flywheel.catalog import ROW_ID_MAX
 from flywheel.loop import queue as q
-from flywheel.review.guard import READ, WRITE, Limits, guard
+from flywheel.review.guard import READ, SESSION_COOKIE, WRITE, Limits, get_catalog, guard  # noqa: F401 (re-exported)
 
-SESSION_COOKIE = "fw_session"
 # An item id, a version or a keyset cursor as a client sends it: within the catalog's integer
 # column, or a 422 before the catalog is asked.
 RowId = Annotated[int, Field(ge=0, le=ROW_ID_MAX)]
@@ -25,15 +24,6 @@ MAX_BULK = 100_000
 # A bulk decision or an enqueue carries up to MAX_BULK ids or items: its own, larger limits.
 BULK = Limits(body=16 * 1024 * 1024, items=MAX_BULK, rate=120)
 Text = Annotated[str, Field(max_length=200)]
-
-
-def get_catalog(request: Request):
-    cat = getattr(request.app.state, "review_catalog", None)
-    if cat is None:
-        from flywheel.catalog import Catalog
-
-        cat = request.app.state.review_catalog = Catalog()
-    return cat
 
 
 @dataclass

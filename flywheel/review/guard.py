@@ -38,6 +38,25 @@ from starlette.routing import Match
 from flywheel.review import auth
 
 PUBLIC = "public"
+SESSION_COOKIE = "fw_session"
+
+
+class LoginRequired(Exception):
+    """A page without a session: the dashboard redirects to the log-in page."""
+
+
+class Forbidden(Exception):
+    """A page the session's role may not see: the dashboard answers 403 with this message."""
+
+
+def get_catalog(request: Request):
+    """The app's catalog (`app.state.review_catalog`, created on first use)."""
+    cat = getattr(request.app.state, "review_catalog", None)
+    if cat is None:
+        from flywheel.catalog import Catalog
+
+        cat = request.app.state.review_catalog = Catalog()
+    return cat
 SCOPES = auth.SCOPES
 KiB, MiB = 1024, 1024 * 1024
 
@@ -103,7 +122,7 @@ class Guard:
         return PUBLIC in self.scopes
 
     def __call__(self, request: Request) -> Principal:
-        cat = _catalog(request)
+        cat = get_catalog(request)
         if self.public:
             p = Principal(f"client:{client_address(request)}", None, "anonymous")
         elif self.kind == "page":
@@ -113,8 +132,6 @@ class Guard:
         if not self.public and not (p.rights & set(self.scopes)):
             need = " or ".join(self.scopes)
             if self.kind == "page":
-                from flywheel.review.pages.common import Forbidden
-
                 raise Forbidden("This page is for admins. Ask an admin if you need access." if self.scopes == ("admin",)
                                 else f"This needs the {need} right, which your account does not have.")
             raise HTTPException(403, f"missing scope {need}: this {'token' if p.via == 'token' else 'account'} has "
@@ -128,13 +145,9 @@ class Guard:
         return p
 
     def _session(self, request: Request, cat) -> Principal:
-        from flywheel.review.api import SESSION_COOKIE
-
         s = auth.get_session(cat, request.cookies.get(SESSION_COOKIE))
         if s is None:
             if self.kind == "page":
-                from flywheel.review.pages.common import LoginRequired
-
                 raise LoginRequired()
             raise HTTPException(401, "authentication required: send `Authorization: Bearer <token>` (create one with"
                                      " `flywheel tokens create`) or log in to the dashboard",
@@ -173,12 +186,6 @@ def principal(request: Request) -> Principal:
     if p is None:  # a route without a guard: refuse rather than serve unauthenticated
         raise HTTPException(500, "route has no guard")
     return p
-
-
-def _catalog(request: Request):
-    from flywheel.review.api import get_catalog
-
-    return get_catalog(request)
 
 
 # -- the rate --------------------------------------------------------------------------------

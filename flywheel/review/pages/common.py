@@ -27,12 +27,7 @@ NOTES = {  # flash messages by code, so a link cannot put arbitrary text on the 
 }
 
 
-class LoginRequired(Exception):
-    pass
-
-
-class Forbidden(Exception):
-    pass
+from flywheel.review.guard import Forbidden, LoginRequired  # noqa: E402,F401 (raised by the guards too)
 
 
 def templates() -> Jinja2Templates:
