@@ -180,6 +180,14 @@ def page_guard(scope: str | tuple[str, ...], limits: Limits = READ) -> list:
     return guard(scope, limits, "page")
 
 
+def form_doc(*names: str) -> dict:
+    """`openapi_extra` for a dashboard form post: the fields it reads (all strings) and the CSRF
+    field, so the schema says what the route takes and schema fuzzing sends it."""
+    props = {n: {"type": "string"} for n in ("csrf", *names)}
+    return {"requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {
+        "schema": {"type": "object", "properties": props, "required": ["csrf"]}}}}}
+
+
 def principal(request: Request) -> Principal:
     """The principal the route's guard established (a dependency for endpoints)."""
     p = getattr(request.state, "principal", None)

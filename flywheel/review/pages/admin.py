@@ -10,7 +10,7 @@ from flywheel.loop import queue as q
 from flywheel.loop.emit import emit
 from flywheel.review import auth
 from flywheel.review.api import get_catalog
-from flywheel.review.guard import FORM, page_guard
+from flywheel.review.guard import FORM, form_doc, page_guard
 from flywheel.review.pages.common import admin_dep, csrf_form, page, require_admin
 
 router = APIRouter()
@@ -22,7 +22,7 @@ def users_page(request: Request, s: auth.Session = Depends(admin_dep)):
                 session=s)
 
 
-@router.post("/admin/users", dependencies=page_guard("admin", FORM))
+@router.post("/admin/users", dependencies=page_guard("admin", FORM), openapi_extra=form_doc("name", "role", "password"))
 def users_add(request: Request, form: dict = Depends(csrf_form)):
     s = require_admin(form)
     try:
@@ -33,7 +33,7 @@ def users_add(request: Request, form: dict = Depends(csrf_form)):
     return RedirectResponse("/admin/users?note=user_added", 303)
 
 
-@router.post("/admin/users/{name}", dependencies=page_guard("admin", FORM))
+@router.post("/admin/users/{name}", dependencies=page_guard("admin", FORM), openapi_extra=form_doc("action", "role"))
 def users_update(request: Request, name: str, form: dict = Depends(csrf_form)):
     s = require_admin(form)
     catalog = get_catalog(request)
@@ -62,7 +62,7 @@ def queues_page(request: Request, s: auth.Session = Depends(admin_dep)):
                 session=s)
 
 
-@router.post("/admin/emit", response_class=HTMLResponse, dependencies=page_guard("admin", FORM))
+@router.post("/admin/emit", response_class=HTMLResponse, dependencies=page_guard("admin", FORM), openapi_extra=form_doc("from_ref", "name"))
 def emit_page(request: Request, form: dict = Depends(csrf_form)):
     s = require_admin(form)
     catalog = get_catalog(request)

@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from flywheel.loop import queue as q
 from flywheel.review import auth
 from flywheel.review.api import RowId, get_catalog
-from flywheel.review.guard import FORM, page_guard
+from flywheel.review.guard import FORM, form_doc, page_guard
 from flywheel.review.pages.cards import decorate
 from flywheel.review.pages.common import csrf_form, page, session_dep
 
@@ -23,7 +23,7 @@ def check_page(request: Request, queue: str | None = None, s: auth.Session = Dep
     return page(request, "check.html", {"items": decorate(catalog, items), "here": request.url.path}, session=s)
 
 
-@router.post("/items/{item_id}/check", dependencies=page_guard("review:write", FORM))
+@router.post("/items/{item_id}/check", dependencies=page_guard("review:write", FORM), openapi_extra=form_doc("decision", "reason"))
 def check(request: Request, item_id: RowId, form: dict = Depends(csrf_form)):
     try:
         q.check(get_catalog(request), item_id, form["session"].user, form.get("decision", ""), form.get("reason") or None)

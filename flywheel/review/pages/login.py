@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from flywheel.review import auth
 from flywheel.review.api import SESSION_COOKIE, get_catalog
-from flywheel.review.guard import FORM, LOGIN, PUBLIC, client_address, page_guard
+from flywheel.review.guard import FORM, LOGIN, PUBLIC, client_address, form_doc, page_guard
 from flywheel.review.pages.common import csrf_form, page, safe_next
 
 LOGIN_CSRF_COOKIE = "fw_login_csrf"
@@ -59,7 +59,7 @@ def login(request: Request, username: str = Form(""), password: str = Form(""), 
     return resp
 
 
-@router.post("/logout", dependencies=page_guard("review:read", FORM))
+@router.post("/logout", dependencies=page_guard("review:read", FORM), openapi_extra=form_doc())
 def logout(request: Request, form: dict = Depends(csrf_form)):
     auth.end_session(get_catalog(request), request.cookies.get(SESSION_COOKIE))
     resp = RedirectResponse("/login?note=loggedout", 303)

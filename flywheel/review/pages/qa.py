@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from flywheel.loop import queue as q
 from flywheel.review import auth
 from flywheel.review.api import get_catalog
-from flywheel.review.guard import FORM, page_guard
+from flywheel.review.guard import FORM, form_doc, page_guard
 from flywheel.review.pages.cards import decorate
 from flywheel.review.pages.common import csrf_form, page, session_dep, uncache
 
@@ -25,7 +25,7 @@ def qa_index(request: Request, s: auth.Session = Depends(session_dep)):
     return page(request, "qa_index.html", {"batches": q.batches(catalog), "groups": groups}, session=s)
 
 
-@router.post("/qa", dependencies=page_guard("review:write", FORM))
+@router.post("/qa", dependencies=page_guard("review:write", FORM), openapi_extra=form_doc("group", "queue", "signal", "track", "sample_size", "max_error"))
 def qa_create(request: Request, form: dict = Depends(csrf_form)):
     try:
         g = json.loads(form.get("group") or "{}")
@@ -52,7 +52,7 @@ def qa_batch(request: Request, batch_id: str, s: auth.Session = Depends(session_
                                            "max_id": None}, session=s)
 
 
-@router.post("/qa/{batch_id}/close", dependencies=page_guard("review:write", FORM))
+@router.post("/qa/{batch_id}/close", dependencies=page_guard("review:write", FORM), openapi_extra=form_doc("accept"))
 def qa_close(request: Request, batch_id: str, form: dict = Depends(csrf_form)):
     try:
         q.close_batch(get_catalog(request), batch_id, form.get("accept") == "yes", form["session"].user)

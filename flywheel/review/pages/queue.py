@@ -12,7 +12,7 @@ from flywheel.catalog import ROW_ID_MAX
 from flywheel.loop import queue as q
 from flywheel.review import auth, thumbs
 from flywheel.review.api import RowId, get_catalog
-from flywheel.review.guard import FORM, THUMB, page_guard
+from flywheel.review.guard import FORM, THUMB, form_doc, page_guard
 from flywheel.review.pages.cards import decorate
 from flywheel.review.pages.common import csrf_form, form_row_id, here, page, safe_next, session_dep, uncache, with_note
 
@@ -60,7 +60,7 @@ def queue_page(request: Request, queue: str, signal: str | None = None, track: s
     }, session=s)
 
 
-@router.post("/items/{item_id}/decide", dependencies=page_guard("review:write", FORM))
+@router.post("/items/{item_id}/decide", dependencies=page_guard("review:write", FORM), openapi_extra=form_doc("decision", "reason", "version", "next", "request_id"))
 def decide(request: Request, item_id: RowId, form: dict = Depends(csrf_form)):
     s = form["session"]
     version = form_row_id(form, "version")
@@ -85,7 +85,7 @@ def decide(request: Request, item_id: RowId, form: dict = Depends(csrf_form)):
     return RedirectResponse(with_note(back, "decided"), 303)
 
 
-@router.post("/queue/{queue}/bulk", dependencies=page_guard("review:write", FORM))
+@router.post("/queue/{queue}/bulk", dependencies=page_guard("review:write", FORM), openapi_extra=form_doc("decision", "reason", "confirm", "max_id", "signal", "track"))
 def bulk(request: Request, queue: str, form: dict = Depends(csrf_form)):
     s = form["session"]
     if form.get("confirm") != "yes":
