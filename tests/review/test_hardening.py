@@ -308,3 +308,11 @@ def test_a_decided_item_count_is_unchanged_by_refused_requests(review_env):
     assert r.status_code == 403 and "admin" in r.json()["detail"]
     assert c.get("/api/review/items").status_code == 401
     assert q.stats(cat)["queues"]["pretrain"].get("approved", 0) == 0
+
+
+def test_the_json_scan_counts_nesting_outside_strings_only():
+    lim = guard.Limits(depth=2)
+    guard.check_json(b'{"a": "x\\"[[[[[[[[[[[[[[[[[[[[{{{{", "b": [1]}', lim)  # brackets inside a string are text
+    with pytest.raises(guard.TooLarge, match="nested deeper than 2"):
+        guard.check_json(b'{"a": [[1]]}', lim)
+    guard.check_json(b"[[[[not json", guard.Limits(depth=8))  # malformed: left for the route to answer
