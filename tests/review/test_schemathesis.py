@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse
 
 schemathesis = pytest.importorskip("schemathesis")
 
-FAST_EXAMPLES = 12
+FAST_EXAMPLES = 10
 SLOW_EXAMPLES = int(__import__('os').environ.get('FLYWHEEL_FUZZ_EXAMPLES', '100'))
 
 
