@@ -92,8 +92,11 @@ def create_app(catalog=None, secure_cookies: bool = True, trusted_proxies=None) 
         if request.url.path.startswith("/api/") or request.headers.get("x-requested-with") == "fetch":
             return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
         session = auth.get_session(get_catalog(request), request.cookies.get(SESSION_COOKIE))
-        return page(request, "error.html", {"message": str(exc.detail), "title": "Request refused"},
+        resp = page(request, "error.html", {"message": str(exc.detail), "title": "Request refused"},
                     status=exc.status_code, session=session)
+        for k, v in (exc.headers or {}).items():  # Retry-After on a 429 page, as on the API
+            resp.headers[k] = v
+        return resp
 
     @app.exception_handler(Forbidden)
     def _forbidden(request: Request, exc):

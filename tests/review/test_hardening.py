@@ -160,6 +160,13 @@ def test_throttled_requests_get_429_with_retry_after(review_env, monkeypatch):
     assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1 and "2 a minute" in r.json()["detail"]
     other = auth.create_token(cat, "bot2", user="bob", scopes=["review:read"])
     assert c.get("/api/review/stats", headers=_h(other)).status_code == 200  # per principal
+    # a page says so too, as a page
+    monkeypatch.setenv("FLYWHEEL_LIMITS", json.dumps({"GET /stats": {"rate": 1}}))
+    ann = TestClient(create_app(cat, secure_cookies=False))
+    assert login(ann, "ann").status_code == 303
+    assert ann.get("/stats").status_code == 200
+    r = ann.get("/stats")
+    assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1 and "too many requests" in r.text
 
 
 # -- request limits --------------------------------------------------------------------------
@@ -281,9 +288,12 @@ def test_client_limits_use_forwarded_addresses_only_from_trusted_proxies(review_
     assert clients == {"203.0.113.9", "203.0.113.10"}  # the right-most hop, not the client's claim
     # without trusted proxies the header is ignored: a client cannot pick a fresh address
     direct = TestClient(create_app(cat, secure_cookies=False), client=("192.0.2.5", 1))
+    bobs = TestClient(create_app(cat, secure_cookies=False), client=("192.0.2.5", 2))  # same address, bob's browser
+    assert login(bobs, "bob").status_code == 303
     for i in range(auth.MAX_FAILS_PER_CLIENT):
         login(direct, f"nobody{i}", "wrong-wrong", headers={"X-Forwarded-For": f"198.18.0.{i}"})
     assert login(direct, "bob", headers={"X-Forwarded-For": "198.18.1.1"}).status_code == 429
+    assert login(bobs, "bob").status_code == 303  # a known device is not locked out by its neighbours
     with pytest.raises(ValueError, match="not an address"):
         create_app(cat, trusted_proxies=["proxy.example"])
 
