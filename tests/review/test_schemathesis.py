@@ -85,10 +85,10 @@ def apps(tmp_path_factory):
 
 
 def _fuzz(apps, examples: int):
-    from hypothesis import given
-
     import collections
     import os
+
+    from hypothesis import given
 
     failures, calls, seen = [], 0, collections.Counter()
     for name, (schema, headers, cookies, csrf) in apps.items():
