@@ -291,7 +291,7 @@ def test_a_ray_worker_killed_mid_batch_loses_nothing_on_rerun(tmp_path):
                 except psutil.Error:
                     continue
                 # a worker running the scoring stage (its process title names the task), not an agent
-                if title.startswith("ray::") and ("MapBatches" in title or "_read_score" in title):
+                if title.startswith("ray::") and any(k in title for k in ("_score_task", "MapBatches", "_read_score")):
                     os.kill(c.pid, signal.SIGKILL)
                     killed = (title.strip(), len(parts))
                     break
