@@ -384,7 +384,9 @@ def finalize(state: str) -> dict:
             t = t.append_column("run_id", pa.array([plan["run_id"]] * t.num_rows, pa.string()))
             reasons = t.column("reject_reason").to_pylist()
             hist.add(t)
-            mask = pa.array([x is None for x in reasons])
+            # typed: a part whose rows all repeat earlier ones (a task rerun after its worker was
+            # killed) is empty here, and an untyped empty array cannot filter
+            mask = pa.array([x is None for x in reasons], pa.bool_())
             acc.write(t.filter(mask))
             rej.write(t.filter(pa.compute.invert(mask)))
             for x, lst in zip(reasons, t.column("reject_reasons").to_pylist()):
