@@ -279,12 +279,11 @@ def bulk_decide(cat, item_ids: Iterable[int], decision: str, reviewer: str, reas
                 continue
             con.executemany("INSERT OR REPLACE INTO review_votes VALUES (?,?,?,?,?,?)",
                             [(r["item_id"], reviewer, decision, reason, kind, now) for r in changed])
-            con.executemany(
-                "INSERT INTO audit_log (at, actor, action, target, detail_json) VALUES (?,?,?,?,?)",
+            cat.audit_many(
                 [(now, reviewer, _ACTION[decision], f"review_item:{r['item_id']}", json.dumps({
                     "item_id": r["item_id"], "decision": decision, "reason": reason, "queue": r["queue"],
                     "signal_id": r["signal_id"], "sample_id": r["sample_id"], "dataset": r["dataset"],
-                    "request_id": None, "kind": kind})) for r in changed])
+                    "request_id": None, "kind": kind})) for r in changed], con=con)
             delta: dict[tuple, int] = {}
             for r in changed:
                 g = (r["queue"], r["signal_id"], r["track"])
