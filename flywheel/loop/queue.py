@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import sqlite3
 import time
 import uuid
@@ -69,6 +70,7 @@ def _item(row: sqlite3.Row | None) -> dict | None:
         return None
     d = dict(row)
     d["payload"] = json.loads(d.pop("payload_json") or "{}")
+    d["sample"] = json.loads(d.pop("sample_json", None) or "null")
     return d
 
 
@@ -113,11 +115,86 @@ def recount(cat) -> int:
         return con.execute("SELECT COUNT(*) FROM review_counts").fetchone()[0]
 
 
+# -- what an item shows ------------------------------------------------------------------------
+# Payload keys that once named a file for the thumbnail. Items reference samples, never paths:
+# an item carrying one is refused rather than silently ignored.
+PATH_KEYS = ("path", "image_path", "image_uri", "thumbnail", "image", "image_b64")
+_DATASET_REF = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*@v[0-9]{1,9}$")
+
+
+class SampleNotFound(ReviewError):
+    """Items that name no dataset row or stored image; `problems` lists them by position."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        more = f" and {len(problems) - 10} more" if len(problems) > 10 else ""
+        super().__init__("items must reference a sample in the catalog (a dataset row `name@vN`, id and source, or an "
+                         "image stored with a signal, by its SHA-256), never a path: " + "; ".join(problems[:10]) + more)
+
+
+def resolve_samples(cat, items: list[dict]) -> list[dict]:
+    """The catalog's facts about each item's sample: a row of a ready dataset (exact `name@vN`,
+    the row's `id` and `source`), or an image in the signal store (`dataset` empty, `sample_id`
+    its SHA-256). Raises `SampleNotFound` naming every item that references neither, or that
+    carries a path in its payload. Reads the id/source/width/height columns once per dataset."""
+    import pyarrow.compute as pc
+
+    from flywheel.datasets import Dataset
+    from flywheel.loop import blobs
+
+    problems: list[str] = []
+    facts: list[dict | None] = [None] * len(items)
+    by_ds: dict[str, list[int]] = {}
+    for i, it in enumerate(items):
+        bad = [k for k in PATH_KEYS if k in (it.get("payload") or {})]
+        if bad:
+            problems.append(f"item {i}: payload key(s) {', '.join(bad)} name a file; the image is read from the sample only")
+        elif it.get("dataset"):
+            if not _DATASET_REF.match(str(it["dataset"])):
+                problems.append(f"item {i}: dataset {str(it['dataset'])[:100]!r} is not a `name@vN` reference")
+            elif not it.get("source"):
+                problems.append(f"item {i}: a dataset row is named by id and source; source is missing")
+            else:
+                by_ds.setdefault(it["dataset"], []).append(i)
+        else:
+            got = blobs.lookup(cat, str(it.get("sample_id") or ""))
+            if got is None:
+                problems.append(f"item {i}: no dataset given and {str(it.get('sample_id'))[:80]!r} is not an image in the "
+                                "signal store")
+            else:
+                facts[i] = {"kind": "blob", "sha256": got["sha256"], "width": got["width"], "height": got["height"],
+                            "format": got["format"]}
+    for ref, idx in by_ds.items():
+        try:
+            ds = Dataset(cat.resolve_dataset(ref))
+        except (KeyError, FileNotFoundError):
+            problems += [f"item {i}: dataset {ref} is not in the catalog" for i in idx]
+            continue
+        names = ds.schema().names
+        cols = [c for c in ("id", "source", "width", "height") if c in names]
+        wanted = sorted({str(items[i]["sample_id"]) for i in idx})
+        t = ds.to_table(columns=cols, filter=pc.field("id").isin(wanted)) if "id" in names else None
+        rows = {(r["id"], r.get("source")): r for r in (t.to_pylist() if t is not None else [])}
+        for i in idx:
+            r = rows.get((items[i]["sample_id"], items[i]["source"]))
+            if r is None:
+                problems.append(f"item {i}: {ref} has no row with id {str(items[i]['sample_id'])[:80]!r} and source "
+                                f"{str(items[i]['source'])[:200]!r}")
+            else:
+                facts[i] = {"kind": "dataset", "dataset": ref, "id": r["id"], "source": r.get("source"),
+                            "width": r.get("width"), "height": r.get("height")}
+    if problems:
+        raise SampleNotFound(problems)
+    return facts  # type: ignore[return-value]
+
+
 # -- enqueue and read --------------------------------------------------------------------------
 def enqueue(cat, queue: str, items: list[dict], actor: str = "router") -> list[int]:
     """Queue samples for review; returns their item ids in order. Idempotent per
     (queue, signal_id, sample_id, source): queueing a sample again returns the existing id.
-    Item keys: signal_id, sample_id, source, dataset (`name@vN`), payload (dict), track."""
+    Item keys: signal_id, sample_id, source, dataset (`name@vN`), payload (dict), track, and
+    `sample`: what `resolve_samples` verified (callers taking items from outside pass them
+    through it first; the API does)."""
     if not queue or not isinstance(queue, str):
         raise ReviewError("queue must be a non-empty name such as 'pretrain'")
     now = time.time()
@@ -129,6 +206,7 @@ def enqueue(cat, queue: str, items: list[dict], actor: str = "router") -> list[i
         rows.append((
             queue, it.get("signal_id"), it["sample_id"], it.get("source"), it.get("dataset"),
             json.dumps(payload, default=str), it.get("track") or payload.get("track"), now,
+            json.dumps(it["sample"]) if it.get("sample") else None,
         ))
     ids: list[int] = []
     new = 0
@@ -139,7 +217,7 @@ def enqueue(cat, queue: str, items: list[dict], actor: str = "router") -> list[i
             for r in chunk:
                 cur = con.execute(
                     "INSERT OR IGNORE INTO review_items (queue, signal_id, sample_id, source, dataset, payload_json,"
-                    " track, created_at) VALUES (?,?,?,?,?,?,?,?)", r)
+                    " track, created_at, sample_json) VALUES (?,?,?,?,?,?,?,?,?)", r)
                 if cur.rowcount:
                     ids.append(cur.lastrowid)
                     new += 1

@@ -308,26 +308,6 @@ def test_refused_form_posts_get_an_html_page(review_env):
     assert "tick the confirmation box" in r.text and 'href="/queue"' in r.text
 
 
-def test_thumbnail_from_a_payload_file_only_for_image_files(review_env, tmp_path):
-    from .conftest import png
-
-    cat = review_env["cat"]
-    img = tmp_path / "local.png"
-    img.write_bytes(png((10, 200, 10), size=(600, 300)))
-    secret = tmp_path / "secret.txt"
-    secret.write_text("not for reviewers")
-    ok, bad = q.enqueue(cat, "files", [{"sample_id": "a" * 64, "payload": {"thumbnail": {"path": str(img)}}},
-                                        {"sample_id": "b" * 64, "payload": {"image_path": str(secret)}}])
-    ann = _logged_in(review_env, "ann")
-    r = ann.get(f"/thumb/{ok}?w=256")
-    assert r.headers["content-type"] == "image/jpeg"
-    from PIL import Image
-
-    assert Image.open(io.BytesIO(r.content)).size == (256, 128)
-    r = ann.get(f"/thumb/{bad}?w=256")
-    assert r.headers["content-type"] == "image/svg+xml" and b"not for reviewers" not in r.content
-
-
 # Every page route of the dashboard as one `create_app` defined them before the pages were split
 # into routers, in matching order: the split must keep each URL, its methods and its precedence.
 PAGE_ROUTES = [
