@@ -320,6 +320,57 @@ def decide(cat, item_id: int, decision: str, reviewer: str, reason: str | None =
         return _decide_in(con, cat, item_id, decision, reviewer, reason, expected_version, request_id)
 
 
+def undo_window() -> float:
+    """Seconds within which reviewers may take back their own decision (FLYWHEEL_UNDO_SECONDS)."""
+    import os
+
+    return float(os.environ.get("FLYWHEEL_UNDO_SECONDS", 60))
+
+
+def undo(cat, item_id: int, reviewer: str, window: float | None = None) -> dict:
+    """Take back one's own decision on one item within `window` seconds: the item is pending
+    again (version bumped, so a page showing the old state conflicts), the vote is removed and
+    the undo is audited with what it undid. Only the decider's own single decision can be undone:
+    not someone else's, not a bulk or QA decision, not one another reviewer already checked."""
+    window = undo_window() if window is None else window
+    with cat.tx() as con:
+        row = _item(con.execute("SELECT * FROM review_items WHERE item_id = ?", (int(item_id),)).fetchone())
+        if row is None:
+            raise ItemNotFound(item_id)
+        if row["status"] == "pending":
+            raise ReviewError(f"item {item_id} is pending; there is no decision to undo")
+        if row["decided_by"] != reviewer:
+            raise ReviewError(f"item {item_id} was decided by {row['decided_by']}; only they can undo it")
+        vote = con.execute("SELECT kind FROM review_votes WHERE item_id = ? AND reviewer = ?", (int(item_id), reviewer)).fetchone()
+        if vote is None or vote[0] != "decide":
+            raise ReviewError(f"item {item_id} was decided by a {vote[0] if vote else 'bulk'} decision; only a single "
+                              "decision can be undone")
+        age = time.time() - (row["decided_at"] or 0)
+        if age > window:
+            raise ReviewError(f"the decision on item {item_id} is {age:.0f} s old; it can be undone within {window:.0f} s "
+                              "only (ask an admin)")
+        others = con.execute("SELECT reviewer FROM review_votes WHERE item_id = ? AND reviewer != ?",
+                             (int(item_id), reviewer)).fetchone()
+        if others is not None:
+            raise ReviewError(f"{others[0]} already gave a second opinion on item {item_id}; it cannot be undone")
+        con.execute("UPDATE review_items SET status = 'pending', reason = NULL, decided_by = NULL, decided_at = NULL,"
+                    " request_id = NULL, version = version + 1 WHERE item_id = ?", (int(item_id),))
+        con.execute("DELETE FROM review_votes WHERE item_id = ? AND reviewer = ?", (int(item_id), reviewer))
+        group = (row["queue"], row["signal_id"], row["track"])
+        _bump(con, {(*group, row["status"]): -1, (*group, "pending"): 1})
+        cat.audit(reviewer, "review.undo", f"review_item:{item_id}", {
+            "item_id": int(item_id), "undone": row["status"], "reason": row["reason"], "decided_at": row["decided_at"],
+            "seconds_after": round(age, 1), "queue": row["queue"], "sample_id": row["sample_id"]}, con=con)
+        return get_item_in(con, item_id)
+
+
+def get_item_in(con: sqlite3.Connection, item_id: int) -> dict:
+    item = _item(con.execute("SELECT * FROM review_items WHERE item_id = ?", (int(item_id),)).fetchone())
+    if item is None:
+        raise ItemNotFound(item_id)
+    return item
+
+
 def bulk_decide(cat, item_ids: Iterable[int], decision: str, reviewer: str, reason: str | None = None,
                 kind: str = "bulk") -> dict:
     """Decide many items; each still applies only if pending. Returns counts. Set-based: one

@@ -247,7 +247,9 @@ def test_api_with_token(review_env):
     r = c.post("/api/review/bulk", json={"item_ids": ids[:4], "decision": "approved"}, headers=h).json()
     assert (r["applied"], r["repeated"]) == (3, 1)
     assert len(c.get("/api/review/approved?queue=pretrain", headers=h).json()["items"]) == 4
-    r = c.post("/api/review/enqueue", json={"queue": "pretrain", "items": [{"sample_id": "e" * 64, "signal_id": "s9"}]}, headers=h)
+    r = c.post("/api/review/enqueue", json={"queue": "pretrain", "items": [
+        {"sample_id": review_env["rows"][0]["id"], "source": review_env["rows"][0]["source"], "dataset": review_env["ref"],
+         "signal_id": "s9"}]}, headers=h)
     assert r.status_code == 200 and len(r.json()["item_ids"]) == 1
     assert c.get("/api/review/stats", headers=h).json()["queues"]["pretrain"]["approved"] == 4
     ann = _logged_in(review_env, "ann")  # reviewers decide, they do not queue
