@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from flywheel.loop import queue as q
 from flywheel.review.app import create_app
 
-from .conftest import csrf_of, login
+from .conftest import csrf_of, login, queue_routed
 
 
 def _as(env, user):
@@ -26,28 +26,7 @@ def _as(env, user):
 
 @pytest.fixture
 def routed(review_env):
-    """Items as the router queues them now (evidence, neighbours, the verified sample), for a
-    feedback signal whose sender wrote text."""
-    cat, rows = review_env["cat"], review_env["rows"]
-    with cat.tx() as con:
-        con.execute("INSERT INTO signals (signal_id, kind, prompt, payload_json, status, created_at, attribute) VALUES"
-                    " (?,?,?,?,?,?,?)", ("fb-7", "feedback", "a crimson kite over the sea", json.dumps(
-                        {"kind": "feedback", "prompt": "a crimson kite over the sea", "rating": 1,
-                         "text": "the kite came out orange and there are two of them", "failed_attribute": "color"}),
-                        "routed", time.time(), "color"))
-    items = [{"signal_id": "fb-7", "sample_id": r["id"], "source": r["source"], "dataset": review_env["ref"], "track": "pretrain",
-              "sample": {"kind": "dataset", "dataset": review_env["ref"], "id": r["id"], "source": r["source"],
-                         "width": 320, "height": 240},
-              "payload": {"track": "pretrain", "prompt": "a crimson kite over the sea", "text": f"a red kite {k}", "score": 0.734,
-                          "evidence": {"attribute": "color", "similarity": 0.734, "radius_ratio": 2.1,
-                                       "density": "the training data's 4-NN radius around 'red kite' is 2.10x the reserve"
-                                                  " pool's 3-NN radius (>= 1.4)"},
-                          "neighbours": [{"id": "ab" * 32, "source": "train/kites/0041.jpg", "dataset": "train@v1",
-                                          "text": "a blue kite on a beach", "similarity": 0.612},
-                                         {"id": "cd" * 32, "source": "train/kites/0007.jpg", "dataset": "train@v1",
-                                          "text": "two kites in a park", "similarity": 0.587}]}}
-             for k, r in enumerate(rows[:3])]
-    return {**review_env, "routed": q.enqueue(cat, "kites", items)}
+    return {**review_env, "routed": queue_routed(review_env["cat"], review_env["ref"], review_env["rows"][:3])}
 
 
 def test_card_shows_the_evidence_neighbours_feedback_and_real_size(routed):
@@ -133,6 +112,6 @@ def test_audit_page_is_for_admins_with_long_values_cut_and_readable_details(revi
     r = _as(review_env, "root").get("/audit")
     assert r.status_code == 200 and len(r.text) < 60_000
     assert "(1,000,000 characters)" in r.text and "(5,005 characters)" in r.text
-    assert "<dt>client</dt><dd>10.0.0.7</dd>" in r.text and "<dt>decision</dt><dd>approved</dd>" in r.text
+    assert "<dt>client:</dt><dd>10.0.0.7</dd>" in r.text and "<dt>decision:</dt><dd>approved</dd>" in r.text
     assert "{&#34;" not in r.text and '{"' not in r.text  # no raw JSON
     assert 'href="/audit"' not in _as(review_env, "ann").get("/queue").text  # not offered to reviewers

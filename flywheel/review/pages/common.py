@@ -88,6 +88,8 @@ def details(v, n: int = 160) -> list[tuple[str, str]]:
     for k, x in list(v.items())[:30]:
         if x is None or x == "" or x == [] or x == {}:
             continue
+        if k.endswith("_at") and isinstance(x, (int, float)) and not isinstance(x, bool):
+            x = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(x))  # a time, not a number
         text = json.dumps(x, ensure_ascii=False) if isinstance(x, (dict, list)) else str(x)
         out.append((cut(k, 40), cut(text, n)))
     if len(v) > 30:
