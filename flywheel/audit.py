@@ -138,7 +138,10 @@ def append(con: sqlite3.Connection, catalog_path: Path, rows: list[tuple]) -> li
     """Insert audit rows `(at, actor, action, target, detail_json)` chained to the newest row.
     Must run inside the caller's BEGIN IMMEDIATE transaction (every catalog write does), so no
     other writer can append between reading the tail and inserting."""
-    chained = con.execute("SELECT 1 FROM audit_log WHERE mac IS NOT NULL LIMIT 1").fetchone() is not None
+    last = con.execute("SELECT mac FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
+    # the newest row's MAC answers "is the log chained?" in one index lookup; only a log whose
+    # newest row has none (before the first chained row) needs the scan
+    chained = bool(last and last[0]) or con.execute("SELECT 1 FROM audit_log WHERE mac IS NOT NULL LIMIT 1").fetchone() is not None
     key = load_key(catalog_path, create=not chained)
     if key is None:
         raise AuditKeyMissing(f"the audit key {key_file(catalog_path)} is missing but the log in {catalog_path} is chained "

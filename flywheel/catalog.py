@@ -411,7 +411,7 @@ class Catalog:
 CATALOG_VIEWS = {
     "runs": "*", "datasets": "*", "op_stats": "*", "signals": "*", "routes": "*", "review_items": "*",
     "audit_log": "*", "models": "*", "review_votes": "*", "review_batches": "*", "loop_evals": "*",
-    "review_counts": "*",
+    "review_counts": "*", "blobs": "*",
     "users": "name, role, created_at, disabled",
     "tokens": "token_id, name, created_at, revoked",
 }
