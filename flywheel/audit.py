@@ -192,8 +192,11 @@ class Report:
 
 
 def missing_triggers(con: sqlite3.Connection) -> list[str]:
-    have = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit_log'")}
-    return [t for t in TRIGGERS if t not in have]
+    """The append-only triggers that are absent, or present under their name with another body
+    (a trigger recreated to do nothing is as good as none)."""
+    have = {r[0]: " ".join(r[1].split()) for r in con.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit_log'")}
+    return [t for t, sql in TRIGGERS.items() if have.get(t) != " ".join(sql.split())]
 
 
 def verify(con: sqlite3.Connection, catalog_path: Path, head: dict | None = None, use_saved_head: bool = True) -> Report:
@@ -256,6 +259,7 @@ def seal(con: sqlite3.Connection, catalog_path: Path, actor: str, reason: str) -
     key_created = load_key(catalog_path, create=False) is None
     recreated = []
     for name in rep.triggers_missing:
+        con.execute(f"DROP TRIGGER IF EXISTS {name}")
         con.execute(TRIGGERS[name])
         recreated.append(name)
     detail = {"reason": reason.strip()[:2000], "problems": rep.problems(), "first_break": rep.first_break,

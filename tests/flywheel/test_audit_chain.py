@@ -135,6 +135,21 @@ def test_server_refuses_an_altered_log_until_sealed(cat):
     assert "manual repair" in json.loads(seal[0]["detail_json"])["reason"]
     with TestClient(create_app(cat, secure_cookies=False)) as c:
         assert c.get("/login").status_code == 200
+        c.post("/login", data={"username": "nobody", "password": "x", "csrf": "x"})
+    # the head saved at stop names the newest row, so deleting it later is caught
+    assert audit.load_head(cat.path)["seq"] == cat.execute("SELECT MAX(seq) AS s FROM audit_log")[0]["s"]
+
+
+def test_a_trigger_recreated_to_do_nothing_counts_as_missing(cat):
+    con = _raw(cat)
+    con.execute("DROP TRIGGER audit_log_no_update")
+    con.execute("CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log BEGIN SELECT 1; END")
+    con.close()
+    assert cat.audit_verify().triggers_missing == ["audit_log_no_update"]
+    cat.audit_seal("admin", "no-op trigger found")
+    assert cat.audit_verify().ok
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        _raw(cat).execute("UPDATE audit_log SET actor = 'x'")
 
 
 def test_seal_acknowledges_a_break_and_a_later_edit_breaks_it_again(cat):
