@@ -14,6 +14,7 @@ import hashlib
 import io
 import os
 import re
+import threading
 from pathlib import Path
 
 SIZES = (128, 256, 512)
@@ -110,7 +111,8 @@ def thumbnail(item: dict, width: int, catalog=None) -> Path | None:
             elif im.mode != "RGB":
                 im = im.convert("RGB")
             out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_suffix(f".{os.getpid()}.tmp")
+            # per process and thread: the server makes thumbnails in a thread pool
+            tmp = out.with_suffix(f".{os.getpid()}-{threading.get_ident()}.tmp")
             im.save(tmp, "JPEG", quality=85)
     except (OSError, ValueError, Image.DecompressionBombError):
         return None
