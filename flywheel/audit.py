@@ -216,16 +216,18 @@ def verify(con: sqlite3.Connection, catalog_path: Path, head: dict | None = None
         is_seal = action == SEAL_ACTION
         run = link(key, prev, canonical(seq, at, actor, action, target, detail), seal=is_seal)
         problem = None
-        if mac is None:
-            if seen_chain:
-                problem = "the row has no MAC (written around the chain)"
-        else:
+        if mac is not None:
             seen_chain = True
             rep.chained += 1
-            if not hmac.compare_digest(mac, run):
-                problem = ("the MAC does not match: this row, or one before it, was changed, inserted or deleted"
-                           if expected_seq is None or seq == expected_seq else
-                           f"rows {expected_seq}..{seq - 1} are missing (deleted)")
+        # seqs are handed out one by one inside the writing transaction, so a gap is a deletion
+        # even when the rows after it were chained (honestly) onto what was left
+        if expected_seq is not None and seq != expected_seq:
+            problem = f"rows {expected_seq}..{seq - 1} are missing (deleted)"
+        elif mac is None:
+            if seen_chain:
+                problem = "the row has no MAC (written around the chain)"
+        elif not hmac.compare_digest(mac, run):
+            problem = "the MAC does not match: this row, or one before it, was changed, inserted or deleted"
         if problem and not breaks:  # after a break every later link fails too; the first one is the news
             breaks.append({"seq": seq, "problem": problem})
         if is_seal and mac is not None and not problem:

@@ -100,6 +100,21 @@ def test_deleted_middle_row_is_a_gap(cat):
     assert rep.first_break["seq"] == 5 and "rows 4..4 are missing" in rep.first_break["problem"]
 
 
+def test_deleted_tail_rows_then_honest_appends_leave_a_gap(cat):
+    """Rows written after the head was saved, deleted, and the server appending on top of what
+    is left: every MAC checks out, the numbering does not."""
+    last = cat.execute("SELECT MAX(seq) AS s FROM audit_log")[0]["s"]
+    con = _raw(cat)
+    con.execute("DROP TRIGGER audit_log_no_delete")
+    con.execute("DELETE FROM audit_log WHERE seq >= ?", (last - 1,))
+    con.execute(audit.TRIGGERS["audit_log_no_delete"])
+    con.close()
+    cat.audit_save_head()  # as if the server had restarted meanwhile
+    cat.audit("ann", "review.approve", "review_item:9")
+    rep = cat.audit_verify()
+    assert rep.first_break == {"seq": last + 1, "problem": f"rows {last - 1}..{last} are missing (deleted)"}
+
+
 def test_deleted_tail_row_is_caught_by_the_saved_head(cat):
     last = cat.execute("SELECT MAX(seq) AS s FROM audit_log")[0]["s"]
     con = _raw(cat)
