@@ -161,6 +161,33 @@ MIGRATIONS: list[tuple[int, str | list[str]]] = [
         ],
     ),
     (
+        7,
+        # Scoped API tokens: a token belongs to a user and carries scopes (its rights are those
+        # scopes intersected with the user's role), may expire, and records when it was last used
+        # and revoked. Tokens made before scopes existed had every right; they keep only
+        # `signals:write` (what they were issued for: posting signals) and belong to no user.
+        """
+        ALTER TABLE tokens ADD COLUMN user TEXT;
+        ALTER TABLE tokens ADD COLUMN scopes TEXT NOT NULL DEFAULT 'signals:write';
+        ALTER TABLE tokens ADD COLUMN expires_at REAL;
+        ALTER TABLE tokens ADD COLUMN last_used_at REAL;
+        ALTER TABLE tokens ADD COLUMN revoked_at REAL;
+        UPDATE tokens SET scopes = 'signals:write'
+        """,
+    ),
+    (
+        8,
+        # Log-in devices: a browser that logged in as a user gets a long-lived device cookie (only
+        # its SHA-256 is stored); a correct password from a known device passes that account's
+        # back-off, so failures sent by someone else cannot lock the owner out.
+        """
+        CREATE TABLE login_devices (
+            device_hash TEXT PRIMARY KEY, user TEXT NOT NULL, created_at REAL NOT NULL, last_used_at REAL
+        );
+        CREATE INDEX login_devices_user ON login_devices (user)
+        """,
+    ),
+    (
         10,
         # Tamper evidence for the audit log: each row's HMAC over its predecessor's
         # (flywheel.audit). Rows written before this migration keep NULL and are folded into
@@ -256,10 +283,11 @@ class Catalog:
             con.close()
         with self.tx() as con:
             con.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA_VERSION_TABLE} (version INTEGER NOT NULL)")
-            row = con.execute(f"SELECT MAX(version) FROM {SCHEMA_VERSION_TABLE}").fetchone()
-            current = row[0] or 0
+            # every migration not yet recorded, not only those above the highest: numbers are
+            # handed to branches in advance, so a lower one can land after a higher one
+            applied = {r[0] for r in con.execute(f"SELECT version FROM {SCHEMA_VERSION_TABLE}")}
             for version, sql in MIGRATIONS:
-                if version > current:
+                if version not in applied:
                     # a migration is a string of ';'-separated statements, or a list of statements
                     # (needed when a statement contains ';' itself, as trigger bodies do)
                     stmts = sql if isinstance(sql, (list, tuple)) else sql.split(";")
@@ -413,7 +441,7 @@ CATALOG_VIEWS = {
     "audit_log": "*", "models": "*", "review_votes": "*", "review_batches": "*", "loop_evals": "*",
     "review_counts": "*", "blobs": "*",
     "users": "name, role, created_at, disabled",
-    "tokens": "token_id, name, created_at, revoked",
+    "tokens": "token_id, name, created_at, revoked, user, scopes, expires_at, last_used_at, revoked_at",
 }
 # Table functions that read nothing but their arguments; every other one (read_text, read_csv,
 # sqlite_scan, query, ...) could reach a file or run SQL that was never checked.

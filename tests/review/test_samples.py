@@ -24,12 +24,14 @@ ATTACKER = (0, 255, 0)
 
 @pytest.fixture
 def env(review_env, tmp_path):
+    """The strongest token there is (an admin's, allowed to queue items and post signals): the
+    refusals below come from the sample checks, not from the token's scopes."""
     cat = review_env["cat"]
     attacker_png = tmp_path / "attacker.png"
     attacker_png.write_bytes(png(ATTACKER, size=(300, 300)))
     secret = tmp_path / "secret.txt"
     secret.write_text("not for reviewers")
-    return {**review_env, "tok": auth.create_token(cat, "ingest-bot"), "attacker_png": attacker_png, "secret": secret}
+    return {**review_env, "tok": auth.create_token(cat, "ingest-bot", user="root", scopes=["signals:write", "admin"]), "attacker_png": attacker_png, "secret": secret}
 
 
 def _api(cat):
