@@ -1,0 +1,204 @@
+"""Features `dedup` stores per image, and the pair confirmation its barrier runs on them.
+
+Scored once per image on the working copy (the barrier never reads an image again):
+- `view_hashes`: a 64-bit DCT hash of the whole frame and of its centred 90% and 80% views. A copy
+  cropped by up to 10% per side is (close to) the 80% view of its original, so one of the nine
+  view pairs is within a few bits even when the whole-frame hashes are 8-26 bits apart.
+- `orb_features`: up to `ORB_N` ORB keypoints (Rublee et al. 2011), packed as bytes: positions as
+  uint16 in units of the longer side, then the 32-byte descriptors (36 bytes a keypoint).
+- the 16x16 contrast-normalised thumbnail `dedup.thumb16` (already stored).
+
+`confirm` decides one candidate pair (a, b) from those columns; either test confirms:
+- local features: mutual-nearest Hamming matches, a RANSAC similarity (rotation, one scale,
+  translation) with at least `min_inliers` inliers that also make at least `min_ratio` of the
+  keypoints lying inside the other frame, no rotation, a scale within 0.5-2, and the thumbnails
+  agreeing once aligned by that transform;
+- the view hypothesis: the view pair whose hashes matched says where one frame lies in the other
+  (same frame, or a centred crop of it); the thumbnails sampled under that transform agree within
+  `max_view_diff` standard deviations. This carries images with too few keypoints (smooth
+  wallpapers) and centred crops of text pages, where ORB finds glyphs but not one transform.
+Thumbnail agreement is measured where the frames overlap, each side z-normalised there, as the
+mean absolute difference in standard deviations.
+
+Thresholds were set on the tuning split of the real decision set (docs/decision-set.md):
+consecutive document pages in one layout and one dialog with another tab are the hard negatives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+VIEWS = (1.0, 0.9, 0.8)  # centred views hashed per image: whole frame, 90%, 80% of each side
+ORB_N = 48
+_DESC = 32
+THUMB = 16
+
+
+def dct_hash(gray: np.ndarray) -> int:
+    """pHash layout (32x32 area-resize, 8x8 low DCT block vs its median) as a signed int64; cv2
+    throughout, ~0.1 ms, so the three views cost less than imagehash's one."""
+    import cv2
+
+    t = cv2.resize(np.ascontiguousarray(gray, dtype=np.float32), (32, 32), interpolation=cv2.INTER_AREA)
+    d = cv2.dct(t)[:8, :8].ravel()
+    bits = np.packbits(d > np.median(d))
+    return int(np.frombuffer(bits.tobytes(), dtype=">u8")[0].astype(np.int64))
+
+
+def view_hashes(gray: np.ndarray) -> list[int]:
+    h, w = gray.shape
+    out = []
+    for f in VIEWS:
+        hh, ww = max(1, round(h * f)), max(1, round(w * f))
+        y0, x0 = (h - hh) // 2, (w - ww) // 2
+        out.append(dct_hash(gray[y0:y0 + hh, x0:x0 + ww]))
+    return out
+
+
+_orb = None
+
+
+def orb_features(gray: np.ndarray) -> bytes:
+    """Up to ORB_N keypoints: n x (uint16 x, uint16 y) in 1/65535 of the longer side, then n x 32
+    descriptor bytes. A low FAST threshold so smooth images still get keypoints; 4 pyramid levels
+    (1.25 apart) cover the 1.25x scale of a 10%/side crop decoded to the same working size."""
+    import cv2
+
+    global _orb
+    if _orb is None:
+        _orb = cv2.ORB_create(nfeatures=ORB_N, scaleFactor=1.25, nlevels=4, edgeThreshold=19, patchSize=19,
+                              fastThreshold=5)
+    g8 = np.clip(gray, 0, 255).astype(np.uint8)
+    kps, des = _orb.detectAndCompute(g8, None)
+    if des is None or not kps:
+        return b""
+    side = float(max(g8.shape))
+    xy = np.array([k.pt for k in kps], dtype=np.float64) / side
+    q = np.clip(np.round(xy * 65535), 0, 65535).astype("<u2")
+    return q.tobytes() + np.ascontiguousarray(des, dtype=np.uint8).tobytes()
+
+
+def unpack(blob: bytes | None) -> tuple[np.ndarray, np.ndarray]:
+    """(points (n, 2) float32 in units of the longer side, descriptors (n, 32) uint8)."""
+    if not blob:
+        return np.zeros((0, 2), np.float32), np.zeros((0, _DESC), np.uint8)
+    n = len(blob) // (4 + _DESC)
+    pts = np.frombuffer(blob, dtype="<u2", count=2 * n).reshape(n, 2).astype(np.float32) / 65535.0
+    des = np.frombuffer(blob, dtype=np.uint8, offset=4 * n).reshape(n, _DESC)
+    return pts, des
+
+
+@dataclass(frozen=True)
+class Side:
+    """One image's stored features, as the barrier holds them."""
+
+    w: float  # frame size in units of its longer side
+    h: float
+    thumb: np.ndarray  # (16, 16) float32
+    pts: np.ndarray
+    des: np.ndarray
+
+    @classmethod
+    def of(cls, width: int, height: int, thumb: bytes | None, orb: bytes | None) -> "Side":
+        m = float(max(width, height, 1))
+        t = np.frombuffer(thumb, np.uint8).reshape(THUMB, THUMB).astype(np.float32) if thumb and len(thumb) == THUMB * THUMB \
+            else np.zeros((THUMB, THUMB), np.float32)
+        pts, des = unpack(orb)
+        return cls(max(width, 1) / m, max(height, 1) / m, t, pts, des)
+
+
+@dataclass(frozen=True)
+class Match:
+    ok: bool
+    how: str  # "orb" | "views" | ""
+    inliers: int
+    scale: float
+    diff: float  # thumbnail difference after alignment, in standard deviations
+
+    def text(self) -> str:
+        if self.how == "orb":
+            return f"{self.inliers} ORB inliers, scale {self.scale:.2f}, aligned thumbnails {self.diff:.2f} std apart"
+        return f"matching centred views at scale {self.scale:.2f}, aligned thumbnails {self.diff:.2f} std apart"
+
+
+def _sample(t: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Bilinear samples of a 16x16 thumbnail at thumbnail coordinates (pixel centres at i + 0.5)."""
+    x = np.clip(x - 0.5, 0, THUMB - 1)
+    y = np.clip(y - 0.5, 0, THUMB - 1)
+    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
+    x1, y1 = np.minimum(x0 + 1, THUMB - 1), np.minimum(y0 + 1, THUMB - 1)
+    fx, fy = x - x0, y - y0
+    return (t[y0, x0] * (1 - fx) * (1 - fy) + t[y0, x1] * fx * (1 - fy) + t[y1, x0] * (1 - fx) * fy
+            + t[y1, x1] * fx * fy)
+
+
+def aligned_diff(a: Side, b: Side, m: np.ndarray) -> float:
+    """Mean |difference| (std units) of the thumbnails where b's pixels fall inside a under the
+    similarity m (a -> b, 2x3, frame units); inf when under 3/16 of b overlaps a, or b is flat."""
+    inv = np.linalg.inv(np.vstack([m, [0, 0, 1]]))[:2]
+    u, v = np.meshgrid(np.arange(THUMB) + 0.5, np.arange(THUMB) + 0.5)
+    xb, yb = u / THUMB * b.w, v / THUMB * b.h
+    ua = (inv[0, 0] * xb + inv[0, 1] * yb + inv[0, 2]) / a.w * THUMB
+    va = (inv[1, 0] * xb + inv[1, 1] * yb + inv[1, 2]) / a.h * THUMB
+    inside = (ua >= 0.25) & (ua <= THUMB - 0.25) & (va >= 0.25) & (va <= THUMB - 0.25)
+    if inside.sum() < 3 * THUMB:
+        return float("inf")
+    q, p = _sample(a.thumb, ua[inside], va[inside]), b.thumb[inside]
+    if p.std() < 3 or q.std() < 3:  # flat: no structure to compare (two solid colours are not copies)
+        return float("inf")
+    q, p = (q - q.mean()) / q.std(), (p - p.mean()) / p.std()
+    return float(np.abs(q - p).mean())
+
+
+def view_transform(a: Side, b: Side, va: int, vb: int) -> np.ndarray:
+    """a -> b when the centred view VIEWS[va] of a is the centred view VIEWS[vb] of b."""
+    s = 0.5 * (VIEWS[vb] * b.w / (VIEWS[va] * a.w) + VIEWS[vb] * b.h / (VIEWS[va] * a.h))
+    return np.array([[s, 0, b.w / 2 - s * a.w / 2], [0, s, b.h / 2 - s * a.h / 2]])
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    min_keypoints: int = 8
+    min_inliers: int = 6
+    min_ratio: float = 0.4
+    max_diff_same_scale: float = 0.15
+    max_diff_scaled: float = 0.35
+    max_view_diff: float = 0.08
+
+
+def confirm(a: Side, b: Side, va: int, vb: int, th: Thresholds) -> Match:
+    """Is b a copy of a? (va, vb): the views whose hashes matched (indices into VIEWS)."""
+    m = view_transform(a, b, va, vb)
+    d = aligned_diff(a, b, m)
+    best = Match(d <= th.max_view_diff, "views", 0, float(m[0, 0]), d)
+    if best.ok or len(a.des) < th.min_keypoints or len(b.des) < th.min_keypoints:
+        return best
+    import cv2
+
+    matches = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(a.des, b.des)
+    matches = [x for x in matches if x.distance <= 64]
+    if len(matches) < th.min_inliers:
+        return best
+    src = a.pts[[x.queryIdx for x in matches]]
+    dst = b.pts[[x.trainIdx for x in matches]]
+    m, inl = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=0.012, maxIters=500,
+                                         confidence=0.99)
+    if m is None:
+        return best
+    n_in = int(inl.sum())
+    scale, rot = float(np.hypot(m[0, 0], m[1, 0])), float(np.arctan2(m[1, 0], m[0, 0]))
+    if n_in < th.min_inliers or not 0.5 <= scale <= 2.0 or abs(rot) > 0.05:
+        return best
+    # keypoints that could match at all: those landing inside the other frame
+    pa = a.pts @ m[:, :2].T + m[:, 2]
+    inv = np.linalg.inv(np.vstack([m, [0, 0, 1]]))[:2]
+    pb = b.pts @ inv[:, :2].T + inv[:, 2]
+    na = int(((pa[:, 0] >= 0) & (pa[:, 0] <= b.w) & (pa[:, 1] >= 0) & (pa[:, 1] <= b.h)).sum())
+    nb = int(((pb[:, 0] >= 0) & (pb[:, 0] <= a.w) & (pb[:, 1] >= 0) & (pb[:, 1] <= a.h)).sum())
+    if n_in < th.min_ratio * max(1, min(na, nb)):
+        return best
+    d = aligned_diff(a, b, m)
+    limit = th.max_diff_same_scale if abs(scale - 1) < 0.03 else th.max_diff_scaled
+    return Match(d <= limit, "orb", n_in, scale, d) if d <= limit else best
