@@ -71,15 +71,15 @@ class Dedup(Barrier):
     name = "dedup"
     Params = DedupParams
     reads = ("task",)
-    writes = ("dedup__phash", "dedup__views", "dedup__thumb", "dedup__orb")
+    writes = ("dedup__phash", "dedup__views", "dedup__thumb", "dedup__orb", "dedup__quality")
     deferred = ("dedup__thumb", "dedup__orb")
     decided = ("dedup__kind", "dedup__dist", "dedup__of_id", "dedup__of_source", "dedup__via_source", "dedup__match")
     types = {
         "dedup__phash": pa.int64(), "dedup__views": pa.list_(pa.int64()), "dedup__thumb": pa.binary(),
-        "dedup__orb": pa.binary(), "dedup__kind": pa.string(), "dedup__dist": pa.int16(), "dedup__of_id": pa.string(),
+        "dedup__orb": pa.binary(), "dedup__quality": pa.float32(), "dedup__kind": pa.string(), "dedup__dist": pa.int16(), "dedup__of_id": pa.string(),
         "dedup__of_source": pa.string(), "dedup__via_source": pa.string(), "dedup__match": pa.string(),
     }
-    prior_columns = ("id", "source", "width", "height", "dedup__views", "dedup__thumb", "dedup__orb")
+    prior_columns = ("id", "source", "width", "height", "dedup__views", "dedup__quality", "dedup__thumb", "dedup__orb")
     dataset_fields = ("dedup_of",)
     rules = (
         Rule("exact", "dedup__kind", "==", value="exact", context=("dedup__of_source",),
@@ -92,21 +92,28 @@ class Dedup(Barrier):
         "dedup__views": "the same hash of the whole frame and of its centred 90% and 80% views (candidate generation)",
         "dedup__thumb": "16x16 contrast-normalised grayscale thumbnail bytes (aligned comparison)",
         "dedup__orb": "up to 48 ORB keypoints: uint16 x, y in 1/65535 of the longer side, then 32-byte descriptors",
+        "dedup__quality": "encoder quality 1-100 (JPEG from its tables, lossless 100, unknown null): picks the survivor "
+                          "among copies of one size",
         "dedup__dist": "Hamming distance between the matching view hashes of the pair that joined the row to its family",
     }
 
     def score(self, batch: pa.Table, work: Sequence[Work | None]) -> dict[str, Sequence[Any]]:
         from flywheel.filters.dedup_match import orb_features, view_hashes
 
-        ph, vs, th, orb = [], [], [], []
+        from flywheel.filters.compression_quality import LOSSLESS, jpeg_quality
+
+        ph, vs, th, orb, q = [], [], [], [], []
         tasks = batch.column("task").to_pylist() if "task" in batch.column_names else [None] * len(work)
         for w, task in zip(work, tasks):
             if w is None or task == "ti2i":  # edit pairs are deduplicated on their pair id alone
-                ph.append(None), vs.append(None), th.append(None), orb.append(None)
+                ph.append(None), vs.append(None), th.append(None), orb.append(None), q.append(None)
             else:
                 v = view_hashes(w.gray)
                 ph.append(v[0]), vs.append(v), th.append(thumb16(w.gray)), orb.append(orb_features(w.gray))
-        return {"dedup__phash": ph, "dedup__views": vs, "dedup__thumb": th, "dedup__orb": orb}
+                quant, fmt = w.info.get("quantization"), w.info.get("format")
+                q.append(jpeg_quality(quant[min(quant)]) if quant and fmt in ("JPEG", "MPO")
+                         else 100.0 if fmt in LOSSLESS else None)
+        return {"dedup__phash": ph, "dedup__views": vs, "dedup__thumb": th, "dedup__orb": orb, "dedup__quality": q}
 
     def uses_prior(self) -> bool:
         return self.params.against_catalog
@@ -146,11 +153,13 @@ class Dedup(Barrier):
             return out
         k = len(pv)
         srcs = [(there, i) for i in pv] + [(here, i) for i in valid]  # combined row c -> (rows, row number)
-        ids, sources, views, wh = [], [], [], []
+        ids, sources, views, wh, qual = [], [], [], [], []
         for r, idx in ((there, pv), (here, valid)):
             if not idx:
                 continue
-            sub = r.table.select(["id", "source", "width", "height"]).take(pa.array(idx, pa.int64()))
+            sub = r.table.select(["id", "source", "width", "height", "dedup__quality"]).take(pa.array(idx, pa.int64()))
+            qual.append(np.nan_to_num(sub.column("dedup__quality").to_numpy(zero_copy_only=False).astype(np.float64),
+                                      nan=50.0))  # unknown (lossy WebP, HEIC...): below a good JPEG
             ids += sub.column("id").to_pylist()
             sources += sub.column("source").to_pylist()
             views += [r.views[i] for i in idx]
@@ -158,6 +167,7 @@ class Dedup(Barrier):
                                 for c in ("width", "height")], 1).astype(np.int64))
         views = np.array(views, dtype=np.int64)
         wh = np.concatenate(wh)
+        qual = np.concatenate(qual)
         ci, cj, vi, vj, dist = view_candidates(views, p.radius)
         # same bytes (same id) always joins a family, without a candidate
         by_id: dict[str, int] = {}
@@ -181,7 +191,7 @@ class Dedup(Barrier):
                 confirmed += 1
                 ei.append(a), ej.append(b), how.append((m.text() + f", view hashes {d} bits apart", d))
         t2 = time.perf_counter()
-        rank = _decision_rank(ids, sources, wh, k, np.array(ei + ej, np.int64))
+        rank = _decision_rank(ids, sources, wh, qual, k, np.array(ei + ej, np.int64))
         keep_all = np.arange(len(srcs)) < k
         survivor, via, edge = family_tree(len(srcs), np.array(ei, np.int64), np.array(ej, np.int64), rank, keep_all)
         for c in range(k, len(srcs)):
@@ -268,12 +278,15 @@ class _Rows:
         return self.table.select(["dedup__thumb", "dedup__orb"]).take(pa.array(idx, pa.int64()))
 
 
-def _decision_rank(ids: list, sources: list, wh: np.ndarray, prior_count: int, nodes: np.ndarray) -> np.ndarray:
+def _decision_rank(ids: list, sources: list, wh: np.ndarray, quality: np.ndarray, prior_count: int,
+                   nodes: np.ndarray) -> np.ndarray:
     """Survivor order of the rows in some family (`nodes`): catalog rows first, then the most
-    pixels (the least reduced copy), then `source`, then `id` (string orders), so a decision never
-    depends on row order or workers. Rows outside every family keep rank 0 (never consulted)."""
+    pixels (the least reduced copy), then the highest encoder quality (the least compressed), then
+    `source`, then `id` (string orders), so a decision never depends on row order or workers. Rows
+    outside every family keep rank 0 (never consulted)."""
     nodes = np.unique(nodes)
-    order = sorted(nodes.tolist(), key=lambda c: (c >= prior_count, -int(wh[c, 0]) * int(wh[c, 1]), sources[c], ids[c]))
+    order = sorted(nodes.tolist(), key=lambda c: (c >= prior_count, -int(wh[c, 0]) * int(wh[c, 1]), -quality[c],
+                                                  sources[c], ids[c]))
     rank = np.zeros(len(ids), np.int64)
     rank[order] = np.arange(len(order))
     return rank
