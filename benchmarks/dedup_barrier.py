@@ -11,8 +11,8 @@ Rows (features are synthetic but shaped like the real ones):
   smooth-field thumbnails, 48 random ORB keypoints each;
 - planted families (`--family-frac` of the rows, 4 members): an original and a copy cropped 10%
   per side, a re-encode and a brightness-like change. Members' view hashes are the original's
-  matching view with a few bits flipped; thumbnails are box-resampled from one 64x64 field
-  (the crop from its centre 80%); keypoints are the original's moved by the crop's similarity,
+  matching view with a few bits flipped; thumbnails of the three centred views are box-averaged
+  from one 64x64 field (the crop's from its centre 80%); keypoints are the original's moved by the crop's similarity,
   with descriptor bits flipped. Half the families get thumbnail noise above the view test, so
   their pairs are confirmed by the ORB path.
 
@@ -105,7 +105,7 @@ def make_parts(folder: Path, n: int, family_frac: float, seed: int, part_rows: i
         rows = np.arange(p0, min(n, p0 + part_rows))
         m = len(rows)
         views = biased(rng, 3 * m).reshape(m, 3)
-        thumbs = normalised(fields_of(rng.normal(size=(m, 8, 8)).astype(np.float32), 16))
+        thumbs = normalised(fields_of(rng.normal(size=(3 * m, 8, 8)).astype(np.float32), 16)).reshape(m, 768)
         blob = rng.integers(0, 256, (m, K * 36), dtype=np.uint8)
         width, height = np.full(m, 1024), np.full(m, 768)
         blobs = [blob[k].tobytes() for k in range(m)]
@@ -115,12 +115,12 @@ def make_parts(folder: Path, n: int, family_frac: float, seed: int, part_rows: i
             pts = fpts[f] + rng.normal(scale=0.002, size=(K, 2)).astype(np.float32)
             if j == 1:  # crop 10% per side: its whole frame is the original's centred 80%
                 views[k] = np.full(3, fviews[f, 2], np.uint64) ^ flips(rng, 3, 0.02)
-                thumbs[k] = view_thumbs(field[None], 0.8)[0]
+                thumbs[k] = np.concatenate([view_thumbs(field[None], 0.8 * f)[0] for f in (1.0, 0.9, 0.8)])
                 pts = (fpts[f] - np.array([0.1, 0.075], np.float32)) * 1.25
                 width[k], height[k] = 819, 614
             else:
                 views[k] = fviews[f] ^ flips(rng, 3, 0.02)
-                thumbs[k] = view_thumbs(field[None], 1.0)[0]
+                thumbs[k] = np.concatenate([view_thumbs(field[None], f)[0] for f in (1.0, 0.9, 0.8)])
                 if j == 2:
                     width[k], height[k] = 512, 384
             des = fdes[f] ^ np.packbits(rng.random((K, 256)) < 0.03, axis=1)

@@ -5,7 +5,7 @@ Filter".
 
 Scoring is per batch and stores compact features (`flywheel.filters.dedup_match`): hashes of the
 whole frame and of its centred 90% and 80% views (`dedup__views`, `dedup__phash` is the first),
-the 16x16 contrast-normalised thumbnail (`dedup__thumb`) and up to 48 ORB keypoints as bytes
+16x16 contrast-normalised thumbnails of the same views (`dedup__thumb`) and up to 48 ORB keypoints as bytes
 (`dedup__orb`, ~1.7 kB). The decision is a `Barrier` over those stored columns (`decide`); it
 never reads an image again:
 
@@ -32,24 +32,34 @@ import pyarrow as pa
 from pydantic import Field
 
 from flywheel.filters.base import Barrier, Params, ParquetRows, Rule, Work, register
+from flywheel.filters.dedup_match import VIEWS
 
 THUMB = 16
 
 
 def thumb16(gray: np.ndarray) -> bytes:
-    """16x16 box-averaged thumbnail, contrast-normalised: (t - mean) / std * 32 + 128.
+    """16x16 area-averaged thumbnail, contrast-normalised: (t - mean) / std * 32 + 128.
 
     Normalising makes brightness and contrast edits of one photo agree. Nearly flat thumbnails
     (std < 3) are kept raw, so two different solid colours are not "copies" of each other and stay
     for the entropy filter."""
-    from PIL import Image
+    import cv2
 
-    t = np.asarray(Image.fromarray(np.clip(gray, 0, 255).astype(np.uint8), "L").resize((THUMB, THUMB), Image.BOX),
-                   dtype=np.float64)
+    t = cv2.resize(np.ascontiguousarray(gray, dtype=np.float32), (THUMB, THUMB), interpolation=cv2.INTER_AREA)
+    t = t.astype(np.float64)
     sd = t.std()
     if sd >= 3.0:
         t = (t - t.mean()) / sd * 32.0 + 128.0
     return np.clip(np.round(t), 0, 255).astype(np.uint8).tobytes()
+
+
+def view_thumbs(gray: np.ndarray) -> bytes:
+    """`thumb16` of each centred view in `dedup_match.VIEWS` (whole frame first), concatenated:
+    a crop is compared with the matching view of its original at the same framing, with no
+    resampling between two thumbnails."""
+    from flywheel.filters.dedup_match import centred
+
+    return b"".join(thumb16(centred(gray, f)) for f in VIEWS)
 
 
 class DedupParams(Params):
@@ -90,7 +100,8 @@ class Dedup(Barrier):
     cards = {
         "dedup__phash": "64-bit DCT perceptual hash of the whole frame (32x32 area resize, 8x8 DCT vs median) as int64",
         "dedup__views": "the same hash of the whole frame and of its centred 90% and 80% views (candidate generation)",
-        "dedup__thumb": "16x16 contrast-normalised grayscale thumbnail bytes (aligned comparison)",
+        "dedup__thumb": "16x16 contrast-normalised grayscale thumbnails of the whole frame and its centred 90% and 80% "
+                        "views (768 bytes; the confirmation compares matching views)",
         "dedup__orb": "up to 48 ORB keypoints: uint16 x, y in 1/65535 of the longer side, then 32-byte descriptors",
         "dedup__quality": "encoder quality 1-100 (JPEG from its tables, lossless 100, unknown null): picks the survivor "
                           "among copies of one size",
@@ -98,9 +109,8 @@ class Dedup(Barrier):
     }
 
     def score(self, batch: pa.Table, work: Sequence[Work | None]) -> dict[str, Sequence[Any]]:
-        from flywheel.filters.dedup_match import orb_features, view_hashes
-
         from flywheel.filters.compression_quality import LOSSLESS, jpeg_quality
+        from flywheel.filters.dedup_match import orb_features, view_hashes
 
         ph, vs, th, orb, q = [], [], [], [], []
         tasks = batch.column("task").to_pylist() if "task" in batch.column_names else [None] * len(work)
@@ -109,7 +119,7 @@ class Dedup(Barrier):
                 ph.append(None), vs.append(None), th.append(None), orb.append(None), q.append(None)
             else:
                 v = view_hashes(w.gray)
-                ph.append(v[0]), vs.append(v), th.append(thumb16(w.gray)), orb.append(orb_features(w.gray))
+                ph.append(v[0]), vs.append(v), th.append(view_thumbs(w.gray)), orb.append(orb_features(w.gray))
                 quant, fmt = w.info.get("quantization"), w.info.get("format")
                 q.append(jpeg_quality(quant[min(quant)]) if quant and fmt in ("JPEG", "MPO")
                          else 100.0 if fmt in LOSSLESS else None)

@@ -6,7 +6,7 @@ Scored once per image on the working copy (the barrier never reads an image agai
   view pairs is within a few bits even when the whole-frame hashes are 8-26 bits apart.
 - `orb_features`: up to `ORB_N` ORB keypoints (Rublee et al. 2011), packed as bytes: positions as
   uint16 in units of the longer side, then the 32-byte descriptors (36 bytes a keypoint).
-- the 16x16 contrast-normalised thumbnail `dedup.thumb16` (already stored).
+- `dedup.view_thumbs`: the 16x16 contrast-normalised thumbnail of each of those views (768 bytes).
 
 `confirm` decides one candidate pair (a, b) from those columns; either test confirms:
 - local features: mutual-nearest Hamming matches, a RANSAC similarity (rotation, one scale,
@@ -14,7 +14,7 @@ Scored once per image on the working copy (the barrier never reads an image agai
   keypoints lying inside the other frame, no rotation, a scale within 0.5-2, and the thumbnails
   agreeing once aligned by that transform;
 - the view hypothesis: the view pair whose hashes matched says where one frame lies in the other
-  (same frame, or a centred crop of it); the thumbnails sampled under that transform agree within
+  (same frame, or a centred crop of it); the stored thumbnails of those two views agree within
   `max_view_diff` standard deviations. This carries images with too few keypoints (smooth
   wallpapers) and centred crops of text pages, where ORB finds glyphs but not one transform.
 Thumbnail agreement is measured where the frames overlap, each side z-normalised there, as the
@@ -47,14 +47,16 @@ def dct_hash(gray: np.ndarray) -> int:
     return int(np.frombuffer(bits.tobytes(), dtype=">u8")[0].astype(np.int64))
 
 
-def view_hashes(gray: np.ndarray) -> list[int]:
+def centred(gray: np.ndarray, frac: float) -> np.ndarray:
+    """The centred view keeping `frac` of each side."""
     h, w = gray.shape
-    out = []
-    for f in VIEWS:
-        hh, ww = max(1, round(h * f)), max(1, round(w * f))
-        y0, x0 = (h - hh) // 2, (w - ww) // 2
-        out.append(dct_hash(gray[y0:y0 + hh, x0:x0 + ww]))
-    return out
+    hh, ww = max(1, round(h * frac)), max(1, round(w * frac))
+    y0, x0 = (h - hh) // 2, (w - ww) // 2
+    return gray[y0:y0 + hh, x0:x0 + ww]
+
+
+def view_hashes(gray: np.ndarray) -> list[int]:
+    return [dct_hash(centred(gray, f)) for f in VIEWS]
 
 
 _orb = None
@@ -96,15 +98,16 @@ class Side:
 
     w: float  # frame size in units of its longer side
     h: float
-    thumb: np.ndarray  # (16, 16) float32
+    thumbs: np.ndarray  # (len(VIEWS), 16, 16) float32: one per centred view, whole frame first
     pts: np.ndarray
     des: np.ndarray
 
     @classmethod
     def of(cls, width: int, height: int, thumb: bytes | None, orb: bytes | None) -> "Side":
         m = float(max(width, height, 1))
-        t = np.frombuffer(thumb, np.uint8).reshape(THUMB, THUMB).astype(np.float32) if thumb and len(thumb) == THUMB * THUMB \
-            else np.zeros((THUMB, THUMB), np.float32)
+        k = len(VIEWS) * THUMB * THUMB
+        t = np.frombuffer(thumb, np.uint8).reshape(len(VIEWS), THUMB, THUMB).astype(np.float32) if thumb and len(thumb) == k \
+            else np.zeros((len(VIEWS), THUMB, THUMB), np.float32)
         pts, des = unpack(orb)
         return cls(max(width, 1) / m, max(height, 1) / m, t, pts, des)
 
@@ -145,8 +148,13 @@ def aligned_diff(a: Side, b: Side, m: np.ndarray) -> float:
     inside = (ua >= 0.25) & (ua <= THUMB - 0.25) & (va >= 0.25) & (va <= THUMB - 0.25)
     if inside.sum() < 3 * THUMB:
         return float("inf")
-    q, p = _sample(a.thumb, ua[inside], va[inside]), b.thumb[inside]
-    if p.std() < 3 or q.std() < 3:  # flat: no structure to compare (two solid colours are not copies)
+    return _zdiff(_sample(a.thumbs[0], ua[inside], va[inside]), b.thumbs[0][inside])
+
+
+def _zdiff(q: np.ndarray, p: np.ndarray) -> float:
+    """Mean |difference| of two samples each z-normalised; inf when either is flat (no structure
+    to compare: two solid colours are not copies)."""
+    if p.std() < 3 or q.std() < 3:
         return float("inf")
     q, p = (q - q.mean()) / q.std(), (p - p.mean()) / p.std()
     return float(np.abs(q - p).mean())
@@ -170,9 +178,9 @@ class Thresholds:
 
 def confirm(a: Side, b: Side, va: int, vb: int, th: Thresholds) -> Match:
     """Is b a copy of a? (va, vb): the views whose hashes matched (indices into VIEWS)."""
-    m = view_transform(a, b, va, vb)
-    d = aligned_diff(a, b, m)
-    best = Match(d <= th.max_view_diff, "views", 0, float(m[0, 0]), d)
+    scale = float(view_transform(a, b, va, vb)[0, 0])
+    d = _zdiff(a.thumbs[va].ravel(), b.thumbs[vb].ravel())  # the matching views, at the same framing
+    best = Match(d <= th.max_view_diff, "views", 0, scale, d)
     if best.ok or len(a.des) < th.min_keypoints or len(b.des) < th.min_keypoints:
         return best
     import cv2
