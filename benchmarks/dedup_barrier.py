@@ -142,12 +142,52 @@ def make_parts(folder: Path, n: int, family_frac: float, seed: int, part_rows: i
     return files, fam
 
 
+def feature_cost(repeat: int = 20) -> None:
+    """CPU ms per image of what `Dedup.score` adds, on scikit-image's photos decoded the way a
+    stage-1 run decodes them (JPEG draft + resize to a 256 px short side)."""
+    import io
+
+    from PIL import Image
+    from skimage import data
+
+    from flywheel.filters.decode import decode
+    from flywheel.filters.dedup import view_thumbs
+    from flywheel.filters.dedup_match import orb_features, reduced, view_hashes
+
+    grays, rgbs = [], []
+    for name in ("astronaut", "coffee", "chelsea", "rocket", "camera", "text", "page", "moon", "hubble_deep_field"):
+        b = io.BytesIO()
+        Image.fromarray(getattr(data, name)()).convert("RGB").save(b, "JPEG", quality=90)
+        w = decode(b.getvalue(), "jpg", 256, 10**9).work
+        grays.append(w.gray), rgbs.append(w.rgb)
+    parts = {"reduced copy + 3 hashes + 3 thumbnails": lambda g: (view_hashes(g, s := reduced(g)), view_thumbs(g, s)),
+             "ORB keypoints (48, 192 px)": orb_features}
+    total = 0.0
+    for label, fn in parts.items():
+        inputs = rgbs if fn is orb_features else grays
+        for g in inputs:
+            fn(g)
+        c0 = time.process_time()
+        for _ in range(repeat):
+            for g in inputs:
+                fn(g)
+        ms = (time.process_time() - c0) / (repeat * len(grays)) * 1000
+        total += ms
+        print(f"  {label:30s} {ms:.2f} ms/img (cpu)")
+    print(f"  {'dedup features in all':30s} {total:.2f} ms/img (cpu), {len(grays)} images at a 256 px short side")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--family-frac", type=float, default=0.01, help="fraction of rows in planted families of 4")
     ap.add_argument("--dir", default=None, help="where to write the parts (default: a temporary folder)")
+    ap.add_argument("--features-only", action="store_true", help="only the per-image scoring cost")
     args = ap.parse_args()
+    print(f"cores={os.cpu_count()} load average={os.getloadavg()[0]:.1f}: scoring cost per image")
+    feature_cost()
+    if args.features_only:
+        return
     print(f"cores={os.cpu_count()} load average={os.getloadavg()[0]:.1f} n={args.n:,} family rows {args.family_frac:.1%}")
     op = Dedup({"against_catalog": False})
     warm = tempfile.mkdtemp()

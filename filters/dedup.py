@@ -53,13 +53,14 @@ def thumb16(gray: np.ndarray) -> bytes:
     return np.clip(np.round(t), 0, 255).astype(np.uint8).tobytes()
 
 
-def view_thumbs(gray: np.ndarray) -> bytes:
+def view_thumbs(gray: np.ndarray, small: np.ndarray | None = None) -> bytes:
     """`thumb16` of each centred view in `dedup_match.VIEWS` (whole frame first), concatenated:
     a crop is compared with the matching view of its original at the same framing, with no
-    resampling between two thumbnails."""
-    from flywheel.filters.dedup_match import centred
+    resampling between two thumbnails. Cut from the reduced copy (`dedup_match.reduced`)."""
+    from flywheel.filters.dedup_match import centred, reduced
 
-    return b"".join(thumb16(centred(gray, f)) for f in VIEWS)
+    small = reduced(gray) if small is None else small
+    return b"".join(thumb16(centred(small, f)) for f in VIEWS)
 
 
 class DedupParams(Params):
@@ -110,7 +111,7 @@ class Dedup(Barrier):
 
     def score(self, batch: pa.Table, work: Sequence[Work | None]) -> dict[str, Sequence[Any]]:
         from flywheel.filters.compression_quality import LOSSLESS, jpeg_quality
-        from flywheel.filters.dedup_match import orb_features, view_hashes
+        from flywheel.filters.dedup_match import orb_features, reduced, view_hashes
 
         ph, vs, th, orb, q = [], [], [], [], []
         tasks = batch.column("task").to_pylist() if "task" in batch.column_names else [None] * len(work)
@@ -118,8 +119,9 @@ class Dedup(Barrier):
             if w is None or task == "ti2i":  # edit pairs are deduplicated on their pair id alone
                 ph.append(None), vs.append(None), th.append(None), orb.append(None), q.append(None)
             else:
-                v = view_hashes(w.gray)
-                ph.append(v[0]), vs.append(v), th.append(view_thumbs(w.gray)), orb.append(orb_features(w.gray))
+                small = reduced(w.gray)
+                v = view_hashes(w.gray, small)
+                ph.append(v[0]), vs.append(v), th.append(view_thumbs(w.gray, small)), orb.append(orb_features(w.rgb))
                 quant, fmt = w.info.get("quantization"), w.info.get("format")
                 q.append(jpeg_quality(quant[min(quant)]) if quant and fmt in ("JPEG", "MPO")
                          else 100.0 if fmt in LOSSLESS else None)
