@@ -191,15 +191,14 @@ def main() -> None:
     print(f"cores={os.cpu_count()} load average={os.getloadavg()[0]:.1f} n={args.n:,} family rows {args.family_frac:.1%}")
     op = Dedup({"against_catalog": False})
     warm = tempfile.mkdtemp()
+    cols = [c for c in dict.fromkeys([*op.decide_reads, *op.writes, *op.reads]) if c not in op.deferred]
     files, _ = make_parts(Path(warm), 2000, 0.05, seed=1)  # compile numba / warm cv2 outside the timing
-    op.decide(pads.dataset(files).to_table(columns=["id", "source", "width", "height", "task", "dedup__views"]),
-              rows=ParquetRows(files, list(op.deferred)))
+    op.decide(pads.dataset(files).to_table(columns=cols), rows=ParquetRows(files, list(op.deferred)))
     with tempfile.TemporaryDirectory(dir=args.dir) as d:
         t0 = time.perf_counter()
         files, fam = make_parts(Path(d), args.n, args.family_frac, seed=2)
         size = sum(os.path.getsize(f) for f in files)
         print(f"wrote {len(files)} parts, {size / 2**20:,.0f} MiB, in {time.perf_counter() - t0:.0f} s")
-        cols = [c for c in dict.fromkeys([*op.decide_reads, *op.writes, *op.reads]) if c not in op.deferred]
         with PeakRSS() as mem:
             w0, c0 = time.perf_counter(), time.process_time()
             table = pads.dataset(files, format="parquet").to_table(columns=cols)  # what pipeline.barrier reads

@@ -19,7 +19,9 @@ never reads an image again:
    (`dedup__via_source`) and the evidence (`dedup__match`), so each drop is explainable.
 
 Thresholds were set on the tuning split of the real decision set (docs/decision-set.md), where
-distinct pages of one document layout and one dialog with another tab are the hard negatives.
+distinct pages of one document layout and one dialog with another tab are the hard negatives:
+true copies at the same scale matched by ORB had inlier descriptors <= 9 of 256 bits apart,
+consecutive pages 16-21; matching-view thumbnails of copies 0.02-0.06 std, pages from 0.08.
 """
 
 from __future__ import annotations
@@ -65,15 +67,17 @@ def view_thumbs(gray: np.ndarray, small: np.ndarray | None = None) -> bytes:
 
 class DedupParams(Params):
     radius: int = Field(6, ge=0, le=12, description="max Hamming distance between two view hashes for a candidate pair")
-    max_view_diff: float = Field(0.08, ge=0, description="max mean |difference|, in std, of the thumbnails aligned "
+    max_view_diff: float = Field(0.07, ge=0, description="max mean |difference|, in std, of the thumbnails aligned "
                                  "by the matching views (same frame, or a centred crop of it)")
     min_inliers: int = Field(6, ge=3, description="ORB confirmation: min RANSAC inliers of the similarity transform")
     min_inlier_ratio: float = Field(0.4, ge=0, le=1, description="ORB confirmation: min inliers / keypoints that "
                                     "land inside the other frame (the fewer of the two)")
-    max_orb_diff: float = Field(0.15, ge=0, description="ORB confirmation at the same scale: max aligned thumbnail "
+    max_orb_diff: float = Field(0.12, ge=0, description="ORB confirmation at the same scale: max aligned thumbnail "
                                 "difference in std")
-    max_orb_diff_scaled: float = Field(0.35, ge=0, description="ORB confirmation across scales (crops): max aligned "
+    max_orb_diff_scaled: float = Field(0.25, ge=0, description="ORB confirmation across scales (crops): max aligned "
                                        "thumbnail difference in std (16x16 resampling blurs)")
+    max_orb_desc: float = Field(12.0, ge=0, le=256, description="ORB confirmation at the same scale: max mean Hamming "
+                                "distance between the inliers' descriptors (of 256 bits)")
     against_catalog: bool = Field(True, description="also dedup against accepted datasets already in the catalog")
 
 
@@ -193,7 +197,8 @@ class Dedup(Barrier):
         need = np.unique(np.concatenate([ci, cj])) if len(ci) else np.zeros(0, np.int64)
         feats = self._features(srcs, need, wh)
         th = Thresholds(min_inliers=p.min_inliers, min_ratio=p.min_inlier_ratio, max_diff_same_scale=p.max_orb_diff,
-                        max_diff_scaled=p.max_orb_diff_scaled, max_view_diff=p.max_view_diff)
+                        max_diff_scaled=p.max_orb_diff_scaled, max_view_diff=p.max_view_diff,
+                        max_desc_same_scale=p.max_orb_desc)
         confirmed = 0
         for a, b, va, vb, d in zip(ci.tolist(), cj.tolist(), vi.tolist(), vj.tolist(), dist.tolist()):
             if ids[a] == ids[b]:

@@ -12,7 +12,8 @@ Scored once per image on the working copy (the barrier never reads an image agai
 - local features: mutual-nearest Hamming matches, a RANSAC similarity (rotation, one scale,
   translation) with at least `min_inliers` inliers that also make at least `min_ratio` of the
   keypoints lying inside the other frame, no rotation, a scale within 0.5-2, and the thumbnails
-  agreeing once aligned by that transform;
+  agreeing once aligned by that transform; at the same scale the inliers' descriptors must also
+  be nearly equal (distinct pages of one layout match glyph for glyph, but not bit for bit);
 - the view hypothesis: the view pair whose hashes matched says where one frame lies in the other
   (same frame, or a centred crop of it); the stored thumbnails of those two views agree within
   `max_view_diff` standard deviations. This carries images with too few keypoints (smooth
@@ -146,10 +147,12 @@ class Match:
     inliers: int
     scale: float
     diff: float  # thumbnail difference after alignment, in standard deviations
+    desc: float = 0.0  # ORB: mean Hamming distance (of 256 bits) between the inliers' descriptors
 
     def text(self) -> str:
         if self.how == "orb":
-            return f"{self.inliers} ORB inliers, scale {self.scale:.2f}, aligned thumbnails {self.diff:.2f} std apart"
+            return (f"{self.inliers} ORB inliers ({self.desc:.0f} of 256 bits apart), scale {self.scale:.2f}, aligned "
+                    f"thumbnails {self.diff:.2f} std apart")
         return f"matching centred views at scale {self.scale:.2f}, aligned thumbnails {self.diff:.2f} std apart"
 
 
@@ -198,9 +201,10 @@ class Thresholds:
     min_keypoints: int = 8
     min_inliers: int = 6
     min_ratio: float = 0.4
-    max_diff_same_scale: float = 0.15
-    max_diff_scaled: float = 0.35
-    max_view_diff: float = 0.08
+    max_diff_same_scale: float = 0.12
+    max_diff_scaled: float = 0.25
+    max_desc_same_scale: float = 12.0
+    max_view_diff: float = 0.07
 
 
 def confirm(a: Side, b: Side, va: int, vb: int, th: Thresholds) -> Match:
@@ -235,5 +239,7 @@ def confirm(a: Side, b: Side, va: int, vb: int, th: Thresholds) -> Match:
     if n_in < th.min_ratio * max(1, min(na, nb)):
         return best
     d = aligned_diff(a, b, m)
-    limit = th.max_diff_same_scale if abs(scale - 1) < 0.03 else th.max_diff_scaled
-    return Match(d <= limit, "orb", n_in, scale, d) if d <= limit else best
+    desc = float(np.mean([x.distance for x, ok in zip(matches, inl.ravel()) if ok]))
+    same = abs(scale - 1) < 0.03
+    ok = d <= (th.max_diff_same_scale if same else th.max_diff_scaled) and (not same or desc <= th.max_desc_same_scale)
+    return Match(True, "orb", n_in, scale, d, desc) if ok else best
