@@ -153,7 +153,7 @@ class Dedup(Barrier):
         import time
 
         from flywheel.filters.dedup_index import family_tree, view_candidates
-        from flywheel.filters.dedup_match import Thresholds, confirm
+        from flywheel.filters.dedup_match import Thresholds, confirm, view_diffs
 
         p: DedupParams = self.params
         t0 = time.perf_counter()
@@ -200,10 +200,14 @@ class Dedup(Barrier):
                         max_diff_scaled=p.max_orb_diff_scaled, max_view_diff=p.max_view_diff,
                         max_desc_same_scale=p.max_orb_desc)
         confirmed = 0
-        for a, b, va, vb, d in zip(ci.tolist(), cj.tolist(), vi.tolist(), vj.tolist(), dist.tolist()):
+        # the view test for every candidate at once; ORB only where it fails
+        vd = view_diffs(np.stack([feats[a].thumbs[va].ravel() for a, va in zip(ci.tolist(), vi.tolist())]),
+                        np.stack([feats[b].thumbs[vb].ravel() for b, vb in zip(cj.tolist(), vj.tolist())])) \
+            if len(ci) else np.zeros(0)
+        for a, b, va, vb, d, x in zip(ci.tolist(), cj.tolist(), vi.tolist(), vj.tolist(), dist.tolist(), vd.tolist()):
             if ids[a] == ids[b]:
                 continue
-            m = confirm(feats[a], feats[b], va, vb, th)
+            m = confirm(feats[a], feats[b], va, vb, th, view_diff=x)
             if m.ok:
                 confirmed += 1
                 ei.append(a), ej.append(b), how.append((m.text() + f", view hashes {d} bits apart", d))

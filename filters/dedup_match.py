@@ -207,10 +207,22 @@ class Thresholds:
     max_view_diff: float = 0.07
 
 
-def confirm(a: Side, b: Side, va: int, vb: int, th: Thresholds) -> Match:
-    """Is b a copy of a? (va, vb): the views whose hashes matched (indices into VIEWS)."""
+def view_diffs(ta: np.ndarray, tb: np.ndarray) -> np.ndarray:
+    """`_zdiff` of many thumbnail pairs at once: ta, tb (k, 256) float32 -> (k,) float64."""
+    sa, sb = ta.std(axis=1), tb.std(axis=1)
+    flat = (sa < 3) | (sb < 3)
+    za = (ta - ta.mean(axis=1, keepdims=True)) / np.maximum(sa, 1e-6)[:, None]
+    zb = (tb - tb.mean(axis=1, keepdims=True)) / np.maximum(sb, 1e-6)[:, None]
+    d = np.abs(za - zb).mean(axis=1).astype(np.float64)
+    d[flat] = np.inf
+    return d
+
+
+def confirm(a: Side, b: Side, va: int, vb: int, th: Thresholds, view_diff: float | None = None) -> Match:
+    """Is b a copy of a? (va, vb): the views whose hashes matched (indices into VIEWS);
+    `view_diff`: their thumbnails' difference when already computed (`view_diffs`)."""
     scale = float(view_transform(a, b, va, vb)[0, 0])
-    d = _zdiff(a.thumbs[va].ravel(), b.thumbs[vb].ravel())  # the matching views, at the same framing
+    d = _zdiff(a.thumbs[va].ravel(), b.thumbs[vb].ravel()) if view_diff is None else view_diff  # same framing
     best = Match(d <= th.max_view_diff, "views", 0, scale, d)
     if best.ok or len(a.des) < th.min_keypoints or len(b.des) < th.min_keypoints:
         return best
