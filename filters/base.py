@@ -335,9 +335,9 @@ class ParquetRows:
                     t = pf.read_row_group(rg, columns=self.columns)
                     pieces.append(t.take(pa.array(want[lo:hi] - start)))
                 start += n
-        if not pieces:
+        if not len(rows):
             return pa.table({c: pa.array([], pa.binary()) for c in self.columns})
-        got = pa.concat_tables(pieces)
+        got = pa.concat_tables(pieces) if pieces else pa.table({})
         if got.num_rows != len(rows):
             raise IndexError(f"asked for {len(rows)} rows, the files hold {got.num_rows} of them (last row {start - 1})")
         back = np.empty(len(rows), dtype=np.int64)

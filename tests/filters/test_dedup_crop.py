@@ -144,3 +144,23 @@ def test_barrier_decides_from_stored_columns_without_the_images(ray_local, tmp_p
         columns=["source", "dedup__of_source", "reject_reasons"]).to_pylist()
     assert {r["dedup__of_source"] for r in rej} == {"orig.png"}
     assert np.all([r["reject_reasons"] == ["dedup:near"] for r in rej])
+
+
+def test_parquet_rows_take_by_row_number_across_files_and_row_groups(tmp_path):
+    """What the barrier uses to read features of candidate rows only: row numbers in the order
+    pyarrow.dataset reads the files, returned in the order asked."""
+    import pyarrow.dataset as pads
+    import pyarrow.parquet as pq
+
+    from flywheel.filters.base import ParquetRows
+
+    files = []
+    for k, n in enumerate((5, 0, 7)):
+        f = tmp_path / f"part-{k}.parquet"
+        pq.write_table(pa.table({"v": pa.array([f"{k}-{i}" for i in range(n)], pa.string())}), f, row_group_size=3)
+        files.append(str(f))
+    whole = pads.dataset(files).to_table().column("v").to_pylist()
+    rows = np.array([11, 0, 5, 4, 5, 7])
+    assert ParquetRows(files, ["v"]).take(rows).column("v").to_pylist() == [whole[i] for i in rows]
+    with pytest.raises(IndexError):
+        ParquetRows(files, ["v"]).take(np.array([12]))
