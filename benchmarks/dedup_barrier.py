@@ -181,7 +181,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--family-frac", type=float, default=0.01, help="fraction of rows in planted families of 4")
-    ap.add_argument("--dir", default=None, help="where to write the parts (default: a temporary folder)")
+    ap.add_argument("--parts", default=None, help="keep the generated parts in this folder and reuse them when present "
+                    "(default: a temporary folder, removed)")
     ap.add_argument("--features-only", action="store_true", help="only the per-image scoring cost")
     args = ap.parse_args()
     print(f"cores={os.cpu_count()} load average={os.getloadavg()[0]:.1f}: scoring cost per image")
@@ -194,11 +195,18 @@ def main() -> None:
     cols = [c for c in dict.fromkeys([*op.decide_reads, *op.writes, *op.reads]) if c not in op.deferred]
     files, _ = make_parts(Path(warm), 2000, 0.05, seed=1)  # compile numba / warm cv2 outside the timing
     op.decide(pads.dataset(files).to_table(columns=cols), rows=ParquetRows(files, list(op.deferred)))
-    with tempfile.TemporaryDirectory(dir=args.dir) as d:
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(args.parts or tmp)
+        d.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        files, fam = make_parts(Path(d), args.n, args.family_frac, seed=2)
+        cached = d / f"families-{args.n}-{args.family_frac}.npy"
+        if cached.exists():
+            files, fam = sorted(str(f) for f in d.glob("part-*.parquet")), np.load(cached)
+        else:
+            files, fam = make_parts(d, args.n, args.family_frac, seed=2)
+            np.save(cached, fam)
         size = sum(os.path.getsize(f) for f in files)
-        print(f"wrote {len(files)} parts, {size / 2**20:,.0f} MiB, in {time.perf_counter() - t0:.0f} s")
+        print(f"{len(files)} parts, {size / 2**20:,.0f} MiB, ready in {time.perf_counter() - t0:.0f} s")
         with PeakRSS() as mem:
             w0, c0 = time.perf_counter(), time.process_time()
             table = pads.dataset(files, format="parquet").to_table(columns=cols)  # what pipeline.barrier reads

@@ -31,6 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import Field
 
 from flywheel.filters.base import Barrier, Params, ParquetRows, Rule, Work, register
@@ -162,8 +163,8 @@ class Dedup(Barrier):
         self._exact_pairs(table, out)
         here = _Rows.of(table, rows)
         there = self._read_prior(prior or []) if p.against_catalog else None
-        valid = [i for i, v in enumerate(table.column("dedup__views").to_pylist()) if v] if "dedup__views" in table.column_names else []
-        pv = [i for i, v in enumerate(there.table.column("dedup__views").to_pylist()) if v] if there else []
+        valid = here.valid.tolist()
+        pv = there.valid.tolist() if there else []
         self.last_stats = {"candidate_pairs": 0, "confirmed_pairs": 0}
         if not valid:
             return out
@@ -178,10 +179,10 @@ class Dedup(Barrier):
                                       nan=50.0))  # unknown (lossy WebP, HEIC...): below a good JPEG
             ids += sub.column("id").to_pylist()
             sources += sub.column("source").to_pylist()
-            views += [r.views[i] for i in idx]
+            views.append(r.views)
             wh.append(np.stack([np.nan_to_num(sub.column(c).to_numpy(zero_copy_only=False).astype(np.float64))
                                 for c in ("width", "height")], 1).astype(np.int64))
-        views = np.array(views, dtype=np.int64)
+        views = np.concatenate(views)
         wh = np.concatenate(wh)
         qual = np.concatenate(qual)
         ci, cj, vi, vj, dist = view_candidates(views, p.radius)
@@ -287,7 +288,13 @@ class _Rows:
 
     def __init__(self, table: pa.Table, rows: ParquetRows | None):
         self.table, self.rows = table, rows
-        self.views = table.column("dedup__views").to_pylist() if "dedup__views" in table.column_names else []
+        # rows with their view hashes, and those hashes (valid rows in order), without Python lists
+        self.valid, self.views = np.zeros(0, np.int64), np.zeros((0, len(VIEWS)), np.int64)
+        if "dedup__views" in table.column_names and table.num_rows:
+            col = table.column("dedup__views").combine_chunks()
+            ok = np.asarray(pc.and_kleene(col.is_valid(), pc.equal(pc.list_value_length(col), len(VIEWS))).fill_null(False))
+            self.valid = np.flatnonzero(ok)
+            self.views = np.asarray(col.filter(pa.array(ok)).flatten()).astype(np.int64).reshape(-1, len(VIEWS))
 
     @classmethod
     def of(cls, table: pa.Table, rows: ParquetRows | None) -> "_Rows":
