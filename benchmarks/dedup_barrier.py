@@ -34,7 +34,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dedup import PeakRSS, biased, flips  # noqa: E402
+from dedup import PeakRSS, biased, flips, make_hashes  # noqa: E402
 
 from flywheel.filters.base import ParquetRows  # noqa: E402
 from flywheel.filters.dedup import Dedup  # noqa: E402
@@ -85,9 +85,15 @@ def view_thumbs(fields: np.ndarray, frac: float) -> np.ndarray:
     return normalised(np.einsum("ij,njk,lk->nil", b, fields, b, optimize=True))
 
 
-def make_parts(folder: Path, n: int, family_frac: float, seed: int, part_rows: int = 100_000) -> tuple[list[str], np.ndarray]:
-    """Parquet parts of n rows; returns (files, family id per row or -1)."""
+def make_parts(folder: Path, n: int, family_frac: float, seed: int, part_rows: int = 100_000,
+               clustered: bool = False) -> tuple[list[str], np.ndarray]:
+    """Parquet parts of n rows; returns (files, family id per row or -1). `clustered`: background
+    whole-frame hashes from benchmarks/dedup.py's clustered set (tight clusters, copies of popular
+    values), the 90% and 80% views 8 and 16 bits from it on average."""
     rng = np.random.default_rng(seed)
+    if clustered:
+        base, _ = make_hashes("clustered", n, 0, 6, seed + 100)
+        cviews = np.stack([base, base ^ flips(rng, n, 0.12), base ^ flips(rng, n, 0.25)], 1)
     n_fam = int(n * family_frac) // 4
     fam = np.full(n, -1, np.int64)
     member = np.full(n, -1, np.int64)
@@ -104,7 +110,7 @@ def make_parts(folder: Path, n: int, family_frac: float, seed: int, part_rows: i
     for p0 in range(0, n, part_rows):
         rows = np.arange(p0, min(n, p0 + part_rows))
         m = len(rows)
-        views = biased(rng, 3 * m).reshape(m, 3)
+        views = cviews[rows].copy() if clustered else biased(rng, 3 * m).reshape(m, 3)
         thumbs = normalised(fields_of(rng.normal(size=(3 * m, 8, 8)).astype(np.float32), 16)).reshape(m, 768)
         blob = rng.integers(0, 256, (m, K * 36), dtype=np.uint8)
         width, height = np.full(m, 1024), np.full(m, 768)
@@ -181,6 +187,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--family-frac", type=float, default=0.01, help="fraction of rows in planted families of 4")
+    ap.add_argument("--clustered", action="store_true", help="background hashes from the clustered set")
     ap.add_argument("--parts", default=None, help="keep the generated parts in this folder and reuse them when present "
                     "(default: a temporary folder, removed)")
     ap.add_argument("--features-only", action="store_true", help="only the per-image scoring cost")
@@ -199,11 +206,11 @@ def main() -> None:
         d = Path(args.parts or tmp)
         d.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        cached = d / f"families-{args.n}-{args.family_frac}.npy"
+        cached = d / f"families-{args.n}-{args.family_frac}{'-clustered' if args.clustered else ''}.npy"
         if cached.exists():
             files, fam = sorted(str(f) for f in d.glob("part-*.parquet")), np.load(cached)
         else:
-            files, fam = make_parts(d, args.n, args.family_frac, seed=2)
+            files, fam = make_parts(d, args.n, args.family_frac, seed=2, clustered=args.clustered)
             np.save(cached, fam)
         size = sum(os.path.getsize(f) for f in files)
         print(f"{len(files)} parts, {size / 2**20:,.0f} MiB, ready in {time.perf_counter() - t0:.0f} s")
