@@ -64,13 +64,18 @@ def reduce_gray(g: np.ndarray, size: int) -> np.ndarray:
 
 def content_map(g: np.ndarray, p: EntropyParams) -> np.ndarray:
     """Boolean tile grid: which tiles hold content (see the module doc)."""
-    from scipy import ndimage
+    import cv2
 
+    if cv2.getNumThreads() != 1:
+        cv2.setNumThreads(1)  # one engine worker per core already; OpenCV's own threads would fight them
     t = p.tile
     h, w = g.shape[0] // t, g.shape[1] // t
     if h == 0 or w == 0:
         return np.zeros((0, 0), dtype=bool)
-    band = np.abs(g - ndimage.gaussian_filter(g, 3.0, mode="nearest"))[: h * t, : w * t].reshape(h, t, w, t)
+    # OpenCV's Gaussian (kernel 25 taps at sigma 3, edges replicated: the same filter as
+    # scipy.ndimage's with mode "nearest", within 1e-4 luma) at a fifth of its cost
+    blur = cv2.GaussianBlur(np.ascontiguousarray(g, dtype=np.float32), (0, 0), 3.0, borderType=cv2.BORDER_REPLICATE)
+    band = np.abs(g - blur)[: h * t, : w * t].reshape(h, t, w, t)
     # Grain level: the quietest tenth of the tiles (mean |band| of Gaussian noise is 0.8 sigma).
     # Grain covers every tile evenly, content does not; a whole-image average would read a
     # densely detailed image as noise and lift the level above all of its detail.

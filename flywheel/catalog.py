@@ -187,6 +187,31 @@ MIGRATIONS: list[tuple[int, str | list[str]]] = [
         CREATE INDEX login_devices_user ON login_devices (user)
         """,
     ),
+    (
+        10,
+        # Tamper evidence for the audit log: each row's HMAC over its predecessor's
+        # (flywheel.audit). Rows written before this migration keep NULL and are folded into
+        # the first chained row's MAC.
+        "ALTER TABLE audit_log ADD COLUMN mac TEXT",
+    ),
+    (
+        11,
+        # Images that arrive with signals: content-addressed files under FLYWHEEL_HOME/blobs,
+        # registered here (flywheel.loop.blobs); a review item may show one, never a path.
+        """
+        CREATE TABLE blobs (
+            sha256 TEXT PRIMARY KEY, size INTEGER NOT NULL, format TEXT, width INTEGER, height INTEGER,
+            signal_id TEXT, created_at REAL
+        );
+        CREATE INDEX blobs_signal ON blobs (signal_id)
+        """,
+    ),
+    (
+        12,
+        # What the catalog verified about an item's sample when it was queued (dataset row or
+        # stored image: content hash, real width and height), apart from the caller's payload.
+        "ALTER TABLE review_items ADD COLUMN sample_json TEXT",
+    ),
 ]
 
 
@@ -258,10 +283,11 @@ class Catalog:
             con.close()
         with self.tx() as con:
             con.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA_VERSION_TABLE} (version INTEGER NOT NULL)")
-            row = con.execute(f"SELECT MAX(version) FROM {SCHEMA_VERSION_TABLE}").fetchone()
-            current = row[0] or 0
+            # every migration not yet recorded, not only those above the highest: numbers are
+            # handed to branches in advance, so a lower one can land after a higher one
+            applied = {r[0] for r in con.execute(f"SELECT version FROM {SCHEMA_VERSION_TABLE}")}
             for version, sql in MIGRATIONS:
-                if version > current:
+                if version not in applied:
                     # a migration is a string of ';'-separated statements, or a list of statements
                     # (needed when a statement contains ';' itself, as trigger bodies do)
                     stmts = sql if isinstance(sql, (list, tuple)) else sql.split(";")
@@ -350,13 +376,48 @@ class Catalog:
 
     # -- audit -------------------------------------------------------------------------------
     def audit(self, actor: str, action: str, target: str, detail: dict | None = None, con: sqlite3.Connection | None = None) -> None:
-        sql = "INSERT INTO audit_log (at, actor, action, target, detail_json) VALUES (?,?,?,?,?)"
-        args = (time.time(), actor, action, target, json.dumps(detail or {}))
+        """Append one audit row, chained (`flywheel.audit`) in the same transaction as the change
+        it records when `con` is that transaction."""
+        self.audit_many([(time.time(), actor, action, target, json.dumps(detail or {}))], con=con)
+
+    def audit_many(self, rows: list[tuple], con: sqlite3.Connection | None = None) -> None:
+        """Append rows `(at, actor, action, target, detail_json)`, chained, in order."""
+        from flywheel import audit
+
         if con is not None:
-            con.execute(sql, args)
+            audit.append(con, self.path, rows)
         else:
             with self.tx() as c:
-                c.execute(sql, args)
+                audit.append(c, self.path, rows)
+
+    def audit_verify(self, use_saved_head: bool = True):
+        """Check the audit log's HMAC chain, saved head and triggers (`flywheel.audit.Report`)."""
+        from flywheel import audit
+
+        con = self.connect()
+        try:
+            return audit.verify(con, self.path, use_saved_head=use_saved_head)
+        finally:
+            con.close()
+
+    def audit_save_head(self) -> dict:
+        """Save the newest audit row's seq and MAC outside the catalog (at server start and stop)."""
+        from flywheel import audit
+
+        row = self.execute("SELECT seq, mac FROM audit_log ORDER BY seq DESC LIMIT 1")
+        head = {"seq": row[0]["seq"], "mac": row[0]["mac"]} if row else {"seq": 0, "mac": None}
+        audit.save_head(self.path, head)
+        return head
+
+    def audit_seal(self, actor: str, reason: str) -> dict:
+        """The audited recovery from a broken log: a seal row that records what was found and
+        re-anchors the chain, missing triggers recreated, the head saved."""
+        from flywheel import audit
+
+        with self.tx() as con:
+            res = audit.seal(con, self.path, actor, reason)
+        self.audit_save_head()
+        return res
 
     # -- DuckDB over everything --------------------------------------------------------------
     def query(self, sql: str, params: list | None = None):
@@ -378,7 +439,7 @@ class Catalog:
 CATALOG_VIEWS = {
     "runs": "*", "datasets": "*", "op_stats": "*", "signals": "*", "routes": "*", "review_items": "*",
     "audit_log": "*", "models": "*", "review_votes": "*", "review_batches": "*", "loop_evals": "*",
-    "review_counts": "*",
+    "review_counts": "*", "blobs": "*",
     "users": "name, role, created_at, disabled",
     "tokens": "token_id, name, created_at, revoked, user, scopes, expires_at, last_used_at, revoked_at",
 }

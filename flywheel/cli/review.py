@@ -33,6 +33,13 @@ def serve(
     if secure_cookies is None:
         secure_cookies = host not in LOOPBACK
     cat = Catalog()
+    from flywheel.audit import AuditTampered
+    from flywheel.review.app import check_audit_log
+
+    try:
+        check_audit_log(cat)
+    except AuditTampered as e:
+        raise UserError(str(e)) from None
     if not cat.execute("SELECT 1 FROM users LIMIT 1"):
         typer.echo("note: no users yet; create one with `flywheel users add NAME --role admin`", err=True)
     typer.echo(f"review dashboard on http://{host}:{port}/ (catalog {cat.path}, Secure cookies {'on' if secure_cookies else 'off'})")

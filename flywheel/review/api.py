@@ -125,7 +125,14 @@ def review_api_router() -> APIRouter:
 
     @r.post("/enqueue", dependencies=guard("admin", BULK))  # queueing is queue administration
     def enqueue(request: Request, body: Enqueue, actor: Actor = Depends(api_actor)):
-        ids = q.enqueue(get_catalog(request), body.queue, [i.model_dump() for i in body.items], actor=actor.name)
+        cat = get_catalog(request)
+        items = [i.model_dump() for i in body.items]
+        try:  # items reference samples the catalog knows, never paths (issue 19: thumbnail poisoning)
+            for it, facts in zip(items, q.resolve_samples(cat, items)):
+                it["sample"] = facts
+        except q.SampleNotFound as e:
+            return JSONResponse({"detail": str(e), "problems": e.problems[:100]}, status_code=422)
+        ids = q.enqueue(cat, body.queue, items, actor=actor.name)
         return {"item_ids": ids}
 
     return r

@@ -35,6 +35,18 @@ CSP = ("default-src 'self'; img-src 'self' data:; script-src 'self'; style-src '
 PAGE_ROUTERS = (login.router, queue.router, qa.router, check.router, audit.router, stats.router, admin.router)
 
 
+def check_audit_log(catalog) -> None:
+    """Refuse to serve an altered audit log: reviewers' decisions would be recorded in a log that
+    can no longer be trusted. Missing triggers are not recreated here; the seal does that, on the
+    record."""
+    from flywheel.audit import VERIFY_HINT, AuditTampered
+
+    rep = catalog.audit_verify()
+    if not rep.ok:
+        raise AuditTampered(f"refusing to serve: the audit log of {catalog.path} fails verification ("
+                            + "; ".join(rep.problems()) + f"); {VERIFY_HINT}")
+
+
 def create_app(catalog=None, secure_cookies: bool = True, trusted_proxies=None) -> FastAPI:
     """The dashboard app over `catalog` (default: the catalog under FLYWHEEL_HOME)."""
     if catalog is None:
@@ -49,9 +61,12 @@ def create_app(catalog=None, secure_cookies: bool = True, trusted_proxies=None) 
         # blocks no writer and no checkpoint) keeps per-request connections cheap.
         keeper = catalog.connect()
         keeper.execute("SELECT 1").fetchone()
+        check_audit_log(catalog)
+        catalog.audit_save_head()
         try:
             yield
         finally:
+            catalog.audit_save_head()
             keeper.close()
 
     app = FastAPI(title="flywheel review", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)

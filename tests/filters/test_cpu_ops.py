@@ -129,7 +129,7 @@ def test_token_length_exact_qwen_counts_and_rules():
 
 def test_dedup_confirmation_separates_copies_from_pages_sharing_a_layout():
     """Re-encodes, resizes and brightness edits are near copies; distinct text pages in one layout,
-    whose phashes are within 6 bits, are not (the thumbnail confirmation keeps them apart)."""
+    whose hashes are within 6 bits, are not (the confirmation keeps them apart)."""
     from PIL import ImageEnhance
     from skimage import data
 
@@ -150,8 +150,8 @@ def test_dedup_confirmation_separates_copies_from_pages_sharing_a_layout():
     t = pa.table({"id": [f"i{k}" for k in range(n)], "source": [f"{k}.png" for k in range(n)], "task": ["t2i"] * n,
                   "width": [512, 512, 400, 512, 900, 900, 400, 400], "height": [512, 512, 400, 512, 1200, 1200, 400, 400]})
     s = op.score(t, imgs)
-    t = t.append_column("dedup__phash", pa.array(s["dedup__phash"], pa.int64()))
-    t = t.append_column("dedup__thumb", pa.array(s["dedup__thumb"], pa.binary()))
+    for c in op.writes:
+        t = t.append_column(c, pa.array(s[c], op.column_type(c)))
     d = op.decide(t)
     kinds = d["dedup__kind"]
     assert kinds[:4] == [None, "near", "near", "near"], kinds  # one photo family, the original kept

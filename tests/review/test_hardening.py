@@ -84,7 +84,8 @@ def test_a_signal_token_cannot_review_and_scopes_are_capped_by_the_role(review_e
     with pytest.raises(auth.AuthError, match="pass --user"):
         auth.create_token(cat, "orphan", scopes=["review:write"])
     tok = auth.create_token(cat, "ops", user="root", scopes=["review:read", "admin"])
-    body = {"queue": "x", "items": [{"sample_id": "a" * 64}]}
+    row = review_env["rows"][0]  # items name a catalog dataset row (test_samples.py)
+    body = {"queue": "x", "items": [{"sample_id": row["id"], "source": row["source"], "dataset": review_env["ref"]}]}
     assert c.post("/api/review/enqueue", json=body, headers=_h(tok)).status_code == 200
     r = c.post(f"/api/review/items/{ids[0]}/decision", json={"decision": "approved"}, headers=_h(tok))
     assert r.status_code == 403 and "review:write" in r.json()["detail"]  # its scopes, not the admin's role

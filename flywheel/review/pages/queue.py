@@ -38,6 +38,8 @@ def queue_page(request: Request, queue: str, signal: str | None = None, track: s
     signal, track = signal or None, track or None
     rc = _OneConnection(catalog)
     try:
+        if not rc.execute("SELECT 1 FROM review_items WHERE queue = ? LIMIT 1", (queue,)):
+            raise HTTPException(404, f"there is no queue {queue!r}; the queue list shows the ones that exist")
         items = q.list_items(rc, queue=queue, signal_id=signal, track=track, after_id=after, limit=limit)
         count = q.count_items(rc, queue=queue, signal_id=signal, track=track, cap=COUNT_CAP)
         max_id = q.max_item_id(rc, queue=queue, signal_id=signal, track=track)
@@ -83,6 +85,25 @@ def decide(request: Request, item_id: RowId, form: dict = Depends(csrf_form)):
     if wants_json:
         return {"ok": True, "item_id": item_id, "status": r["status"], "repeated": r["repeated"]}
     return RedirectResponse(with_note(back, "decided"), 303)
+
+
+@router.post("/items/{item_id}/undo", dependencies=page_guard("review:write", FORM), openapi_extra=form_doc("next"))
+def undo(request: Request, item_id: RowId, form: dict = Depends(csrf_form)):
+    """Take back one's own decision within the undo window (audited as `review.undo`)."""
+    s = form["session"]
+    wants_json = request.headers.get("x-requested-with") == "fetch"
+    try:
+        r = q.undo(get_catalog(request), item_id, s.user)
+    except q.ItemNotFound as e:
+        raise HTTPException(404, str(e)) from None
+    except q.ReviewError as e:
+        if wants_json:
+            return JSONResponse({"ok": False, "detail": str(e)}, status_code=409)
+        raise HTTPException(409, str(e)) from None
+    uncache(request)
+    if wants_json:
+        return {"ok": True, "item_id": item_id, "status": r["status"], "version": r["version"]}
+    return RedirectResponse(with_note(safe_next(form.get("next")), "undone"), 303)
 
 
 @router.post("/queue/{queue}/bulk", dependencies=page_guard("review:write", FORM), openapi_extra=form_doc("decision", "reason", "confirm", "max_id", "signal", "track"))
