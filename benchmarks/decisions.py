@@ -247,13 +247,11 @@ def micro(counts: list[tuple[int, int, int]]) -> tuple[float, float, float]:
 # (Han, Japanese, Latin). The best of them per script is the "best engine chosen by hand" that
 # the routing should come within 0.05 of.
 LANG_ENGINES = {
-    "Dutch": ["eng", "eng+vie"], "Turkish": ["eng", "eng+vie"], "Finnish": ["eng", "eng+vie"],
-    "Slovenian": ["eng", "eng+vie"], "Vietnamese": ["vie", "eng+vie"], "Ukrainian": ["ukr", "ukr+eng", "rus"],
-    "Bulgarian": ["bul", "bul+eng", "rus"], "Mongolian": ["mon", "mon+eng", "rus"], "Greek": ["ell", "ell+eng"],
-    "Persian": ["fas", "fas+eng", "ara"], "Arabic": ["ara", "ara+eng", "fas"], "Korean": ["kor", "kor+eng"],
-    "Chinese": ["rapidocr", "chi_sim"], "Japanese": ["rapidocr", "jpn"], "Thai": ["tha", "tha+eng"],
-    "Marathi": ["mar", "mar+eng", "hin"], "Armenian": ["hye", "hye+eng"], "Bengali": ["ben", "ben+eng"],
-    "Hebrew": ["heb", "heb+eng"], "Georgian": ["kat", "kat+eng"], "Tamil": ["tam", "tam+eng"],
+    "Dutch": ["eng"], "Turkish": ["eng"], "Finnish": ["eng"], "Slovenian": ["eng"], "Vietnamese": ["vie", "eng+vie"],
+    "Ukrainian": ["ukr"], "Bulgarian": ["bul"], "Mongolian": ["mon", "mon+eng"], "Greek": ["ell"],
+    "Persian": ["fas", "ara"], "Arabic": ["ara"], "Korean": ["kor"], "Chinese": ["chi_sim"], "Japanese": ["jpn"],
+    "Thai": ["tha"], "Marathi": ["mar", "hin"], "Armenian": ["hye"], "Bengali": ["ben"], "Hebrew": ["heb"],
+    "Georgian": ["kat"], "Tamil": ["tam"],
 }
 RAPID_SCRIPTS = {"Latin", "Han", "Japanese"}  # rapidocr has no recogniser for the others
 
@@ -283,9 +281,15 @@ def doc_lang(r: dict) -> str:
     return r.get("lang") or DOC_LANG.get(parts[-2], parts[-2])
 
 
-def read_engine(root: Path, r: dict, engine: str) -> str:
-    """One single engine's reading of a page, cached under ROOT/runs/ocr-engines/."""
+def read_engine(root: Path, r: dict, engine: str, routed: dict | None = None) -> str:
+    """One single engine's reading of a page, cached under ROOT/runs/ocr-engines/ (the routed
+    reading is that engine's reading when the routing chose it)."""
     from flywheel.captioning import ocr as O
+
+    if routed:
+        kind, _, rest = routed["engine"].partition(":")
+        if (kind, engine) == ("rapidocr", "rapidocr") or (kind == "tesseract" and rest.split(":")[0] == engine):
+            return routed["text"]
 
     cache = root / "runs" / f"ocr-engines-tesseract-{O.tesseract_version()}" / engine
     cache.mkdir(parents=True, exist_ok=True)
@@ -332,7 +336,7 @@ def ocr(root: Path, rows: list[dict], splits: list[str], engines: bool = True) -
         single = {}
         if engines:
             for e in engines_for(r):
-                single[e] = page_scores(read_engine(root, r, e), gold)
+                single[e] = page_scores(read_engine(root, r, e, got), gold)
         res.append((r, c, w, single))
     out = []
     if n_read:
