@@ -321,7 +321,7 @@ def probe_band(g: np.ndarray) -> tuple[int, int] | None:
 class Reading:
     text: str
     engine: str  # "tesseract:<packs>:<script>" or "rapidocr:<script>"
-    score: float
+    score: float  # confident width of the words read in the script's own letters (`_own`)
 
 
 def probe(g: np.ndarray) -> dict[str, float]:
@@ -353,6 +353,12 @@ def is_vietnamese(g: np.ndarray) -> bool:
     return bool(sure) and viet >= 0.15 * len(sure)
 
 
+def _own(script: str) -> set[str]:
+    """The letters a page reading is scored on: its script's own. Readers join eng to their packs,
+    so the English on a page reads alike in both readers and cannot tell them apart."""
+    return {"Han", "Japanese"} if script in ("Han", "Japanese") else {script}
+
+
 def read_as(g: np.ndarray, script: str, packs: str | None = None) -> Reading:
     """The page read by `script`'s reader, with its page score."""
     packs = packs if packs is not None else SCRIPT_READERS.get(script, "eng")
@@ -361,7 +367,7 @@ def read_as(g: np.ndarray, script: str, packs: str | None = None) -> Reading:
         lines = _rapid_lines(g)
         if packs is None:
             words = [(t, s, r - l) for _, _, l, r, t, s in lines]
-            return Reading(_reading_order(lines), f"rapidocr:{script}", _score(words, {"Han", "Japanese", "Latin"}, norm))
+            return Reading(_reading_order(lines), f"rapidocr:{script}", _score(words, _own(script), norm))
         raise RuntimeError(f"tesseract language packs {packs} are not installed; apt-get install "
                            + " ".join(f"tesseract-ocr-{p}" for p in packs.split("+")))
     use = installed(packs)
@@ -370,7 +376,7 @@ def read_as(g: np.ndarray, script: str, packs: str | None = None) -> Reading:
     import re
 
     text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
-    return Reading(text, f"tesseract:{use}:{script}", _score(words, {script, "Latin"}, norm))
+    return Reading(text, f"tesseract:{use}:{script}", _score(words, _own(script), norm))
 
 
 def read_text(im, lang: str | None = None) -> tuple[str, str]:
