@@ -8,6 +8,16 @@ server start) is reported apart and excluded from the ratios:
   3. cache-hit rerun vs first run of the Captioner            goal >= 50x
 
     .venv/bin/python benchmarks/caption.py [--n 16] [--tokens 16] [--device cpu|cuda] [--model DIR]
+
+Offline captioning cost on real document pages (issue 18 item 4, goal <= 4 s per page with default
+settings): `--pages ROOT` writes the decision set's document pages (benchmarks/fetch_decision_set.py)
+as a dataset and runs `flywheel caption` on it as a user would (default workers, batch size and
+thread limits; a fresh FLYWHEEL_HOME, so nothing is cached), then prints wall and CPU seconds per
+page (CPU of the whole process tree: driver, Ray workers, servers; the machine may be shared, CPU
+seconds are the figure that does not depend on it). `--flywheel PATH` measures another install
+(e.g. main's, for the before figure).
+
+    .venv/bin/python benchmarks/caption.py --pages /work/evaldata/decisions [--split test] [--limit 12]
 """
 
 from __future__ import annotations
@@ -40,6 +50,88 @@ def timed(fn):
     return time.perf_counter() - t, out
 
 
+def _tree_cpu(proc, seen: dict) -> None:
+    """Record the cumulative CPU seconds of a process and its descendants (kept per pid: a process
+    that has exited keeps its last reading). A process's reaped children are not added (they are
+    read as processes themselves), so a child that lives under one polling interval is missed: the
+    before figure (a tesseract process per page) is if anything too low."""
+    import psutil
+
+    try:
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            seen[p.pid] = t.user + t.system
+        except psutil.Error:
+            pass
+
+
+def pages(args) -> None:
+    """`flywheel caption --backend offline` over the real document pages; s/page wall and CPU."""
+    import json
+
+    import psutil
+    import pyarrow as pa
+
+    from flywheel.datasets import BASE_SCHEMA, DatasetWriter, sample_id
+
+    root = Path(args.pages)
+    rows = [json.loads(x) for x in (root / "index.jsonl").read_text(encoding="utf-8").splitlines()]
+    rows = [r for r in rows if r["category"] == "doc_page" and args.split in ("both", r["split"])]
+    if args.limit:
+        step = max(1, len(rows) // args.limit)
+        rows = rows[::step][:args.limit]
+    tmp = Path(tempfile.mkdtemp(prefix="caption-pages-"))
+    recs = []
+    for r in rows:
+        b = (root / r["path"]).read_bytes()
+        recs.append({"id": sample_id(b), "source": str(root / r["path"]), "task": "t2i", "image": b})
+    with DatasetWriter(tmp / "in", name="pages", kind="synthetic", schema=BASE_SCHEMA) as w:
+        w.write(pa.Table.from_pylist(recs, schema=BASE_SCHEMA))
+    exe = args.flywheel or str(Path(sys.executable).with_name("flywheel"))
+    env = {**os.environ, "FLYWHEEL_HOME": str(tmp / "home"), "DO_NOT_TRACK": "1"}
+    cmd = [exe, "caption", "-i", str(tmp / "in"), "-o", str(tmp / "out"), "--backend", "offline", *args.extra]
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; {len(rows)} pages; {' '.join(cmd[1:])}")
+    seen: dict = {}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ps = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        _tree_cpu(ps, seen)
+        time.sleep(0.2)
+    wall = time.perf_counter() - t0
+    out = proc.stdout.read()
+    if proc.returncode:
+        raise SystemExit(f"flywheel caption failed:\n{out[-3000:]}")
+    for line in out.splitlines():
+        if "captioning" in line and "workers" in line or "wrote" in line:
+            print("  " + line.strip())
+    stats = {}
+    for f in (tmp / "home").rglob("caption_stats.json"):
+        stats = json.loads(f.read_text())
+    cpu = sum(seen.values())
+    step = stats.get("timing", {}).get("caption_s")
+    n = len(rows)
+    print(f"offline captions, {n} real pages: end to end {wall:.1f}s = {wall / n:.2f} s/page wall, "
+          f"{cpu / n:.2f} CPU s/page (process tree)"
+          + (f"; caption step {step:.1f}s = {step / n:.2f} s/page wall" if step else "")
+          + f"  goal <= 4 s/page {'ok' if (step or wall) / n <= 4 else 'ABOVE GOAL'}")
+    import pyarrow.parquet as pq
+
+    engines: dict = {}
+    for f in sorted((tmp / "out" / "data").glob("*.parquet")):
+        t = pq.read_table(f)
+        if "caption_meta" in t.column_names:
+            for m in t.column("caption_meta").to_pylist():
+                e = (m or {}).get("text") or "?"
+                engines[e] = engines.get(e, 0) + 1
+    if engines:
+        print("  text read by: " + ", ".join(f"{e} x{k}" for e, k in sorted(engines.items(), key=lambda kv: -kv[1])))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=16, help="requests / rows per measurement")
@@ -48,7 +140,15 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="a Qwen3-VL dir (default: build the tiny random one)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--skip-server", action="store_true")
+    ap.add_argument("--pages", default=None, help="offline backend on the decision set's document pages (ROOT)")
+    ap.add_argument("--split", default="both", choices=["test", "tuning", "both"])
+    ap.add_argument("--limit", type=int, default=0, help="pages (evenly spaced through the set); 0 = all")
+    ap.add_argument("--flywheel", default=None, help="the flywheel executable to measure (default: this one)")
+    ap.add_argument("extra", nargs="*", help="after --: more `flywheel caption` options")
     args = ap.parse_args()
+    if args.pages:
+        pages(args)
+        return
 
     import torch
 

@@ -47,7 +47,8 @@ RECIPE_OPS = {  # what `flywheel recipes` lists; all but the one under test are 
     "stage4": ["resolution", "dedup", "nsfw", "rotation", "entropy", "clip", "token_length", "image_quality",
                "aesthetic", "compression_quality"],
 }
-SPACED = {"Latin", "Cyrillic", "Greek", "Arabic", "Hangul", "Devanagari", "Armenian", "Bengali"}
+SPACED = {"Latin", "Cyrillic", "Greek", "Arabic", "Hangul", "Devanagari", "Armenian", "Bengali", "Hebrew", "Georgian",
+          "Tamil"}
 SPLITS = ("test", "tuning")
 EDIT_NAMES = {"crop10", "jpeg20", "jpeg95", "resize50", "bright+20", "contrast-20", "webp", "screenshot150"}
 
@@ -241,39 +242,148 @@ def micro(counts: list[tuple[int, int, int]]) -> tuple[float, float, float]:
     return prec, rec, (2 * prec * rec / (prec + rec) if prec + rec else 0.0)
 
 
-def ocr(root: Path, rows: list[dict], splits: list[str]) -> list[str]:
-    from flywheel.captioning.offline import LABEL, compose, offline_revision
+# Single engines the routed reading is compared with, per language (the page's own packs alone and
+# with eng, the routed reader's pack list for the script) plus rapidocr where it has a recogniser
+# (Han, Japanese, Latin). The best of them per script is the "best engine chosen by hand" that
+# the routing should come within 0.05 of.
+LANG_ENGINES = {
+    "Dutch": ["eng"], "Turkish": ["eng"], "Finnish": ["eng"], "Slovenian": ["eng"], "Vietnamese": ["vie", "eng+vie"],
+    "Ukrainian": ["ukr"], "Bulgarian": ["bul"], "Mongolian": ["mon", "mon+eng"], "Greek": ["ell"],
+    "Persian": ["fas", "ara"], "Arabic": ["ara"], "Korean": ["kor"], "Chinese": ["chi_sim"], "Japanese": ["jpn"],
+    "Thai": ["tha"], "Marathi": ["mar", "hin"], "Armenian": ["hye"], "Bengali": ["ben"], "Hebrew": ["heb"],
+    "Georgian": ["kat"], "Tamil": ["tam"],
+}
+RAPID_SCRIPTS = {"Latin", "Han", "Japanese"}  # rapidocr has no recogniser for the others
+
+
+def engines_for(r: dict) -> list[str]:
+    from flywheel.captioning.ocr import SCRIPT_READERS
+
+    es = ["rapidocr"] if r["script"] in RAPID_SCRIPTS else []
+    es += LANG_ENGINES.get(r["lang"], [])
+    reader = SCRIPT_READERS.get(r["script"])
+    es.append(reader if reader else "rapidocr")
+    return list(dict.fromkeys(es))
+
+
+# CTAN package (folder of the PDF) -> language, for the per-language lines.
+DOC_LANG = {"lshort-dutch": "Dutch", "lshort-turkish": "Turkish", "lshort-vietnamese": "Vietnamese",
+            "lshort-finnish": "Finnish", "lshort-slovenian": "Slovenian", "lshort-ukr": "Ukrainian",
+            "lshort-bulgarian": "Bulgarian", "lshort-mongol": "Mongolian", "greektonoi": "Greek",
+            "lshort-persian": "Persian", "arabic-book": "Arabic", "arabi": "Arabic", "kotex-utf": "Korean",
+            "kotex-oblivoir": "Korean", "lshort-korean": "Korean", "ctex": "Chinese", "jlreq": "Japanese",
+            "thaienum": "Thai", "latex-mr": "Marathi", "marathi": "Marathi", "armenian": "Armenian",
+            "quran-bn": "Bengali"}
+
+
+def doc_lang(r: dict) -> str:
+    parts = r["source"]["path"].split("/")
+    return r.get("lang") or DOC_LANG.get(parts[-2], parts[-2])
+
+
+def read_engine(root: Path, r: dict, engine: str, routed: dict | None = None) -> str:
+    """One single engine's reading of a page, cached under ROOT/runs/ocr-engines/ (the routed
+    reading is that engine's reading when the routing chose it)."""
+    from flywheel.captioning import ocr as O
+
+    if routed:
+        kind, _, rest = routed["engine"].partition(":")
+        if (kind, engine) == ("rapidocr", "rapidocr") or (kind == "tesseract" and rest.split(":")[0] == engine):
+            return routed["text"]
+
+    cache = root / "runs" / f"ocr-engines-tesseract-{O.tesseract_version()}" / engine
+    cache.mkdir(parents=True, exist_ok=True)
+    hit = cache / (Path(r["path"]).stem + ".txt")
+    if not hit.exists():
+        from PIL import Image
+
+        im = Image.open(root / r["path"])
+        text = O.rapid(im) if engine == "rapidocr" else O.tesseract(im, engine, 6 if r["script"] == "Hangul" else 3)
+        hit.write_text(text, encoding="utf-8")
+    return hit.read_text(encoding="utf-8")
+
+
+def page_scores(text: str, gold: str) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    p, g = norm(text), norm(gold)
+    return (f1([ch for ch in p if not ch.isspace()], [ch for ch in g if not ch.isspace()]), f1(p.split(), g.split()))
+
+
+def ocr(root: Path, rows: list[dict], splits: list[str], engines: bool = True) -> list[str]:
+    from flywheel.captioning.ocr import read_text, thread_settings
+    from flywheel.captioning.offline import offline_revision
 
     cache = root / "runs" / f"ocr-{offline_revision()}"  # captions kept: rescoring does not read pages again
     cache.mkdir(parents=True, exist_ok=True)
     pages = [r for r in rows if r["category"] == "doc_page" and r["split"] in splits]
     res = []
+    cpu = wall = 0.0
+    n_read = 0
     for r in pages:
-        hit = cache / (Path(r["path"]).stem + ".txt")
+        hit = cache / (Path(r["path"]).stem + ".json")
         if not hit.exists():
-            hit.write_text(compose("text", [(root / r["path"]).read_bytes()], {}), encoding="utf-8")
-        text = hit.read_text(encoding="utf-8").removeprefix(LABEL).strip()
-        text = "" if text == "No text." else text
+            from PIL import Image
+
+            t, c = time.perf_counter(), time.process_time()
+            text, engine = read_text(Image.open(root / r["path"]))
+            wall += time.perf_counter() - t
+            cpu += time.process_time() - c
+            n_read += 1
+            hit.write_text(json.dumps({"text": text, "engine": engine}, ensure_ascii=False), encoding="utf-8")
+        got = json.loads(hit.read_text(encoding="utf-8"))
         gold = (root / r["text"]).read_text(encoding="utf-8")
-        r = {**r, "suspect": mixed_words(norm(gold), r["script"]) >= 2}
-        p, g = norm(text), norm(gold)
-        c = f1([ch for ch in p if not ch.isspace()], [ch for ch in g if not ch.isspace()])
-        w = f1(p.split(), g.split())
-        res.append((r, c, w))
+        r = {**r, "suspect": mixed_words(norm(gold), r["script"]) >= 2, "lang": doc_lang(r), "engine": got["engine"]}
+        c, w = page_scores(got["text"], gold)
+        single = {}
+        if engines:
+            for e in engines_for(r):
+                single[e] = page_scores(read_engine(root, r, e, got), gold)
+        res.append((r, c, w, single))
     out = []
+    if n_read:
+        out.append(f"ocr: routed reading of {n_read} pages: {cpu / n_read:.2f} CPU s/page, {wall / n_read:.2f} s/page "
+                   f"wall in one process; threads {thread_settings()}")
+
+    def fmt(sub: list, script: str) -> str:
+        spaced = script in SPACED
+        k = 2 if spaced else 1  # word F1 where words are spaced, else character F1
+        return f"{micro([x[k] for x in sub])[2]:5.1%}"
+
     for split in splits:
-        out.append(f"ocr ({split}): offline text caption vs the PDF's own text, per script")
-        for script in sorted({r["script"] for r, _, _ in res if r["split"] == split}):
-            sub = [(r, c, w) for r, c, w in res if r["split"] == split and r["script"] == script]
-            use = [w if script in SPACED else c for _, c, w in sub]
+        out.append(f"ocr ({split}): offline text caption vs the PDF's own text, per script "
+                   "(word F1 for spaced scripts, else char F1; char F1 always beside)")
+        for script in sorted({r["script"] for r, *_ in res if r["split"] == split}):
+            sub = [x for x in res if x[0]["split"] == split and x[0]["script"] == script]
+            use = [w if script in SPACED else c for _, c, w, _ in sub]
             prec, rec, score = micro(use)
             per_page = [(2 * a / (b + g) if b + g else 0.0) for a, b, g in use]
             unit = "word" if script in SPACED else "char"
-            extra = f"; char F1 {micro([c for _, c, _ in sub])[2]:5.1%}" if script in SPACED else ""
-            bad_gt = sum(r["suspect"] for r, _, _ in sub)
-            out.append(f"  {script:11s} {unit} F1 {score:5.1%} (P {prec:5.1%}, R {rec:5.1%}){extra}  "
+            char = micro([c for _, c, _, _ in sub])[2]
+            bad_gt = sum(r["suspect"] for r, *_ in sub)
+            out.append(f"  {script:11s} routed {unit} F1 {score:5.1%} (P {prec:5.1%}, R {rec:5.1%}) char F1 {char:5.1%}  "
                        f"pages read (F1>=0.5) {rate(sum(x >= 0.5 for x in per_page), len(per_page))}"
                        + (f"  [{bad_gt} page(s) with a doubtful text layer]" if bad_gt else ""))
+            if engines:  # engines that read every page of the script (per-language ones below)
+                names = [e for e in dict.fromkeys(e for x in sub for e in x[3]) if all(e in x[3] for x in sub)]
+                k = 1 if script in SPACED else 0
+                sc = {e: micro([x[3][e][k] for x in sub])[2] for e in names}
+                best = max(names, key=sc.get) if names else None
+                out.append(f"    single engines ({unit} F1): " + ", ".join(f"{e} {sc[e]:5.1%}" for e in names))
+                if best:
+                    gap = sc[best] - score
+                    out.append(f"    best single {best} {sc[best]:5.1%}; routed {score:5.1%} is {gap:+.3f} below it "
+                               f"({'within 0.05' if gap <= 0.05 else 'MORE than 0.05 below'})")
+            langs = sorted({x[0]["lang"] for x in sub})
+            for lang in langs:
+                ls = [x for x in sub if x[0]["lang"] == lang]
+                engs = Counter(x[0]["engine"] for x in ls)
+                line_ = (f"    {lang:11s} routed char F1 {micro([x[1] for x in ls])[2]:5.1%}"
+                         + (f" word F1 {micro([x[2] for x in ls])[2]:5.1%}" if script in SPACED else ""))
+                out.append(line_ + "  read by " + ", ".join(f"{e} x{n}" for e, n in engs.most_common()))
+                if engines:
+                    k = 1 if script in SPACED else 0
+                    names = [e for e in dict.fromkeys(e for x in ls for e in x[3])]
+                    out.append("      single: " + ", ".join(f"{e} {micro([x[3][e][k] for x in ls])[2]:5.1%}"
+                                                        for e in names))
     return out
 
 
@@ -282,6 +392,7 @@ def main() -> None:
     ap.add_argument("--root", type=Path, required=True, help="the folder fetch_decision_set.py built")
     ap.add_argument("--split", choices=[*SPLITS, "both"], default="both")
     ap.add_argument("--only", default="dedup,entropy,image_quality,ocr", help="decisions to run, comma-separated")
+    ap.add_argument("--no-engines", action="store_true", help="ocr: skip the single-engine comparison")
     a = ap.parse_args()
     rows = load(a.root)
     splits = list(SPLITS) if a.split == "both" else [a.split]
@@ -313,7 +424,7 @@ def main() -> None:
         timing["image_quality"] = time.perf_counter() - t
     if "ocr" in only:
         t = time.perf_counter()
-        report += ocr(a.root, rows, splits)
+        report += ocr(a.root, rows, splits, engines=not a.no_engines)
         timing["ocr"] = time.perf_counter() - t
     print("\n".join(report))
     print("time: " + ", ".join(f"{k} {v:.0f}s" for k, v in timing.items())

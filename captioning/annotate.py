@@ -9,6 +9,8 @@ problem, then `structured:invalid`), writes the outcomes to the cache, and retur
 - `captions` (struct general/text/knowledge/structured; types not requested keep their input value),
 - `caption_errors` (`<type>:<rule>`: `empty`, `invalid`, `no_image`, `error:<ExceptionType>`),
 - `caption_backend`, `caption_model_revision`, `caption_prompt_hash` (struct of per-type hashes),
+- `caption_meta` (struct per type: what the backend said about how it made that caption; the
+  offline backend's `text` names the OCR engine, packs and script that read the page),
 - `instruction_clean` (edit pairs), and `token_length__<type>_tokens` per requested type.
 
 Every input row is in the output; a caption failure never touches `reject_reason`.
@@ -26,7 +28,7 @@ from flywheel.captioning.types import CaptionOptions, build_prompt, clean_instru
 from flywheel.datasets import CAPTION_TYPES, CAPTIONS_TYPE
 
 PROMPT_HASH_TYPE = pa.struct([(t, pa.string()) for t in CAPTION_TYPES])
-READ_COLUMNS = ("id", "source", "task", "image", "caption", "captions", "caption_errors", "meta", "lang",
+READ_COLUMNS = ("id", "source", "task", "image", "caption", "captions", "caption_errors", "caption_meta", "meta", "lang",
                 "width", "height", "format", "has_alpha", "source_images", "instruction")
 
 
@@ -125,7 +127,7 @@ class Captioner:
             text, err = postprocess(k[1], out)
             if err == "invalid" and self.structured_retries > 0:
                 retry.append((k, out))
-            results[k] = Entry(text, err, out)
+            results[k] = Entry(text, err, out, getattr(out, "meta", None))
         for attempt in range(self.structured_retries):
             if not retry:
                 break
@@ -138,7 +140,7 @@ class Captioner:
                 if isinstance(out, BaseException):
                     continue  # keep the first invalid outcome
                 text, err = postprocess("structured", out)
-                results[k] = Entry(text, err, out)
+                results[k] = Entry(text, err, out, getattr(out, "meta", None))
                 if err == "invalid":
                     still.append((k, out))
             retry = still
@@ -146,22 +148,24 @@ class Captioner:
     # -- output ------------------------------------------------------------------------------
     def _assemble(self, table, rows, results, transient, hashes, revision) -> pa.Table:
         n = len(rows)
-        captions, errors = [], []
+        captions, errors, metas = [], [], []
         for i, row in enumerate(rows):
             cap = dict(row.get("captions") or {t: None for t in CAPTION_TYPES})
+            meta = dict(row.get("caption_meta") or {t: None for t in CAPTION_TYPES})
             errs = [e for e in (row.get("caption_errors") or []) if e.split(":", 1)[0] not in self.types]
             for t in self.types:
                 k = (i, t)
                 if k in transient:
-                    cap[t] = None
+                    cap[t] = meta[t] = None
                     errs.append(f"{t}:{transient[k]}")
                     continue
                 e = results[k]
-                cap[t] = e.text
+                cap[t], meta[t] = e.text, e.meta
                 if e.error:
                     errs.append(f"{t}:{e.error}")
             self.stats["failed"] += len(errs)
             captions.append({t: cap.get(t) for t in CAPTION_TYPES})
+            metas.append({t: meta.get(t) for t in CAPTION_TYPES})
             errors.append(errs)
         instr = [clean_instruction(r.get("instruction")) if r.get("task") == "ti2i" else None for r in rows]
         new = {
@@ -170,6 +174,7 @@ class Captioner:
             "caption_backend": pa.array([self.backend.name] * n, pa.string()),
             "caption_model_revision": pa.array([revision] * n, pa.string()),
             "caption_prompt_hash": pa.array(hashes, PROMPT_HASH_TYPE),
+            "caption_meta": pa.array(metas, PROMPT_HASH_TYPE),  # a string per type, like the hashes
             "instruction_clean": pa.array(instr, pa.string()),
         }
         out = table

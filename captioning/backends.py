@@ -36,6 +36,18 @@ class Request:
     row: dict = field(default_factory=dict)  # the sample's columns (offline backend, logging)
 
 
+class Reply(str):
+    """A backend's reply with what it says about how it was made (`meta`, kept beside the caption:
+    the offline backend names the OCR engine, packs and script that read the page)."""
+
+    meta: str | None = None
+
+    def __new__(cls, text: str, meta: str | None = None):
+        obj = super().__new__(cls, text)
+        obj.meta = meta
+        return obj
+
+
 class Backend:
     name: ClassVar[str]
 
@@ -331,12 +343,28 @@ class OpenAIBackend(Backend):
 # -- offline ---------------------------------------------------------------------------------------
 class OfflineBackend(Backend):
     """No VLM: OCR for `text`, metadata for `knowledge`, the original caption plus measured image
-    facts for `general` and `structured`. Every caption it writes says it is offline."""
+    facts for `general` and `structured`. Every caption it writes says it is offline.
+
+    `threads`: onnxruntime intra-op threads for rapidocr in this worker (default 1: the caption
+    workers are the parallelism); Tesseract always runs one OpenMP thread per worker. `setup()`
+    loads the OCR models once per worker."""
 
     name = "offline"
 
-    def __init__(self, ocr: bool = True):
+    def __init__(self, ocr: bool = True, threads: int | None = None):
         self.ocr = ocr
+        self.threads = threads
+        self._ready = False
+
+    def setup(self) -> None:
+        if self._ready or not self.ocr:
+            return
+        if self.threads:
+            os.environ["FLYWHEEL_OCR_THREADS"] = str(self.threads)
+        from flywheel.captioning.ocr import preload
+
+        preload()
+        self._ready = True
 
     def row_inputs(self, ctype: str, row: dict) -> dict:
         keys = {"text": ("lang",), "knowledge": ("meta", "caption", "instruction", "task"),
@@ -351,12 +379,14 @@ class OfflineBackend(Backend):
         return offline_revision()
 
     def generate(self, requests: list[Request]) -> list[str | BaseException]:
-        from flywheel.captioning.offline import compose
+        from flywheel.captioning.offline import compose_with_meta
 
+        if any(r.prompt.type == "text" for r in requests):
+            self.setup()
         out: list[str | BaseException] = []
         for r in requests:
             try:
-                out.append(compose(r.prompt.type, r.images, r.row, ocr=self.ocr))
+                out.append(Reply(*compose_with_meta(r.prompt.type, r.images, r.row, ocr=self.ocr)))
             except Exception as e:
                 out.append(e)
         return out

@@ -23,7 +23,7 @@ from typing import Iterable
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS captions (
     sample_id TEXT NOT NULL, type TEXT NOT NULL, backend TEXT NOT NULL, revision TEXT NOT NULL,
-    prompt_hash TEXT NOT NULL, text TEXT, error TEXT, raw TEXT, created_at REAL,
+    prompt_hash TEXT NOT NULL, text TEXT, error TEXT, raw TEXT, created_at REAL, meta TEXT,
     PRIMARY KEY (sample_id, type, backend, revision, prompt_hash)
 ) WITHOUT ROWID
 """
@@ -43,6 +43,7 @@ class Entry:
     text: str | None
     error: str | None
     raw: str | None
+    meta: str | None = None  # what the backend says about how it made the caption (offline: the OCR engine)
 
 
 class CaptionCache:
@@ -65,6 +66,12 @@ class CaptionCache:
             con.execute("PRAGMA journal_mode = WAL")
             con.execute("PRAGMA synchronous = NORMAL")
             con.execute(SCHEMA)
+            if "meta" not in {r[1] for r in con.execute("PRAGMA table_info(captions)")}:  # a cache from before meta
+                try:
+                    con.execute("ALTER TABLE captions ADD COLUMN meta TEXT")
+                except sqlite3.OperationalError as e:  # another worker added it first
+                    if "duplicate column" not in str(e):
+                        raise
             self._con = con
         return self._con
 
@@ -79,14 +86,14 @@ class CaptionCache:
             cond = " OR ".join(["(sample_id=? AND type=? AND backend=? AND revision=? AND prompt_hash=?)"] * len(chunk))
             params = [v for k in chunk for v in (k.sample_id, k.type, k.backend, k.revision, k.prompt_hash)]
             for row in con.execute(
-                f"SELECT sample_id, type, backend, revision, prompt_hash, text, error, raw FROM captions WHERE {cond}",
+                f"SELECT sample_id, type, backend, revision, prompt_hash, text, error, raw, meta FROM captions WHERE {cond}",
                 params,
             ):
                 out[Key(*row[:5])] = Entry(*row[5:])
         return out
 
     def put_many(self, items: Iterable[tuple[Key, Entry]]) -> None:
-        rows = [(k.sample_id, k.type, k.backend, k.revision, k.prompt_hash, e.text, e.error, e.raw, time.time())
+        rows = [(k.sample_id, k.type, k.backend, k.revision, k.prompt_hash, e.text, e.error, e.raw, time.time(), e.meta)
                 for k, e in items]
         if not rows:
             return
@@ -102,7 +109,8 @@ class CaptionCache:
         else:
             raise RuntimeError(f"caption cache {self.path} stayed locked; is a process stuck holding it?")
         try:
-            con.executemany("INSERT OR REPLACE INTO captions VALUES (?,?,?,?,?,?,?,?,?)", rows)
+            con.executemany("INSERT OR REPLACE INTO captions (sample_id, type, backend, revision, prompt_hash, text, error, "
+                           "raw, created_at, meta) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")

@@ -18,7 +18,7 @@ import numpy as np
 
 from flywheel.captioning.types import Entity, StructuredCaption, clean_instruction, row_meta
 
-OFFLINE_VERSION = "2"  # bump when OCR routing or composition changes: it is the offline revision
+OFFLINE_VERSION = "3"  # bump when OCR routing or composition changes: it is the offline revision
 LABEL = "[offline]"
 
 # Named colours for the dominant-colour facts (sRGB).
@@ -66,6 +66,12 @@ def _facts_sentence(f: dict) -> str:
 
 
 def compose(ctype: str, images: list[bytes], row: dict, ocr: bool = True) -> str:
+    return compose_with_meta(ctype, images, row, ocr)[0]
+
+
+def compose_with_meta(ctype: str, images: list[bytes], row: dict, ocr: bool = True) -> tuple[str, str | None]:
+    """(caption, meta): meta is the OCR engine that read a text caption ("tesseract:rus+eng:Cyrillic",
+    "rapidocr:Han"), None for the other types."""
     from flywheel.captioning.images import open_image
 
     im = open_image(images[-1])
@@ -74,8 +80,12 @@ def compose(ctype: str, images: list[bytes], row: dict, ocr: bool = True) -> str
             raise RuntimeError("OCR is off (--no-ocr); the offline text caption needs it")
         from flywheel.captioning.ocr import read_text
 
-        text, _engine = read_text(im, row.get("lang"))
-        return f"{LABEL} " + (text if text else "No text.")
+        text, engine = read_text(im, row.get("lang"))
+        return f"{LABEL} " + (text if text else "No text."), engine
+    return _compose(ctype, im, row), None
+
+
+def _compose(ctype: str, im, row: dict) -> str:
     if ctype == "knowledge":
         meta = row_meta(row)
         parts = [f"{k}: {v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}"

@@ -5,7 +5,8 @@
 set -euo pipefail
 pkgs=(fonts-noto-core fonts-noto-cjk tesseract-ocr tesseract-ocr-eng tesseract-ocr-rus tesseract-ocr-ell
       tesseract-ocr-tha tesseract-ocr-kor tesseract-ocr-vie tesseract-ocr-ukr tesseract-ocr-ara tesseract-ocr-hin
-      tesseract-ocr-osd
+      tesseract-ocr-osd tesseract-ocr-bul tesseract-ocr-mon tesseract-ocr-fas tesseract-ocr-mar tesseract-ocr-hye
+      tesseract-ocr-ben tesseract-ocr-heb tesseract-ocr-kat tesseract-ocr-tam tesseract-ocr-chi-sim tesseract-ocr-jpn
       chromium)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -36,6 +36,17 @@ def _backend_kwargs(backend: str, model: Optional[str], base_url: Optional[str],
     return {}
 
 
+def offline_defaults(workers: Optional[int], batch_size: Optional[int]) -> tuple[int, int, int]:
+    """(workers, batch_size, OCR threads per worker) for the offline backend: one worker per core (up
+    to 4; each loads the OCR models once), 2 pages per batch so pages spread over the workers, and
+    the cores shared out so rapidocr's onnxruntime threads and the workers do not fight."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    w = min(cores, 4) if workers is None else workers
+    return w, 2 if batch_size is None else batch_size, max(1, cores // max(1, w))
+
+
 def register(app: typer.Typer) -> None:
     caption_app = typer.Typer(
         help="Caption a dataset with the four caption types (general, text, knowledge, structured).",
@@ -57,11 +68,13 @@ def register(app: typer.Typer) -> None:
         max_new_tokens: int = typer.Option(256, help="tokens to generate per caption"),
         temperature: float = typer.Option(0.0, help="0 = greedy"),
         top_p: float = typer.Option(1.0),
-        batch_size: int = typer.Option(8, help="rows per batch (and per generate call)"),
+        batch_size: Optional[int] = typer.Option(None, help="rows per batch (and per generate call); default 8, "
+                                                 "offline 2 (pages spread over the workers)"),
         max_pixels: Optional[int] = typer.Option(None, help="transformers: cap on pixels per image"),
         timeout: float = typer.Option(120.0, help="openai: seconds per request"),
         retries: int = typer.Option(4, help="openai: retries with backoff on timeouts, 429 and 5xx"),
-        workers: int = typer.Option(1, help="Ray actors (0 = in this process, no Ray)"),
+        workers: Optional[int] = typer.Option(None, help="Ray actors (0 = in this process, no Ray); default 1, "
+                                              "offline one per core up to 4"),
         gpus: float = typer.Option(0.0, help="GPUs per Ray actor (transformers backend on GPU)"),
         name: Optional[str] = typer.Option(None, help="dataset name in the catalog (default: output folder name)"),
     ) -> None:
@@ -79,8 +92,17 @@ def register(app: typer.Typer) -> None:
 
         con = Console()
         type_list = [t.strip() for t in types.split(",") if t.strip()]
+        threads_note = ""
+        if backend == "offline":
+            workers, batch_size, threads = offline_defaults(workers, batch_size)
+        else:
+            workers, batch_size = (1 if workers is None else workers), (8 if batch_size is None else batch_size)
         kw = _backend_kwargs(backend, model, base_url, api_key, concurrency, max_new_tokens, temperature, top_p,
                              batch_size, timeout, retries, max_pixels)
+        if backend == "offline" and "text" in type_list:
+            kw["threads"] = threads
+            threads_note = (f"; OCR threads per worker: onnxruntime intra-op {threads}, inter-op 1, "
+                            "tesseract OMP_THREAD_LIMIT=1")
         t0 = time.perf_counter()
         try:
             state = fc.prepare(input, output, types=type_list, backend=backend, backend_kwargs=kw,
@@ -93,7 +115,8 @@ def register(app: typer.Typer) -> None:
 
         plan = json.loads((Path(state) / "plan.json").read_text())
         con.print(f"captioning [bold]{plan['input_ref']}[/] ({plan['rows']} rows) with [bold]{backend}[/] "
-                  f"-> {plan['output']}; types {','.join(type_list)}; workers={workers}")
+                  f"-> {plan['output']}; types {','.join(type_list)}; workers={workers}, batch {batch_size}"
+                  + threads_note)
         with Progress(TextColumn("[bold]captioning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=con) as prog:
             task = prog.add_task("caption", total=plan["rows"] or None)
