@@ -272,6 +272,7 @@ def finalize(state: str) -> dict:
     from flywheel.datasets import DECISION_FIELDS
     from flywheel.filters.base import Barrier
 
+    t_start = time.perf_counter()
     job = Job(state)
     plan = job.plan
     st = job.state
@@ -377,6 +378,7 @@ def finalize(state: str) -> dict:
         "thumbs": {k: [(s, b.hex()) for s, b in v] for k, v in thumbs.items()},
     }
     cat.record_op_stats(plan["run_id"], {**stats["reject_reason"], "accepted": stats["accepted"]})
+    stats["timing"]["finalize_s"] = time.perf_counter() - t_start
     thumbs_hex = stats.pop("thumbs")
     (out / "stats.json").write_text(json.dumps(stats, indent=2))
     job.write_json("thumbs.json", thumbs_hex)
@@ -444,7 +446,10 @@ def report(state: str) -> str:
     out = Path(job.plan["output"])
     stats = json.loads((out / "stats.json").read_text())
     thumbs = job.read_json("thumbs.json", {})
+    t0 = time.perf_counter()
     path = write_report(stats, thumbs, out / "report.html")
+    stats["timing"]["report_s"] = time.perf_counter() - t0
+    (out / "stats.json").write_text(json.dumps(stats, indent=2))
     return str(path)
 
 
