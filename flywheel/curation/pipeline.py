@@ -163,6 +163,8 @@ def score(state: str, on_progress: Callable[[int, dict], None] | None = None) ->
         for s, k in zip(plan["shards"], plan["shard_keys"]):
             done_by_shard[k] = done_all if s["kind"] == "parquet" and s.get("dataset") else frozenset(_shard_done(s, done))
     todo = [(s, k) for s, k in zip(plan["shards"], plan["shard_keys"]) if not _shard_complete(s, done_by_shard.get(k))]
+    if any(s.name == "dedup" for s in r.steps):
+        _warm_dedup_index()
     t_ray = engine.ensure_ray(plan["workers"])
     t0 = time.perf_counter()
     blocks: list[tuple[float, int]] = []  # (time, rows) of each finished block: steady state apart from start-up
@@ -191,6 +193,24 @@ def score(state: str, on_progress: Callable[[int, dict], None] | None = None) ->
     if job.pending():
         job.commit(job.pending(), [], stats={"rows_scored": res["rows"]})
     return info
+
+
+def _warm_dedup_index() -> None:
+    """Load the dedup barrier's compiled (numba) code in a thread while Ray scores: numba's first
+    call in a process costs seconds even from its on-disk cache, and the driver is idle then."""
+    import threading
+
+    def warm() -> None:
+        import numpy as np
+
+        from flywheel.filters import dedup_index
+
+        try:
+            dedup_index.near_pairs(np.array([0, 1, 3, 1 << 40], dtype=np.uint64), 6)
+        except Exception:  # noqa: BLE001 - a warm-up only; the barrier reports real errors
+            pass
+
+    threading.Thread(target=warm, name="warm-dedup", daemon=True).start()
 
 
 def _shard_done(shard: dict, done: set[str]) -> set[str]:

@@ -369,9 +369,9 @@ def prestart() -> None:
 def session(workers: int) -> Iterator[dict]:
     """Prefect API and Ray for one command, per `mode()`. Yields the start-up timings, filled in
     as they happen: `server_s` (waiting for the local server), `ray_startup_s`, `prefect_startup_s`."""
-    from flywheel.curation import engine
-
     from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flywheel.curation import engine
 
     t0 = time.perf_counter()
     info: dict = {"mode": mode()}

@@ -92,6 +92,7 @@ def test_start_reuse_crash_restart_stop(tmp_path, monkeypatch):
         assert server.status(home)["pid"] == st["pid"]  # reused, not restarted
         # the supervisor is killed -9: the next start stops what it left and starts a new one
         os.kill(st["pid"], signal.SIGKILL)
+        assert _wait(lambda: not server._alive(st["pid"], st["start"]), 30)
         left = server.read_state(home)["children"]
         st3 = server.start(home)
         assert st3["pid"] != st["pid"]
