@@ -128,12 +128,14 @@ class _Child:
         self.proc: subprocess.Popen | None = None
         self.start_time: int | None = None
         self.port = 0
+        self.log_offset = 0
         self.restarts = -1
 
     def start(self) -> None:
         self.port = _free_port() if not self.port or _port_open(self.port) else self.port
         argv, env = self.argv_env(self.port)
         log = open(self.d / "logs" / f"{self.name}.log", "ab")
+        self.log_offset = log.tell()  # what this start writes comes after (readiness is read there)
         self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True, cwd=self.d)
         log.close()
@@ -190,7 +192,9 @@ def _ray_ready(d: Path, child: _Child) -> bool:
     if not _port_open(child.port):
         return False
     try:
-        return "Ray runtime started" in (d / "logs" / "ray.log").read_text(errors="replace")[-20000:]
+        with open(d / "logs" / "ray.log", "rb") as f:
+            f.seek(child.log_offset)
+            return b"Ray runtime started" in f.read()
     except OSError:
         return False
 
