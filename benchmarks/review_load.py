@@ -183,7 +183,7 @@ def main() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "flywheel.cli", "review", "serve", "--port", str(port), "--insecure-cookies"],
+    proc = subprocess.Popen([sys.executable, "-m", "flywheel", "review", "serve", "--port", str(port), "--insecure-cookies"],
                             env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ctx = mp.get_context("spawn")
     stop, counter, writer = ctx.Event(), ctx.Value("i", 0), None

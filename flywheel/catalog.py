@@ -160,6 +160,33 @@ MIGRATIONS: list[tuple[int, str | list[str]]] = [
             " BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END",
         ],
     ),
+    (
+        7,
+        # Scoped API tokens: a token belongs to a user and carries scopes (its rights are those
+        # scopes intersected with the user's role), may expire, and records when it was last used
+        # and revoked. Tokens made before scopes existed had every right; they keep only
+        # `signals:write` (what they were issued for: posting signals) and belong to no user.
+        """
+        ALTER TABLE tokens ADD COLUMN user TEXT;
+        ALTER TABLE tokens ADD COLUMN scopes TEXT NOT NULL DEFAULT 'signals:write';
+        ALTER TABLE tokens ADD COLUMN expires_at REAL;
+        ALTER TABLE tokens ADD COLUMN last_used_at REAL;
+        ALTER TABLE tokens ADD COLUMN revoked_at REAL;
+        UPDATE tokens SET scopes = 'signals:write'
+        """,
+    ),
+    (
+        8,
+        # Log-in devices: a browser that logged in as a user gets a long-lived device cookie (only
+        # its SHA-256 is stored); a correct password from a known device passes that account's
+        # back-off, so failures sent by someone else cannot lock the owner out.
+        """
+        CREATE TABLE login_devices (
+            device_hash TEXT PRIMARY KEY, user TEXT NOT NULL, created_at REAL NOT NULL, last_used_at REAL
+        );
+        CREATE INDEX login_devices_user ON login_devices (user)
+        """,
+    ),
 ]
 
 
@@ -353,7 +380,7 @@ CATALOG_VIEWS = {
     "audit_log": "*", "models": "*", "review_votes": "*", "review_batches": "*", "loop_evals": "*",
     "review_counts": "*",
     "users": "name, role, created_at, disabled",
-    "tokens": "token_id, name, created_at, revoked",
+    "tokens": "token_id, name, created_at, revoked, user, scopes, expires_at, last_used_at, revoked_at",
 }
 # Table functions that read nothing but their arguments; every other one (read_text, read_csv,
 # sqlite_scan, query, ...) could reach a file or run SQL that was never checked.

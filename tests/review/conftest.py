@@ -81,11 +81,11 @@ def add_users(cat):
     auth.add_user(cat, "root", "admin", PASSWORDS["root"])
 
 
-def login(client, user: str, password: str | None = None, next: str = "/queue"):
-    page = client.get("/login")
+def login(client, user: str, password: str | None = None, next: str = "/queue", headers: dict | None = None):
+    page = client.get("/login", headers=headers)
     token = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
     return client.post("/login", data={"username": user, "password": password or PASSWORDS[user], "csrf": token,
-                                       "next": next}, follow_redirects=False)
+                                       "next": next}, follow_redirects=False, headers=headers)
 
 
 def csrf_of(html: str) -> str:

@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 
 from flywheel.review import auth
 from flywheel.review.api import RowId, get_catalog
+from flywheel.review.guard import page_guard
 from flywheel.review.pages.common import page, session_dep
 
 router = APIRouter()
@@ -32,7 +33,7 @@ def _audit_rows(catalog, actor: str | None, action: str | None, before: int | No
     return [dict(r) for r in catalog.execute(sql + " ORDER BY seq DESC LIMIT ?", (*args, limit))]
 
 
-@router.get("/audit", response_class=HTMLResponse)
+@router.get("/audit", response_class=HTMLResponse, dependencies=page_guard("review:read"))
 def audit_page(request: Request, actor: str | None = None, action: str | None = None, before: RowId | None = None,
                s: auth.Session = Depends(session_dep)):
     rows = _audit_rows(get_catalog(request), actor or None, action or None, before, 100)
@@ -42,7 +43,7 @@ def audit_page(request: Request, actor: str | None = None, action: str | None = 
                                         "csv_url": "/audit.csv?" + urlencode(flt)}, session=s)
 
 
-@router.get("/audit.csv")
+@router.get("/audit.csv", dependencies=page_guard("review:read"))
 def audit_csv(request: Request, actor: str | None = None, action: str | None = None,
               s: auth.Session = Depends(session_dep)):
     catalog = get_catalog(request)

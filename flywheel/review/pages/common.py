@@ -27,12 +27,7 @@ NOTES = {  # flash messages by code, so a link cannot put arbitrary text on the 
 }
 
 
-class LoginRequired(Exception):
-    pass
-
-
-class Forbidden(Exception):
-    pass
+from flywheel.review.guard import Forbidden, LoginRequired  # noqa: E402,F401 (raised by the guards too)
 
 
 def templates() -> Jinja2Templates:
@@ -72,7 +67,8 @@ def page(request: Request, name: str, ctx: dict, status: int = 200, session=None
 
 # -- auth dependencies ---------------------------------------------------------------------
 def session_dep(request: Request) -> auth.Session:
-    s = auth.get_session(get_catalog(request), request.cookies.get(SESSION_COOKIE))
+    s = getattr(request.state, "session", None)  # the route's guard looked it up already
+    s = s or auth.get_session(get_catalog(request), request.cookies.get(SESSION_COOKIE))
     if s is None:
         raise LoginRequired()
     return s
@@ -86,7 +82,7 @@ def admin_dep(s: auth.Session = Depends(session_dep)) -> auth.Session:
 
 async def csrf_form(request: Request) -> dict:
     """The posted form, after checking its CSRF token against the session's."""
-    s = auth.get_session(get_catalog(request), request.cookies.get(SESSION_COOKIE))
+    s = getattr(request.state, "session", None) or auth.get_session(get_catalog(request), request.cookies.get(SESSION_COOKIE))
     if s is None:
         raise LoginRequired()
     form = await request.form()

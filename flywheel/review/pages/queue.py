@@ -12,6 +12,7 @@ from flywheel.catalog import ROW_ID_MAX
 from flywheel.loop import queue as q
 from flywheel.review import auth, thumbs
 from flywheel.review.api import RowId, get_catalog
+from flywheel.review.guard import FORM, THUMB, form_doc, page_guard
 from flywheel.review.pages.cards import decorate
 from flywheel.review.pages.common import csrf_form, form_row_id, here, page, safe_next, session_dep, uncache, with_note
 
@@ -23,13 +24,13 @@ COUNT_CAP = 1000  # a queue page says "1000+" rather than counting a million ind
 router = APIRouter()
 
 
-@router.get("/queue", response_class=HTMLResponse)
+@router.get("/queue", response_class=HTMLResponse, dependencies=page_guard("review:read"))
 def queue_index(request: Request, s: auth.Session = Depends(session_dep)):
     groups = q.groups(get_catalog(request))
     return page(request, "queue_index.html", {"groups": groups}, session=s)
 
 
-@router.get("/queue/{queue}", response_class=HTMLResponse)
+@router.get("/queue/{queue}", response_class=HTMLResponse, dependencies=page_guard("review:read"))
 def queue_page(request: Request, queue: str, signal: str | None = None, track: str | None = None,
                after: RowId | None = None, limit: int = 20, s: auth.Session = Depends(session_dep)):
     catalog = get_catalog(request)
@@ -59,7 +60,7 @@ def queue_page(request: Request, queue: str, signal: str | None = None, track: s
     }, session=s)
 
 
-@router.post("/items/{item_id}/decide")
+@router.post("/items/{item_id}/decide", dependencies=page_guard("review:write", FORM), openapi_extra=form_doc("decision", "reason", "version", "next", "request_id"))
 def decide(request: Request, item_id: RowId, form: dict = Depends(csrf_form)):
     s = form["session"]
     version = form_row_id(form, "version")
@@ -84,7 +85,7 @@ def decide(request: Request, item_id: RowId, form: dict = Depends(csrf_form)):
     return RedirectResponse(with_note(back, "decided"), 303)
 
 
-@router.post("/queue/{queue}/bulk")
+@router.post("/queue/{queue}/bulk", dependencies=page_guard("review:write", FORM), openapi_extra=form_doc("decision", "reason", "confirm", "max_id", "signal", "track"))
 def bulk(request: Request, queue: str, form: dict = Depends(csrf_form)):
     s = form["session"]
     if form.get("confirm") != "yes":
@@ -101,7 +102,7 @@ def bulk(request: Request, queue: str, form: dict = Depends(csrf_form)):
                                       skipped=r["already_decided"]), 303)
 
 
-@router.get("/thumb/{item_id}")
+@router.get("/thumb/{item_id}", dependencies=page_guard("review:read", THUMB))
 def thumb(request: Request, item_id: RowId, w: int = 256, s: auth.Session = Depends(session_dep)):
     catalog = get_catalog(request)
     try:
