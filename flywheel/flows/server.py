@@ -291,8 +291,9 @@ def status(home: Path | None = None) -> dict:
     if not st or not _alive(st.get("pid"), st.get("start")):
         return {"running": False, "dir": str(server_dir(home))}
     ch = st.get("children", {})
-    healthy = {"prefect": prefect_healthy(st["prefect_url"], 1.0),
-               "ray": _alive(ch.get("ray", {}).get("pid"), ch.get("ray", {}).get("start")) and _port_open(ch["ray"]["port"])}
+    ray = ch.get("ray") or {}
+    healthy = {"prefect": bool(st.get("prefect_url")) and prefect_healthy(st["prefect_url"], 1.0),
+               "ray": _alive(ray.get("pid"), ray.get("start")) and bool(ray.get("port")) and _port_open(ray["port"])}
     return {"running": True, "dir": str(server_dir(home)), "healthy": healthy, **st}
 
 
