@@ -4,7 +4,9 @@ server ~10 s here), never per test."""
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,35 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Every command of the suite runs on its own Ray and Prefect, which end with it (flywheel.flows.server,
+# mode off); the tests of the reused local server turn it on themselves. Each server any test starts
+# is listed here, and the session fails if one is still alive at its end (pytest_sessionfinish).
+os.environ["FLYWHEEL_SERVER"] = "off"
+_SERVERS = Path(tempfile.mkdtemp(prefix="fw-test-servers-")) / "started"
+os.environ["FLYWHEEL_SERVER_REGISTRY"] = str(_SERVERS)
+
+
+def leftover_servers(registry: Path) -> list[str]:
+    """The FLYWHEEL_HOMEs in `registry` whose local server is still alive; every one listed is
+    stopped (a dead supervisor's components too), so that nothing outlives the suite."""
+    from flywheel.flows import server
+
+    homes = sorted(set(registry.read_text().split())) if registry.exists() else []
+    alive = [h for h in homes if server.status(Path(h))["running"]]
+    for h in homes:
+        server.stop(Path(h))
+    return alive
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run when a local server a test started is still alive."""
+    alive = leftover_servers(_SERVERS)
+    shutil.rmtree(_SERVERS.parent, ignore_errors=True)
+    if alive:
+        msg = "flywheel servers left running by the tests (now stopped): " + ", ".join(alive)
+        tr = session.config.pluginmanager.get_plugin("terminalreporter")
+        (tr.write_line if tr else print)(msg)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(autouse=True)

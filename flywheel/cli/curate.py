@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -45,24 +46,56 @@ def _print_plan(con, plan: dict) -> None:
 def run_curate(recipe: str, input: str, output: str, *, name: str | None, workers: int, skip: list[str],
                sets: list[str], image_col: str, caption_col: str, keep_state: bool = False,
                uncaptioned: str | None = None, caption_backend: str | None = None) -> dict:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from flywheel.curation import pipeline
     from flywheel.filters import recipe as recipes
+    from flywheel.flows import server
 
     con = _console()
     t0 = time.perf_counter()
     try:
+        server.prestart()  # the local server (auto mode) comes up while the run is planned
         overrides = recipes.parse_sets(sets)
         plan = pipeline.prepare(recipe, input, output, name=name, workers=workers, skip=skip, sets=overrides,
                                 image_col=image_col, caption_col=caption_col, uncaptioned=uncaptioned,
                                 caption_backend=caption_backend)
     except pipeline.CurateError as e:
         raise UserError(str(e)) from None
-    except ValueError as e:
+    except (ValueError, RuntimeError) as e:
         raise UserError(str(e)) from None
     _print_plan(con, plan)
     from flywheel.flows import curate as flows
+
+    t_prepared = time.perf_counter()
+    with contextlib.ExitStack() as runtime:
+        try:
+            rt = runtime.enter_context(server.session(workers=plan["workers"]))
+        except RuntimeError as e:
+            raise UserError(str(e)) from None
+        t_runtime = time.perf_counter()
+        out, t_flow, t_flow_end = _run_flow(con, flows, plan, keep_state)
+    t_end = time.perf_counter()
+    stats = json.loads((Path(out) / "stats.json").read_text())
+    tm = stats["timing"]
+    tm["total_s"] = t_end - t0
+    tm["server_mode"] = rt["mode"]
+    # start-up: planning (the local server starting meanwhile), then waiting for the server or
+    # starting Prefect's temporary one alongside Ray, then Ray's connection or start
+    tm["plan_s"] = t_prepared - t0
+    tm["runtime_s"] = t_runtime - t_prepared
+    tm["server_wait_s"] = rt.get("server_s")
+    tm["ray_startup_s"] = rt.get("ray_startup_s")
+    tm["prefect_startup_s"] = rt.get("prefect_startup_s")
+    if tm.get("score_started_at"):
+        # from the flow's call to its score task: the flow run's creation on the Prefect API
+        tm["flow_start_s"] = tm["score_started_at"] - t_flow
+    tm["after_flow_s"] = t_end - t_flow_end  # leaving the runtime (a temporary server stopping)
+    (Path(out) / "stats.json").write_text(json.dumps(stats, indent=2))
+    _print_summary(con, stats)
+    return stats
+
+
+def _run_flow(con, flows, plan: dict, keep_state: bool) -> tuple[str, float, float]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("[bold]scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                   TimeElapsedColumn(), console=con, transient=False) as prog:
@@ -80,14 +113,7 @@ def run_curate(recipe: str, input: str, output: str, *, name: str | None, worker
             out = flows.curate_flow(state=plan["state"], keep_state=keep_state)
         finally:
             flows._PROGRESS.pop("cb", None)
-    stats = json.loads((Path(out) / "stats.json").read_text())
-    stats["timing"]["total_s"] = time.perf_counter() - t0
-    if stats["timing"].get("score_started_at"):
-        # the Prefect flow's own start-up (a temporary local API server when PREFECT_API_URL is unset)
-        stats["timing"]["prefect_startup_s"] = stats["timing"]["score_started_at"] - t_flow
-    (Path(out) / "stats.json").write_text(json.dumps(stats, indent=2))
-    _print_summary(con, stats)
-    return stats
+    return out, t_flow, time.perf_counter()
 
 
 def _print_summary(con, stats: dict) -> None:
@@ -103,9 +129,10 @@ def _print_summary(con, stats: dict) -> None:
     tm = stats["timing"]
     ips = tm.get("images_per_s")
     con.print(f"datasets: accepted [bold]{stats['datasets']['accepted']}[/], rejected [bold]{stats['datasets']['rejected']}[/]")
-    con.print(f"time: total {tm.get('total_s', 0):.1f}s (Prefect start {tm.get('prefect_startup_s') or 0:.1f}s, "
-              f"Ray start {tm.get('ray_startup_s') or 0:.1f}s, scoring "
-              f"{tm.get('score_s') or 0:.1f}s{f' = {ips:.1f} img/s' if ips else ''}, barrier {tm.get('barrier_s') or 0:.1f}s)")
+    con.print(f"time: total {tm.get('total_s', 0):.1f}s (plan {tm.get('plan_s') or 0:.1f}s, "
+              f"start-up {tm.get('runtime_s') or 0:.1f}s in mode {tm.get('server_mode')}, flow start {tm.get('flow_start_s') or 0:.1f}s, "
+              f"scoring {tm.get('score_s') or 0:.1f}s{f' = {ips:.1f} img/s' if ips else ''}, "
+              f"barrier {tm.get('barrier_s') or 0:.1f}s, finalize+report {tm.get('finalize_s', 0) + tm.get('report_s', 0):.1f}s)")
     for name, b in (stats.get("barrier") or {}).items():
         counts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in b.items() if k not in ("seconds", "rows", "prior_datasets"))
         if counts:

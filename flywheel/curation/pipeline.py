@@ -199,6 +199,8 @@ def score(state: str, on_progress: Callable[[int, dict], None] | None = None) ->
         for s, k in zip(plan["shards"], plan["shard_keys"]):
             done_by_shard[k] = done_all if s["kind"] == "parquet" and s.get("dataset") else frozenset(_shard_done(s, done))
     todo = [(s, k) for s, k in zip(plan["shards"], plan["shard_keys"]) if not _shard_complete(s, done_by_shard.get(k))]
+    if any(s.name == "dedup" for s in r.steps):
+        _warm_dedup_index()
     t_ray = engine.ensure_ray(plan["workers"])
     t0 = time.perf_counter()
     blocks: list[tuple[float, int]] = []  # (time, rows) of each finished block: the steady state
@@ -223,6 +225,24 @@ def score(state: str, on_progress: Callable[[int, dict], None] | None = None) ->
     if job.pending():
         job.commit(job.pending(), [], stats={"rows_scored": res["rows"]})
     return info
+
+
+def _warm_dedup_index() -> None:
+    """Load the dedup barrier's compiled (numba) code in a thread while Ray scores: numba's first
+    call in a process costs seconds even from its on-disk cache, and the driver is idle then."""
+    import threading
+
+    def warm() -> None:
+        import numpy as np
+
+        from flywheel.filters import dedup_index
+
+        try:
+            dedup_index.near_pairs(np.array([0, 1, 3, 1 << 40], dtype=np.uint64), 6)
+        except Exception:  # noqa: BLE001 - a warm-up only; the barrier reports real errors
+            pass
+
+    threading.Thread(target=warm, name="warm-dedup", daemon=True).start()
 
 
 def steady_rate(blocks: list[tuple[float, int]], lo: float = 0.1, hi: float = 0.9) -> float | None:
@@ -329,6 +349,7 @@ def finalize(state: str) -> dict:
     from flywheel.datasets import DECISION_FIELDS
     from flywheel.filters.base import Barrier
 
+    t_start = time.perf_counter()
     job = Job(state)
     plan = job.plan
     st = job.state
@@ -437,6 +458,7 @@ def finalize(state: str) -> dict:
         "thumbs": {k: [(s, b.hex()) for s, b in v] for k, v in thumbs.items()},
     }
     cat.record_op_stats(plan["run_id"], {**stats["reject_reason"], "accepted": stats["accepted"]})
+    stats["timing"]["finalize_s"] = time.perf_counter() - t_start
     thumbs_hex = stats.pop("thumbs")
     (out / "stats.json").write_text(json.dumps(stats, indent=2))
     job.write_json("thumbs.json", thumbs_hex)
@@ -504,7 +526,10 @@ def report(state: str) -> str:
     out = Path(job.plan["output"])
     stats = json.loads((out / "stats.json").read_text())
     thumbs = job.read_json("thumbs.json", {})
+    t0 = time.perf_counter()
     path = write_report(stats, thumbs, out / "report.html")
+    stats["timing"]["report_s"] = time.perf_counter() - t0
+    (out / "stats.json").write_text(json.dumps(stats, indent=2))
     return str(path)
 
 

@@ -1,4 +1,4 @@
-"""The run report: one self-contained HTML file (plots and thumbnails inlined).
+"""The run report: one self-contained HTML file (plots as inline SVG, thumbnails inlined).
 
 Funnel per operator, score histograms with threshold lines, thumbnails of rejects per reason,
 slowest operators, ingest counts. Numbers come from stats.json, which equals a GROUP BY over the
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from pathlib import Path
 from typing import Any
 
@@ -66,13 +65,59 @@ def threshold_lines(op, column: str) -> dict[str, float]:
     return out
 
 
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
-    import matplotlib.pyplot as plt
+def _svg_funnel(funnel: list[tuple[str, int, int]]) -> str:
+    """Horizontal bars per operator: rows entering (light) and rejected there (red). Plain SVG: the
+    report is drawn in milliseconds (matplotlib took seconds of every run's start-up)."""
+    e = html.escape
+    w, label_w, bar_h = 640, 130, 18
+    top = max([f[1] for f in funnel] + [1])
+    h = bar_h * len(funnel) + 30
+    out = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' font-size='11' font-family='sans-serif'>"]
+    for i, (op, entering, rejected) in enumerate(funnel):
+        y = 4 + i * bar_h
+        scale = (w - label_w - 60) / top
+        out.append(f"<text x='{label_w - 6}' y='{y + 12}' text-anchor='end'>{e(op)}</text>"
+                   f"<rect x='{label_w}' y='{y}' width='{entering * scale:.1f}' height='{bar_h - 4}' fill='#cfe3f7'/>"
+                   f"<rect x='{label_w}' y='{y}' width='{rejected * scale:.1f}' height='{bar_h - 4}' fill='#e4572e'/>"
+                   f"<text x='{label_w + entering * scale + 4:.1f}' y='{y + 12}'>{entering} (-{rejected})</text>")
+    out.append(f"<rect x='{label_w}' y='{h - 18}' width='10' height='10' fill='#cfe3f7'/>"
+               f"<text x='{label_w + 14}' y='{h - 9}'>entering</text>"
+               f"<rect x='{label_w + 80}' y='{h - 18}' width='10' height='10' fill='#e4572e'/>"
+               f"<text x='{label_w + 94}' y='{h - 9}'>rejected here</text></svg>")
+    return "".join(out)
 
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+def _svg_hist(col: str, h: dict) -> str:
+    """A score histogram with its thresholds as dashed lines (param=value)."""
+    e = html.escape
+    w, ht, left, bottom, top_pad = 320, 190, 8, 30, 22
+    edges, counts = h["edges"], h["counts"]
+    lo, hi = edges[0], edges[-1]
+    thr = dict(h["thresholds"])
+    lo, hi = min([lo, *thr.values()]), max([hi, *thr.values()])
+    span = (hi - lo) or 1.0
+    cmax = max(counts + [1])
+
+    def x(v: float) -> float:
+        return left + (v - lo) / span * (w - 2 * left)
+
+    out = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{ht}' font-size='10' font-family='sans-serif'>",
+           f"<text x='{w / 2}' y='12' text-anchor='middle' font-size='11'>{e(col)}</text>"]
+    plot_h = ht - bottom - top_pad
+    for i, c in enumerate(counts):
+        bh = c / cmax * plot_h
+        out.append(f"<rect x='{x(edges[i]):.1f}' y='{top_pad + plot_h - bh:.1f}' width='{max(0.5, x(edges[i + 1]) - x(edges[i]) - 0.5):.1f}' "
+                   f"height='{bh:.1f}' fill='#4a90d9'/>")
+    out.append(f"<line x1='{left}' y1='{top_pad + plot_h}' x2='{w - left}' y2='{top_pad + plot_h}' stroke='#888'/>"
+               f"<text x='{left}' y='{ht - 16}'>{lo:.3g}</text><text x='{w - left}' y='{ht - 16}' text-anchor='end'>{hi:.3g}</text>")
+    for pname, v in thr.items():
+        out.append(f"<line x1='{x(v):.1f}' y1='{top_pad}' x2='{x(v):.1f}' y2='{top_pad + plot_h}' stroke='#e4572e' "
+                   f"stroke-dasharray='4 3'><title>{e(pname)}={v}</title></line>")
+    if thr:
+        out.append(f"<text x='{w / 2}' y='{ht - 4}' text-anchor='middle' fill='#e4572e'>"
+                   f"{e(', '.join(f'{k}={v}' for k, v in thr.items()))}</text>")
+    out.append(f"<text x='{w - left}' y='{top_pad - 2}' text-anchor='end' fill='#666'>max {cmax}</text></svg>")
+    return "".join(out)
 
 
 def _funnel(stats: dict) -> list[tuple[str, int, int]]:
@@ -91,31 +136,9 @@ def _funnel(stats: dict) -> list[tuple[str, int, int]]:
 
 
 def write_report(stats: dict, thumbs: dict[str, list], path: str | Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     funnel = _funnel(stats)
-    fig, ax = plt.subplots(figsize=(7, 0.35 * len(funnel) + 1))
-    names = [f[0] for f in funnel][::-1]
-    ax.barh(names, [f[1] for f in funnel][::-1], color="#cfe3f7", label="entering")
-    ax.barh(names, [f[2] for f in funnel][::-1], color="#e4572e", label="rejected here")
-    ax.set_xlabel("rows")
-    ax.legend(loc="lower right")
-    funnel_png = _png(fig)
-
-    hist_imgs = []
-    for col, h in stats.get("histograms", {}).items():
-        fig, ax = plt.subplots(figsize=(4, 2.4))
-        edges = np.array(h["edges"])
-        ax.bar(edges[:-1], h["counts"], width=np.diff(edges), align="edge", color="#4a90d9")
-        for pname, v in h["thresholds"].items():
-            ax.axvline(v, color="#e4572e", linestyle="--", label=f"{pname}={v}")
-        if h["thresholds"]:
-            ax.legend(fontsize=7)
-        ax.set_title(col, fontsize=9)
-        hist_imgs.append((col, _png(fig), h))
+    funnel_svg = _svg_funnel(funnel)
+    hist_imgs = [(col, _svg_hist(col, h), h) for col, h in stats.get("histograms", {}).items()]
 
     timing = stats.get("timing", {})
     op_cpu = sorted(timing.get("operator_cpu_s", {}).items(), key=lambda kv: -kv[1])
@@ -134,7 +157,7 @@ def write_report(stats: dict, thumbs: dict[str, list], path: str | Path) -> Path
     ]
     if stats.get("notes"):
         parts.append("<p><b>Notes:</b> " + "; ".join(e(n) for n in stats["notes"]) + "</p>")
-    parts.append(f"<h2>Funnel</h2><img src='{funnel_png}'><table><tr><th>operator</th><th>entering</th><th>rejected</th></tr>")
+    parts.append(f"<h2>Funnel</h2>{funnel_svg}<table><tr><th>operator</th><th>entering</th><th>rejected</th></tr>")
     parts += [f"<tr><td>{e(o)}</td><td>{a}</td><td>{b}</td></tr>" for o, a, b in funnel]
     parts.append("</table><h2>Reject reasons</h2><table><tr><th>reject_reason (first failing rule)</th><th>rows</th></tr>")
     parts += [f"<tr><td>{e(k)}</td><td>{v}</td></tr>" for k, v in stats["reject_reason"].items()]
@@ -145,8 +168,8 @@ def write_report(stats: dict, thumbs: dict[str, list], path: str | Path) -> Path
                   for k, v in stats["ingest"].items()]
         parts.append("</table>")
     parts.append("<h2>Scores</h2><div class='grid'>")
-    for col, png, h in hist_imgs:
-        parts.append(f"<div class='card'><img src='{png}'><br><small>n={h['n']} p5={h['p5']:.3g} p50={h['p50']:.3g} "
+    for col, svg, h in hist_imgs:
+        parts.append(f"<div class='card'>{svg}<br><small>n={h['n']} p5={h['p5']:.3g} p50={h['p50']:.3g} "
                      f"p95={h['p95']:.3g}</small></div>")
     parts.append("</div><h2>Rejected samples by reason</h2>")
     for reason, items in sorted(thumbs.items()):

@@ -1,8 +1,9 @@
 """Prefect flows. Tasks pass paths and ids, never data frames or Ray object refs.
 
-Without `PREFECT_API_URL`, Prefect runs the flow against a temporary local server it starts
-itself (no server to run); with it, the same flow reports to that server (deployments in
-`deploy/`). Retries go on the I/O-bound steps only.
+`flywheel curate` runs the flow inside `flywheel.flows.server.session()`: against the local
+server it reuses (or Prefect's temporary server, FLYWHEEL_SERVER=off); with `PREFECT_API_URL`,
+the same flow reports to that server (deployments in `deploy/`). Retries go on the I/O-bound
+steps only.
 """
 
 from __future__ import annotations

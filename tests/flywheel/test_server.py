@@ -1,0 +1,107 @@
+"""The local server commands reuse (`flywheel.flows.server`): started once, answering, a crashed
+component noticed and restarted, a dead supervisor's leftovers stopped, nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from flywheel.flows import server
+
+FLYWHEEL = str(Path(sys.executable).parent / "flywheel")
+
+
+def _wait(cond, timeout: float = 240.0) -> bool:
+    t = time.monotonic() + timeout
+    while time.monotonic() < t:
+        if cond():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _fake_server(home: Path) -> subprocess.Popen:
+    """A server.json naming a live process of ours, as a supervisor that nobody stopped would."""
+    p = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    d = server.server_dir(home)
+    (d / "server.json").write_text(json.dumps({"pid": p.pid, "start": server._start_time(p.pid), "ready": True,
+                                               "prefect_url": "http://127.0.0.1:9/api", "ray_address": "127.0.0.1:9",
+                                               "children": {}}))
+    return p
+
+
+def test_status_and_stop_when_none_runs(tmp_path):
+    assert server.status(tmp_path)["running"] is False
+    assert server.stop(tmp_path) is False
+
+
+def test_modes_are_checked(monkeypatch):
+    monkeypatch.setenv("FLYWHEEL_SERVER", "sometimes")
+    with pytest.raises(ValueError, match="auto .* or off"):
+        server.mode()
+
+
+def test_the_suite_end_check_finds_and_stops_a_live_server(tmp_path):
+    import conftest
+
+    p = _fake_server(tmp_path / "home")
+    reg = tmp_path / "registry"
+    reg.write_text(f"{tmp_path / 'home'}\n")
+    assert conftest.leftover_servers(reg) == [str(tmp_path / "home")]
+    assert p.wait(timeout=10) == -signal.SIGTERM
+    assert conftest.leftover_servers(reg) == []
+
+
+@pytest.mark.slow
+def test_start_reuse_crash_restart_stop(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    monkeypatch.setenv("FLYWHEEL_SERVER", "auto")
+    monkeypatch.setenv("FLYWHEEL_HOME", str(home))
+    try:
+        st = server.start(home)
+        assert st["running"] and st["healthy"] == {"prefect": True, "ray": True}
+        assert st["prefect_url"].startswith("http://127.0.0.1:")
+        # started once: a second start finds it
+        assert server.start(home)["pid"] == st["pid"]
+        # the Ray head crashes: the supervisor notices and starts it again
+        ray = st["children"]["ray"]
+        os.killpg(ray["pid"], signal.SIGKILL)
+        assert _wait(lambda: (server.read_state(home) or {}).get("children", {}).get("ray", {}).get("restarts") == 1)
+        st2 = server.wait_ready(home)
+        assert st2["healthy"]["ray"] and st2["children"]["ray"]["pid"] != ray["pid"]
+        # a command runs a real flow on it (Prefect API of the server, Ray head of the server)
+        from PIL import Image
+        from skimage import data
+
+        inp = tmp_path / "in"
+        inp.mkdir()
+        Image.fromarray(data.astronaut()).save(inp / "a.jpg")
+        env = {**os.environ, "COLUMNS": "200"}
+        p = subprocess.run([FLYWHEEL, "curate", "--recipe", "stage1", "--input", str(inp), "--output", str(tmp_path / "o"),
+                            "--skip", "clip,nsfw,rotation"], env=env, capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stderr[-2000:]
+        timing = json.loads((tmp_path / "o" / "stats.json").read_text())["timing"]
+        assert timing["server_mode"] == "auto" and timing["rows_scored_this_attempt"] == 1
+        assert server.status(home)["pid"] == st["pid"]  # reused, not restarted
+        # the supervisor is killed -9: the next start stops what it left and starts a new one
+        os.kill(st["pid"], signal.SIGKILL)
+        assert _wait(lambda: not server._alive(st["pid"], st["start"]), 30)
+        left = server.read_state(home)["children"]
+        st3 = server.start(home)
+        assert st3["pid"] != st["pid"]
+        for c in left.values():
+            assert not server._alive(c["pid"], c["start"])
+    finally:
+        last = server.read_state(home) or {}
+        server.stop(home)
+    for c in [last, *last.get("children", {}).values()]:
+        if c.get("pid"):
+            assert not server._alive(c["pid"], c["start"])
+    assert not (home / "server" / "server.json").exists()
