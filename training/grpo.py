@@ -88,7 +88,8 @@ def step_loss(v_cond, v_ref, ro: Rollout, j: int, idx, adv, guidance: float, a: 
 
     from flywheel.training.policy import cfg
 
-    s, x, x_next, vu = ro.sigmas, ro.xs[j, idx], ro.xs[j + 1, idx], ro.vu[j, idx]
+    s, x, x_next = ro.sigmas, ro.xs[j, idx], ro.xs[j + 1, idx]
+    vu = ro.vu[j, idx].detach()  # hybrid CFG: the unconditional branch is a constant of the objective
     t = s[j].expand(len(idx)).to(x)
     step = lambda v: sde_step(x, cfg(vu, v, guidance), float(s[j]), float(s[j + 1]), float(s[1]), a)  # noqa: E731
     _, mean, std = step(v_cond(x, t))
