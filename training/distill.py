@@ -108,7 +108,7 @@ def main(cfg: TrainConfig) -> dict:
 
     # -- the loop: fake-score updates, then one student update --------------------------------------
     log_path = out / "metrics.jsonl"
-    step, t0 = start - 1, time.time()
+    step, t0, budget = start - 1, time.time(), pol.Budget(cfg)
     for step in range(start, cfg.steps):
         gen = torch.Generator().manual_seed(int(np.random.default_rng([cfg.seed, step, 1]).integers(2**62)))
         rng = np.random.default_rng([cfg.seed, step, 2])
@@ -156,12 +156,16 @@ def main(cfg: TrainConfig) -> dict:
                    lr=opt.param_groups[0]["lr"], sec=time.time() - t0)
         if cfg.progress:
             print(f"distill step {step + 1}/{cfg.steps} dmd {rec['dmd_loss']:.4f} fake {rec['fake_loss']:.4f}", flush=True)
-        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+        out_of_time = budget.over()
+        last = step + 1 == cfg.steps or out_of_time
+        if (step + 1) % cfg.log_every == 0 or last:
             with open(log_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
-        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
+        if (step + 1) % cfg.ckpt_every == 0 or last:
             ck.save_state(out / "state", student, opt, ema, step + 1, history, cfg,
                           extra={"fake": fake.state_dict(), "fake_optim": fopt.state_dict()})
             ck.save_checkpoint(out, student, ema, vae, encoder, cfg, step + 1, prediction,
                                extra=dict(teacher=cfg.teacher, sampling=dict(steps=cfg.sample_steps, guidance=1.0)))
+        if out_of_time:
+            break
     return dict(losses=history, step=step + 1, out=str(out), loss=history[-1] if history else float("nan"))

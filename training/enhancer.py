@@ -213,7 +213,7 @@ def sft(cfg: TrainConfig) -> dict:
     pairs = read_pairs(cfg.prompts)
     enh, opt, out, device = _setup(cfg, [t for pr in pairs for t in pr])
     start, history = ck.load_state(out / "state", enh.model, opt, None, device) if cfg.resume else (0, [])
-    step = start - 1
+    step, budget = start - 1, _budget(cfg)
     for step in range(start, cfg.steps):
         idx = np.random.default_rng([cfg.seed, step]).integers(len(pairs), size=cfg.batch_size)
         enc = enh.encode([pairs[i][0] for i in idx])
@@ -231,9 +231,12 @@ def sft(cfg: TrainConfig) -> dict:
         opt.step()
         history.append(float(loss.detach()))
         _log(cfg, out, step, dict(loss=history[-1]))
-        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
+        out_of_time = budget.over()
+        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps or out_of_time:
             ck.save_state(out / "state", enh.model, opt, None, step + 1, history, cfg)
             enh.save(out)
+        if out_of_time:
+            break
     return dict(losses=history, step=step + 1, out=str(out), loss=history[-1] if history else float("nan"))
 
 
@@ -273,7 +276,7 @@ def rl(cfg: TrainConfig) -> dict:
         rewards.calibrate(score(rewrites, [s for _, s in ref_prompts], range(len(ref_prompts)), 0))
         rewards.save(out / "reward_calibration.json")
 
-    step = start - 1
+    step, budget = start - 1, _budget(cfg)
     G = cfg.group_size
     for step in range(start, cfg.steps):
         rng = np.random.default_rng([cfg.seed, step])
@@ -301,10 +304,19 @@ def rl(cfg: TrainConfig) -> dict:
         history.append(float(loss.detach()))
         _log(cfg, out, step, dict(loss=history[-1], kl=float((kl.detach() * real).sum() / real.sum()), **rlog,
                                   sample=texts[0], prompt=expanded[0][0]))
-        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
+        out_of_time = budget.over()
+        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps or out_of_time:
             ck.save_state(out / "state", enh.model, opt, None, step + 1, history, cfg)
             enh.save(out)
+        if out_of_time:
+            break
     return dict(losses=history, step=step + 1, out=str(out), loss=history[-1] if history else float("nan"))
+
+
+def _budget(cfg: TrainConfig):
+    from flywheel.training.policy import Budget
+
+    return Budget(cfg)
 
 
 def _log(cfg: TrainConfig, out: Path, step: int, rec: dict) -> None:

@@ -230,7 +230,7 @@ def main(cfg: TrainConfig) -> dict:
 
     # -- the loop: rollouts, rewards, advantages, clipped policy steps ---------------------------------
     log_path = out / "metrics.jsonl"
-    step, t0 = start - 1, time.time()
+    step, t0, budget = start - 1, time.time(), pol.Budget(cfg)
     for step in range(start, cfg.steps):
         gen = torch.Generator().manual_seed(int(np.random.default_rng([cfg.seed, step, 1]).integers(2**62)))
         t_roll = time.time()
@@ -264,13 +264,17 @@ def main(cfg: TrainConfig) -> dict:
                    lr=opt.param_groups[0]["lr"], rollout_s=t_roll, sec=time.time() - t0)
         if cfg.progress:
             print(f"rl step {step + 1}/{cfg.steps} reward {rlog['reward/total']:.3f} kl {rec['kl']:.2e}", flush=True)
-        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+        out_of_time = budget.over()
+        last = step + 1 == cfg.steps or out_of_time
+        if (step + 1) % cfg.log_every == 0 or last:
             with open(log_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
-        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
+        if (step + 1) % cfg.ckpt_every == 0 or last:
             ck.save_state(out / "state", raw, opt, ema, step + 1, history, cfg)
             ck.save_checkpoint(out, plain_copy(raw, params, ema), None, vae, encoder, cfg, step + 1, prediction,
                                extra=dict(ema=ema is not None, lora_rank=cfg.lora_rank, init=cfg.init))
+        if out_of_time:
+            break
     return dict(losses=history, step=step + 1, out=str(out), loss=history[-1] if history else float("nan"))
 
 

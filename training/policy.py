@@ -105,3 +105,21 @@ def trainable_ema(params, ema, step: int, decay: float) -> None:
     d = min(decay, (1 + step) / (10 + step))
     with torch.no_grad():
         torch._foreach_lerp_(ema, [p.detach().float() for p in params], 1 - d)
+
+
+class Budget:
+    """`--max-seconds` on `--budget-clock`, and `--deadline`, read as the flow trainer reads them: the loop
+    checkpoints and stops at the first step boundary past either."""
+
+    def __init__(self, cfg):
+        import time
+
+        self.cfg, self.clock = cfg, (time.process_time if cfg.budget_clock == "cpu" else time.time)
+        self.t0 = self.clock()
+
+    def over(self) -> bool:
+        import time
+
+        c = self.cfg
+        return ((c.max_seconds is not None and self.clock() - self.t0 > c.max_seconds)
+                or (c.deadline is not None and time.time() > c.deadline))

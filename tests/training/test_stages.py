@@ -270,3 +270,17 @@ def test_cli_rl_killed_mid_run_resumes_to_the_uninterrupted_weights(toy, tmp_pat
     a, b = _tensors(tmp_path / "full"), _tensors(tmp_path / "part")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert math.isfinite(json.loads((tmp_path / "part" / "state" / "meta.json").read_text())["history"][-1])
+
+
+def test_gpu_benchmark_runs_on_cpu_tiny(tmp_path, monkeypatch):
+    """benchmarks/stages_gpu.py --device cpu --tiny: the GPU script's code path works before a GPU is lent."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "stages_gpu.py"
+    spec = importlib.util.spec_from_file_location("stages_gpu", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rec = mod.main(["--device", "cpu", "--tiny", "--out", str(tmp_path / "t.json")])
+    t = rec["buckets"][32]
+    assert t["images_per_rollout"] == 2 and all(t[k] > 0 for k in ("rl_rollout", "rl_update", "dmd_step"))
+    assert json.loads((tmp_path / "t.json").read_text())["preset"] == "tiny"
