@@ -28,6 +28,7 @@ def train(**given) -> None:
     from pydantic import ValidationError
 
     from flywheel.cli import UserError
+    from flywheel.models.store import ModelMissing
     from flywheel.training.config import TrainConfig, explain
     from flywheel.training.trainer import main
 
@@ -43,7 +44,7 @@ def train(**given) -> None:
         r = main(cfg)
     except ValidationError as e:
         raise UserError(explain(e)) from None
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, ModelMissing) as e:
         raise UserError(f"{e}") from None
     use = (f"flywheel enhance --model {cfg.out} \"...\"" if cfg.kind.startswith("enhancer")
            else f"flywheel sample --ckpt {cfg.out} --prompt \"...\" --out DIR")

@@ -233,6 +233,10 @@ def test_enhancer_sft_then_rl_resume_exactly(toy, tmp_path):
     _resumes_exactly(toy, tmp_path / "rl", "enhancer-rl")
     out = Enhancer.load(tmp_path / "rl" / "full").rewrite(["a pair of crimson discs"], max_new_tokens=4)
     assert len(out) == 1 and isinstance(out[0], str)
+    from flywheel.loop.router import Router  # the router's prompt track takes the trained enhancer as enhancer:DIR
+
+    text, info = Router._enhancer(type("R", (), {"cfg": type("C", (), {"enhancer": f"enhancer:{toy / 'pe-sft'}"})()})()).rewrite("2 teal boxes")
+    assert isinstance(text, str) and info["mode"].startswith("trained enhancer")
 
 
 def test_stage_requirements_name_the_flags():
@@ -284,3 +288,47 @@ def test_gpu_benchmark_runs_on_cpu_tiny(tmp_path, monkeypatch):
     t = rec["buckets"][32]
     assert t["images_per_rollout"] == 2 and all(t[k] > 0 for k in ("rl_rollout", "rl_update", "dmd_step"))
     assert json.loads((tmp_path / "t.json").read_text())["preset"] == "tiny"
+
+
+@pytest.mark.slow
+def test_stages_from_the_cli(toy, tmp_path):
+    """`flywheel train --stage rl --prompts rl_prompts@v1` (a catalog dataset, as the router writes it), a distilled
+    student evaluated beside its teacher with a report page, the enhancer trained and used, and a missing reward
+    model refused before anything loads."""
+    import pyarrow as pa
+    from typer.testing import CliRunner
+
+    from flywheel import cli
+    from flywheel.catalog import Catalog
+    from flywheel.datasets import BASE_SCHEMA, DatasetWriter
+
+    cli._register_all()
+    run = lambda *a: CliRunner().invoke(cli.app, [str(x) for x in a])  # noqa: E731
+    rows = [{"id": f"{i:064x}", "source": "signal:x", "task": "t2i", "caption": p, "prompt": p, "expected": json.dumps(s.to_dict())}
+            for i, (p, s) in enumerate(syn.sample_prompts(4, "train", seed=9))]
+    schema = BASE_SCHEMA.append(pa.field("prompt", pa.string())).append(pa.field("expected", pa.string()))
+    with DatasetWriter(tmp_path / "rl", name="rl_prompts", kind="rl_prompts", catalog=Catalog(), schema=schema) as w:
+        w.write(pa.Table.from_pylist(rows, schema=schema))
+        ref = w.close(counts={"rows": 4}).ref
+    small = ["--steps", 1, "--batch-size", 2, "--resolution", 32, "--no-progress"]
+    r = run("train", "--stage", "rl", "--init", toy / "ckpt", "--prompts", ref, "--out", tmp_path / "rl-out", "--group-size", 2,
+            "--sample-steps", 2, "--reward-reference", 4, *small)
+    assert r.exit_code == 0, r.output
+    assert "trained 1 steps (rl)" in r.output
+    r = run("train", "--stage", "rl", "--init", toy / "ckpt", "--prompts", ref, "--out", tmp_path / "x",
+            "--reward-weights", "checker=1,clip=0.5", *small)
+    assert r.exit_code != 0 and "clip-vit-l-14" in str(r.exception or r.output)
+
+    r = run("train", "--stage", "distill", "--teacher", toy / "ckpt", "--prompts", toy / "prompts.txt", "--out", tmp_path / "st",
+            "--sample-steps", 2, "--fake-updates", 1, *small)
+    assert r.exit_code == 0, r.output
+    r = run("eval", "--ckpt", toy / "ckpt", "--ckpt", tmp_path / "st", "--n-prompts", 4, "--seeds", 0, "--report", tmp_path / "rep")
+    assert r.exit_code == 0, r.output
+    assert "s/image" in r.output and str(tmp_path / "st") in r.output
+    page = (tmp_path / "rep" / "index.html").read_text()
+    assert page.count("<img") == 8  # 4 prompts x 2 checkpoints
+
+    r = run("train", "--stage", "enhancer-sft", "--prompts", toy / "pairs.jsonl", "--out", tmp_path / "pe", "--steps", 2, "--no-progress")
+    assert r.exit_code == 0, r.output and "flywheel enhance" in r.output
+    r = run("enhance", "--model", tmp_path / "pe", "--max-new-tokens", 4, "a pair of crimson discs")
+    assert r.exit_code == 0 and len(r.output.strip().splitlines()) == 1, r.output
