@@ -233,9 +233,9 @@ def test_enhancer_sft_then_rl_resume_exactly(toy, tmp_path):
     _resumes_exactly(toy, tmp_path / "rl", "enhancer-rl")
     out = Enhancer.load(tmp_path / "rl" / "full").rewrite(["a pair of crimson discs"], max_new_tokens=4)
     assert len(out) == 1 and isinstance(out[0], str)
-    from flywheel.loop.router import Router  # the router's prompt track takes the trained enhancer as enhancer:DIR
+    from flywheel.loop.router import TrainedEnhancer  # the router's prompt track with --enhancer enhancer:DIR
 
-    text, info = Router._enhancer(type("R", (), {"cfg": type("C", (), {"enhancer": f"enhancer:{toy / 'pe-sft'}"})()})()).rewrite("2 teal boxes")
+    text, info = TrainedEnhancer(toy / "pe-sft").rewrite("2 teal boxes")
     assert isinstance(text, str) and info["mode"].startswith("trained enhancer")
 
 
