@@ -84,7 +84,7 @@ def main(argv=None) -> dict:
     runs["control"] = arm("control", runs["grpo"]["steps"], None, True)
 
     # -- 5. held-out combinations, n >= 500 ---------------------------------------------------------------
-    held = [(p, s) for p, s in syn.sample_prompts(20 * a.n_eval, "eval", seed=2, unique=True) if combo_split(s) == "heldout"]
+    held = [(p, s) for p, s in syn.sample_prompts(8 * a.n_eval, "eval", seed=2, unique=True) if combo_split(s) == "heldout"]
     held = held[: a.n_eval]
     arms = {"base": evaluate(base, held, a.size, a.eval_steps, 4.0, seed=3)}
     for name in ("grpo", "control"):

@@ -231,7 +231,7 @@ def options() -> list[Option]:
     for name, f in TrainConfig.model_fields.items():
         ann = _strip_optional(f.annotation)
         flag = "--" + ((f.json_schema_extra or {}).get("flag") or name).replace("_", "-")
-        default = None if f.is_required() else f.default
+        default = None if f.is_required() else f.get_default(call_default_factory=True)
         kw: dict = dict(field=name, flag=flag, default=default, help=f.description or "", required=f.is_required())
         origin, args = typing.get_origin(ann), typing.get_args(ann)
         if origin is Literal:
@@ -241,7 +241,9 @@ def options() -> list[Option]:
         elif origin is tuple:
             kw.update(type=args[0], nargs=len(args))
         elif origin is dict:
-            kw.update(type=str)  # TYPE=P,... parsed by the field's validator
+            kw.update(type=str)  # TYPE=P,... parsed by the field's validator, the default written the same way
+            if isinstance(default, dict):
+                kw["default"] = ",".join(f"{k}={v:g}" for k, v in default.items())
         elif ann in (str, int, float, bool):
             kw.update(type=ann)
         else:
