@@ -1,23 +1,32 @@
-"""Curation throughput on CPU: `flywheel curate` (stage 1 CPU operators) against a plain
-single-process loop doing the same fused work, measured in the same run.
+"""Curation throughput on CPU, against baselines measured in the same run (issue 18).
 
-  .venv/bin/python benchmarks/curate_cpu.py --n 2000 [--rss 10000,50000]
+  .venv/bin/python benchmarks/curate_cpu.py                  # 20,000 JPEGs, 3 runs of each arm
+  .venv/bin/python benchmarks/curate_cpu.py --n 4000 --runs 1 --no-peer --allow-load   # a quick look
 
-(a) baseline: one process, per image: read, sha256, Pillow draft decode to 256 px, imagehash
-    phash, entropy measures, JPEG quality estimate.
-(b) `flywheel curate --recipe stage1 --skip nsfw,rotation,clip` with 1 and 2 workers, each as a
-    fresh process (so Ray and Prefect start-up are included), plus a run on a handful of images:
-    start-up = the small run's time; steady state = (big - small) time over (big - small) images.
-Memory: peak RSS of the whole process tree at each size in --rss.
+Arms, on the same generated JPEGs of mixed sizes (scikit-image photos, cut and scaled):
+(a) fused loop: one process, no engine; per batch of 64 files it reads the bytes, hashes them,
+    decodes with the engine's own `decode` and calls each stage-1 CPU operator's own `score`
+    (the same per-image work as the operators, nothing of the engine: no Arrow parts, no Ray);
+(b) `flywheel curate --recipe stage1 --skip nsfw,rotation,clip` with 1 and with 2 workers, each a
+    fresh command (real Ray, a real Prefect flow run), start-up measured apart on 20 images;
+(c) peer: Data-Juicer's equivalent recipe (image shape, aspect ratio, size filters and its phash
+    deduplicator, np=2), installed in its own virtualenv by this script (--peer-venv).
+Steady state = rows per second between the moments 10% and 90% of the rows were written (the
+run's own block times for (b), per-image times for (a)). End to end = rows over the command's wall
+time, start-up included. Each figure is the median of --runs runs, with min and max. Peak memory:
+PSS (smaps_rollup) summed over the command's process tree (driver, Ray workers, raylet, the
+Prefect server), sampled every 0.25 s. The load average is printed first; the script refuses to
+measure above 0.5 unless --allow-load (and then says so in every line it prints).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,6 +38,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 FLYWHEEL = str(Path(sys.executable).parent / "flywheel")
+SKIP = "nsfw,rotation,clip"
 
 
 def make_corpus(root: Path, n: int, seed: int = 0) -> None:
@@ -56,85 +66,76 @@ def make_corpus(root: Path, n: int, seed: int = 0) -> None:
         (sub / f"{i:07d}.txt").write_text(f"photo number {i}, a crop of a sample image")
 
 
-def fused_loop(root: Path) -> tuple[int, float]:
-    """The baseline: the same work in one plain loop."""
-    import imagehash
-    from PIL import Image
+# -- (a) the fused loop ------------------------------------------------------------------------
 
-    from flywheel.filters.compression_quality import jpeg_quality
+def fused_loop(root: Path, batch: int = 64) -> dict:
+    """The operators' own functions in one plain loop: what the engine would cost if it cost
+    nothing. Returns rows, wall seconds and the per-image completion times."""
+    import pyarrow as pa
 
+    from flywheel.filters import base
+    from flywheel.filters import recipe as recipes
+    from flywheel.filters.decode import decode
+
+    r = recipes.load("stage1", skip=set(SKIP.split(",")))
+    ops = [base.get(s.name)(s.params) for s in r.steps]
+    for op in ops:
+        op.setup()
     files = sorted(root.rglob("*.jpg"))
+    done: list[float] = []
     t0 = time.perf_counter()
-    for f in files:
-        b = f.read_bytes()
-        hashlib.sha256(b).hexdigest()
-        (f.with_suffix(".txt")).read_text()
-        im = Image.open(io.BytesIO(b))
-        q = im.quantization
-        w, h = im.size
-        s = 256 / min(w, h)
-        if s < 1:
-            im.draft("RGB", (int(w * s), int(h * s)))
-        im = im.convert("RGB")
-        if min(im.size) > 256:
-            s = 256 / min(im.size)
-            im = im.resize((int(im.size[0] * s), int(im.size[1] * s)), Image.BILINEAR)
-        g = np.asarray(im.convert("L"), dtype=np.float32)
-        imagehash.phash(Image.fromarray(g.astype(np.uint8)))
-        counts = np.bincount(g.astype(np.uint8).ravel(), minlength=256) / g.size
-        p = counts[counts > 0]
-        -(p * np.log2(p)).sum()
-        ((np.abs(np.diff(g, axis=1))[:-1] + np.abs(np.diff(g, axis=0))[:, :-1]) > 24).mean()
-        np.corrcoef(g[:, :-1].ravel(), g[:, 1:].ravel())
-        jpeg_quality(q[0])
-    return len(files), time.perf_counter() - t0
+    for i in range(0, len(files), batch):
+        chunk = files[i:i + batch]
+        ids, works, widths, heights, captions = [], [], [], [], []
+        for f in chunk:
+            b = f.read_bytes()
+            ids.append(hashlib.sha256(b).hexdigest())
+            captions.append(f.with_suffix(".txt").read_text())
+            d = decode(b, "jpg", r.work_size, 89_478_485)
+            works.append(d.work)
+            widths.append(d.width)
+            heights.append(d.height)
+        t = pa.table({"id": ids, "source": [str(f) for f in chunk], "caption": captions,
+                      "width": pa.array(widths, pa.int32()), "height": pa.array(heights, pa.int32()),
+                      "exif_orientation": pa.array([1] * len(chunk), pa.int8())})
+        for op in ops:
+            op.score(t, works)
+        now = time.perf_counter() - t0
+        done.extend([now] * len(chunk))
+    return {"rows": len(files), "wall": time.perf_counter() - t0, "blocks": [[t, 1] for t in done]}
 
 
-def tree_rss(pid: int) -> int:
+# -- process-tree memory -----------------------------------------------------------------------
+
+def pss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def tree_pss_mb(root_pid: int) -> float:
     import psutil
 
     try:
-        p = psutil.Process(pid)
-        procs = [p] + p.children(recursive=True)
+        procs = [psutil.Process(root_pid)] + psutil.Process(root_pid).children(recursive=True)
     except psutil.Error:
-        return 0
-    total = 0
-    for q in procs:
-        try:
-            total += q.memory_info().rss
-        except psutil.Error:
-            pass
-    return total
+        return 0.0
+    return sum(pss_kb(p.pid) for p in procs) / 1024
 
 
-def ray_rss() -> int:
-    """RSS of Ray worker processes (they are not children of the CLI process)."""
-    import psutil
-
-    total = 0
-    for q in psutil.process_iter(["name", "cmdline"]):
-        try:
-            cmd = " ".join(q.info["cmdline"] or [])
-            if "ray::" in cmd or "raylet" in cmd or "gcs_server" in cmd or "default_worker.py" in cmd:
-                total += q.memory_info().rss
-        except psutil.Error:
-            pass
-    return total
-
-
-def curate(inp: Path, out: Path, workers: int, home: Path) -> dict:
-    env = {**os.environ, "FLYWHEEL_HOME": str(home)}
-    env.pop("RAY_ADDRESS", None)
+def run_measured(cmd: list[str], env: dict, cwd: str | None = None) -> dict:
     t0 = time.perf_counter()
-    proc = subprocess.Popen([FLYWHEEL, "curate", "--recipe", "stage1", "--input", str(inp), "--output", str(out),
-                             "--skip", "nsfw,rotation,clip", "--workers", str(workers)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    peak = [0]
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peak = [0.0]
 
     def watch():
         while proc.poll() is None:
-            peak[0] = max(peak[0], tree_rss(proc.pid) + ray_rss())
-            time.sleep(0.5)
+            peak[0] = max(peak[0], tree_pss_mb(proc.pid))
+            time.sleep(0.25)
 
     th = threading.Thread(target=watch, daemon=True)
     th.start()
@@ -142,50 +143,151 @@ def curate(inp: Path, out: Path, workers: int, home: Path) -> dict:
     wall = time.perf_counter() - t0
     th.join()
     if proc.returncode != 0:
-        raise SystemExit(f"curate failed:\n{err.decode()[-3000:]}")
+        raise SystemExit(f"{' '.join(cmd[:3])} failed:\n{err.decode(errors='replace')[-3000:]}")
+    return {"wall": wall, "peak_pss_mb": peak[0]}
+
+
+# -- (b) flywheel curate -----------------------------------------------------------------------
+
+def curate(inp: Path, work: Path, workers: int) -> dict:
+    tag = f"{workers}-{time.time_ns()}"
+    home, out = work / f"home-{tag}", work / f"out-{tag}"
+    env = {**os.environ, "FLYWHEEL_HOME": str(home), "DO_NOT_TRACK": "1"}
+    env.pop("RAY_ADDRESS", None)
+    m = run_measured([FLYWHEEL, "curate", "--recipe", "stage1", "--input", str(inp), "--output", str(out),
+                      "--skip", SKIP, "--workers", str(workers)], env)
     stats = json.loads((out / "stats.json").read_text())
-    return {"wall": wall, "rows": stats["rows"], "score_s": stats["timing"]["score_s"],
-            "steady": stats["timing"].get("steady_images_per_s"), "first_block_s": stats["timing"].get("first_block_s"),
-            "ray_startup_s": stats["timing"]["ray_startup_s"], "peak_rss_mb": peak[0] / 2**20}
+    score = next(home.glob("state/curate-*/score.json"), None)
+    blocks = json.loads(score.read_text())["blocks"] if score else []
+    timing = stats["timing"]
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(home, ignore_errors=True)
+    return {**m, "rows": stats["rows"], "blocks": blocks, "timing": timing}
+
+
+# -- (c) Data-Juicer ---------------------------------------------------------------------------
+
+DJ_RECIPE = """
+dataset_path: {jsonl}
+export_path: {out}/result.jsonl
+np: 2
+image_key: images
+text_keys: text
+process:
+  - image_shape_filter: {{min_width: 64, min_height: 64}}
+  - image_aspect_ratio_filter: {{min_ratio: 0.1667, max_ratio: 6.0}}
+  - image_size_filter: {{min_size: "1KB", max_size: "100MB"}}
+  - image_deduplicator: {{method: phash}}
+"""
+
+
+def ensure_peer(venv: Path, spec: str) -> Path | None:
+    exe = venv / "bin" / "dj-process"
+    if exe.exists():
+        return exe
+    print(f"installing {spec} into {venv} (its own virtualenv, once) ...", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    r = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", spec], capture_output=True, text=True)
+    if r.returncode != 0 or not exe.exists():
+        print(f"peer: could not install {spec}: {r.stderr[-800:]}", flush=True)
+        return None
+    return exe
+
+
+def data_juicer(exe: Path, inp: Path, work: Path) -> dict:
+    tag = time.time_ns()
+    jsonl, out = work / f"dj-{tag}.jsonl", work / f"dj-out-{tag}"
+    out.mkdir(parents=True)
+    with jsonl.open("w") as f:
+        for p in sorted(inp.rglob("*.jpg")):
+            f.write(json.dumps({"images": [str(p)], "text": p.with_suffix(".txt").read_text()}) + "\n")
+    cfg = work / f"dj-{tag}.yaml"
+    cfg.write_text(DJ_RECIPE.format(jsonl=jsonl, out=out))
+    env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1",
+           "HF_HOME": str(work / "dj-hf")}
+    m = run_measured([str(exe), "--config", str(cfg)], env, cwd=str(work))
+    kept = sum(1 for _ in (out / "result.jsonl").open()) if (out / "result.jsonl").exists() else None
+    shutil.rmtree(out, ignore_errors=True)
+    return {**m, "kept": kept}
+
+
+# -- figures -----------------------------------------------------------------------------------
+
+def steady(blocks: list) -> float | None:
+    from flywheel.curation.pipeline import steady_rate
+
+    return steady_rate([(t, n) for t, n in blocks])
+
+
+def med(xs: list[float]) -> str:
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return "n/a"
+    return f"{statistics.median(xs):.1f} (min {min(xs):.1f}, max {max(xs):.1f})"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=2000)
-    ap.add_argument("--small", type=int, default=16)
-    ap.add_argument("--rss", default="", help="comma-separated corpus sizes for the memory check, e.g. 10000,50000")
-    ap.add_argument("--workdir", default=None)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=20_000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--workdir", default=None, help="keeps the corpus between invocations")
+    ap.add_argument("--allow-load", action="store_true", help="measure even when the machine is busy (figures marked)")
+    ap.add_argument("--no-peer", action="store_true", help="skip the Data-Juicer comparison")
+    ap.add_argument("--peer-venv", default=str(Path(tempfile.gettempdir()) / "flywheel-bench-dj"))
+    ap.add_argument("--peer-spec", default="py-data-juicer==1.4.3")
     a = ap.parse_args()
+
+    load = os.getloadavg()
+    print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores", flush=True)
+    busy = ""
+    if load[0] > 0.5:
+        if not a.allow_load:
+            raise SystemExit("refusing to measure: the 1-minute load average is above 0.5. Stop other work "
+                             "(or pass --allow-load for a rough look; its figures are marked BUSY).")
+        busy = " [BUSY MACHINE]"
+
     work = Path(a.workdir or tempfile.mkdtemp(prefix="fw-bench-"))
-    big, small = work / f"corpus-{a.n}", work / f"corpus-{a.small}"
+    big, small = work / f"corpus-{a.n}", work / "corpus-20"
     if not big.exists():
         print(f"making {a.n} JPEGs in {big} ...", flush=True)
         make_corpus(big, a.n)
     if not small.exists():
-        make_corpus(small, a.small, seed=1)
+        make_corpus(small, 20, seed=1)
 
-    n, t = fused_loop(big)
-    base = n / t
-    print(f"(a) fused single-process loop: {n} images in {t:.1f}s = {base:.1f} img/s", flush=True)
-    res = {}
+    fl = [fused_loop(big) for _ in range(a.runs)]
+    fused_steady = [steady(r["blocks"]) for r in fl]
+    fused_e2e = [r["rows"] / r["wall"] for r in fl]
+    print(f"(a) fused loop, 1 process: steady {med(fused_steady)} img/s; end to end {med(fused_e2e)} img/s{busy}",
+          flush=True)
+
+    res: dict[int, dict] = {}
     for w in (1, 2):
-        s = curate(small, work / f"out-small-{w}-{time.time_ns()}", w, work / f"home-{w}-{time.time_ns()}")
-        b = curate(big, work / f"out-big-{w}-{time.time_ns()}", w, work / f"home-{w}-{time.time_ns()}")
-        steady = b["steady"] or b["rows"] / b["score_s"]  # blocks finished after the first quarter, per second
-        res[w] = steady
-        print(f"(b) curate, {w} worker(s): start-up (whole run on {s['rows']} images) {s['wall']:.1f}s "
-              f"(Ray start {s['ray_startup_s']:.1f}s); {b['rows']} images {b['wall']:.1f}s, of which scoring "
-              f"{b['score_s']:.1f}s (first block after {b['first_block_s'] or 0:.1f}s); steady state {steady:.1f} img/s; "
-              f"peak RSS {b['peak_rss_mb']:.0f} MB", flush=True)
-    print(f"ratios: 2 workers / fused loop = {res[2] / base:.2f}x (goal >= 1.7x); "
-          f"2 workers / 1 worker = {res[2] / res[1]:.2f}x (goal >= 1.7x)")
-    for size in [int(x) for x in a.rss.split(",") if x.strip()]:
-        c = work / f"corpus-{size}"
-        if not c.exists():
-            print(f"making {size} JPEGs ...", flush=True)
-            make_corpus(c, size, seed=size)
-        r = curate(c, work / f"out-rss-{size}-{time.time_ns()}", 2, work / f"home-rss-{size}")
-        print(f"memory: {size} images -> peak RSS {r['peak_rss_mb']:.0f} MB ({r['rows'] / r['score_s']:.1f} img/s)", flush=True)
+        starts = [curate(small, work, w) for _ in range(a.runs)]
+        bigs = [curate(big, work, w) for _ in range(a.runs)]
+        res[w] = {"steady": [steady(b["blocks"]) for b in bigs], "e2e": [b["rows"] / b["wall"] for b in bigs],
+                  "start": [s["wall"] for s in starts], "pss": [b["peak_pss_mb"] for b in bigs],
+                  "cpu": bigs[-1]["timing"].get("operator_cpu_s", {}), "rows": bigs[-1]["rows"]}
+        op_ms = {k: round(1000 * v / max(1, res[w]["rows"]), 2) for k, v in res[w]["cpu"].items()}
+        print(f"(b) curate, {w} worker(s): start-up (whole run on 20 images) {med(res[w]['start'])} s; "
+              f"steady {med(res[w]['steady'])} img/s; end to end {med(res[w]['e2e'])} img/s; "
+              f"peak PSS {med(res[w]['pss'])} MB; operator CPU ms/img {op_ms}{busy}", flush=True)
+
+    def ratio(x, y):
+        xs, ys = [v for v in x if v], [v for v in y if v]
+        return statistics.median(xs) / statistics.median(ys) if xs and ys else float("nan")
+
+    print(f"ratios (steady state, medians): 2 workers / fused loop = {ratio(res[2]['steady'], fused_steady):.2f}x "
+          f"(goal >= 1.7x); 2 workers / 1 worker = {ratio(res[2]['steady'], res[1]['steady']):.2f}x (goal >= 1.7x){busy}")
+    if a.no_peer:
+        return
+    exe = ensure_peer(Path(a.peer_venv), a.peer_spec)
+    if exe is None:
+        return
+    dj = [data_juicer(exe, big, work) for _ in range(a.runs)]
+    dj_e2e = [a.n / r["wall"] for r in dj]
+    print(f"(c) Data-Juicer {a.peer_spec}, np=2 (shape, aspect, size, phash dedup): end to end {med(dj_e2e)} img/s "
+          f"(kept {dj[-1]['kept']}); peak PSS {med([r['peak_pss_mb'] for r in dj])} MB{busy}")
+    print(f"ratio end to end: flywheel 2 workers / Data-Juicer = {ratio(res[2]['e2e'], dj_e2e):.2f}x (goal >= 4x){busy}")
 
 
 if __name__ == "__main__":

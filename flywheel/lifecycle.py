@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 
 from flywheel import config
 from flywheel.catalog import Catalog
-from flywheel.datasets import DatasetWriter, Manifest
+from flywheel.datasets import DatasetWriter, Manifest, write_parquet
 
 
 class JobError(RuntimeError):
@@ -169,7 +169,7 @@ class Job:
         """Write `table` as one part (temporary name, then rename); returns its name for `commit`."""
         name = f"part-{uuid.uuid4().hex}.parquet"
         tmp = self.parts_dir / f".{name}.tmp"
-        pq.write_table(table, tmp, compression="zstd")
+        write_parquet(table, tmp)
         os.replace(tmp, self.parts_dir / name)
         return name
 

@@ -1,9 +1,13 @@
-"""The Ray adapter: the only module that calls `ray.data` / `map_batches`.
+"""The Ray adapter: the only module that imports `ray`.
 
-Operators know nothing of Ray. Here a recipe becomes a Ray Data pipeline:
-  shards ─▶ [read + decode + stateless operators]  (tasks)
-         ─▶ [one stage per operator with setup()]  (actors, batch sized to the device)
-         ─▶ [write part]                           (each block written atomically as one Parquet part)
+Operators know nothing of Ray. A recipe runs one of two ways:
+- only stateless operators (stage 1 on CPU): plain Ray tasks, a few shards each, at most
+  `workers` in flight; each task reads, decodes once, scores and writes its parts itself, and
+  returns one-row summaries (`_run_tasks`);
+- with model operators: a Ray Data pipeline
+    shards ─▶ [read + decode + stateless operators]  (tasks)
+           ─▶ [one stage per operator with setup()]  (actors, batch sized to the device)
+           ─▶ [write part]                           (each block written atomically as one Parquet part)
 Local Ray by default; `RAY_ADDRESS` points at a cluster. Batches are pyarrow tables
 (`batch_format="pyarrow"`): no implicit pandas/numpy conversions.
 """
@@ -20,8 +24,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from flywheel.datasets import write_parquet
 from flywheel.filters import base
 
 
@@ -57,21 +61,44 @@ def ensure_ray(workers: int | None = None) -> dict:
 def _atomic_write(table: pa.Table, out_dir: str) -> str:
     name = f"part-{uuid.uuid4().hex}.parquet"
     tmp = Path(out_dir) / f".{name}.tmp"
-    pq.write_table(table, tmp, compression="zstd")
+    write_parquet(table, tmp)
     os.replace(tmp, Path(out_dir) / name)
     return name
 
 
 def _read_score(batch: pa.Table, steps, work_size, keep_work, decode_params, done_by_shard, ingest_dir,
                 parts_dir, side_root=None) -> Iterator[pa.Table]:
-    """Stage 1 (a stateless task): read a shard, decode once, run the stateless operators.
-    When no model stage follows, each block is written here directly (`parts_dir`)."""
-    from flywheel.curation.ingest import read_shard
+    """Stage 1 of the Ray Data pipeline (a stateless task ahead of the model actors): read a
+    shard, decode once, run the stateless operators."""
+    pairs = zip(batch.column("shard").to_pylist(), batch.column("key").to_pylist())
+    yield from _score_shard_group(list(pairs), steps, work_size, keep_work, decode_params, done_by_shard,
+                                  ingest_dir, parts_dir, side_root)
+
+
+_SCORERS: dict[str, object] = {}
+
+
+def _scorer(steps, work_size, keep_work, decode_params, side_root):
+    """One Scorer per worker process and recipe: operators are built and set up once, not once
+    per task (a worker runs hundreds of shard tasks)."""
     from flywheel.curation.scoring import Scorer
 
-    scorer = Scorer(steps, work_size, decode_step=True, keep_work=keep_work, decode_params=decode_params,
-                    side_root=side_root)
-    for shard_json, shard_key in zip(batch.column("shard").to_pylist(), batch.column("key").to_pylist()):
+    key = json.dumps([steps, work_size, keep_work, decode_params, side_root], sort_keys=True, default=str)
+    if key not in _SCORERS:
+        _SCORERS.clear()
+        _SCORERS[key] = Scorer(steps, work_size, decode_step=True, keep_work=keep_work, decode_params=decode_params,
+                               side_root=side_root)
+    return _SCORERS[key]
+
+
+def _score_shard_group(pairs, steps, work_size, keep_work, decode_params, done_by_shard, ingest_dir, parts_dir,
+                       side_root=None) -> Iterator[pa.Table]:
+    """Read shards, decode once, run the stateless operators. When no model stage follows, each
+    block is written here directly (`parts_dir`) and only a one-row summary leaves the worker."""
+    from flywheel.curation.ingest import read_shard
+
+    scorer = _scorer(steps, work_size, keep_work, decode_params, side_root)
+    for shard_json, shard_key in pairs:
         done = done_by_shard.get(shard_key, frozenset())
         for t in read_shard(json.loads(shard_json), done):
             if "__ingest_stats__" in t.column_names:
@@ -79,6 +106,12 @@ def _read_score(batch: pa.Table, steps, work_size, keep_work, decode_params, don
                 continue
             scored = scorer(t)
             yield _summary(scored, _atomic_write(_strip(scored), parts_dir)) if parts_dir else scored
+
+
+def _score_task(pairs, steps, work_size, decode_params, done_by_shard, ingest_dir, parts_dir, side_root):
+    """A Ray task over a few shards (stateless recipes): returns the blocks' summaries only."""
+    return [s for s in _score_shard_group(pairs, steps, work_size, False, decode_params, done_by_shard, ingest_dir,
+                                          parts_dir, side_root)]
 
 
 class _ActorScore:
@@ -143,6 +176,23 @@ def score_shards(
     items = [{"shard": json.dumps(s), "key": k} for s, k in zip(shards, shard_keys)]
     if not items:
         return {"timing": {}, "rows": 0}
+    totals: dict[str, float] = {}
+    rows = 0
+
+    def add(summary: pa.Table) -> None:
+        nonlocal rows
+        for n, timing in zip(summary.column("rows").to_pylist(), summary.column("timing").to_pylist()):
+            rows += n
+            for k2, v in json.loads(timing).items():
+                totals[k2] = totals.get(k2, 0.0) + v
+            if on_progress:
+                on_progress(n, totals)
+
+    if not stateful:
+        for summary in _run_tasks(items, stateless, recipe, parts_dir, ingest_dir, workers, done_by_shard or {},
+                                  side_root):
+            add(summary)
+        return {"timing": totals, "rows": rows}
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(
         _read_score,
@@ -170,16 +220,39 @@ def score_shards(
             num_cpus=max(op.resources.num_cpus for op in ops), num_gpus=gpus,
             max_restarts=0,  # a lost actor fails the run, which resumes at sample level when rerun
         )
-    totals: dict[str, float] = {}
-    rows = 0
     for summary in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-        for n, timing in zip(summary.column("rows").to_pylist(), summary.column("timing").to_pylist()):
-            rows += n
-            for k2, v in json.loads(timing).items():
-                totals[k2] = totals.get(k2, 0.0) + v
-            if on_progress:
-                on_progress(n, totals)
+        add(summary)
     return {"timing": totals, "rows": rows}
+
+
+# Shards per Ray task: a task is ~0.3 s of work, so the driver's hand-off between tasks (a few ms)
+# costs about 1% of a worker, and a lost worker costs at most two shards of work.
+SHARDS_PER_TASK = 2
+
+
+def _run_tasks(items, stateless, recipe, parts_dir, ingest_dir, workers, done_by_shard, side_root) -> Iterator[pa.Table]:
+    """Stateless recipes (stage 1 on CPU): plain Ray tasks, at most `workers` in flight, each
+    writing its parts itself and returning one-row summaries. Ray Data's streaming executor costs
+    the driver a busy core's worth of polling on a 2-core machine for no benefit here (there is
+    no second stage to stream into); `ray.wait` blocks. A task lost with its worker is retried by
+    Ray; its parts are whole files with fresh names, and finalize keeps one row per source."""
+    import ray
+
+    fn = ray.remote(num_cpus=1, max_retries=3)(_score_task)
+    groups = [items[i:i + SHARDS_PER_TASK] for i in range(0, len(items), SHARDS_PER_TASK)]
+    args = dict(steps=ray.put(stateless), work_size=recipe.work_size, decode_params=recipe.decode,
+                ingest_dir=ingest_dir, parts_dir=parts_dir, side_root=side_root)
+    pending = list(reversed(groups))
+    in_flight: list = []
+    while pending or in_flight:
+        while pending and len(in_flight) < max(1, workers):
+            g = pending.pop()
+            pairs = [(it["shard"], it["key"]) for it in g]
+            done = {k: done_by_shard[k] for _, k in pairs if k in done_by_shard}
+            in_flight.append(fn.remote(pairs, done_by_shard=done, **args))
+        ready, in_flight = ray.wait(in_flight, num_returns=1)
+        for summary in ray.get(ready[0]):
+            yield summary
 
 
 def map_parquet(

@@ -165,7 +165,7 @@ def score(state: str, on_progress: Callable[[int, dict], None] | None = None) ->
     todo = [(s, k) for s, k in zip(plan["shards"], plan["shard_keys"]) if not _shard_complete(s, done_by_shard.get(k))]
     t_ray = engine.ensure_ray(plan["workers"])
     t0 = time.perf_counter()
-    blocks: list[tuple[float, int]] = []  # (time, rows) of each finished block: steady state apart from start-up
+    blocks: list[tuple[float, int]] = []  # (time, rows) of each finished block: the steady state
 
     def progress(n: int, timing: dict) -> None:
         blocks.append((time.perf_counter(), n))
@@ -176,21 +176,38 @@ def score(state: str, on_progress: Callable[[int, dict], None] | None = None) ->
         res = engine.score_shards([s for s, _ in todo], [k for _, k in todo], r, str(job.parts_dir), str(st / "ingest"),
                                   plan["workers"], {k: done_by_shard[k] for _, k in todo if k in done_by_shard}, progress,
                                   side_root=plan["output"])
-    steady = None
-    if len(blocks) >= 4:
-        # skip the first quarter of blocks (worker start-up, model loading, first tasks in flight)
-        k = len(blocks) // 4
-        span = blocks[-1][0] - blocks[k][0]
-        steady = sum(n for _, n in blocks[k + 1:]) / span if span > 0 else None
+    steady = steady_rate(blocks)
     info = {"started_at": started_at, "ray_startup_s": t_ray["startup_s"], "steady_images_per_s": steady,
             "first_block_s": (blocks[0][0] - t0) if blocks else None, "score_s": time.perf_counter() - t0, "rows_scored": res["rows"],
-            "rows_resumed": resumed, "timing": res["timing"]}
+            "rows_resumed": resumed, "timing": res["timing"],
+            "blocks": [[round(t - t0, 3), n] for t, n in blocks]}  # when each block was written, for benchmarks
     info["attempts"] = job.read_json("score.json", {}).get("attempts", 0) + 1
     job.write_json("score.json", info)
     # the engine does not say which shard a part came from, so the shards are committed together
     if job.pending():
         job.commit(job.pending(), [], stats={"rows_scored": res["rows"]})
     return info
+
+
+def steady_rate(blocks: list[tuple[float, int]], lo: float = 0.1, hi: float = 0.9) -> float | None:
+    """Rows per second between the moments `lo` and `hi` of all rows were written: start-up
+    (workers importing, models loading) and the tail (the last tasks finishing on fewer workers
+    than started) are outside it. `blocks` are (time, rows) of finished blocks in time order."""
+    total = sum(n for _, n in blocks)
+    if len(blocks) < 3 or total == 0:
+        return None
+    t_lo = t_hi = None
+    n_lo = n_hi = 0
+    cum = 0
+    for t, n in blocks:
+        cum += n
+        if t_lo is None and cum >= lo * total:
+            t_lo, n_lo = t, cum
+        if t_hi is None and cum >= hi * total:
+            t_hi, n_hi = t, cum
+    if t_lo is None or t_hi is None or t_hi <= t_lo:
+        return None
+    return (n_hi - n_lo) / (t_hi - t_lo)
 
 
 def _shard_done(shard: dict, done: set[str]) -> set[str]:

@@ -1,4 +1,5 @@
-"""The dataset contract: an immutable directory `manifest.json` + `data/part-NNNNN.parquet` (zstd).
+"""The dataset contract: an immutable directory `manifest.json` + `data/part-NNNNN.parquet` (zstd; image and
+embedding bytes stored as they are).
 
 Written to a temporary directory beside the destination and renamed into place, so a crash never
 leaves half a dataset. Registered in the catalog as `name@vN` (the catalog assigns N). This package is
@@ -23,7 +24,7 @@ from flywheel.datasets.schema import (
     pair_id,
     sample_id,
 )
-from flywheel.datasets.writer import DatasetWriter
+from flywheel.datasets.writer import DatasetWriter, write_parquet
 
 __all__ = ["BASE_SCHEMA", "CAPTION_TYPES", "CAPTIONS_TYPE", "DECISION_FIELDS", "DEDUP_OF_TYPE", "Dataset", "DatasetWriter",
-           "Manifest", "conform", "open_dataset", "pair_id", "sample_id"]
+           "Manifest", "conform", "open_dataset", "pair_id", "sample_id", "write_parquet"]

@@ -15,6 +15,23 @@ from flywheel.datasets.manifest import Manifest
 from flywheel.datasets.schema import conform
 
 
+def _opaque(t: pa.DataType) -> bool:
+    while pa.types.is_list(t) or pa.types.is_large_list(t):
+        t = t.value_type
+    return pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t)
+
+
+def write_parquet(table: pa.Table, path: str | Path) -> None:
+    """One Parquet file, zstd for scores and text; encoded images and embeddings (binary
+    columns) stored as they are: they do not compress, and zstd plus a dictionary over a block of
+    JPEGs cost 5x the CPU of the plain write (33 against 7 ms per 64 images measured here), a
+    quarter of a stage-1 worker's time outside the operators."""
+    opaque = [f.name for f in table.schema if _opaque(f.type)]
+    codecs = {f.name: ("NONE" if f.name in opaque else "ZSTD") for f in table.schema}
+    dictionary = [f.name for f in table.schema if f.name not in opaque]
+    pq.write_table(table, path, compression=codecs or "zstd", use_dictionary=dictionary or False)
+
+
 class DatasetWriter:
     """Streams Arrow batches into `dest` atomically.
 
@@ -88,7 +105,7 @@ class DatasetWriter:
             return
         t = pa.concat_tables(self._buf)
         self._buf, self._buf_rows = [], 0
-        pq.write_table(t, self.tmp / "data" / f"part-{self._part:05d}.parquet", compression="zstd")
+        write_parquet(t, self.tmp / "data" / f"part-{self._part:05d}.parquet")
         self._part += 1
         self.manifest.rows += t.num_rows
 
@@ -97,7 +114,7 @@ class DatasetWriter:
             return self.manifest
         self._flush()
         if self._part == 0 and self.schema is not None:  # an empty dataset still has its schema
-            pq.write_table(self.schema.empty_table(), self.tmp / "data" / "part-00000.parquet", compression="zstd")
+            write_parquet(self.schema.empty_table(), self.tmp / "data" / "part-00000.parquet")
         if counts:
             self.manifest.counts = counts
         if self.schema is not None:
