@@ -37,8 +37,11 @@ def read_prompts(spec: str | Path) -> list[tuple[str, dict | None]]:
         raise FileNotFoundError(f"prompts {spec}: no dataset directory or file there")
     out = []
     for r in rows:
-        exp = r.get("expected") or None
-        if not exp:
+        try:  # the router's `expected` may name only some attributes (a signal's); then the parser reads the prompt
+            exp = syn.spec_from_dict(r["expected"]).to_dict() if r.get("expected") else None
+        except (KeyError, TypeError, ValueError):
+            exp = None
+        if exp is None:
             s = syn.parse_prompt(r["prompt"])
             exp = s.to_dict() if s is not None else None
         out.append((r["prompt"], exp))

@@ -335,3 +335,16 @@ def test_stages_from_the_cli(toy, tmp_path):
     assert r.exit_code == 0, r.output
     r = run("enhance", "--model", tmp_path / "nope", "x")
     assert r.exit_code != 0 and "holds no config.json" in str(r.exception or r.output)
+
+
+def test_prompts_read_with_their_intent(tmp_path):
+    from flywheel.training.policy import read_prompts
+
+    f = tmp_path / "p.jsonl"
+    f.write_text(json.dumps({"prompt": "two red circles", "expected": {"color": "red"}}) + "\n"  # partial: the parser reads it
+                 + json.dumps({"prompt": "zzz", "expected": {"shape": "star", "color": "blue", "count": 3}}) + "\n"
+                 + json.dumps({"prompt": "a sunset over the sea"}) + "\n")
+    got = read_prompts(f)
+    assert got[0][1] == syn.ShapeSpec("circle", "red", 2).to_dict()
+    assert got[1][1] == syn.ShapeSpec("star", "blue", 3).to_dict()
+    assert got[2] == ("a sunset over the sea", None)  # no intent: scored by the other reward components only
