@@ -187,7 +187,7 @@ def ensure_peer(venv: Path, spec: str) -> Path | None:
         return exe
     print(f"installing {spec} into {venv} (its own virtualenv, once) ...", flush=True)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    r = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", spec], capture_output=True, text=True)
+    r = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", *spec.split()], capture_output=True, text=True)
     if r.returncode != 0 or not exe.exists():
         print(f"peer: could not install {spec}: {r.stderr[-800:]}", flush=True)
         return None
@@ -234,7 +234,8 @@ def main() -> None:
     ap.add_argument("--allow-load", action="store_true", help="measure even when the machine is busy (figures marked)")
     ap.add_argument("--no-peer", action="store_true", help="skip the Data-Juicer comparison")
     ap.add_argument("--peer-venv", default=str(Path(tempfile.gettempdir()) / "flywheel-bench-dj"))
-    ap.add_argument("--peer-spec", default="py-data-juicer==1.4.3")
+    # Data-Juicer 1.6.1 imports aiohttp without declaring it
+    ap.add_argument("--peer-spec", default="py-data-juicer==1.6.1 aiohttp")
     a = ap.parse_args()
 
     load = os.getloadavg()

@@ -10,6 +10,15 @@ over loopback HTTP is printed next to it.
 
     .venv/bin/python benchmarks/review_load.py                # 1,000,000 items
     .venv/bin/python benchmarks/review_load.py --items 100000 --requests 100
+
+Soak mode (`--reviewers N --duration S`): N reviewers, each its own account, HTTP client and
+thread, for S seconds: open a queue page at a random keyset position (a third filtered by signal
+and track), decide one of its cards with the version it showed, fetch a thumbnail every fifth
+round. Prints requests per second, p50/p95 per request kind (server time and client wall time),
+errors (any response other than 200, or a 409 on a decision that is not another reviewer having
+decided first), and checks that every decision is audited exactly once and the audit chain verifies.
+
+    nice .venv/bin/python benchmarks/review_load.py --items 200000 --reviewers 20 --duration 600
 """
 
 from __future__ import annotations
@@ -152,12 +161,128 @@ def measure(client, ids: list[int], signals: int, requests: int, csrf: str, rng:
             "decision": _summary("decision (POST, audited)", dec_s, dec_w)}
 
 
+def soak(base: str, cat, ids: list[int], signals: int, reviewers: int, duration: float) -> dict:
+    """`reviewers` concurrent reviewers for `duration` seconds (see the module docstring)."""
+    import threading
+
+    import httpx
+
+    from flywheel.review import auth
+
+    for k in range(reviewers):
+        if not cat.execute("SELECT 1 FROM users WHERE name = ?", (f"rev{k:02d}",)):
+            auth.add_user(cat, f"rev{k:02d}", "reviewer", "bench-password")
+    lo, hi = ids[0], ids[-1]
+    lock = threading.Lock()
+    lat: dict[str, list[tuple[float, float, float]]] = {"page": [], "decision": [], "thumb": []}
+    counts = {"requests": 0, "decided": 0, "conflict": 0, "errors": 0}
+    errors: list[str] = []
+    start_evt = threading.Barrier(reviewers + 1)
+    end = [0.0]
+
+    def one(k: int) -> None:
+        rng = random.Random(1000 + k)
+        c = httpx.Client(base_url=base, timeout=60)
+        page = c.get("/login")
+        tok = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+        r = c.post("/login", data={"username": f"rev{k:02d}", "password": "bench-password", "csrf": tok, "next": "/queue"},
+                   follow_redirects=True)
+        csrf = re.search(r'name="csrf-token" content="([^"]+)"', r.text).group(1)
+        start_evt.wait()
+        n = 0
+
+        def req(kind, method, url, **kw):
+            t = time.perf_counter()
+            try:
+                resp = c.request(method, url, **kw)
+            except httpx.HTTPError as e:
+                with lock:
+                    counts["requests"] += 1
+                    counts["errors"] += 1
+                    errors.append(f"{kind} {url}: {type(e).__name__} {e}")
+                return None
+            wall = (time.perf_counter() - t) * 1000
+            with lock:
+                counts["requests"] += 1
+                if "server-timing" in resp.headers:
+                    lat[kind].append((*_timing(resp), wall))
+            return resp
+
+        while time.time() < end[0]:
+            n += 1
+            after = rng.randint(lo, hi)
+            url = f"/queue/pretrain?after={after}&limit=20"
+            if n % 3 == 0:
+                url = f"/queue/pretrain?signal=sig-{rng.randrange(signals):04d}&track=pretrain&after={after}&limit=20"
+            r = req("page", "GET", url)
+            if r is None:
+                continue
+            if r.status_code != 200:
+                with lock:
+                    counts["errors"] += 1
+                    errors.append(f"page {url}: {r.status_code}")
+                continue
+            cards = re.findall(r'action="/items/(\d+)/decide">\s*<input type="hidden" name="csrf" value="[^"]+">\s*'
+                               r'<input type="hidden" name="version" value="(\d+)">', r.text)
+            if not cards:
+                continue
+            item, version = rng.choice(cards)
+            d = req("decision", "POST", f"/items/{item}/decide", headers={"X-Requested-With": "fetch"},
+                    data={"csrf": csrf, "decision": rng.choice(["approved", "rejected"]), "reason": "relevant",
+                          "version": version, "request_id": f"soak-{k}-{n}"})
+            if d is not None:
+                with lock:
+                    if d.status_code == 200 and d.json().get("ok"):
+                        counts["decided"] += 1
+                    elif d.status_code == 409 and (d.json().get("decided_by") or "changed since" in d.json().get("detail", "")):
+                        counts["conflict"] += 1  # another reviewer decided it first: the expected answer
+                    else:
+                        counts["errors"] += 1
+                        errors.append(f"decision {item}: {d.status_code} {d.text[:200]}")
+            if n % 5 == 0:
+                t = req("thumb", "GET", f"/thumb/{item}?w=256")
+                if t is not None and t.status_code != 200:
+                    with lock:
+                        counts["errors"] += 1
+                        errors.append(f"thumb {item}: {t.status_code}")
+        c.close()
+
+    threads = [threading.Thread(target=one, args=(k,), daemon=True) for k in range(reviewers)]
+    for t in threads:
+        t.start()
+    t0 = time.time()
+    end[0] = t0 + duration
+    start_evt.wait()
+    for t in threads:
+        t.join(duration + 120)
+    secs = time.time() - t0
+    print(f"soak: {reviewers} reviewers for {secs:.0f} s: {counts['requests']:,} requests ({counts['requests'] / secs:.1f}/s),"
+          f" {counts['decided']:,} decisions, {counts['conflict']:,} answered 'already decided', {counts['errors']} errors")
+    for e in errors[:10]:
+        print(f"  error: {e}")
+    out = {"reviewers": reviewers, "seconds": round(secs, 1), **counts, "rps": round(counts["requests"] / secs, 1)}
+    for kind, xs in lat.items():
+        if xs:
+            out[kind] = _summary(kind, [(a, c) for a, c, _ in xs], [w for _, _, w in xs])
+    audited = cat.execute("SELECT COUNT(*) AS n, COUNT(DISTINCT target) AS d FROM audit_log WHERE actor LIKE 'rev%'"
+                          " AND action IN ('review.approve', 'review.reject')")[0]
+    decided = cat.execute("SELECT COUNT(*) AS n FROM review_items WHERE decided_by LIKE 'rev%'")[0]["n"]
+    rep = cat.audit_verify()
+    out.update(audit_rows=audited["n"], audited_items=audited["d"], decided_items=decided, audit_chain_ok=rep.ok)
+    print(f"  audit: {audited['n']:,} decision rows for {audited['d']:,} items; {decided:,} items decided by the reviewers;"
+          f" {'every decision audited exactly once' if audited['n'] == audited['d'] == decided == counts['decided'] else 'MISMATCH'};"
+          f" audit chain {'verifies' if rep.ok else 'BROKEN: ' + '; '.join(rep.problems())}")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--items", type=int, default=1_000_000)
     ap.add_argument("--signals", type=int, default=200)
     ap.add_argument("--requests", type=int, default=200, help="page views and decisions per phase")
     ap.add_argument("--home", help="reuse a FLYWHEEL_HOME already filled by a previous run")
+    ap.add_argument("--reviewers", type=int, default=0, help="soak mode: this many concurrent reviewers")
+    ap.add_argument("--duration", type=float, default=600, help="soak mode: seconds")
     args = ap.parse_args()
 
     home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="review-load-"))
@@ -183,7 +308,7 @@ def main() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "flywheel.cli", "review", "serve", "--port", str(port), "--insecure-cookies"],
+    proc = subprocess.Popen([sys.executable, "-m", "flywheel", "review", "serve", "--port", str(port), "--insecure-cookies"],
                             env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ctx = mp.get_context("spawn")
     stop, counter, writer = ctx.Event(), ctx.Value("i", 0), None
@@ -195,6 +320,12 @@ def main() -> None:
                 break
             except OSError:
                 time.sleep(0.2)
+        if args.reviewers:
+            res = soak(base, cat, ids, args.signals, args.reviewers, args.duration)
+            load = os.getloadavg()
+            print(f"machine: {os.cpu_count()} CPUs, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+            print(json.dumps({"items": args.items, "soak": res, "loadavg": load}))
+            return
         client = httpx.Client(base_url=base, timeout=60, follow_redirects=True)
         login = client.get("/login")
         tok = re.search(r'name="csrf" value="([^"]+)"', login.text).group(1)

@@ -284,9 +284,14 @@ class Barrier(Operator):
     `prior_columns`: columns the decision also wants from accepted datasets already in the
     catalog. When `uses_prior()`, `decide` receives their folders as paths (each holds
     `data/*.parquet`); it reads what it needs and skips datasets that lack the columns.
+
+    `deferred`: large stored columns (per-image features) left out of `table`; `decide` is then
+    called with `rows=`, a `ParquetRows` over the same parts, and reads them for the few rows it
+    needs, so the whole run's features never sit in memory at once.
     """
 
     decided: ClassVar[tuple[str, ...]] = ()
+    deferred: ClassVar[tuple[str, ...]] = ()
     decide_reads: ClassVar[tuple[str, ...]] = ("id", "source", "width", "height")
     prior_columns: ClassVar[tuple[str, ...]] = ()
     # fields of the dataset contract (`flywheel.datasets.DECISION_FIELDS`) the decision fills
@@ -299,9 +304,45 @@ class Barrier(Operator):
         """Values of `dataset_fields` for decided rows (`table` holds the `decided` columns)."""
         return {}
 
-    def decide(self, table: pa.Table, prior: Sequence[str] | None = None) -> dict[str, list]:
+    def decide(self, table: pa.Table, prior: Sequence[str] | None = None, rows: "ParquetRows | None" = None
+               ) -> dict[str, list]:
         """The `decided` columns, aligned with `table` (this run's rows)."""
         raise NotImplementedError
+
+
+class ParquetRows:
+    """Random access by row number to some columns of Parquet files read as one table (file order,
+    then row order, as `pyarrow.dataset` reads a list of files). `take` streams the files once
+    and keeps only the rows asked for."""
+
+    def __init__(self, files: Sequence[str], columns: Sequence[str]):
+        self.files, self.columns = list(files), list(columns)
+
+    def take(self, rows: np.ndarray) -> pa.Table:
+        """The columns at these row numbers, in the order given."""
+        import pyarrow.parquet as pq
+
+        rows = np.asarray(rows, dtype=np.int64)
+        order = np.argsort(rows, kind="stable")
+        want = rows[order]
+        pieces, start = [], 0
+        for f in self.files:
+            pf = pq.ParquetFile(f)
+            for rg in range(pf.num_row_groups):
+                n = pf.metadata.row_group(rg).num_rows
+                lo, hi = np.searchsorted(want, [start, start + n])
+                if hi > lo:
+                    t = pf.read_row_group(rg, columns=self.columns)
+                    pieces.append(t.take(pa.array(want[lo:hi] - start)))
+                start += n
+        if not len(rows):
+            return pa.table({c: pa.array([], pa.binary()) for c in self.columns})
+        got = pa.concat_tables(pieces) if pieces else pa.table({})
+        if got.num_rows != len(rows):
+            raise IndexError(f"asked for {len(rows)} rows, the files hold {got.num_rows} of them (last row {start - 1})")
+        back = np.empty(len(rows), dtype=np.int64)
+        back[order] = np.arange(len(rows))
+        return got.take(pa.array(back))
 
 
 _REGISTRY: dict[str, type[Operator]] = {}

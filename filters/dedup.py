@@ -1,12 +1,27 @@
-"""dedup: exact copies (same sample id) and near copies (perceptual hash within a Hamming radius,
-confirmed by a 16x16 thumbnail pixel distance), within the run and against datasets already in
-the catalog. Report section 2.3, stage 1, "Deduplication Filter".
+"""dedup: exact copies (same sample id) and near copies (crops up to 10% per side, re-encodes,
+resizes, brightness and contrast changes, format changes, screenshots of one page), within the
+run and against datasets already in the catalog. Report section 2.3, stage 1, "Deduplication
+Filter".
 
-Scoring is per batch (`dedup__phash`, `dedup__thumb`); the decision is a `Barrier` over the whole
-run and the accepted datasets of the catalog (`decide`), so results never depend on batch order or worker count. The kept member of a
-family is chosen deterministically: samples already in the catalog first, then the largest short
-side, then `source` order. Families are pairs confirmed against their kept member, never chains.
-The confirmation matters: distinct document pages in one layout often have phashes within 6 bits.
+Scoring is per batch and stores compact features (`flywheel.filters.dedup_match`): hashes of the
+whole frame and of its centred 90% and 80% views (`dedup__views`, `dedup__phash` is the first),
+16x16 contrast-normalised thumbnails of the same views (`dedup__thumb`) and up to 48 ORB keypoints as bytes
+(`dedup__orb`, ~1.7 kB). The decision is a `Barrier` over those stored columns (`decide`); it
+never reads an image again:
+
+1. candidates: row pairs whose view hashes are within `radius` bits (one pigeonhole index over
+   every view of every row, `dedup_index.view_candidates`);
+2. confirmation of each candidate (`dedup_match.confirm`): aligned thumbnails under the view
+   hypothesis, or ORB matches with a RANSAC similarity and aligned thumbnails;
+3. families: confirmed pairs merge transitively; one survivor per family (samples already in the
+   catalog first, then the most pixels, then `source` order, then `id`); every other member
+   records the survivor (`dedup__of_source`), the member it matched on its way there
+   (`dedup__via_source`) and the evidence (`dedup__match`), so each drop is explainable.
+
+Thresholds were set on the tuning split of the real decision set (docs/decision-set.md), where
+distinct pages of one document layout and one dialog with another tab are the hard negatives:
+true copies at the same scale matched by ORB had inlier descriptors <= 9 of 256 bits apart,
+consecutive pages 16-21; matching-view thumbnails of copies 0.02-0.06 std, pages from 0.08.
 """
 
 from __future__ import annotations
@@ -16,45 +31,57 @@ from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import Field
 
-from flywheel.filters.base import Barrier, Params, Rule, Work, register
+from flywheel.filters.base import Barrier, Params, ParquetRows, Rule, Work, register
+from flywheel.filters.dedup_match import VIEWS
 
 THUMB = 16
 
 
-def phash64(gray: np.ndarray) -> int:
-    """imagehash's pHash (32x32 DCT, top-left 8x8 vs median) as a signed 64-bit integer."""
-    import imagehash
-    from PIL import Image
-
-    h = imagehash.phash(Image.fromarray(np.clip(gray, 0, 255).astype(np.uint8), "L"))
-    bits = np.packbits(h.hash.astype(np.uint8).ravel())
-    return int(np.frombuffer(bits.tobytes(), dtype=">u8")[0].astype(np.int64))
-
-
 def thumb16(gray: np.ndarray) -> bytes:
-    """16x16 box-averaged thumbnail, contrast-normalised: (t - mean) / std * 32 + 128.
+    """16x16 area-averaged thumbnail, contrast-normalised: (t - mean) / std * 32 + 128.
 
-    Normalising makes brightness and contrast edits of one photo agree (mean |difference| under
-    1.6, i.e. 0.05 std, measured on re-encodes at quality 10, resizes, +15% brightness, +20%
-    contrast) while distinct text pages that share one layout, whose phashes are within 6 bits,
-    stay apart (5 to 7, i.e. 0.16-0.22 std). Nearly flat thumbnails (std < 3) are kept raw, so two
-    different solid colours are not "copies" of each other and stay for the entropy filter."""
-    from PIL import Image
+    Normalising makes brightness and contrast edits of one photo agree. Nearly flat thumbnails
+    (std < 3) are kept raw, so two different solid colours are not "copies" of each other and stay
+    for the entropy filter."""
+    import cv2
 
-    t = np.asarray(Image.fromarray(np.clip(gray, 0, 255).astype(np.uint8), "L").resize((THUMB, THUMB), Image.BOX),
-                   dtype=np.float64)
+    t = cv2.resize(np.ascontiguousarray(gray, dtype=np.float32), (THUMB, THUMB), interpolation=cv2.INTER_AREA)
+    t = t.astype(np.float64)
     sd = t.std()
     if sd >= 3.0:
         t = (t - t.mean()) / sd * 32.0 + 128.0
     return np.clip(np.round(t), 0, 255).astype(np.uint8).tobytes()
 
 
+def view_thumbs(gray: np.ndarray, small: np.ndarray | None = None) -> bytes:
+    """`thumb16` of each centred view in `dedup_match.VIEWS` (whole frame first), concatenated:
+    a crop is compared with the matching view of its original at the same framing, with no
+    resampling between two thumbnails. Cut from the reduced copy (`dedup_match.reduced`)."""
+    from flywheel.filters.dedup_match import centred, reduced
+
+    small = reduced(gray) if small is None else small
+    return b"".join(thumb16(centred(small, f)) for f in VIEWS)
+
+
 class DedupParams(Params):
-    radius: int = Field(6, ge=0, le=12, description="max Hamming distance between 64-bit phashes")
-    max_thumb_dist: float = Field(3.2, ge=0, description="max mean |difference| of the contrast-normalised 16x16 "
-                                  "thumbnails, in 1/32 std (3.2 = 0.1 std); confirms a phash match")
+    radius: int = Field(6, ge=0, le=12, description="max Hamming distance between two view hashes for a candidate pair")
+    max_view_diff: float = Field(0.07, ge=0, description="max mean |difference|, in std, of the thumbnails aligned "
+                                 "by the matching views (same frame, or a centred crop of it)")
+    min_inliers: int = Field(6, ge=3, description="ORB confirmation: min RANSAC inliers of the similarity transform")
+    min_inlier_ratio: float = Field(0.4, ge=0, le=1, description="ORB confirmation: min inliers / keypoints that "
+                                    "land inside the other frame (the fewer of the two)")
+    max_orb_diff: float = Field(0.12, ge=0, description="ORB confirmation at the same scale: max aligned thumbnail "
+                                "difference in std")
+    max_orb_diff_scaled: float = Field(0.25, ge=0, description="ORB confirmation across scales (crops): max aligned "
+                                       "thumbnail difference in std (16x16 resampling blurs)")
+    max_orb_desc: float = Field(12.0, ge=0, le=256, description="ORB confirmation at the same scale: max mean Hamming "
+                                "distance between the inliers' descriptors (of 256 bits)")
+    orb_gate: float = Field(0.7, ge=0, description="candidates whose matching-view thumbnails are further apart (std) "
+                            "skip the ORB test: unrelated images are ~1.1 apart, ORB-confirmed copies on the tuning "
+                            "split were all below 0.5")
     against_catalog: bool = Field(True, description="also dedup against accepted datasets already in the catalog")
 
 
@@ -63,35 +90,50 @@ class Dedup(Barrier):
     name = "dedup"
     Params = DedupParams
     reads = ("task",)
-    writes = ("dedup__phash", "dedup__thumb")
-    decided = ("dedup__kind", "dedup__dist", "dedup__of_id", "dedup__of_source")
+    writes = ("dedup__phash", "dedup__views", "dedup__thumb", "dedup__orb", "dedup__quality")
+    deferred = ("dedup__thumb", "dedup__orb")
+    decided = ("dedup__kind", "dedup__dist", "dedup__of_id", "dedup__of_source", "dedup__via_source", "dedup__match")
     types = {
-        "dedup__phash": pa.int64(), "dedup__thumb": pa.binary(), "dedup__kind": pa.string(),
-        "dedup__dist": pa.int16(), "dedup__of_id": pa.string(), "dedup__of_source": pa.string(),
+        "dedup__phash": pa.int64(), "dedup__views": pa.list_(pa.int64()), "dedup__thumb": pa.binary(),
+        "dedup__orb": pa.binary(), "dedup__quality": pa.float32(), "dedup__kind": pa.string(), "dedup__dist": pa.int16(), "dedup__of_id": pa.string(),
+        "dedup__of_source": pa.string(), "dedup__via_source": pa.string(), "dedup__match": pa.string(),
     }
-    prior_columns = ("id", "source", "width", "height", "dedup__phash", "dedup__thumb")
+    prior_columns = ("id", "source", "width", "height", "dedup__views", "dedup__quality", "dedup__thumb", "dedup__orb")
     dataset_fields = ("dedup_of",)
     rules = (
         Rule("exact", "dedup__kind", "==", value="exact", context=("dedup__of_source",),
              detail="same bytes as kept {dedup__of_source}"),
-        Rule("near", "dedup__kind", "==", value="near", context=("dedup__dist", "dedup__of_source"),
-             detail="phash distance {dedup__dist} <= radius={radius} to kept {dedup__of_source}, thumbnail confirmed"),
+        Rule("near", "dedup__kind", "==", value="near", context=("dedup__of_source", "dedup__via_source", "dedup__match"),
+             detail="near copy of kept {dedup__of_source}: matched {dedup__via_source} by {dedup__match}"),
     )
     cards = {
-        "dedup__phash": "64-bit DCT perceptual hash (imagehash.phash) as int64",
-        "dedup__thumb": "16x16 contrast-normalised grayscale thumbnail bytes, the near-copy confirmation",
-        "dedup__dist": "Hamming distance to the kept member of the family (0 for exact copies)",
+        "dedup__phash": "64-bit DCT perceptual hash of the whole frame (32x32 area resize, 8x8 DCT vs median) as int64",
+        "dedup__views": "the same hash of the whole frame and of its centred 90% and 80% views (candidate generation)",
+        "dedup__thumb": "16x16 contrast-normalised grayscale thumbnails of the whole frame and its centred 90% and 80% "
+                        "views (768 bytes; the confirmation compares matching views)",
+        "dedup__orb": "up to 48 ORB keypoints: uint16 x, y in 1/65535 of the longer side, then 32-byte descriptors",
+        "dedup__quality": "encoder quality 1-100 (JPEG from its tables, lossless 100, unknown null): picks the survivor "
+                          "among copies of one size",
+        "dedup__dist": "Hamming distance between the matching view hashes of the pair that joined the row to its family",
     }
 
     def score(self, batch: pa.Table, work: Sequence[Work | None]) -> dict[str, Sequence[Any]]:
-        ph, th = [], []
+        from flywheel.filters.compression_quality import LOSSLESS, jpeg_quality
+        from flywheel.filters.dedup_match import orb_features, reduced, view_hashes
+
+        ph, vs, th, orb, q = [], [], [], [], []
         tasks = batch.column("task").to_pylist() if "task" in batch.column_names else [None] * len(work)
         for w, task in zip(work, tasks):
             if w is None or task == "ti2i":  # edit pairs are deduplicated on their pair id alone
-                ph.append(None), th.append(None)
+                ph.append(None), vs.append(None), th.append(None), orb.append(None), q.append(None)
             else:
-                ph.append(phash64(w.gray)), th.append(thumb16(w.gray))
-        return {"dedup__phash": ph, "dedup__thumb": th}
+                small = reduced(w.gray)
+                v = view_hashes(w.gray, small)
+                ph.append(v[0]), vs.append(v), th.append(view_thumbs(w.gray, small)), orb.append(orb_features(w.rgb))
+                quant, fmt = w.info.get("quantization"), w.info.get("format")
+                q.append(jpeg_quality(quant[min(quant)]) if quant and fmt in ("JPEG", "MPO")
+                         else 100.0 if fmt in LOSSLESS else None)
+        return {"dedup__phash": ph, "dedup__views": vs, "dedup__thumb": th, "dedup__orb": orb, "dedup__quality": q}
 
     def uses_prior(self) -> bool:
         return self.params.against_catalog
@@ -105,71 +147,129 @@ class Dedup(Barrier):
         of_id, of_src = table.column("dedup__of_id").to_pylist(), table.column("dedup__of_source").to_pylist()
         return {"dedup_of": pa.array([{"id": a, "source": b} if a else None for a, b in zip(of_id, of_src)], typ)}
 
-    def decide(self, table: pa.Table, prior: Sequence[str] | None = None) -> dict[str, list]:
-        """Barrier step. `table`: this run's rows (id, source, width, height, dedup__phash,
-        dedup__thumb); `prior`: folders of accepted catalog datasets, whose rows with these
-        columns are kept members ahead of this run's. Returns the `decided` columns aligned with
-        `table`."""
-        from flywheel.filters.dedup_index import decide_families
+    def decide(self, table: pa.Table, prior: Sequence[str] | None = None, rows: ParquetRows | None = None
+               ) -> dict[str, list]:
+        """Barrier step. `table`: this run's rows (id, source, width, height, dedup__views and, when
+        `rows` is None, dedup__thumb and dedup__orb); `rows`: the deferred feature columns by row
+        number; `prior`: folders of accepted catalog datasets, whose rows are kept members ahead of
+        this run's. Returns the `decided` columns aligned with `table`; `last_stats` holds the
+        candidate and confirmed pair counts."""
+        import time
+
+        from flywheel.filters.dedup_index import family_tree, view_candidates
+        from flywheel.filters.dedup_match import Thresholds, confirm, view_diffs
 
         p: DedupParams = self.params
-        prior = self._read_prior(prior or [])
+        t0 = time.perf_counter()
         n = table.num_rows
-        out = {c: [None] * n for c in self.decided}
+        out: dict[str, list] = {c: [None] * n for c in self.decided}
         self._exact_pairs(table, out)
-        ph = table.column("dedup__phash").to_pylist()
-        valid = [i for i, v in enumerate(ph) if v is not None]
-        prior_rows = []
-        if prior is not None and p.against_catalog and prior.num_rows:
-            pph = prior.column("dedup__phash").to_pylist()
-            prior_rows = [i for i, v in enumerate(pph) if v is not None]
+        here = _Rows.of(table, rows)
+        there = self._read_prior(prior or []) if p.against_catalog else None
+        valid = here.valid.tolist()
+        pv = there.valid.tolist() if there else []
+        self.last_stats = {"candidate_pairs": 0, "confirmed_pairs": 0}
         if not valid:
             return out
-
-        def cols(t: pa.Table, idx: list[int]):
-            sub = t.take(pa.array(idx, pa.int64()))
-            ids = sub.column("id").to_pylist()
-            srcs = sub.column("source").to_pylist()
-            phs = np.array(sub.column("dedup__phash").to_pylist(), dtype=np.int64).view(np.uint64)
-            th = sub.column("dedup__thumb").to_pylist()
-            thumbs = np.frombuffer(b"".join(x if x and len(x) == THUMB * THUMB else bytes(THUMB * THUMB) for x in th),
-                                   dtype=np.uint8).reshape(-1, THUMB * THUMB)
-            w = np.array([x or 0 for x in sub.column("width").to_pylist()])
-            h = np.array([x or 0 for x in sub.column("height").to_pylist()])
-            return ids, srcs, phs, thumbs, np.minimum(w, h)
-
-        parts = [cols(prior, prior_rows)] if prior_rows else []
-        parts.append(cols(table, valid))
-        ids = sum((list(x[0]) for x in parts), [])
-        srcs = sum((list(x[1]) for x in parts), [])
-        phs = np.concatenate([x[2] for x in parts])
-        thumbs = np.concatenate([x[3] for x in parts])
-        short = np.concatenate([x[4] for x in parts])
-        k = len(prior_rows)
-        dup_of, kind, dist = decide_families(ids, srcs, phs, thumbs, short, radius=p.radius,
-                                             max_thumb_dist=p.max_thumb_dist, prior_count=k)
-        names = {0: None, 1: "exact", 2: "near"}
-        for j, i in enumerate(valid):
-            jj = j + k
-            if dup_of[jj] >= 0:
-                out["dedup__kind"][i] = names[int(kind[jj])]
-                out["dedup__dist"][i] = int(dist[jj])
-                out["dedup__of_id"][i] = ids[dup_of[jj]]
-                out["dedup__of_source"][i] = srcs[dup_of[jj]]
+        k = len(pv)
+        srcs = [(there, i) for i in pv] + [(here, i) for i in valid]  # combined row c -> (rows, row number)
+        ids, sources, views, wh, qual = [], [], [], [], []
+        for r, idx in ((there, pv), (here, valid)):
+            if not idx:
+                continue
+            sub = r.table.select(["id", "source", "width", "height", "dedup__quality"]).take(pa.array(idx, pa.int64()))
+            qual.append(np.nan_to_num(sub.column("dedup__quality").to_numpy(zero_copy_only=False).astype(np.float64),
+                                      nan=50.0))  # unknown (lossy WebP, HEIC...): below a good JPEG
+            ids += sub.column("id").to_pylist()
+            sources += sub.column("source").to_pylist()
+            views.append(r.views)
+            wh.append(np.stack([np.nan_to_num(sub.column(c).to_numpy(zero_copy_only=False).astype(np.float64))
+                                for c in ("width", "height")], 1).astype(np.int64))
+        views = np.concatenate(views)
+        wh = np.concatenate(wh)
+        qual = np.concatenate(qual)
+        ci, cj, vi, vj, dist = view_candidates(views, p.radius)
+        # same bytes (same id) always joins a family, without a candidate
+        by_id: dict[str, int] = {}
+        ei, ej, how = [], [], []
+        for c, x in enumerate(ids):
+            if x in by_id:
+                ei.append(by_id[x]), ej.append(c), how.append(("exact", 0))
             else:
+                by_id[x] = c
+        t1 = time.perf_counter()
+        need = np.unique(np.concatenate([ci, cj])) if len(ci) else np.zeros(0, np.int64)
+        feats = self._features(srcs, need, wh)
+        th = Thresholds(min_inliers=p.min_inliers, min_ratio=p.min_inlier_ratio, max_diff_same_scale=p.max_orb_diff,
+                        max_diff_scaled=p.max_orb_diff_scaled, max_view_diff=p.max_view_diff,
+                        max_desc_same_scale=p.max_orb_desc)
+        confirmed = 0
+        # the view test for every candidate at once (in chunks); ORB only where it fails but the
+        # thumbnails are still alike (`orb_gate`: unrelated images are ~1.1 std apart)
+        vd = np.zeros(len(ci))
+        for s0 in range(0, len(ci), 65536):
+            sl = slice(s0, s0 + 65536)
+            vd[sl] = view_diffs(np.stack([feats[a].thumbs[va].ravel() for a, va in zip(ci[sl].tolist(), vi[sl].tolist())]),
+                                np.stack([feats[b].thumbs[vb].ravel() for b, vb in zip(cj[sl].tolist(), vj[sl].tolist())]))
+        for a, b, va, vb, d, x in zip(ci.tolist(), cj.tolist(), vi.tolist(), vj.tolist(), dist.tolist(), vd.tolist()):
+            if ids[a] == ids[b] or (x > p.max_view_diff and x > p.orb_gate):
+                continue
+            m = confirm(feats[a], feats[b], va, vb, th, view_diff=x)
+            if m.ok:
+                confirmed += 1
+                ei.append(a), ej.append(b), how.append((m.text() + f", view hashes {d} bits apart", d))
+        t2 = time.perf_counter()
+        rank = _decision_rank(ids, sources, wh, qual, k, np.array(ei + ej, np.int64))
+        keep_all = np.arange(len(srcs)) < k
+        survivor, via, edge = family_tree(len(srcs), np.array(ei, np.int64), np.array(ej, np.int64), rank, keep_all)
+        for c in range(k, len(srcs)):
+            i = srcs[c][1]
+            s = int(survivor[c])
+            if s < 0:
                 out["dedup__dist"][i] = 0
+                continue
+            text, d = how[int(edge[c])]
+            exact = ids[s] == ids[c]
+            out["dedup__kind"][i] = "exact" if exact else "near"
+            out["dedup__dist"][i] = 0 if exact else d
+            out["dedup__of_id"][i], out["dedup__of_source"][i] = ids[s], sources[s]
+            if not exact:
+                out["dedup__via_source"][i], out["dedup__match"][i] = sources[int(via[c])], text
+        self.last_stats = {"candidate_pairs": int(len(ci)), "confirmed_pairs": confirmed,
+                           "families": int(len(set(survivor[survivor >= 0].tolist()))),
+                           "dropped": int((survivor[k:] >= 0).sum()), "index_s": round(t1 - t0, 3),
+                           "confirm_s": round(t2 - t1, 3), "families_s": round(time.perf_counter() - t2, 3)}
         return out
 
-    def _read_prior(self, paths: Sequence[str]) -> pa.Table | None:
+    def _features(self, srcs: list, need: np.ndarray, wh: np.ndarray) -> dict:
+        """Side features of the candidate rows only, read from each row set's stored columns."""
+        from flywheel.filters.dedup_match import Side
+
+        feats: dict[int, Side] = {}
+        groups: dict[int, tuple[Any, list[int]]] = {}
+        for c in need.tolist():
+            r, i = srcs[c]
+            groups.setdefault(id(r), (r, []))[1].append(c)
+        for r, cs in groups.values():
+            t = r.features(np.array([srcs[c][1] for c in cs], np.int64))
+            th, orb = t.column("dedup__thumb").to_pylist(), t.column("dedup__orb").to_pylist()
+            for c, a, b in zip(cs, th, orb):
+                feats[c] = Side.of(int(wh[c, 0]), int(wh[c, 1]), a, b)
+        return feats
+
+    def _read_prior(self, paths: Sequence[str]) -> "_Rows | None":
         import pyarrow.dataset as pads
         import pyarrow.parquet as pq
 
-        tables = []
+        files = []
         for d in paths:
-            files = sorted(str(f) for f in Path(d).glob("data/*.parquet"))
-            if files and set(self.prior_columns) <= set(pq.read_schema(files[0]).names):
-                tables.append(pads.dataset(files).to_table(columns=list(self.prior_columns)))
-        return pa.concat_tables(tables) if tables else None
+            fs = sorted(str(f) for f in Path(d).glob("data/*.parquet"))
+            if fs and set(self.prior_columns) <= set(pq.read_schema(fs[0]).names):
+                files += fs
+        if not files:
+            return None
+        eager = [c for c in self.prior_columns if c not in self.deferred]
+        return _Rows.of(pads.dataset(files).to_table(columns=eager), ParquetRows(files, list(self.deferred)))
 
     @staticmethod
     def _exact_pairs(table: pa.Table, out: dict[str, list]) -> None:
@@ -186,3 +286,41 @@ class Dedup(Barrier):
             else:
                 kept[pid] = src
                 out["dedup__dist"][i] = 0
+
+
+class _Rows:
+    """One set of rows (this run, or the catalog's): the eager columns, the view hashes as lists,
+    and where the deferred features come from."""
+
+    def __init__(self, table: pa.Table, rows: ParquetRows | None):
+        self.table, self.rows = table, rows
+        # rows with their view hashes, and those hashes (valid rows in order), without Python lists
+        self.valid, self.views = np.zeros(0, np.int64), np.zeros((0, len(VIEWS)), np.int64)
+        if "dedup__views" in table.column_names and table.num_rows:
+            col = table.column("dedup__views").combine_chunks()
+            ok = np.asarray(pc.and_kleene(col.is_valid(), pc.equal(pc.list_value_length(col), len(VIEWS))).fill_null(False))
+            self.valid = np.flatnonzero(ok)
+            self.views = np.asarray(col.filter(pa.array(ok)).flatten()).astype(np.int64).reshape(-1, len(VIEWS))
+
+    @classmethod
+    def of(cls, table: pa.Table, rows: ParquetRows | None) -> "_Rows":
+        return cls(table, rows)
+
+    def features(self, idx: np.ndarray) -> pa.Table:
+        if self.rows is not None:
+            return self.rows.take(idx)
+        return self.table.select(["dedup__thumb", "dedup__orb"]).take(pa.array(idx, pa.int64()))
+
+
+def _decision_rank(ids: list, sources: list, wh: np.ndarray, quality: np.ndarray, prior_count: int,
+                   nodes: np.ndarray) -> np.ndarray:
+    """Survivor order of the rows in some family (`nodes`): catalog rows first, then the most
+    pixels (the least reduced copy), then the highest encoder quality (the least compressed), then
+    `source`, then `id` (string orders), so a decision never depends on row order or workers. Rows
+    outside every family keep rank 0 (never consulted)."""
+    nodes = np.unique(nodes)
+    order = sorted(nodes.tolist(), key=lambda c: (c >= prior_count, -int(wh[c, 0]) * int(wh[c, 1]), -quality[c],
+                                                  sources[c], ids[c]))
+    rank = np.zeros(len(ids), np.int64)
+    rank[order] = np.arange(len(order))
+    return rank

@@ -544,3 +544,132 @@ def decide_families(ids, sources, phash: np.ndarray, thumbs: np.ndarray, short_s
     max_sum = int(np.floor(max_thumb_dist * thumbs.shape[1] + 1e-9))
     return _greedy(order, prior_count, id_code, int(id_code.max()) + 1, group_of, gpairs_start,
                    gpairs_to, u, h, thumbs, max_sum)
+
+
+def _expand_capped(pairs: np.ndarray, group_start: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """Row pairs from pairs of distinct hashes, linear in the group sizes: copies of one hash are
+    chained (k - 1 pairs, not k^2 / 2) and two groups are joined through each one's first member.
+    Families are transitive, so a family of true copies is still found whole; a million blank
+    images sharing one hash cost a million pairs to check, not 5e11."""
+    sizes = np.diff(group_start)
+    out = []
+    multi = np.flatnonzero(sizes > 1)
+    if len(multi):
+        firsts = group_start[multi]
+        k = sizes[multi]
+        idx = np.repeat(firsts, k - 1) + (np.arange(int((k - 1).sum())) - np.repeat(np.cumsum(k - 1) - (k - 1), k - 1))
+        out.append(np.stack([members[idx], members[idx + 1]], 1))
+    if len(pairs):
+        p, q = pairs[:, 0], pairs[:, 1]
+        out.append(np.stack([members[group_start[p]], members[group_start[q]]], 1))
+        for a, b in ((p, q), (q, p)):  # every other member of a to the first member of b
+            extra = sizes[a] - 1
+            sel = np.flatnonzero(extra > 0)
+            if len(sel):
+                rep = np.repeat(sel, extra[sel])
+                off = np.arange(int(extra[sel].sum())) - np.repeat(np.cumsum(extra[sel]) - extra[sel], extra[sel]) + 1
+                out.append(np.stack([members[group_start[a[rep]] + off], members[group_start[b[rep]]]], 1))
+    return np.concatenate(out) if out else np.zeros((0, 2), np.int64)
+
+
+def view_candidates(views: np.ndarray, radius: int = 6) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate row pairs from several hashes per row (views (n, v) of 64-bit hashes).
+
+    Every hash of every row goes into one pigeonhole index (`near_pairs`' machinery); a pair of
+    rows is a candidate when any of their hashes are within `radius`. Returns (i, j, vi, vj, dist),
+    i < j, one entry per row pair: the closest view pair (vi of row i, vj of row j) and its
+    Hamming distance. Copies of one hash are expanded linearly (`_expand_capped`).
+    """
+    radius = _check_radius(radius)
+    v = np.ascontiguousarray(np.asarray(views))
+    if v.ndim != 2:
+        raise ValueError(f"views must be (n, v) 64-bit hashes, got shape {v.shape}")
+    n, k = v.shape
+    flat = _as_uint64(v.reshape(-1))
+    empty = np.zeros(0, np.int64)
+    if n < 2:
+        return empty, empty, empty, empty, empty
+    u, _, group_start, members = _groups(flat)
+    hp = _expand_capped(_unique_pairs(u, radius), group_start, members) if len(u) > 1 else \
+        _expand_capped(np.zeros((0, 2), np.int64), group_start, members)
+    if not len(hp):
+        return empty, empty, empty, empty, empty
+    a, b = hp[:, 0], hp[:, 1]
+    ra, rb = a // k, b // k
+    keep = ra != rb
+    a, b, ra, rb = a[keep], b[keep], ra[keep], rb[keep]
+    swap = ra > rb
+    a, b = np.where(swap, b, a), np.where(swap, a, b)
+    ra, rb = np.minimum(ra, rb), np.maximum(ra, rb)
+    dist = _popcounts(flat[a] ^ flat[b])
+    # one entry per row pair: the closest view pair (ties: the lower view indices, whole frame first)
+    code = ra * np.int64(n) + rb
+    order = np.lexsort((a % k + (b % k) * k, dist, code))
+    code, first = code[order], np.ones(len(order), bool)
+    first[1:] = code[1:] != code[:-1]
+    sel = order[first]
+    return ra[sel], rb[sel], a[sel] % k, b[sel] % k, dist[sel]
+
+
+@nb.njit(cache=True, nogil=True)
+def _popcounts(x):
+    out = np.empty(x.shape[0], dtype=np.int64)
+    for i in range(x.shape[0]):
+        out[i] = _popcount(x[i])
+    return out
+
+
+def family_tree(n: int, edges_i: np.ndarray, edges_j: np.ndarray, rank: np.ndarray,
+                keep_all: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Transitive families over confirmed pairs, one survivor each, and the path to it.
+
+    `rank[i]`: decision order (lower is better: catalog rows first, then the largest, ...);
+    `keep_all[i]` marks rows that always survive (rows of accepted catalog datasets). The survivor
+    of a family is its best-ranked member (every `keep_all` member of a family survives; the rest
+    attach to the nearest one). Returns (survivor, via, edge): survivor[i] = -1 for survivors, else
+    the survivor row; via[i] the neighbour on a shortest path towards it (the member i matched);
+    edge[i] the index of that confirmed pair in edges_*, so its score explains the drop.
+    """
+    from collections import deque
+
+    parent = np.arange(n)
+
+    def find(x: int) -> int:
+        root = x
+        while parent[root] != root:
+            root = parent[root]
+        while parent[x] != root:
+            parent[x], x = root, parent[x]
+        return root
+
+    for i, j in zip(edges_i.tolist(), edges_j.tolist()):
+        ri, rj = find(i), find(j)
+        if ri != rj:
+            parent[max(ri, rj)] = min(ri, rj)
+    survivor = np.full(n, -1, np.int64)
+    via = np.full(n, -1, np.int64)
+    edge = np.full(n, -1, np.int64)
+    if not len(edges_i):
+        return survivor, via, edge
+    nodes = np.unique(np.concatenate([edges_i, edges_j]))
+    adj: dict[int, list[tuple[int, int]]] = {}
+    for e, (i, j) in enumerate(zip(edges_i.tolist(), edges_j.tolist())):
+        adj.setdefault(i, []).append((j, e))
+        adj.setdefault(j, []).append((i, e))
+    comps: dict[int, list[int]] = {}
+    for x in nodes.tolist():
+        comps.setdefault(find(x), []).append(x)
+    for members in comps.values():
+        members.sort(key=lambda x: rank[x])
+        roots = [x for x in members if keep_all is not None and keep_all[x]] or members[:1]
+        seen = set(roots)
+        q = deque(roots)
+        top = {r: r for r in roots}
+        while q:  # breadth first from the survivors: each member attaches through a shortest path
+            x = q.popleft()
+            for y, e in sorted(adj[x], key=lambda t: rank[t[0]]):
+                if y not in seen:
+                    seen.add(y)
+                    top[y], via[y], edge[y], survivor[y] = top[x], x, e, top[x]
+                    q.append(y)
+    return survivor, via, edge

@@ -160,6 +160,58 @@ MIGRATIONS: list[tuple[int, str | list[str]]] = [
             " BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END",
         ],
     ),
+    (
+        7,
+        # Scoped API tokens: a token belongs to a user and carries scopes (its rights are those
+        # scopes intersected with the user's role), may expire, and records when it was last used
+        # and revoked. Tokens made before scopes existed had every right; they keep only
+        # `signals:write` (what they were issued for: posting signals) and belong to no user.
+        """
+        ALTER TABLE tokens ADD COLUMN user TEXT;
+        ALTER TABLE tokens ADD COLUMN scopes TEXT NOT NULL DEFAULT 'signals:write';
+        ALTER TABLE tokens ADD COLUMN expires_at REAL;
+        ALTER TABLE tokens ADD COLUMN last_used_at REAL;
+        ALTER TABLE tokens ADD COLUMN revoked_at REAL;
+        UPDATE tokens SET scopes = 'signals:write'
+        """,
+    ),
+    (
+        8,
+        # Log-in devices: a browser that logged in as a user gets a long-lived device cookie (only
+        # its SHA-256 is stored); a correct password from a known device passes that account's
+        # back-off, so failures sent by someone else cannot lock the owner out.
+        """
+        CREATE TABLE login_devices (
+            device_hash TEXT PRIMARY KEY, user TEXT NOT NULL, created_at REAL NOT NULL, last_used_at REAL
+        );
+        CREATE INDEX login_devices_user ON login_devices (user)
+        """,
+    ),
+    (
+        10,
+        # Tamper evidence for the audit log: each row's HMAC over its predecessor's
+        # (flywheel.audit). Rows written before this migration keep NULL and are folded into
+        # the first chained row's MAC.
+        "ALTER TABLE audit_log ADD COLUMN mac TEXT",
+    ),
+    (
+        11,
+        # Images that arrive with signals: content-addressed files under FLYWHEEL_HOME/blobs,
+        # registered here (flywheel.loop.blobs); a review item may show one, never a path.
+        """
+        CREATE TABLE blobs (
+            sha256 TEXT PRIMARY KEY, size INTEGER NOT NULL, format TEXT, width INTEGER, height INTEGER,
+            signal_id TEXT, created_at REAL
+        );
+        CREATE INDEX blobs_signal ON blobs (signal_id)
+        """,
+    ),
+    (
+        12,
+        # What the catalog verified about an item's sample when it was queued (dataset row or
+        # stored image: content hash, real width and height), apart from the caller's payload.
+        "ALTER TABLE review_items ADD COLUMN sample_json TEXT",
+    ),
 ]
 
 
@@ -231,10 +283,11 @@ class Catalog:
             con.close()
         with self.tx() as con:
             con.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA_VERSION_TABLE} (version INTEGER NOT NULL)")
-            row = con.execute(f"SELECT MAX(version) FROM {SCHEMA_VERSION_TABLE}").fetchone()
-            current = row[0] or 0
+            # every migration not yet recorded, not only those above the highest: numbers are
+            # handed to branches in advance, so a lower one can land after a higher one
+            applied = {r[0] for r in con.execute(f"SELECT version FROM {SCHEMA_VERSION_TABLE}")}
             for version, sql in MIGRATIONS:
-                if version > current:
+                if version not in applied:
                     # a migration is a string of ';'-separated statements, or a list of statements
                     # (needed when a statement contains ';' itself, as trigger bodies do)
                     stmts = sql if isinstance(sql, (list, tuple)) else sql.split(";")
@@ -323,13 +376,48 @@ class Catalog:
 
     # -- audit -------------------------------------------------------------------------------
     def audit(self, actor: str, action: str, target: str, detail: dict | None = None, con: sqlite3.Connection | None = None) -> None:
-        sql = "INSERT INTO audit_log (at, actor, action, target, detail_json) VALUES (?,?,?,?,?)"
-        args = (time.time(), actor, action, target, json.dumps(detail or {}))
+        """Append one audit row, chained (`flywheel.audit`) in the same transaction as the change
+        it records when `con` is that transaction."""
+        self.audit_many([(time.time(), actor, action, target, json.dumps(detail or {}))], con=con)
+
+    def audit_many(self, rows: list[tuple], con: sqlite3.Connection | None = None) -> None:
+        """Append rows `(at, actor, action, target, detail_json)`, chained, in order."""
+        from flywheel import audit
+
         if con is not None:
-            con.execute(sql, args)
+            audit.append(con, self.path, rows)
         else:
             with self.tx() as c:
-                c.execute(sql, args)
+                audit.append(c, self.path, rows)
+
+    def audit_verify(self, use_saved_head: bool = True):
+        """Check the audit log's HMAC chain, saved head and triggers (`flywheel.audit.Report`)."""
+        from flywheel import audit
+
+        con = self.connect()
+        try:
+            return audit.verify(con, self.path, use_saved_head=use_saved_head)
+        finally:
+            con.close()
+
+    def audit_save_head(self) -> dict:
+        """Save the newest audit row's seq and MAC outside the catalog (at server start and stop)."""
+        from flywheel import audit
+
+        row = self.execute("SELECT seq, mac FROM audit_log ORDER BY seq DESC LIMIT 1")
+        head = {"seq": row[0]["seq"], "mac": row[0]["mac"]} if row else {"seq": 0, "mac": None}
+        audit.save_head(self.path, head)
+        return head
+
+    def audit_seal(self, actor: str, reason: str) -> dict:
+        """The audited recovery from a broken log: a seal row that records what was found and
+        re-anchors the chain, missing triggers recreated, the head saved."""
+        from flywheel import audit
+
+        with self.tx() as con:
+            res = audit.seal(con, self.path, actor, reason)
+        self.audit_save_head()
+        return res
 
     # -- DuckDB over everything --------------------------------------------------------------
     def query(self, sql: str, params: list | None = None):
@@ -351,9 +439,9 @@ class Catalog:
 CATALOG_VIEWS = {
     "runs": "*", "datasets": "*", "op_stats": "*", "signals": "*", "routes": "*", "review_items": "*",
     "audit_log": "*", "models": "*", "review_votes": "*", "review_batches": "*", "loop_evals": "*",
-    "review_counts": "*",
+    "review_counts": "*", "blobs": "*",
     "users": "name, role, created_at, disabled",
-    "tokens": "token_id, name, created_at, revoked",
+    "tokens": "token_id, name, created_at, revoked, user, scopes, expires_at, last_used_at, revoked_at",
 }
 # Table functions that read nothing but their arguments; every other one (read_text, read_csv,
 # sqlite_scan, query, ...) could reach a file or run SQL that was never checked.

@@ -30,6 +30,7 @@ FEATURES = (
     "flywheel.cli.eval",
     "flywheel.cli.loop",
     "flywheel.cli.review",
+    "flywheel.cli.audit",
 )
 
 

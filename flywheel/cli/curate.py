@@ -97,6 +97,10 @@ def _print_summary(con, stats: dict) -> None:
     con.print(f"time: total {tm.get('total_s', 0):.1f}s (Prefect start {tm.get('prefect_startup_s') or 0:.1f}s, "
               f"Ray start {tm.get('ray_startup_s') or 0:.1f}s, scoring "
               f"{tm.get('score_s') or 0:.1f}s{f' = {ips:.1f} img/s' if ips else ''}, barrier {tm.get('barrier_s') or 0:.1f}s)")
+    for name, b in (stats.get("barrier") or {}).items():
+        counts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in b.items() if k not in ("seconds", "rows", "prior_datasets"))
+        if counts:
+            con.print(f"{name}: {counts}")
     con.print(f"report: [bold]{Path(stats['output']) / 'report.html'}[/]   stats: {Path(stats['output']) / 'stats.json'}")
 
 

@@ -193,6 +193,8 @@ def search(
 
 @api_app.command("serve")
 def api_serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8780),
+              trusted_proxy: List[str] = typer.Option([], "--trusted-proxy", help="Address or network of a reverse proxy "
+                                                      "whose X-Forwarded-For is believed (repeat; default none)."),
               docs: bool = typer.Option(False, "--docs", help="Serve Swagger UI at /api/docs (the browser loads its "
                                         "script from a CDN); /api/openapi.json is always served.")) -> None:
     """Serve the signal API (/api/signals) and the review API (/api/review)."""
@@ -202,18 +204,79 @@ def api_serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(87
 
     where = "docs at /api/docs" if docs else "schema at /api/openapi.json"
     typer.echo(f"signal API on http://{host}:{port}/api ({where}); create tokens with `flywheel tokens create --name NAME`")
-    uvicorn.run(create_app(docs=docs), host=host, port=port, log_level="warning", server_header=False)
+    try:
+        app = create_app(docs=docs, trusted_proxies=trusted_proxy or None)
+    except ValueError as e:
+        raise _err(str(e)) from None
+    uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False)
+
+
+def _when(t) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(t)) if t else "-"
+
+
+def _duration(spec: str) -> float | None:
+    """`90d`, `12h`, `30m` or `never` -> seconds (None for never)."""
+    spec = spec.strip().lower()
+    if spec == "never":
+        return None
+    units = {"d": 86400.0, "h": 3600.0, "m": 60.0}
+    if len(spec) < 2 or spec[-1] not in units or not spec[:-1].isdigit() or int(spec[:-1]) == 0:
+        raise _err(f"--expires {spec!r}: give a number with d, h or m (e.g. 90d, 12h) or `never`")
+    return int(spec[:-1]) * units[spec[-1]]
 
 
 @tokens_app.command("create")
-def tokens_create(name: str = typer.Option(..., "--name", help="Who or what uses the token, e.g. eval-bot.")) -> None:
+def tokens_create(
+    name: str = typer.Option(..., "--name", help="What uses the token, e.g. eval-bot."),
+    user: str = typer.Option(..., "--user", help="The dashboard user the token acts for; its role caps the scopes."),
+    scope: List[str] = typer.Option(["signals:write"], "--scope",
+                                    help="signals:write, review:read, review:write or admin; repeat for several."),
+    expires: str = typer.Option("90d", "--expires", help="Lifetime: 90d, 12h, 30m, or never."),
+) -> None:
     """Issue an API token; it is printed once and stored only as a hash."""
     from flywheel.catalog import Catalog
     from flywheel.review import auth
 
-    tok = auth.create_token(Catalog(), name)
+    try:
+        tok = auth.create_token(Catalog(), name, user=user, scopes=scope, expires_in=_duration(expires))
+    except auth.AuthError as e:
+        raise _err(str(e)) from None
     typer.echo(tok)
-    typer.echo(f"token for {name!r} created; it is shown only once, store it now", err=True)
+    typer.echo(f"token {tok[len(auth.TOKEN_PREFIX):].split('.')[0]} for {name!r} (user {user}, scopes {', '.join(scope)}, "
+               f"expires {expires}) created; it is shown only once, store it now", err=True)
+
+
+@tokens_app.command("list")
+def tokens_list(all_: bool = typer.Option(False, "--all", help="Include revoked and expired tokens.")) -> None:
+    """List tokens: id, name, user, scopes, created, expires, last used (never the secret)."""
+    import time
+
+    from flywheel.catalog import Catalog
+    from flywheel.review import auth
+
+    now = time.time()
+    for t in auth.list_tokens(Catalog()):
+        state = "revoked" if t["revoked"] else "expired" if t["expires_at"] and t["expires_at"] <= now else "active"
+        if state != "active" and not all_:
+            continue
+        typer.echo(f"{t['token_id']}\t{t['name']}\t{t['user'] or '-'}\t{t['scopes']}\tcreated {_when(t['created_at'])}"
+                   f"\texpires {_when(t['expires_at']) if t['expires_at'] else 'never'}\tlast used {_when(t['last_used_at'])}\t{state}")
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(token_id: str = typer.Argument(..., help="The id `flywheel tokens list` shows.")) -> None:
+    """Revoke a token; the next request with it is refused."""
+    from flywheel.catalog import Catalog
+    from flywheel.review import auth
+
+    try:
+        auth.revoke_token(Catalog(), token_id)
+    except auth.AuthError as e:
+        raise _err(str(e)) from None
+    typer.echo(f"revoked {token_id}")
 
 
 def emit_cmd(

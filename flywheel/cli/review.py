@@ -17,6 +17,9 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on; keep loopback unless a TLS proxy is in front."),
     port: int = typer.Option(8765, help="Port."),
+    trusted_proxy: list[str] = typer.Option([], "--trusted-proxy", help="Address or network of the TLS proxy in front "
+                                            "(repeat): its X-Forwarded-For names the client for log-in limits. Default: "
+                                            "$FLYWHEEL_TRUSTED_PROXIES, else none (the header is ignored)."),
     secure_cookies: bool = typer.Option(None, "--secure-cookies/--insecure-cookies",
                                         help="Mark cookies Secure (HTTPS only). Default: on unless HOST is loopback."),
 ) -> None:
@@ -30,11 +33,22 @@ def serve(
     if secure_cookies is None:
         secure_cookies = host not in LOOPBACK
     cat = Catalog()
+    from flywheel.audit import AuditTampered
+    from flywheel.review.app import check_audit_log
+
+    try:
+        check_audit_log(cat)
+    except AuditTampered as e:
+        raise UserError(str(e)) from None
     if not cat.execute("SELECT 1 FROM users LIMIT 1"):
         typer.echo("note: no users yet; create one with `flywheel users add NAME --role admin`", err=True)
     typer.echo(f"review dashboard on http://{host}:{port}/ (catalog {cat.path}, Secure cookies {'on' if secure_cookies else 'off'})")
     try:
-        uvicorn.run(create_app(cat, secure_cookies=secure_cookies), host=host, port=port, log_level="warning",
+        app = create_app(cat, secure_cookies=secure_cookies, trusted_proxies=trusted_proxy or None)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning",
                     proxy_headers=False, server_header=False)
     except OSError as e:
         raise UserError(f"cannot listen on {host}:{port} ({e}); pick another --port") from None
@@ -94,6 +108,20 @@ def users_disable(name: str) -> None:
     except auth.AuthError as e:
         raise UserError(str(e)) from None
     typer.echo(f"disabled {name}")
+
+
+@users_app.command("unlock")
+def users_unlock(name: str) -> None:
+    """Clear a user's failed log-ins, ending the account's back-off (audited)."""
+    from flywheel.catalog import Catalog
+    from flywheel.cli import UserError
+    from flywheel.review import auth
+
+    try:
+        n = auth.unlock_user(Catalog(), name, "cli")
+    except auth.AuthError as e:
+        raise UserError(str(e)) from None
+    typer.echo(f"unlocked {name} ({n} failed log-ins cleared)")
 
 
 def register(app: typer.Typer) -> None:

@@ -251,13 +251,17 @@ def barrier(state: str) -> dict:
             continue
         t0 = time.perf_counter()
         need = dict.fromkeys([*op.decide_reads, *op.writes, *op.reads])
-        cols = [c for c in need if c in schema_names]
+        cols = [c for c in need if c in schema_names and c not in op.deferred]
         table = pads.dataset(parts, format="parquet").to_table(columns=cols) if parts else pa.table({})
         prior = _prior_datasets(plan, job.catalog) if op.uses_prior() else None
-        decided = op.decide(table, prior)
+        deferred = [c for c in op.deferred if c in schema_names]
+        # stored features only: the barrier never opens an image
+        decided = op.decide(table, prior, rows=base.ParquetRows(parts, deferred)) if deferred else op.decide(table, prior)
+        stats = getattr(op, "last_stats", None)
         dec = pa.table({"source": table.column("source"), **{c: pa.array(v, type=op.column_type(c)) for c, v in decided.items()}})
         pq.write_table(dec, st / "barrier" / f"{s.name}.parquet")
-        out[s.name] = {"seconds": time.perf_counter() - t0, "rows": table.num_rows, "prior_datasets": len(prior or [])}
+        out[s.name] = {"seconds": time.perf_counter() - t0, "rows": table.num_rows, "prior_datasets": len(prior or []),
+                       **(stats or {})}
     job.write_json("barrier.json", out)
     return out
 
@@ -390,6 +394,7 @@ def finalize(state: str) -> dict:
             "steady_images_per_s": score_info.get("steady_images_per_s"),
             "first_block_s": score_info.get("first_block_s"),
         },
+        "barrier": barrier_info,  # per barrier operator: seconds, rows and its own counts (dedup: candidate/confirmed pairs)
         "duplicate_rows_dropped_on_resume": dup_sources,
         "thumbs": {k: [(s, b.hex()) for s, b in v] for k, v in thumbs.items()},
     }

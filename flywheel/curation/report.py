@@ -159,6 +159,9 @@ def write_report(stats: dict, thumbs: dict[str, list], path: str | Path) -> Path
     for k in ("prepare_s", "ray_startup_s", "score_s", "barrier_s", "images_per_s", "rows_resumed", "attempts"):
         v = timing.get(k)
         parts.append(f"<tr><td>{k}</td><td>{'' if v is None else (f'{v:.3f}' if isinstance(v, float) else v)}</td></tr>")
+    for name, b in (stats.get("barrier") or {}).items():
+        for k, v in b.items():
+            parts.append(f"<tr><td>{e(name)} {e(k)}</td><td>{f'{v:.3f}' if isinstance(v, float) else e(str(v))}</td></tr>")
     parts.append("</table><h3>Slowest operators (CPU seconds, all workers)</h3><table>")
     parts += [f"<tr><td>{e(k)}</td><td>{v:.2f}</td></tr>" for k, v in op_cpu]
     parts.append("</table></body></html>")

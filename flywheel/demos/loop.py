@@ -128,6 +128,19 @@ def names_concept(text: str, concept: str) -> bool:
     return color in w and (shape in w or syn.PLURAL.get(shape, shape) in w)
 
 
+def demo_token(cat, name: str) -> str:
+    """A token that posts signals and reviews, as the demo's scripted reviewer needs: it belongs
+    to the `loop-demo` reviewer account (made with a random password nobody knows)."""
+    import secrets
+
+    from flywheel.review import auth
+
+    if not cat.execute("SELECT 1 FROM users WHERE name = 'loop-demo'"):
+        auth.add_user(cat, "loop-demo", "reviewer", secrets.token_urlsafe(24), actor="loop-demo")
+    return auth.create_token(cat, name, actor="loop-demo", user="loop-demo",
+                             scopes=["signals:write", "review:read", "review:write"], expires_in=86400.0)
+
+
 def scripted_review(base_url: str, token: str, queue: str = "pretrain", reviewer_note: str = "scripted") -> dict:
     """Decide every pending item through the review API: approve a candidate whose caption names
     its signal's concept, reject it (`off_concept`) otherwise. Returns counts."""
@@ -186,7 +199,6 @@ def run_demo(cfg: DemoConfig, out: Path, catalog=None, echo=print) -> dict:
     from flywheel.loop import signals as sg
     from flywheel.loop.retrain import retrain
     from flywheel.loop.router import RouterConfig, route
-    from flywheel.review import auth
     from flywheel.training import synthetic as syn
     from flywheel.training.config import TrainConfig
     from flywheel.training.trainer import main as train
@@ -253,7 +265,7 @@ def run_demo(cfg: DemoConfig, out: Path, catalog=None, echo=print) -> dict:
     record_evals(cat, run_id, "before", ck0, m_train.ref, before_rows)
     lap(f"baseline evaluated on {len(measure)} measurement prompts x {len(seeds)} seeds")
 
-    token = auth.create_token(cat, f"loop-demo-{tag}")
+    token = demo_token(cat, f"loop-demo-{tag}")
     import httpx
 
     with Server(cat) as base:

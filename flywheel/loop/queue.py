@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import sqlite3
 import time
 import uuid
@@ -69,6 +70,7 @@ def _item(row: sqlite3.Row | None) -> dict | None:
         return None
     d = dict(row)
     d["payload"] = json.loads(d.pop("payload_json") or "{}")
+    d["sample"] = json.loads(d.pop("sample_json", None) or "null")
     return d
 
 
@@ -113,11 +115,86 @@ def recount(cat) -> int:
         return con.execute("SELECT COUNT(*) FROM review_counts").fetchone()[0]
 
 
+# -- what an item shows ------------------------------------------------------------------------
+# Payload keys that once named a file for the thumbnail. Items reference samples, never paths:
+# an item carrying one is refused rather than silently ignored.
+PATH_KEYS = ("path", "image_path", "image_uri", "thumbnail", "image", "image_b64")
+_DATASET_REF = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*@v[0-9]{1,9}$")
+
+
+class SampleNotFound(ReviewError):
+    """Items that name no dataset row or stored image; `problems` lists them by position."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        more = f" and {len(problems) - 10} more" if len(problems) > 10 else ""
+        super().__init__("items must reference a sample in the catalog (a dataset row `name@vN`, id and source, or an "
+                         "image stored with a signal, by its SHA-256), never a path: " + "; ".join(problems[:10]) + more)
+
+
+def resolve_samples(cat, items: list[dict]) -> list[dict]:
+    """The catalog's facts about each item's sample: a row of a ready dataset (exact `name@vN`,
+    the row's `id` and `source`), or an image in the signal store (`dataset` empty, `sample_id`
+    its SHA-256). Raises `SampleNotFound` naming every item that references neither, or that
+    carries a path in its payload. Reads the id/source/width/height columns once per dataset."""
+    import pyarrow.compute as pc
+
+    from flywheel.datasets import Dataset
+    from flywheel.loop import blobs
+
+    problems: list[str] = []
+    facts: list[dict | None] = [None] * len(items)
+    by_ds: dict[str, list[int]] = {}
+    for i, it in enumerate(items):
+        bad = [k for k in PATH_KEYS if k in (it.get("payload") or {})]
+        if bad:
+            problems.append(f"item {i}: payload key(s) {', '.join(bad)} name a file; the image is read from the sample only")
+        elif it.get("dataset"):
+            if not _DATASET_REF.match(str(it["dataset"])):
+                problems.append(f"item {i}: dataset {str(it['dataset'])[:100]!r} is not a `name@vN` reference")
+            elif not it.get("source"):
+                problems.append(f"item {i}: a dataset row is named by id and source; source is missing")
+            else:
+                by_ds.setdefault(it["dataset"], []).append(i)
+        else:
+            got = blobs.lookup(cat, str(it.get("sample_id") or ""))
+            if got is None:
+                problems.append(f"item {i}: no dataset given and {str(it.get('sample_id'))[:80]!r} is not an image in the "
+                                "signal store")
+            else:
+                facts[i] = {"kind": "blob", "sha256": got["sha256"], "width": got["width"], "height": got["height"],
+                            "format": got["format"]}
+    for ref, idx in by_ds.items():
+        try:
+            ds = Dataset(cat.resolve_dataset(ref))
+        except (KeyError, FileNotFoundError):
+            problems += [f"item {i}: dataset {ref} is not in the catalog" for i in idx]
+            continue
+        names = ds.schema().names
+        cols = [c for c in ("id", "source", "width", "height") if c in names]
+        wanted = sorted({str(items[i]["sample_id"]) for i in idx})
+        t = ds.to_table(columns=cols, filter=pc.field("id").isin(wanted)) if "id" in names else None
+        rows = {(r["id"], r.get("source")): r for r in (t.to_pylist() if t is not None else [])}
+        for i in idx:
+            r = rows.get((items[i]["sample_id"], items[i]["source"]))
+            if r is None:
+                problems.append(f"item {i}: {ref} has no row with id {str(items[i]['sample_id'])[:80]!r} and source "
+                                f"{str(items[i]['source'])[:200]!r}")
+            else:
+                facts[i] = {"kind": "dataset", "dataset": ref, "id": r["id"], "source": r.get("source"),
+                            "width": r.get("width"), "height": r.get("height")}
+    if problems:
+        raise SampleNotFound(problems)
+    return facts  # type: ignore[return-value]
+
+
 # -- enqueue and read --------------------------------------------------------------------------
 def enqueue(cat, queue: str, items: list[dict], actor: str = "router") -> list[int]:
     """Queue samples for review; returns their item ids in order. Idempotent per
     (queue, signal_id, sample_id, source): queueing a sample again returns the existing id.
-    Item keys: signal_id, sample_id, source, dataset (`name@vN`), payload (dict), track."""
+    Item keys: signal_id, sample_id, source, dataset (`name@vN`), payload (dict), track, and
+    `sample`: what `resolve_samples` verified (callers taking items from outside pass them
+    through it first; the API does)."""
     if not queue or not isinstance(queue, str):
         raise ReviewError("queue must be a non-empty name such as 'pretrain'")
     now = time.time()
@@ -129,6 +206,7 @@ def enqueue(cat, queue: str, items: list[dict], actor: str = "router") -> list[i
         rows.append((
             queue, it.get("signal_id"), it["sample_id"], it.get("source"), it.get("dataset"),
             json.dumps(payload, default=str), it.get("track") or payload.get("track"), now,
+            json.dumps(it["sample"]) if it.get("sample") else None,
         ))
     ids: list[int] = []
     new = 0
@@ -139,7 +217,7 @@ def enqueue(cat, queue: str, items: list[dict], actor: str = "router") -> list[i
             for r in chunk:
                 cur = con.execute(
                     "INSERT OR IGNORE INTO review_items (queue, signal_id, sample_id, source, dataset, payload_json,"
-                    " track, created_at) VALUES (?,?,?,?,?,?,?,?)", r)
+                    " track, created_at, sample_json) VALUES (?,?,?,?,?,?,?,?,?)", r)
                 if cur.rowcount:
                     ids.append(cur.lastrowid)
                     new += 1
@@ -242,6 +320,57 @@ def decide(cat, item_id: int, decision: str, reviewer: str, reason: str | None =
         return _decide_in(con, cat, item_id, decision, reviewer, reason, expected_version, request_id)
 
 
+def undo_window() -> float:
+    """Seconds within which reviewers may take back their own decision (FLYWHEEL_UNDO_SECONDS)."""
+    import os
+
+    return float(os.environ.get("FLYWHEEL_UNDO_SECONDS", 60))
+
+
+def undo(cat, item_id: int, reviewer: str, window: float | None = None) -> dict:
+    """Take back one's own decision on one item within `window` seconds: the item is pending
+    again (version bumped, so a page showing the old state conflicts), the vote is removed and
+    the undo is audited with what it undid. Only the decider's own single decision can be undone:
+    not someone else's, not a bulk or QA decision, not one another reviewer already checked."""
+    window = undo_window() if window is None else window
+    with cat.tx() as con:
+        row = _item(con.execute("SELECT * FROM review_items WHERE item_id = ?", (int(item_id),)).fetchone())
+        if row is None:
+            raise ItemNotFound(item_id)
+        if row["status"] == "pending":
+            raise ReviewError(f"item {item_id} is pending; there is no decision to undo")
+        if row["decided_by"] != reviewer:
+            raise ReviewError(f"item {item_id} was decided by {row['decided_by']}; only they can undo it")
+        vote = con.execute("SELECT kind FROM review_votes WHERE item_id = ? AND reviewer = ?", (int(item_id), reviewer)).fetchone()
+        if vote is None or vote[0] != "decide":
+            raise ReviewError(f"item {item_id} was decided by a {vote[0] if vote else 'bulk'} decision; only a single "
+                              "decision can be undone")
+        age = time.time() - (row["decided_at"] or 0)
+        if age > window:
+            raise ReviewError(f"the decision on item {item_id} is {age:.0f} s old; it can be undone within {window:.0f} s "
+                              "only (ask an admin)")
+        others = con.execute("SELECT reviewer FROM review_votes WHERE item_id = ? AND reviewer != ?",
+                             (int(item_id), reviewer)).fetchone()
+        if others is not None:
+            raise ReviewError(f"{others[0]} already gave a second opinion on item {item_id}; it cannot be undone")
+        con.execute("UPDATE review_items SET status = 'pending', reason = NULL, decided_by = NULL, decided_at = NULL,"
+                    " request_id = NULL, version = version + 1 WHERE item_id = ?", (int(item_id),))
+        con.execute("DELETE FROM review_votes WHERE item_id = ? AND reviewer = ?", (int(item_id), reviewer))
+        group = (row["queue"], row["signal_id"], row["track"])
+        _bump(con, {(*group, row["status"]): -1, (*group, "pending"): 1})
+        cat.audit(reviewer, "review.undo", f"review_item:{item_id}", {
+            "item_id": int(item_id), "undone": row["status"], "reason": row["reason"], "decided_at": row["decided_at"],
+            "seconds_after": round(age, 1), "queue": row["queue"], "sample_id": row["sample_id"]}, con=con)
+        return get_item_in(con, item_id)
+
+
+def get_item_in(con: sqlite3.Connection, item_id: int) -> dict:
+    item = _item(con.execute("SELECT * FROM review_items WHERE item_id = ?", (int(item_id),)).fetchone())
+    if item is None:
+        raise ItemNotFound(item_id)
+    return item
+
+
 def bulk_decide(cat, item_ids: Iterable[int], decision: str, reviewer: str, reason: str | None = None,
                 kind: str = "bulk") -> dict:
     """Decide many items; each still applies only if pending. Returns counts. Set-based: one
@@ -279,12 +408,11 @@ def bulk_decide(cat, item_ids: Iterable[int], decision: str, reviewer: str, reas
                 continue
             con.executemany("INSERT OR REPLACE INTO review_votes VALUES (?,?,?,?,?,?)",
                             [(r["item_id"], reviewer, decision, reason, kind, now) for r in changed])
-            con.executemany(
-                "INSERT INTO audit_log (at, actor, action, target, detail_json) VALUES (?,?,?,?,?)",
+            cat.audit_many(
                 [(now, reviewer, _ACTION[decision], f"review_item:{r['item_id']}", json.dumps({
                     "item_id": r["item_id"], "decision": decision, "reason": reason, "queue": r["queue"],
                     "signal_id": r["signal_id"], "sample_id": r["sample_id"], "dataset": r["dataset"],
-                    "request_id": None, "kind": kind})) for r in changed])
+                    "request_id": None, "kind": kind})) for r in changed], con=con)
             delta: dict[tuple, int] = {}
             for r in changed:
                 g = (r["queue"], r["signal_id"], r["track"])

@@ -50,6 +50,7 @@ class RouterConfig:
     k_density: int = 1024
     k_retrieve: int = 40
     min_score: float = 0.5  # retrieved candidates must be at least this similar to the prompt
+    k_neighbours: int = 5  # nearest training rows stored with each queued candidate (the reviewer's comparison)
     queue: str = PRETRAIN_QUEUE
     enhancer: str = "rule"  # rule | llm:<model dir> | enhancer:<dir of `flywheel train --stage enhancer-*`>
     eval_repeats: int = 3  # the rewrite must pass in a majority of these evaluations
@@ -63,6 +64,11 @@ class Decision:
     track: str
     evidence: dict
     enqueued: list[int] = field(default_factory=list)
+
+
+# the density figures copied into each queued item's evidence (the full set stays in `routes`)
+_DENSITY_KEYS = ("test", "by", "query", "radius_ratio", "threshold", "k_train", "k_reserve", "sim_train_k", "sim_reserve_k",
+                 "near", "tau", "min_near")
 
 
 # -- prompt enhancer ---------------------------------------------------------------------------
@@ -336,10 +342,12 @@ class Router:
             # (rows queued for an earlier signal are skipped)
             cands = self._retrieve(q, rejected, queued)
             ev["retrieval"] = {"candidates": len(cands), "k": self.cfg.k_retrieve, "min_score": self.cfg.min_score,
-                               "from": [ix.dataset for ix in self.reserve_idx], "top": cands[:5]}
+                               "from": [ix.dataset for ix in self.reserve_idx],
+                               "top": [{k: v for k, v in c.items() if k != "vector"} for c in cands[:5]]}
             ev["reason"] = f"{why_scarce}: the concept is scarce; {len(cands)} candidates retrieved for review"
             d = Decision(sig["signal_id"], "pretrain", ev)
-            d.enqueued = self._enqueue(sig, prompt, cands)
+            d.enqueued = self._enqueue(sig, prompt, cands, {"attribute": sig.get("attribute"), "density": why_scarce,
+                                                            **{k: dv.get(k) for k in _DENSITY_KEYS if dv.get(k) is not None}})
             queued.update(c["id"] for c in cands)
             return d
         # 3. RL track
@@ -352,10 +360,12 @@ class Router:
         hits = []
         for ix in self.reserve_idx:
             D, I = ix.search(q, self.cfg.k_retrieve * 4)
-            hits += [(float(s), ix.dataset, r) for s, r in zip(D[0], ix.rows(I[0]))]
+            pos = [int(i) for i in I[0] if i >= 0]
+            hits += [(float(s), ix, p, r) for s, p, r in zip(D[0], pos, ix.rows(pos))]
         hits.sort(key=lambda h: -h[0])
         ids_taken: set[str] = set()
-        for s, ds, r in hits:
+        for s, ix, pos, r in hits:
+            ds = ix.dataset
             if s < self.cfg.min_score or len(out) >= self.cfg.k_retrieve:
                 break
             if r["id"] in self.used_ids:
@@ -370,21 +380,49 @@ class Router:
                 seen.add((r["id"], r["source"]))
                 ids_taken.add(r["id"])
                 out.append({"id": r["id"], "source": r["source"], "dataset": ds, "task": r["task"], "text": r["text"],
-                            "score": round(s, 4)})
+                            "score": round(s, 4), "vector": ix.text_vectors[pos]})
         self._last_excluded = why
         return out
 
-    def _enqueue(self, sig: dict, prompt: str, cands: list[dict]) -> list[int]:
+    def neighbours(self, cands: list[dict]) -> list[list[dict]]:
+        """The `k_neighbours` nearest training rows of each candidate (by its text embedding,
+        rejected rows skipped): what a reviewer compares the candidate with."""
+        k = self.cfg.k_neighbours
+        if not cands or k <= 0:
+            return [[] for _ in cands]
+        vecs = np.stack([c["vector"] for c in cands]).astype(np.float32)
+        out: list[list[dict]] = [[] for _ in cands]
+        for ix in self.train_idx:
+            if ix.faiss().ntotal == 0:
+                continue
+            D, I = ix.search(vecs, k * 2)
+            for j in range(len(cands)):
+                pos = [int(i) for i in I[j] if i >= 0]
+                for s, r in zip(D[j], ix.rows(pos)):
+                    if not r["rejected"]:
+                        out[j].append({"id": r["id"], "source": r["source"], "dataset": ix.dataset, "text": r["text"],
+                                       "similarity": round(float(s), 4)})
+        return [sorted(n, key=lambda h: -h["similarity"])[:k] for n in out]
+
+    def _enqueue(self, sig: dict, prompt: str, cands: list[dict], evidence: dict | None = None) -> list[int]:
         from flywheel.loop import queue as rq
 
         if not cands:
             return []
+        neigh = self.neighbours(cands)
         items = [{
             "signal_id": sig["signal_id"], "sample_id": c["id"], "source": c["source"], "dataset": c["dataset"],
             "track": "pretrain",
             "payload": {"track": "pretrain", "prompt": prompt, "text": c["text"], "task": c["task"], "score": c["score"],
-                        "signal_kind": sig["kind"], "concept": sig.get("concept"), "excluded": self._last_excluded},
-        } for c in cands]
+                        "signal_kind": sig["kind"], "concept": sig.get("concept"), "excluded": self._last_excluded,
+                        "evidence": {**(evidence or {}), "similarity": c["score"]}, "neighbours": n},
+        } for c, n in zip(cands, neigh)]
+        try:  # the same check as the API: the index's rows are rows of catalog datasets
+            for it, facts in zip(items, rq.resolve_samples(self.cat, items)):
+                it["sample"] = facts
+        except rq.SampleNotFound as e:
+            raise RuntimeError(f"the reserve index is out of step with its dataset ({e}); rebuild it with "
+                               "`flywheel index build --force`") from None
         return rq.enqueue(self.cat, self.cfg.queue, items, actor="router")
 
 

@@ -121,10 +121,13 @@ class FeedbackSignal(_Signal):
             import base64
             import binascii
 
+            from flywheel.loop import blobs
+
             try:
-                base64.b64decode(v, validate=True)
+                data = base64.b64decode(v, validate=True)
             except (binascii.Error, ValueError):
                 raise ValueError("image_b64 is not valid base64") from None
+            blobs.inspect(data)  # BlobRefused (a ValueError) says why: too large, not an image
         return v
 
     @property
@@ -172,11 +175,23 @@ def add(cat, signals: Iterable, source: str | None = None) -> dict:
         if isinstance(s, dict):
             s = parse(s)
         rows.append(s)
+    # images go to the content-addressed store before the transaction (file writes are not
+    # transactional; an orphan file from a failed batch is harmless and deduplicated by content)
+    images = {}
+    for s in rows:
+        if getattr(s, "image_b64", None):
+            import base64
+
+            from flywheel.loop import blobs
+
+            images[id(s)] = blobs.write(cat, base64.b64decode(s.image_b64))
     with cat.tx() as con:
         for s in rows:
             sid = s.signal_id()
-            payload = s.model_dump(mode="json", exclude_none=True)
+            payload = s.model_dump(mode="json", exclude_none=True, exclude={"image_b64"})
             payload["id"] = sid
+            if id(s) in images:  # the signal names its image by hash; the bytes live in the store
+                payload["image"] = {k: images[id(s)][k] for k in ("sha256", "size", "format", "width", "height")}
             old = con.execute("SELECT payload_json FROM signals WHERE signal_id = ?", (sid,)).fetchone()
             if old is not None:
                 (duplicate if json.loads(old[0] or "{}") == payload else conflict).append(sid)
@@ -188,6 +203,10 @@ def add(cat, signals: Iterable, source: str | None = None) -> dict:
                 (sid, s.kind, s.prompt, json.dumps(payload), status, now, s.source or source, s.concept, s.attribute),
             )
             inserted.append(sid)
+            if id(s) in images:
+                from flywheel.loop import blobs
+
+                blobs.register(con, images[id(s)], sid)
         if conflict:
             raise SignalConflict(conflict)
         if inserted:

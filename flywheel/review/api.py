@@ -15,21 +15,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flywheel.catalog import ROW_ID_MAX
 from flywheel.loop import queue as q
-from flywheel.review import auth
+from flywheel.review.guard import READ, SESSION_COOKIE, WRITE, Limits, get_catalog, guard  # noqa: F401 (re-exported)
 
-SESSION_COOKIE = "fw_session"
 # An item id, a version or a keyset cursor as a client sends it: within the catalog's integer
 # column, or a 422 before the catalog is asked.
 RowId = Annotated[int, Field(ge=0, le=ROW_ID_MAX)]
-
-
-def get_catalog(request: Request):
-    cat = getattr(request.app.state, "review_catalog", None)
-    if cat is None:
-        from flywheel.catalog import Catalog
-
-        cat = request.app.state.review_catalog = Catalog()
-    return cat
+MAX_BULK = 100_000
+# A bulk decision or an enqueue carries up to MAX_BULK ids or items: its own, larger limits.
+BULK = Limits(body=16 * 1024 * 1024, items=MAX_BULK, rate=120)
+Text = Annotated[str, Field(max_length=200)]
 
 
 @dataclass
@@ -40,21 +34,12 @@ class Actor:
 
 
 def api_actor(request: Request) -> Actor:
-    cat = get_catalog(request)
-    header = request.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        name = auth.verify_token(cat, header[7:].strip())
-        if name is None:
-            raise HTTPException(401, "invalid or revoked API token; create one with `flywheel tokens create --name NAME`",
-                                headers={"WWW-Authenticate": "Bearer"})
-        return Actor(f"token:{name}", "token", "token")
-    session = auth.get_session(cat, request.cookies.get(SESSION_COOKIE))
-    if session is None:
-        raise HTTPException(401, "authentication required: send `Authorization: Bearer <token>` or log in to the dashboard",
-                            headers={"WWW-Authenticate": "Bearer"})
-    if request.method not in ("GET", "HEAD", "OPTIONS") and not auth.csrf_ok(session, request.headers.get("x-csrf-token")):
-        raise HTTPException(403, "missing or wrong X-CSRF-Token header; read it from the page's <meta name=csrf-token>")
-    return Actor(session.user, session.role, "session")
+    """Who the route's guard let in (`flywheel.review.guard`): a token (`token:NAME`, role
+    `token`) or a dashboard user."""
+    p = request.state.principal
+    if p.via == "token":
+        return Actor(p.name, "token", "token")
+    return Actor(p.name, p.role, "session")
 
 
 class Decision(BaseModel):
@@ -67,7 +52,7 @@ class Decision(BaseModel):
 
 class Bulk(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    item_ids: list[RowId] = Field(..., min_length=1, max_length=100_000)
+    item_ids: list[RowId] = Field(..., min_length=1, max_length=MAX_BULK)
     decision: Literal["approved", "rejected"]
     reason: str | None = Field(None, max_length=q.MAX_REASON)
 
@@ -75,17 +60,17 @@ class Bulk(BaseModel):
 class EnqueueItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
     sample_id: str = Field(..., min_length=1, max_length=200)
-    signal_id: str | None = None
-    source: str | None = None
-    dataset: str | None = None
-    track: str | None = None
+    signal_id: Text | None = None
+    source: Text | None = Field(None, max_length=1000)
+    dataset: Text | None = None
+    track: Text | None = None
     payload: dict[str, Any] = Field(default_factory=dict)
 
 
 class Enqueue(BaseModel):
     model_config = ConfigDict(extra="forbid")
     queue: str = Field(..., min_length=1, max_length=100)
-    items: list[EnqueueItem] = Field(..., max_length=100_000)
+    items: list[EnqueueItem] = Field(..., max_length=MAX_BULK)
 
 
 def _conflict(e: q.ReviewError) -> JSONResponse:
@@ -98,9 +83,9 @@ def _conflict(e: q.ReviewError) -> JSONResponse:
 def review_api_router() -> APIRouter:
     r = APIRouter(prefix="/api/review", tags=["review"])
 
-    @r.get("/items")
+    @r.get("/items", dependencies=guard("review:read", READ))
     def list_items(request: Request, queue: str | None = None, signal_id: str | None = None, status: str = "pending",
-                   track: str | None = None, after_id: RowId | None = None, limit: int = 50,
+                   track: str | None = None, after_id: RowId | None = None, limit: RowId = 50,
                    actor: Actor = Depends(api_actor)):
         if status not in (*q.STATUSES, "any"):
             raise HTTPException(422, f"status must be one of {', '.join(q.STATUSES)} or any")
@@ -108,14 +93,14 @@ def review_api_router() -> APIRouter:
                              status=None if status == "any" else status, after_id=after_id, limit=limit)
         return {"items": items, "next_after_id": items[-1]["item_id"] if len(items) == max(1, min(limit, 1000)) else None}
 
-    @r.get("/items/{item_id}")
+    @r.get("/items/{item_id}", dependencies=guard("review:read", READ))
     def get_item(request: Request, item_id: RowId, actor: Actor = Depends(api_actor)):
         try:
             return q.get_item(get_catalog(request), item_id)
         except q.ItemNotFound as e:
             raise HTTPException(404, str(e)) from None
 
-    @r.post("/items/{item_id}/decision")
+    @r.post("/items/{item_id}/decision", dependencies=guard("review:write", WRITE))
     def decide(request: Request, item_id: RowId, body: Decision, actor: Actor = Depends(api_actor)):
         try:
             return q.decide(get_catalog(request), item_id, body.decision, actor.name, body.reason,
@@ -125,24 +110,29 @@ def review_api_router() -> APIRouter:
         except q.ReviewError as e:
             return _conflict(e)
 
-    @r.post("/bulk")
+    @r.post("/bulk", dependencies=guard("review:write", BULK))
     def bulk(request: Request, body: Bulk, actor: Actor = Depends(api_actor)):
         return q.bulk_decide(get_catalog(request), body.item_ids, body.decision, actor.name, body.reason)
 
-    @r.get("/approved")
+    @r.get("/approved", dependencies=guard("review:read", READ))
     def approved(request: Request, queue: str | None = None, signal_id: str | None = None,
                  actor: Actor = Depends(api_actor)):
         return {"items": q.approved(get_catalog(request), queue=queue, signal_id=signal_id)}
 
-    @r.get("/stats")
+    @r.get("/stats", dependencies=guard("review:read", READ))
     def stats(request: Request, actor: Actor = Depends(api_actor)):
         return q.stats(get_catalog(request))
 
-    @r.post("/enqueue")
+    @r.post("/enqueue", dependencies=guard("admin", BULK))  # queueing is queue administration
     def enqueue(request: Request, body: Enqueue, actor: Actor = Depends(api_actor)):
-        if actor.role not in ("token", "admin"):
-            raise HTTPException(403, "only API tokens and admins may queue items")
-        ids = q.enqueue(get_catalog(request), body.queue, [i.model_dump() for i in body.items], actor=actor.name)
+        cat = get_catalog(request)
+        items = [i.model_dump() for i in body.items]
+        try:  # items reference samples the catalog knows, never paths (issue 19: thumbnail poisoning)
+            for it, facts in zip(items, q.resolve_samples(cat, items)):
+                it["sample"] = facts
+        except q.SampleNotFound as e:
+            return JSONResponse({"detail": str(e), "problems": e.problems[:100]}, status_code=422)
+        ids = q.enqueue(cat, body.queue, items, actor=actor.name)
         return {"item_ids": ids}
 
     return r

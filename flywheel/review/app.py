@@ -24,6 +24,7 @@ from fastapi.staticfiles import StaticFiles
 
 from flywheel.review import auth
 from flywheel.review.api import SESSION_COOKIE, get_catalog, review_api_router
+from flywheel.review.guard import PUBLIC, STATIC, LimitsMiddleware, apply_overrides, mount, parse_proxies
 from flywheel.review.pages import admin, audit, check, login, qa, queue, stats
 from flywheel.review.pages.common import Forbidden, LoginRequired, page, templates
 
@@ -34,7 +35,19 @@ CSP = ("default-src 'self'; img-src 'self' data:; script-src 'self'; style-src '
 PAGE_ROUTERS = (login.router, queue.router, qa.router, check.router, audit.router, stats.router, admin.router)
 
 
-def create_app(catalog=None, secure_cookies: bool = True) -> FastAPI:
+def check_audit_log(catalog) -> None:
+    """Refuse to serve an altered audit log: reviewers' decisions would be recorded in a log that
+    can no longer be trusted. Missing triggers are not recreated here; the seal does that, on the
+    record."""
+    from flywheel.audit import VERIFY_HINT, AuditTampered
+
+    rep = catalog.audit_verify()
+    if not rep.ok:
+        raise AuditTampered(f"refusing to serve: the audit log of {catalog.path} fails verification ("
+                            + "; ".join(rep.problems()) + f"); {VERIFY_HINT}")
+
+
+def create_app(catalog=None, secure_cookies: bool = True, trusted_proxies=None) -> FastAPI:
     """The dashboard app over `catalog` (default: the catalog under FLYWHEEL_HOME)."""
     if catalog is None:
         from flywheel.catalog import Catalog
@@ -48,19 +61,25 @@ def create_app(catalog=None, secure_cookies: bool = True) -> FastAPI:
         # blocks no writer and no checkpoint) keeps per-request connections cheap.
         keeper = catalog.connect()
         keeper.execute("SELECT 1").fetchone()
+        check_audit_log(catalog)
+        catalog.audit_save_head()
         try:
             yield
         finally:
+            catalog.audit_save_head()
             keeper.close()
 
     app = FastAPI(title="flywheel review", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.review_catalog = catalog
     app.state.secure_cookies = secure_cookies
     app.state.review_templates = templates()
-    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    app.state.trusted_proxies = parse_proxies(trusted_proxies)
+    mount(app, "/static", StaticFiles(directory=HERE / "static"), "static", PUBLIC, STATIC)
     app.include_router(review_api_router())
     for router in PAGE_ROUTERS:
         app.include_router(router)
+    apply_overrides(app)
+    app.add_middleware(LimitsMiddleware, fastapi_app=app)
 
     @app.middleware("http")
     async def headers(request: Request, call_next):
@@ -88,8 +107,11 @@ def create_app(catalog=None, secure_cookies: bool = True) -> FastAPI:
         if request.url.path.startswith("/api/") or request.headers.get("x-requested-with") == "fetch":
             return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
         session = auth.get_session(get_catalog(request), request.cookies.get(SESSION_COOKIE))
-        return page(request, "error.html", {"message": str(exc.detail), "title": "Request refused"},
+        resp = page(request, "error.html", {"message": str(exc.detail), "title": "Request refused"},
                     status=exc.status_code, session=session)
+        for k, v in (exc.headers or {}).items():  # Retry-After on a 429 page, as on the API
+            resp.headers[k] = v
+        return resp
 
     @app.exception_handler(Forbidden)
     def _forbidden(request: Request, exc):

@@ -17,54 +17,68 @@ Errors say what went wrong and what to do next.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 MAX_BATCH = 10_000
+# The body is parsed by hand (one signal or a batch, each validated on its own, errors per index);
+# this describes it for clients and for the schema fuzzing in tests/review/test_schemathesis.py.
+_ONE = {"type": "object", "required": ["kind"], "properties": {
+    "kind": {"enum": ["eval", "bad_case", "feedback"]}, "id": {"type": "string"}, "prompt": {"type": "string"},
+    "concept": {"type": "string"}, "source": {"type": "string"}, "rating": {"type": "integer"}, "text": {"type": "string"},
+    "results": {"type": "object", "additionalProperties": {"type": "boolean"}}, "origin": {"type": "string"},
+    "image_b64": {"type": "string"}, "image_uri": {"type": "string"}}}
+SIGNALS_BODY = {"required": True, "content": {"application/json": {"schema": {"anyOf": [
+    _ONE, {"type": "object", "required": ["signals"], "properties": {"signals": {"type": "array", "items": _ONE}}}]}}}}
 
 
-def create_app(cat=None, docs: bool = False) -> FastAPI:
+def create_app(cat=None, docs: bool = False, trusted_proxies=None) -> FastAPI:
     """`docs` serves Swagger UI at /api/docs. It is off by default: FastAPI's page has the browser
     load its script and styles from a CDN, which an offline or locked-down deployment must not
     depend on (and a third party's script would run next to the API). /api/openapi.json, served
     from here, describes the same API."""
     from flywheel.catalog import Catalog
-    from flywheel.review import auth
+    from flywheel.review.guard import PUBLIC, READ, Limits, LimitsMiddleware, apply_overrides, guard, parse_proxies, principal
 
-    app = FastAPI(title="flywheel signal API", version="1", docs_url="/api/docs" if docs else None, redoc_url=None,
-                  openapi_url="/api/openapi.json")
+    app = FastAPI(title="flywheel signal API", version="1", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.review_catalog = cat or Catalog()
+    from flywheel.loop.signals import MAX_IMAGE_B64
+
+    # One request carries at most one inline feedback image (its base64 limit) plus text.
+    SIGNALS = Limits(body=MAX_IMAGE_B64 + 4 * 1024 * 1024, items=MAX_BATCH, keys=200, string=MAX_IMAGE_B64, rate=120)
 
     def catalog() -> Any:
         return app.state.review_catalog
 
     def token_name(request: Request) -> str:
-        header = request.headers.get("authorization", "")
-        if not header:
-            raise HTTPException(401, "missing token: send `Authorization: Bearer <token>`; create one with "
-                                     "`flywheel tokens create --name NAME`", headers={"WWW-Authenticate": "Bearer"})
-        if not header.lower().startswith("bearer "):
-            raise HTTPException(401, "the Authorization header must be `Bearer <token>`", headers={"WWW-Authenticate": "Bearer"})
-        name = auth.verify_token(catalog(), header[7:].strip())
-        if name is None:
-            raise HTTPException(401, "invalid or revoked token; create a new one with `flywheel tokens create --name NAME`",
-                                headers={"WWW-Authenticate": "Bearer"})
-        return name
+        return principal(request).name.removeprefix("token:")
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
         errs = [f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in exc.errors()]
         return JSONResponse({"detail": "malformed request: " + "; ".join(errs[:20]), "errors": errs[:100]}, status_code=422)
 
-    @app.get("/api/health")
+    # FastAPI's own schema and docs routes would carry no guard: these are the same, declared.
+    @app.get("/api/openapi.json", include_in_schema=False, dependencies=guard(PUBLIC, READ))
+    def openapi_schema():
+        return JSONResponse(app.openapi())
+
+    if docs:
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        @app.get("/api/docs", include_in_schema=False, dependencies=guard(PUBLIC, READ))
+        def swagger():
+            return get_swagger_ui_html(openapi_url="/api/openapi.json", title=app.title)
+
+    @app.get("/api/health", dependencies=guard(PUBLIC, READ))
     def health():
         return {"ok": True}
 
-    @app.post("/api/signals")
+    @app.post("/api/signals", dependencies=guard("signals:write", SIGNALS), openapi_extra={"requestBody": SIGNALS_BODY})
     async def post_signals(request: Request, who: str = Depends(token_name)):
         from flywheel.loop import signals as sg
 
@@ -97,8 +111,8 @@ def create_app(cat=None, docs: bool = False) -> FastAPI:
         status = 201 if res["inserted"] else 200
         return JSONResponse({"inserted": res["inserted"], "duplicate": res["duplicate"]}, status_code=status)
 
-    @app.get("/api/signals/{signal_id}")
-    def get_signal(signal_id: str, who: str = Depends(token_name)):
+    @app.get("/api/signals/{signal_id}", dependencies=guard(("signals:write", "review:read"), READ))
+    def get_signal(signal_id: Annotated[str, Path(max_length=200)], who: str = Depends(token_name)):
         from flywheel.loop import signals as sg
 
         s = sg.get(catalog(), signal_id)
@@ -106,8 +120,8 @@ def create_app(cat=None, docs: bool = False) -> FastAPI:
             raise HTTPException(404, f"no signal {signal_id!r}; send it with POST /api/signals")
         return s
 
-    @app.get("/api/routes/{signal_id}")
-    def get_routes(signal_id: str, who: str = Depends(token_name)):
+    @app.get("/api/routes/{signal_id}", dependencies=guard(("signals:write", "review:read"), READ))
+    def get_routes(signal_id: Annotated[str, Path(max_length=200)], who: str = Depends(token_name)):
         rows = catalog().execute("SELECT * FROM routes WHERE signal_id=? ORDER BY route_id", (signal_id,))
         if not rows:
             raise HTTPException(404, f"signal {signal_id!r} has not been routed; run `flywheel route`")
@@ -120,4 +134,7 @@ def create_app(cat=None, docs: bool = False) -> FastAPI:
         review_api_router = None
     if review_api_router is not None:
         app.include_router(review_api_router())
+    app.state.trusted_proxies = parse_proxies(trusted_proxies)
+    apply_overrides(app)
+    app.add_middleware(LimitsMiddleware, fastapi_app=app)
     return app

@@ -1,91 +1,101 @@
-"""Thumbnails for the review pages: each sample is decoded and resized once per size, then served
-from `cache_dir("thumbs")`. The cache key is the sample id (the SHA-256 of the image bytes), so
-a sample queued for several signals is resized once."""
+"""Thumbnails for the review pages, read only from where the catalog says the sample is: its
+row in a registered dataset (`name@vN`, id and source) or the signal image store
+(`flywheel.loop.blobs`). Nothing a caller puts in an item's payload is opened (issue 19: any API
+token could make reviewers see its own image, or any file, for a real sample).
+
+The cache is keyed by the SHA-256 of the bytes the thumbnail was made from: a file
+`<sha>_<size>.jpg` is only ever written from bytes that hash to `<sha>`, so a cache hit for an
+item's content hash shows that content and nothing else. A sample's id is the hash of its image
+bytes (the dataset contract), which is what lets a hit skip reading the dataset."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
+import threading
 from pathlib import Path
 
 SIZES = (128, 256, 512)
-_SAFE = re.compile(r"^[0-9a-zA-Z_-]{1,128}$")
-# A payload may name a local image file; only image files of a sane size are opened, so a queued
-# item cannot make the server read arbitrary files.
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
-MAX_FILE_BYTES = 64 << 20
+FULL = 2048  # "w=0": the image at its real size, up to this many pixels on the longer side
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+MAX_FILE_BYTES = 64 << 20  # a dataset row's image_uri is opened only up to this size
 
 
 def pick_size(w: int | None) -> int:
-    """The smallest cached size at least `w` wide (the page asks for what it shows)."""
+    """The smallest cached size at least `w` wide (the page asks for what it shows); 0 = real size."""
+    if w == 0:
+        return FULL
     for s in SIZES:
         if (w or SIZES[1]) <= s:
             return s
     return SIZES[-1]
 
 
+def content_key(item: dict) -> str | None:
+    """The content hash an item's thumbnail is cached under, before reading any bytes."""
+    facts = item.get("sample") or {}
+    key = facts.get("sha256") if facts.get("kind") == "blob" else item.get("sample_id")
+    return key if isinstance(key, str) and _SHA.match(key) else None
+
+
 def _image_bytes(item: dict, catalog) -> bytes | None:
-    """The sample's image: a local file named in the payload, else its row in the dataset."""
-    payload = item.get("payload") or {}
-    thumb = payload.get("thumbnail") if isinstance(payload.get("thumbnail"), dict) else {}
-    for key in ("path", "image_path", "image_uri"):
-        p = thumb.get(key) or payload.get(key)
-        if isinstance(p, str) and p.startswith("file://"):
-            p = p[7:]
-        if isinstance(p, str) and "://" not in p and _readable_image(Path(p)):
-            return Path(p).read_bytes()
-    ref = thumb.get("dataset") or item.get("dataset")
-    if not ref or not item.get("sample_id"):
-        return None
+    """The sample's image: the stored signal image it names, else its dataset row."""
+    from flywheel.loop import blobs
+
+    facts = item.get("sample") or {}
+    if facts.get("kind") == "blob" or not item.get("dataset"):
+        return blobs.read(catalog, facts.get("sha256") or item.get("sample_id") or "")
     import pyarrow.compute as pc
 
-    from flywheel.catalog import open_dataset
+    from flywheel.datasets import Dataset
 
-    try:
-        ds = open_dataset(ref, catalog=catalog)
-    except (KeyError, FileNotFoundError):
+    try:  # a catalog reference only: a directory path in `dataset` is not followed
+        ds = Dataset(catalog.resolve_dataset(str(item["dataset"])))
+    except (KeyError, FileNotFoundError, ValueError):
         return None
-    cond = pc.field("id") == item["sample_id"]
-    if item.get("source"):
+    cond = pc.field("id") == item.get("sample_id")
+    if item.get("source") is not None:
         cond = cond & (pc.field("source") == item["source"])
     cols = [c for c in ("image", "image_uri") if c in ds.schema().names]
     t = ds.to_table(columns=cols, filter=cond)
-    if t.num_rows == 0 and item.get("source"):
-        t = ds.to_table(columns=cols, filter=pc.field("id") == item["sample_id"])
     if t.num_rows == 0:
         return None
     row = t.slice(0, 1).to_pylist()[0]
     if row.get("image"):
         return row["image"]
-    uri = row.get("image_uri")
-    if uri and "://" not in uri and _readable_image(Path(uri)):
-        return Path(uri).read_bytes()
+    uri = row.get("image_uri")  # written by curation into the dataset, not by a caller
+    if uri and "://" not in uri:
+        p = Path(uri)
+        try:
+            if p.is_file() and p.stat().st_size <= MAX_FILE_BYTES:
+                return p.read_bytes()
+        except OSError:
+            return None
     return None
 
 
-def _readable_image(p: Path) -> bool:
-    try:
-        return p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and p.stat().st_size <= MAX_FILE_BYTES
-    except OSError:
-        return False
+def _cached(key: str, size: int) -> Path:
+    from flywheel.config import cache_dir
+
+    # "sha256/": thumbnails cached by an earlier version under caller-chosen ids are never read
+    return cache_dir("thumbs") / "sha256" / key[:2] / f"{key}_{'full' if size == FULL else size}.jpg"
 
 
 def thumbnail(item: dict, width: int, catalog=None) -> Path | None:
-    """Path of the cached JPEG thumbnail `width` wide at most, made on first use; None when the
-    sample's image cannot be found."""
-    from flywheel.config import cache_dir
-
-    key = item.get("sample_id") or f"item{item['item_id']}"
-    if not _SAFE.match(key):
-        key = f"item{int(item['item_id'])}"
+    """Path of the cached JPEG thumbnail `width` wide at most (0: the real size), made on first
+    use; None when the sample's image cannot be found in the catalog's places."""
     size = pick_size(width)
-    out = cache_dir("thumbs") / key[:2] / f"{key}_{size}.jpg"
-    if out.exists():
-        return out
+    key = content_key(item)
+    if key is not None and _cached(key, size).exists():
+        return _cached(key, size)
     data = _image_bytes(item, catalog)
     if data is None:
         return None
+    out = _cached(hashlib.sha256(data).hexdigest(), size)
+    if out.exists():
+        return out
     from PIL import Image, ImageOps
 
     try:
@@ -101,7 +111,8 @@ def thumbnail(item: dict, width: int, catalog=None) -> Path | None:
             elif im.mode != "RGB":
                 im = im.convert("RGB")
             out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_suffix(f".{os.getpid()}.tmp")
+            # per process and thread: the server makes thumbnails in a thread pool
+            tmp = out.with_suffix(f".{os.getpid()}-{threading.get_ident()}.tmp")
             im.save(tmp, "JPEG", quality=85)
     except (OSError, ValueError, Image.DecompressionBombError):
         return None

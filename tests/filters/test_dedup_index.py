@@ -251,3 +251,32 @@ def test_rejects_mismatched_inputs():
         decide_families(["a", "b", "c"], ["1", "2"], ph, np.zeros((3, 256), np.uint8), np.ones(3))
     empty = decide_families([], [], np.zeros(0, np.uint64), np.zeros((0, 256), np.uint8), np.zeros(0))
     assert [len(x) for x in empty] == [0, 0, 0]
+
+
+def test_view_candidates_find_a_crop_through_its_matching_view():
+    """Row 1's whole frame equals row 0's 80% view; rows 2 and 3 are unrelated; rows 4-6 share one
+    hash (copies are chained, not paired all with all)."""
+    from flywheel.filters.dedup_index import view_candidates
+
+    rng = np.random.default_rng(0)
+    v = rng.integers(0, 2**63, (7, 3), dtype=np.int64)
+    v[1, 0] = v[0, 2] ^ 0b101  # 2 bits apart
+    v[4:7] = v[4]
+    i, j, vi, vj, d = view_candidates(v, radius=6)
+    got = {(a, b): (x, y, z) for a, b, x, y, z in zip(i.tolist(), j.tolist(), vi.tolist(), vj.tolist(), d.tolist())}
+    assert got[(0, 1)] == (2, 0, 2)
+    assert (4, 5) in got and (5, 6) in got and got[(4, 5)] == (0, 0, 0)
+    assert not any(2 in k or 3 in k for k in got)
+
+
+def test_family_tree_is_transitive_with_one_survivor_and_a_path():
+    from flywheel.filters.dedup_index import family_tree
+
+    # a chain 0-1-2 and 3-4; row 2 ranks best in its family, row 3 is a catalog row
+    ei, ej = np.array([0, 1, 3]), np.array([1, 2, 4])
+    rank = np.array([2, 1, 0, 4, 3])
+    keep = np.array([False, False, False, True, False])
+    survivor, via, edge = family_tree(6, ei, ej, rank, keep)
+    assert survivor.tolist() == [2, 2, -1, -1, 3, -1]
+    assert via.tolist() == [1, 2, -1, -1, 3, -1]  # 0 matched 1, which matched the survivor
+    assert edge.tolist() == [0, 1, -1, -1, 2, -1]

@@ -63,7 +63,7 @@ def test_report_threshold_lines_come_from_the_rules():
     from flywheel.filters.resolution import Resolution
     from flywheel.filters.token_length import TokenLength
 
-    assert threshold_lines(Entropy({"min_edges": 0.01}), "entropy__edges") == {"min_edges": 0.01}
+    assert threshold_lines(Entropy({"min_extent": 0.3}), "entropy__extent") == {"min_extent": 0.3}
     assert threshold_lines(TokenLength(), "token_length__tokens") == {"min_tokens": 1, "max_tokens": 512}
     assert threshold_lines(Resolution({"min_bucket": 512}), "resolution__bucket") == {"min_bucket": 512}
     assert threshold_lines(Entropy(), "entropy__nope") == {}
@@ -81,5 +81,6 @@ def test_explain_and_calibrate_read_the_same_rules():
     assert rule_text("token_length:missing") == "token_length__tokens is null"
     assert rule_text("nsfw:error:RuntimeError") is None
     assert calibrated_rules(Nsfw) == [("max_prob", "nsfw__prob", "max")]
-    assert calibrated_rules(ImageQuality) == [("max_brisque", "image_quality__brisque", "max"),
-                                              ("min_sharpness", "image_quality__sharpness", "min")]
+    assert calibrated_rules(ImageQuality) == [("max_blocking", "image_quality__blocking", "max"),
+                                              ("min_sharpness", "image_quality__sharpness", "min"),
+                                              ("max_noise", "image_quality__noise", "max")]

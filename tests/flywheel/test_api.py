@@ -91,11 +91,16 @@ def test_repeated_signal_id_is_stored_once(client):
 
 def test_review_api_is_mounted_and_decides_over_http(client):
     ids = rq.enqueue(client.cat, "pretrain", [{"signal_id": "ev-1", "sample_id": "abc", "source": "s", "dataset": "pool@v1"}])
+    # the signal-ingest token may not review (issue 19: one approved items through /api/review)
     r = client.get("/api/review/items", params={"queue": "pretrain"}, headers=h(client.tok))
+    assert r.status_code == 403 and "review:read" in r.json()["detail"]
+    auth.add_user(client.cat, "rita", "reviewer", "rita-password-1")
+    tok = auth.create_token(client.cat, "rita-bot", user="rita", scopes=["review:read", "review:write"])
+    r = client.get("/api/review/items", params={"queue": "pretrain"}, headers=h(tok))
     assert r.status_code == 200 and [i["item_id"] for i in r.json()["items"]] == ids
-    r = client.post(f"/api/review/items/{ids[0]}/decision", json={"decision": "approved", "reason": "relevant"}, headers=h(client.tok))
+    r = client.post(f"/api/review/items/{ids[0]}/decision", json={"decision": "approved", "reason": "relevant"}, headers=h(tok))
     assert r.status_code == 200 and r.json()["status"] == "approved"
-    assert rq.approved(client.cat)[0]["decided_by"] == "token:eval-bot"
+    assert rq.approved(client.cat)[0]["decided_by"] == "token:rita-bot"
     assert client.get("/api/review/items", headers={}).status_code == 401
 
 

@@ -28,7 +28,7 @@ def test_help_lists_the_commands(tmp_path):
 
 def test_ops_and_recipes(tmp_path):
     out = run("ops", home=tmp_path).stdout
-    assert "entropy:low_detail" in out and "broken_file:truncated" in out and "min_edges" in out
+    assert "entropy:near_blank" in out and "broken_file:truncated" in out and "min_extent" in out
     out = run("recipes", home=tmp_path).stdout
     for i in range(1, 7):
         assert f"stage{i}" in out

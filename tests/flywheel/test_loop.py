@@ -17,7 +17,6 @@ from flywheel.demos import loop as ld
 from flywheel.loop import emit as em
 from flywheel.loop import measure
 from flywheel.loop import router as rt
-from flywheel.review import auth
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _loop_world import build, register  # noqa: E402
@@ -78,7 +77,7 @@ def test_routing_path_over_http(world, tmp_path):
     """Failures posted to the API -> router -> scripted reviewer over HTTP -> emit -> lineage."""
     cat = Catalog()
     refs = register(cat, world)
-    token = auth.create_token(cat, "loop-test")
+    token = ld.demo_token(cat, "loop-test")
     sigs = [
         {"kind": "eval", "id": f"e-rt-{i}", "prompt": p, "results": {"color": True, "shape": False}, "concept": "red triangle"}
         for i, p in enumerate(["a red triangle on the left", "two red triangles", "a drawing of a red triangle"])

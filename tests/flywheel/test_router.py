@@ -94,6 +94,16 @@ def test_gap_goes_to_pretraining_and_covered_concept_to_rl(setup):
     assert all(i["dataset"] == refs["reserve"] and i["sample_id"] not in train_ids for i in items)
     red_tri = sum("red triangle" in i["payload"]["text"] for i in items)
     assert red_tri >= 6, [i["payload"]["text"] for i in items]  # retrieval finds the missing concept
+    # what the reviewer's card shows: the evidence that sent the item here and the nearest
+    # training neighbours (id, source, similarity), ordered, from the training index
+    for i in items:
+        evd, neigh = i["payload"]["evidence"], i["payload"]["neighbours"]
+        assert evd["attribute"] == "shape" and "scarce" not in evd["density"] and "NN radius" in evd["density"]
+        assert evd["radius_ratio"] == d["radius_ratio"] and evd["similarity"] == i["payload"]["score"]
+        assert len(neigh) == cfg.k_neighbours and all(n["id"] in train_ids and n["dataset"] == refs["train"] for n in neigh)
+        sims = [n["similarity"] for n in neigh]
+        assert sims == sorted(sims, reverse=True) and all(0 < x <= 1.0001 for x in sims) and neigh[0]["source"]
+        assert i["sample"]["kind"] == "dataset" and i["sample"]["id"] == i["sample_id"]
     # the RL prompt set is a dataset in the contract, with the failure attribute and evidence
     rl = open_dataset(s["datasets"]["rl"], catalog=cat).to_table().to_pylist()
     assert len(rl) == 1 and rl[0]["caption"] == "three blue circles on a white background"

@@ -74,6 +74,25 @@ ESCAPES = {
     "sessions": ("SELECT * FROM sessions", "not one of the views"),
     "login attempts": ("WITH x AS (SELECT 1) SELECT * FROM x, login_attempts", "not one of the views"),
     "a CTE's name out of its scope": ('SELECT * FROM (WITH "{db}" AS (SELECT 1) SELECT 1) a, "{db}"', "not one of the views"),
+    # issue 19's review: more ways in, each refused
+    "FROM-first raw catalog": ("FROM catalog.users", "not one of the views"),
+    "describe raw catalog": ("DESCRIBE catalog.users", "not one of the views"),
+    "pivot raw catalog": ("PIVOT catalog.users ON role", "one statement"),
+    "raw catalog in a lambda": ("SELECT list_filter([1], x -> x > (SELECT count(*) FROM catalog.sessions))", "not one of the views"),
+    "raw catalog in a union": ("SELECT name, role FROM users UNION SELECT name, password_hash FROM catalog.users", "not one of the views"),
+    "sqlite_master": ("SELECT * FROM catalog.main.sqlite_master", "not one of the views"),
+    "information_schema": ("SELECT * FROM information_schema.tables", "not one of the views"),
+    "glob files": ("SELECT * FROM glob('/etc/*')", "glob() is not allowed"),
+    "parquet outside the datasets": ("SELECT * FROM parquet_scan('/etc/passwd')", "parquet_scan() is not allowed"),
+    "json file": ("SELECT * FROM read_json_objects('/etc/hostname')", "read_json_objects() is not allowed"),
+    "settings": ("SELECT * FROM duckdb_settings()", "duckdb_settings() is not allowed"),
+    "export database": ("EXPORT DATABASE '{tmp}'", "only SELECT"),
+    "detach": ("DETACH catalog", "only SELECT"),
+    "checkpoint": ("CHECKPOINT", "only SELECT"),
+    "vacuum": ("VACUUM", "only SELECT"),
+    "macro": ("CREATE MACRO m(x) AS x", "only SELECT"),
+    "variable": ("SET VARIABLE x = 1", "only SELECT"),
+    "login devices": ("SELECT * FROM login_devices", "not one of the views"),
 }
 
 
@@ -92,6 +111,7 @@ def test_the_views_hide_credentials_and_still_answer(world):
 
     cat = Catalog()
     assert cat.query("SELECT name, role FROM users").to_pylist() == [{"name": "alice", "role": "reviewer"}]
+    assert {"scopes", "last_used_at", "expires_at"} <= set(cat.query("SELECT * FROM tokens").column_names)
     for table, secret in (("users", "password_hash"), ("tokens", "hash")):
         assert secret not in cat.query(f"SELECT * FROM {table}").column_names
         out = _sql(f"SELECT {secret} FROM {table}")

@@ -11,20 +11,21 @@ from PIL import Image, ImageFilter
 from flywheel.cli.models import calibrate_table
 from flywheel.filters import base
 
-STEPS = {"entropy": {}, "nsfw": {"max_prob": 0.8}, "image_quality": {"max_brisque": 60.0, "min_sharpness": 15.0},
+STEPS = {"entropy": {}, "nsfw": {"max_prob": 0.8}, "image_quality": {"max_blocking": 1.4, "min_sharpness": 1.52, "max_noise": 16.0},
          "compression_quality": {"min_quality": 30}}
 
 
 def _table(n: int, seed: int = 0) -> pa.Table:
     rng = np.random.default_rng(seed)
     hist = rng.uniform(1, 8, n)
-    hist[:10] = 0.01  # flat images: rejected by entropy, never eligible
+    hist[:10] = 0.0  # flat images: rejected by entropy, never eligible
     cq = rng.uniform(5, 100, n).tolist()
     cq[10:15] = [None] * 5  # formats whose quality cannot be read: null passes
     return pa.table({
-        "entropy__hist": hist, "entropy__edges": rng.uniform(0.01, 0.3, n), "entropy__neighbor_corr": rng.uniform(0.5, 1, n),
-        "nsfw__prob": rng.beta(0.5, 8, n), "image_quality__brisque": rng.normal(30, 15, n),
-        "image_quality__sharpness": rng.lognormal(4, 1.5, n), "compression_quality__quality": pa.array(cq, pa.float64()),
+        "entropy__hist": hist, "entropy__content": rng.uniform(0.05, 1, n), "entropy__extent": rng.uniform(0.3, 2, n),
+        "entropy__neighbor_corr": rng.uniform(0.5, 1, n),
+        "nsfw__prob": rng.beta(0.5, 8, n), "image_quality__blocking": rng.lognormal(0.05, 0.2, n),
+        "image_quality__sharpness": rng.lognormal(0.7, 0.3, n), "image_quality__noise": rng.lognormal(1, 0.8, n), "compression_quality__quality": pa.array(cq, pa.float64()),
     })
 
 
@@ -91,7 +92,9 @@ def test_calibrate_end_to_end_through_curation(tmp_path, ray_local):
     skip = ["clip", "aesthetic", "rotation", "dedup"]
     out = tmp_path / "stage4-calibrated.yaml"
     res = calibrate("stage4", str(src), 0.6, str(out), skip=skip, workers=1, work_dir=str(tmp_path))
-    assert res["eligible"] == 20 and res["kept"] == 12
+    # 60% of 20 is 12; one shared per-rule quantile over three rules (blocking, blur, noise) moves
+    # in steps that can straddle it on 20 rows
+    assert res["eligible"] == 20 and abs(res["kept"] - 12) <= 1
     pipeline.curate(str(out), str(src), str(tmp_path / "run"), workers=1, skip=skip)
     assert len(open_dataset(tmp_path / "run" / "accepted")) == res["kept"]
 
@@ -125,5 +128,6 @@ def test_stage4_rejects_heavy_compression_and_blur_keeps_photos(tmp_path, ray_lo
         if f.endswith("-q8.jpg"):
             assert "compression_quality:low_quality" in r["reject_reasons"], r["reject_reasons"]
         else:
-            assert {"image_quality:blurry", "image_quality:low_quality"} <= set(r["reject_reasons"]), r["reject_reasons"]
+            assert "image_quality:blurry" in r["reject_reasons"], r["reject_reasons"]
+            assert "image_quality:low_quality" not in r["reject_reasons"]  # BRISQUE is off in stage 4
         assert not any(x.startswith(("nsfw:", "rotation:")) for x in r["reject_reasons"]), r["reject_reasons"]

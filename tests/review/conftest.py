@@ -73,6 +73,34 @@ def queue_pool(cat, ref, rows, signal="sig-red-bicycle", track="pretrain", queue
     return q.enqueue(cat, queue, items)
 
 
+def queue_routed(cat, ref, rows, queue="kites"):
+    """Items as the router queues them (evidence, nearest training neighbours, the verified
+    sample) for a feedback signal whose sender wrote text; returns their ids."""
+    import json
+    import time
+
+    from flywheel.loop import queue as q
+
+    with cat.tx() as con:
+        con.execute("INSERT OR IGNORE INTO signals (signal_id, kind, prompt, payload_json, status, created_at, attribute)"
+                    " VALUES (?,?,?,?,?,?,?)", ("fb-7", "feedback", "a crimson kite over the sea", json.dumps(
+                        {"kind": "feedback", "prompt": "a crimson kite over the sea", "rating": 1,
+                         "text": "the kite came out orange and there are two of them", "failed_attribute": "color"}),
+                        "routed", time.time(), "color"))
+    items = [{"signal_id": "fb-7", "sample_id": r["id"], "source": r["source"], "dataset": ref, "track": "pretrain",
+              "sample": {"kind": "dataset", "dataset": ref, "id": r["id"], "source": r["source"], "width": 320, "height": 240},
+              "payload": {"track": "pretrain", "prompt": "a crimson kite over the sea", "text": f"a red kite {k}", "score": 0.734,
+                          "evidence": {"attribute": "color", "similarity": 0.734, "radius_ratio": 2.1,
+                                       "density": "the training data's 4-NN radius around 'red kite' is 2.10x the reserve"
+                                                  " pool's 3-NN radius (>= 1.4)"},
+                          "neighbours": [{"id": "ab" * 32, "source": "train/kites/0041.jpg", "dataset": "train@v1",
+                                          "text": "a blue kite on a beach", "similarity": 0.612},
+                                         {"id": "cd" * 32, "source": "train/kites/0007.jpg", "dataset": "train@v1",
+                                          "text": "two kites in a park", "similarity": 0.587}]}}
+             for k, r in enumerate(rows)]
+    return q.enqueue(cat, queue, items)
+
+
 def add_users(cat):
     from flywheel.review import auth
 
@@ -81,11 +109,11 @@ def add_users(cat):
     auth.add_user(cat, "root", "admin", PASSWORDS["root"])
 
 
-def login(client, user: str, password: str | None = None, next: str = "/queue"):
-    page = client.get("/login")
+def login(client, user: str, password: str | None = None, next: str = "/queue", headers: dict | None = None):
+    page = client.get("/login", headers=headers)
     token = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
     return client.post("/login", data={"username": user, "password": password or PASSWORDS[user], "csrf": token,
-                                       "next": next}, follow_redirects=False)
+                                       "next": next}, follow_redirects=False, headers=headers)
 
 
 def csrf_of(html: str) -> str:

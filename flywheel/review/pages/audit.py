@@ -1,4 +1,4 @@
-"""The audit log, newest first, filtered by actor and action prefix; as a page of 100 rows and as
+"""The audit log (admins only), newest first, filtered by actor and action prefix; as a page of 100 rows and as
 a CSV export streamed in chunks, so a long log never sits in memory."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 
 from flywheel.review import auth
 from flywheel.review.api import RowId, get_catalog
-from flywheel.review.pages.common import page, session_dep
+from flywheel.review.guard import page_guard
+from flywheel.review.pages.common import admin_dep, page
 
 router = APIRouter()
 
@@ -32,9 +33,9 @@ def _audit_rows(catalog, actor: str | None, action: str | None, before: int | No
     return [dict(r) for r in catalog.execute(sql + " ORDER BY seq DESC LIMIT ?", (*args, limit))]
 
 
-@router.get("/audit", response_class=HTMLResponse)
+@router.get("/audit", response_class=HTMLResponse, dependencies=page_guard("admin"))
 def audit_page(request: Request, actor: str | None = None, action: str | None = None, before: RowId | None = None,
-               s: auth.Session = Depends(session_dep)):
+               s: auth.Session = Depends(admin_dep)):
     rows = _audit_rows(get_catalog(request), actor or None, action or None, before, 100)
     flt = {k: v for k, v in (("actor", actor), ("action", action)) if v}
     nxt = "/audit?" + urlencode({**flt, "before": rows[-1]["seq"]}) if len(rows) == 100 else None
@@ -42,9 +43,9 @@ def audit_page(request: Request, actor: str | None = None, action: str | None = 
                                         "csv_url": "/audit.csv?" + urlencode(flt)}, session=s)
 
 
-@router.get("/audit.csv")
+@router.get("/audit.csv", dependencies=page_guard("admin"))
 def audit_csv(request: Request, actor: str | None = None, action: str | None = None,
-              s: auth.Session = Depends(session_dep)):
+              s: auth.Session = Depends(admin_dep)):
     catalog = get_catalog(request)
 
     def rows():

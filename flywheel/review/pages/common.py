@@ -23,16 +23,11 @@ TEMPLATES = Path(__file__).parent.parent / "templates"
 NOTES = {  # flash messages by code, so a link cannot put arbitrary text on the page
     "decided": "Decision saved.", "already": "Someone else decided that item first.", "bulk": "Bulk decision applied.",
     "user_added": "User added.", "user_updated": "User updated.", "batch_closed": "QA batch closed.",
-    "checked": "Second opinion recorded.", "loggedout": "You are logged out.",
+    "checked": "Second opinion recorded.", "loggedout": "You are logged out.", "undone": "Decision undone.",
 }
 
 
-class LoginRequired(Exception):
-    pass
-
-
-class Forbidden(Exception):
-    pass
+from flywheel.review.guard import Forbidden, LoginRequired  # noqa: E402,F401 (raised by the guards too)
 
 
 def templates() -> Jinja2Templates:
@@ -43,6 +38,9 @@ def templates() -> Jinja2Templates:
     env.filters["pretty"] = _pretty
     env.globals["reasons"] = q.REASONS
     env.globals["reason_options"] = _reason_options()
+    env.globals["undo_seconds"] = q.undo_window
+    env.filters["cut"] = cut
+    env.filters["details"] = details
     return Jinja2Templates(env=env)
 
 
@@ -65,6 +63,35 @@ def _pretty(v) -> str:
     return json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else str(v)
 
 
+def cut(v, n: int = 120) -> str:
+    """A value shortened for display: a 1 MB user name must not take over the page."""
+    v = "" if v is None else str(v)
+    return v if len(v) <= n else v[:n] + f"… ({len(v):,} characters)"
+
+
+def details(v, n: int = 160) -> list[tuple[str, str]]:
+    """An audit row's detail JSON as (key, value) pairs, nested values flattened to one line
+    and every value cut, for a readable detail column."""
+    if isinstance(v, str):
+        try:
+            v = json.loads(v)
+        except ValueError:
+            return [("", cut(v, n))]
+    if not isinstance(v, dict):
+        return [("", cut(v, n))]
+    out = []
+    for k, x in list(v.items())[:30]:
+        if x is None or x == "" or x == [] or x == {}:
+            continue
+        if k.endswith("_at") and isinstance(x, (int, float)) and not isinstance(x, bool):
+            x = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(x))  # a time, not a number
+        text = json.dumps(x, ensure_ascii=False) if isinstance(x, (dict, list)) else str(x)
+        out.append((cut(k, 40), cut(text, n)))
+    if len(v) > 30:
+        out.append(("…", f"{len(v) - 30} more keys"))
+    return out
+
+
 def page(request: Request, name: str, ctx: dict, status: int = 200, session=None):
     ctx = {"session": session, "note": NOTES.get(request.query_params.get("note", "")), "path": request.url.path, **ctx}
     return request.app.state.review_templates.TemplateResponse(request, name, ctx, status_code=status)
@@ -72,7 +99,8 @@ def page(request: Request, name: str, ctx: dict, status: int = 200, session=None
 
 # -- auth dependencies ---------------------------------------------------------------------
 def session_dep(request: Request) -> auth.Session:
-    s = auth.get_session(get_catalog(request), request.cookies.get(SESSION_COOKIE))
+    s = getattr(request.state, "session", None)  # the route's guard looked it up already
+    s = s or auth.get_session(get_catalog(request), request.cookies.get(SESSION_COOKIE))
     if s is None:
         raise LoginRequired()
     return s
@@ -86,7 +114,7 @@ def admin_dep(s: auth.Session = Depends(session_dep)) -> auth.Session:
 
 async def csrf_form(request: Request) -> dict:
     """The posted form, after checking its CSRF token against the session's."""
-    s = auth.get_session(get_catalog(request), request.cookies.get(SESSION_COOKIE))
+    s = getattr(request.state, "session", None) or auth.get_session(get_catalog(request), request.cookies.get(SESSION_COOKIE))
     if s is None:
         raise LoginRequired()
     form = await request.form()

@@ -11,20 +11,21 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from flywheel.loop import queue as q
 from flywheel.review import auth
 from flywheel.review.api import get_catalog
+from flywheel.review.guard import FORM, form_doc, page_guard
 from flywheel.review.pages.cards import decorate
 from flywheel.review.pages.common import csrf_form, page, session_dep, uncache
 
 router = APIRouter()
 
 
-@router.get("/qa", response_class=HTMLResponse)
+@router.get("/qa", response_class=HTMLResponse, dependencies=page_guard("review:read"))
 def qa_index(request: Request, s: auth.Session = Depends(session_dep)):
     catalog = get_catalog(request)
     groups = q.groups(catalog)
     return page(request, "qa_index.html", {"batches": q.batches(catalog), "groups": groups}, session=s)
 
 
-@router.post("/qa")
+@router.post("/qa", dependencies=page_guard("review:write", FORM), openapi_extra=form_doc("group", "queue", "signal", "track", "sample_size", "max_error"))
 def qa_create(request: Request, form: dict = Depends(csrf_form)):
     try:
         g = json.loads(form.get("group") or "{}")
@@ -39,7 +40,7 @@ def qa_create(request: Request, form: dict = Depends(csrf_form)):
     return RedirectResponse(f"/qa/{b['batch_id']}", 303)
 
 
-@router.get("/qa/{batch_id}", response_class=HTMLResponse)
+@router.get("/qa/{batch_id}", response_class=HTMLResponse, dependencies=page_guard("review:read"))
 def qa_batch(request: Request, batch_id: str, s: auth.Session = Depends(session_dep)):
     catalog = get_catalog(request)
     try:
@@ -51,7 +52,7 @@ def qa_batch(request: Request, batch_id: str, s: auth.Session = Depends(session_
                                            "max_id": None}, session=s)
 
 
-@router.post("/qa/{batch_id}/close")
+@router.post("/qa/{batch_id}/close", dependencies=page_guard("review:write", FORM), openapi_extra=form_doc("accept"))
 def qa_close(request: Request, batch_id: str, form: dict = Depends(csrf_form)):
     try:
         q.close_batch(get_catalog(request), batch_id, form.get("accept") == "yes", form["session"].user)

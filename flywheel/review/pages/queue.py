@@ -12,6 +12,7 @@ from flywheel.catalog import ROW_ID_MAX
 from flywheel.loop import queue as q
 from flywheel.review import auth, thumbs
 from flywheel.review.api import RowId, get_catalog
+from flywheel.review.guard import FORM, THUMB, form_doc, page_guard
 from flywheel.review.pages.cards import decorate
 from flywheel.review.pages.common import csrf_form, form_row_id, here, page, safe_next, session_dep, uncache, with_note
 
@@ -23,13 +24,13 @@ COUNT_CAP = 1000  # a queue page says "1000+" rather than counting a million ind
 router = APIRouter()
 
 
-@router.get("/queue", response_class=HTMLResponse)
+@router.get("/queue", response_class=HTMLResponse, dependencies=page_guard("review:read"))
 def queue_index(request: Request, s: auth.Session = Depends(session_dep)):
     groups = q.groups(get_catalog(request))
     return page(request, "queue_index.html", {"groups": groups}, session=s)
 
 
-@router.get("/queue/{queue}", response_class=HTMLResponse)
+@router.get("/queue/{queue}", response_class=HTMLResponse, dependencies=page_guard("review:read"))
 def queue_page(request: Request, queue: str, signal: str | None = None, track: str | None = None,
                after: RowId | None = None, limit: int = 20, s: auth.Session = Depends(session_dep)):
     catalog = get_catalog(request)
@@ -37,6 +38,8 @@ def queue_page(request: Request, queue: str, signal: str | None = None, track: s
     signal, track = signal or None, track or None
     rc = _OneConnection(catalog)
     try:
+        if not rc.execute("SELECT 1 FROM review_items WHERE queue = ? LIMIT 1", (queue,)):
+            raise HTTPException(404, f"there is no queue {queue!r}; the queue list shows the ones that exist")
         items = q.list_items(rc, queue=queue, signal_id=signal, track=track, after_id=after, limit=limit)
         count = q.count_items(rc, queue=queue, signal_id=signal, track=track, cap=COUNT_CAP)
         max_id = q.max_item_id(rc, queue=queue, signal_id=signal, track=track)
@@ -59,7 +62,7 @@ def queue_page(request: Request, queue: str, signal: str | None = None, track: s
     }, session=s)
 
 
-@router.post("/items/{item_id}/decide")
+@router.post("/items/{item_id}/decide", dependencies=page_guard("review:write", FORM), openapi_extra=form_doc("decision", "reason", "version", "next", "request_id"))
 def decide(request: Request, item_id: RowId, form: dict = Depends(csrf_form)):
     s = form["session"]
     version = form_row_id(form, "version")
@@ -84,7 +87,26 @@ def decide(request: Request, item_id: RowId, form: dict = Depends(csrf_form)):
     return RedirectResponse(with_note(back, "decided"), 303)
 
 
-@router.post("/queue/{queue}/bulk")
+@router.post("/items/{item_id}/undo", dependencies=page_guard("review:write", FORM), openapi_extra=form_doc("next"))
+def undo(request: Request, item_id: RowId, form: dict = Depends(csrf_form)):
+    """Take back one's own decision within the undo window (audited as `review.undo`)."""
+    s = form["session"]
+    wants_json = request.headers.get("x-requested-with") == "fetch"
+    try:
+        r = q.undo(get_catalog(request), item_id, s.user)
+    except q.ItemNotFound as e:
+        raise HTTPException(404, str(e)) from None
+    except q.ReviewError as e:
+        if wants_json:
+            return JSONResponse({"ok": False, "detail": str(e)}, status_code=409)
+        raise HTTPException(409, str(e)) from None
+    uncache(request)
+    if wants_json:
+        return {"ok": True, "item_id": item_id, "status": r["status"], "version": r["version"]}
+    return RedirectResponse(with_note(safe_next(form.get("next")), "undone"), 303)
+
+
+@router.post("/queue/{queue}/bulk", dependencies=page_guard("review:write", FORM), openapi_extra=form_doc("decision", "reason", "confirm", "max_id", "signal", "track"))
 def bulk(request: Request, queue: str, form: dict = Depends(csrf_form)):
     s = form["session"]
     if form.get("confirm") != "yes":
@@ -101,7 +123,7 @@ def bulk(request: Request, queue: str, form: dict = Depends(csrf_form)):
                                       skipped=r["already_decided"]), 303)
 
 
-@router.get("/thumb/{item_id}")
+@router.get("/thumb/{item_id}", dependencies=page_guard("review:read", THUMB))
 def thumb(request: Request, item_id: RowId, w: int = 256, s: auth.Session = Depends(session_dep)):
     catalog = get_catalog(request)
     try:

@@ -59,8 +59,8 @@
     if (res.ok) {
       card.classList.add("done", data.status);
       out.textContent = data.status + (data.repeated ? " (already saved)" : "");
-      const n = document.getElementById("pending-count");
-      if (n && /^\d+$/.test(n.textContent)) n.textContent = String(Math.max(0, Number(n.textContent) - 1));
+      bumpCount(-1);
+      offerUndo(card);
       nextPending();
     } else if (res.status === 409 && data.decided_by) {
       card.classList.add("done", "conflict");
@@ -72,8 +72,70 @@
     }
   }
 
+  function bumpCount(d) {
+    const n = document.getElementById("pending-count");
+    if (n && /^\d+$/.test(n.textContent)) n.textContent = String(Math.max(0, Number(n.textContent) + d));
+  }
+
+  // One's own decision can be taken back for a short window (the server enforces it too).
+  function offerUndo(card) {
+    const f = card.querySelector("form.undo");
+    if (!f) return;
+    f.hidden = false;
+    clearTimeout(f._timer);
+    f._timer = setTimeout(() => { f.hidden = true; }, Number(f.dataset.seconds || 60) * 1000);
+  }
+
+  async function undo(f) {
+    const card = f.closest("article.card");
+    const out = card.querySelector("form.decide .result");
+    let res, data = {};
+    try {
+      res = await fetch(f.action, { method: "POST", body: new FormData(f), credentials: "same-origin",
+                                    headers: { "X-Requested-With": "fetch" } });
+      data = await res.json().catch(() => ({}));
+    } catch (e) { if (out) out.textContent = "network error; try again"; return; }
+    if (!res.ok) { if (out) out.textContent = data.detail || "error " + res.status; f.hidden = true; return; }
+    f.hidden = true;
+    card.classList.remove("done", "approved", "rejected", "conflict");
+    const form = card.querySelector("form.decide");
+    if (form) {
+      const v = form.querySelector("input[name=version]");
+      if (v) v.value = String(data.version);
+      form.querySelectorAll("button").forEach((b) => (b.disabled = false));
+    }
+    if (out) out.textContent = "undone: pending again";
+    bumpCount(1);
+    focusCard(cards().indexOf(card));
+  }
+
+  function enlarge(a) {
+    const card = a.closest("article.card");
+    const img = a.querySelector("img");
+    const shown = card.querySelector(".thumb .shown");
+    const on = card.classList.toggle("enlarged");
+    if (on && img.dataset.full && img.getAttribute("src") !== img.dataset.full) {
+      img.dataset.small = img.getAttribute("src");
+      img.removeAttribute("width");
+      img.addEventListener("load", () => {
+        if (shown && card.classList.contains("enlarged")) shown.textContent = "shown at " + img.naturalWidth + " × " + img.naturalHeight + " px (real size)";
+      }, { once: true });
+      img.src = img.dataset.full;
+    } else if (!on && img.dataset.small) {
+      img.src = img.dataset.small;
+      img.setAttribute("width", "240");
+      if (shown) shown.textContent = "";
+    }
+  }
+
+  document.addEventListener("click", (ev) => {
+    const a = ev.target.closest && ev.target.closest("a.enlarge");
+    if (a) { ev.preventDefault(); enlarge(a); }
+  });
+
   document.addEventListener("submit", (ev) => {
     const form = ev.target;
+    if (form.matches("form.undo")) { ev.preventDefault(); undo(form); return; }
     if (!form.matches("form.decide") || !/\/decide$/.test(form.getAttribute("action"))) return;
     ev.preventDefault();
     const decision = ev.submitter ? ev.submitter.value : "approved";
@@ -96,6 +158,7 @@
     const key = ev.key;
     if (key === "j") { focusCard(cur + 1); ev.preventDefault(); }
     else if (key === "k") { focusCard(cur - 1); ev.preventDefault(); }
+    else if (key === "u") { const f = card && card.querySelector("form.undo"); if (f && !f.hidden) { undo(f); ev.preventDefault(); } }
     else if (key === "n") { const more = document.getElementById("next-page"); if (more) location.href = more.href; else location.reload(); }
     else if ((key === "a" || key === "r") && form && !card.classList.contains("done")) {
       const btn = form.querySelector(key === "a" ? "button[value=approved]" : "button[value=rejected]");
