@@ -257,7 +257,7 @@ def test_cli_rl_killed_mid_run_resumes_to_the_uninterrupted_weights(toy, tmp_pat
     import sys
     import time
 
-    cmd = [sys.executable, "-m", "flywheel.cli", "train", "--stage", "rl", "--init", str(toy / "ckpt"), "--prompts",
+    cmd = [sys.executable, "-c", "from flywheel.cli import main; main()", "train", "--stage", "rl", "--init", str(toy / "ckpt"), "--prompts",
            str(toy / "prompts.txt"), "--steps", "3", "--batch-size", "2", "--group-size", "2", "--sample-steps", "2",
            "--reward-reference", "4", "--resolution", "32", "--ckpt-every", "1", "--lr", "1e-3", "--warmup", "1",
            "--shuffle-rewards", "--no-progress"]
