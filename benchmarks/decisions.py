@@ -67,7 +67,7 @@ def curate(root: Path, name: str, rows: list[dict], recipe: str, op: str, sets: 
             os.link(root / r["path"], dest)
     skip = ",".join(o for o in RECIPE_OPS[recipe] if o != op)
     cmd = [FLYWHEEL, "curate", "-r", recipe, "-i", str(work / "in"), "-o", str(work / "out"), "--name",
-           f"decisions-{name}", "--workers", "2", "--skip", skip]
+           f"decisions-{name}", "--workers", "2", "--skip", skip, "--reject-uncaptioned"]
     for s in sets:
         cmd += ["--set", s]
     env = dict(os.environ, FLYWHEEL_HOME=str(root / ".flywheel"))  # keep the user's catalog out of it

@@ -138,10 +138,11 @@ class Rule:
 
     def text(self) -> str:
         """`entropy__hist < min_entropy`: what fails, for `flywheel ops` and `flywheel explain`."""
+        when = f" (when {self.when})" if self.when else ""
         if self.compare == "is_null":
-            return f"{self.column} is null"
+            return f"{self.column} is null{when}"
         rhs = self.param if self.param else repr(self.value)
-        return f"{self.column} {self.compare} {rhs}" + (f" (when {self.when})" if self.when else "")
+        return f"{self.column} {self.compare} {rhs}{when}"
 
     def evaluate(self, params: BaseModel, columns: dict[str, list]) -> list[str | None]:
         """The detail of each failing row, None where the row passes."""

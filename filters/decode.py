@@ -4,9 +4,11 @@ Decoding is the engine's first step, not a registered operator, yet it judges li
 (named `broken_file`, for its reasons `broken_file:<rule>` and its recipe entry and `--set
 broken_file.<param>` overrides) rejects what cannot be decoded whole and converts what can.
 Rejected: zero bytes, not an image, extension/content mismatch, truncated data, decode errors,
-decompression bombs (pixel limit), modes that cannot become RGB, unreadable bytes. Converted, not
+decompression bombs (pixel limit), modes that cannot become RGB, unreadable bytes, files above
+`max_bytes` (never read: ingest checks the size first), metadata blocks above `max_metadata_bytes`. Converted, not
 rejected: CMYK, 16-bit, palette and alpha images. Animated images keep their first frame and are
-flagged (`broken_file__frames` > 1). Report section 2.3, stage 1, "Broken Files Filter".
+flagged (`broken_file__frames` > 1); only that frame is decoded (Pillow counts GIF frames by
+skipping their data, and APNG/WebP from their headers), so thousands of frames cost no more. Report section 2.3, stage 1, "Broken Files Filter".
 
 Every later operator reads the `Work` this module makes; none of them decodes again. The working
 copy is reduced with JPEG draft mode (DCT scaling, so a 4000 px JPEG is never decoded at full
@@ -96,6 +98,12 @@ class Decoded:
     detail: str | None = None
 
 
+def metadata_bytes(im: Image.Image) -> int:
+    """Bytes of the metadata blocks Pillow parsed into `info` (ICC profile, EXIF, XMP, text chunks,
+    comments): none of it is pixels, and a hostile file can carry megabytes of it."""
+    return sum(len(v) for v in im.info.values() if isinstance(v, (bytes, bytearray, str)))
+
+
 def _to_rgb(im: Image.Image) -> tuple[Image.Image, bool]:
     """Convert any decodable mode to RGB; alpha is composited over white. Returns (rgb, had_alpha)."""
     mode = im.mode
@@ -117,7 +125,8 @@ def _to_rgb(im: Image.Image) -> tuple[Image.Image, bool]:
     return (im if im.mode == "RGB" else im.convert("RGB")), False
 
 
-def decode(data: bytes | None, ext: str | None, work_size: int, max_pixels: int, check_ext: bool = True) -> Decoded:
+def decode(data: bytes | None, ext: str | None, work_size: int, max_pixels: int, check_ext: bool = True,
+           max_metadata_bytes: int | None = None) -> Decoded:
     """Decode one image's bytes. Never raises for bad data: the failure is `Decoded.error`."""
     _register_plugins()
     d = Decoded()
@@ -149,6 +158,10 @@ def decode(data: bytes | None, ext: str | None, work_size: int, max_pixels: int,
             if w * h > max_pixels:
                 d.error, d.detail = "bomb", f"{w}x{h}={w * h} pixels > max_pixels={max_pixels}"
                 return d
+            meta = metadata_bytes(im)
+            if max_metadata_bytes is not None and meta > max_metadata_bytes:
+                d.error, d.detail = "metadata_too_large", f"{meta} bytes of metadata (ICC, EXIF, text) > max_metadata_bytes={max_metadata_bytes}"
+                return d
             if w <= 0 or h <= 0:
                 d.error, d.detail = "decode_error", f"image size {w}x{h}"
                 return d
@@ -168,6 +181,8 @@ def decode(data: bytes | None, ext: str | None, work_size: int, max_pixels: int,
         msg = str(e)
         if isinstance(e, EOFError) or "truncated" in msg.lower() or "broken data stream" in msg or "premature end" in msg.lower():
             d.error = "truncated"
+        elif "MAX_TEXT_CHUNK" in msg or "MAX_TEXT_MEMORY" in msg:  # Pillow's own cap on PNG iCCP/text/eXIf chunks
+            d.error = "metadata_too_large"
         else:
             d.error = "decode_error"
         d.detail = f"{type(e).__name__}: {msg[:200]}"
@@ -210,12 +225,17 @@ class DecodeParams(Params):
     max_pixels: int = Field(89_478_485, gt=0, description="decompression-bomb limit (Pillow's default)")
     check_extension: bool = Field(True, description="reject files whose extension names another format")
     reject_animated: bool = Field(False, description="reject animated images instead of using the first frame")
+    max_bytes: int = Field(256 << 20, gt=0, description="files larger than this are never read (too_large): bounds "
+                           "worker memory and keeps each row under Arrow's 2 GiB binary limit")
+    max_metadata_bytes: int = Field(4 << 20, gt=0, description="ICC profile, EXIF, XMP and text chunks together above this "
+                                    "are rejected (metadata_too_large); real profiles are a few KB")
 
 
-# `decode` sets `broken_file__error` to one of these; "unreadable" is set by the engine when the
-# bytes could not be read at all (a missing file, an I/O error).
+# `decode` sets `broken_file__error` to one of these; the engine sets "unreadable" when the bytes
+# could not be read at all (a missing file, an I/O error, not a regular file, a symlink loop) and
+# "too_large" when ingest left a file above `max_bytes` unread.
 ERRORS = ("zero_bytes", "not_image", "ext_mismatch", "truncated", "decode_error", "bomb", "unsupported_mode",
-          "unreadable")
+          "unreadable", "too_large", "metadata_too_large")
 
 
 class Decode(Operator):

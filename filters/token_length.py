@@ -20,6 +20,7 @@ class TokenLengthParams(Params):
     max_tokens: int = Field(512, ge=1)
     field: Literal["caption", "general", "text", "knowledge", "structured"] = Field(
         "caption", description="the original caption, or one of the four generated caption types")
+    reject_missing: bool = Field(True, description="reject rows without text; false keeps them (`curate --allow-uncaptioned`)")
 
 
 @register
@@ -30,7 +31,7 @@ class TokenLength(Operator):
     writes = ("token_length__tokens",)
     types = {"token_length__tokens": pa.int32()}
     rules = (
-        Rule("missing", "token_length__tokens", "is_null", detail="no {field} text (missing or blank)"),
+        Rule("missing", "token_length__tokens", "is_null", when="reject_missing", detail="no {field} text (missing or blank)"),
         Rule("too_short", "token_length__tokens", "<", "min_tokens"),
         Rule("too_long", "token_length__tokens", ">", "max_tokens"),
     )

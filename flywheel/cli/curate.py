@@ -31,12 +31,20 @@ def _print_plan(con, plan: dict) -> None:
               f"{len(plan['shards'])} shards) -> output [bold]{plan['output']}[/]; workers={plan['workers']}")
     for n in plan.get("notes", []):
         con.print(f"[yellow]note:[/] {n}")
+    u = plan.get("uncaptioned") or {}
+    if u.get("rows"):
+        what = {None: "", "reject": " -> judged as they are (--reject-uncaptioned)",
+                "allow": " -> kept, marked caption_origin=none (--allow-uncaptioned)",
+                "caption": f" -> captioned first with the {u.get('backend')} backend (--caption)"}[u.get("mode")]
+        readers = f"; read by {', '.join(u['readers'])}" if u.get("readers") else "; no operator of this run reads captions"
+        con.print(f"captions: {u['missing']} of {u['rows']} inputs have none{readers}{what if u['missing'] else ''}")
     if plan.get("ingest_counts"):
         con.print("ingest (not followed): " + ", ".join(f"{k}={v}" for k, v in plan["ingest_counts"].items()))
 
 
 def run_curate(recipe: str, input: str, output: str, *, name: str | None, workers: int, skip: list[str],
-               sets: list[str], image_col: str, caption_col: str, keep_state: bool = False) -> dict:
+               sets: list[str], image_col: str, caption_col: str, keep_state: bool = False,
+               uncaptioned: str | None = None, caption_backend: str | None = None) -> dict:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from flywheel.curation import pipeline
@@ -47,7 +55,8 @@ def run_curate(recipe: str, input: str, output: str, *, name: str | None, worker
     try:
         overrides = recipes.parse_sets(sets)
         plan = pipeline.prepare(recipe, input, output, name=name, workers=workers, skip=skip, sets=overrides,
-                                image_col=image_col, caption_col=caption_col)
+                                image_col=image_col, caption_col=caption_col, uncaptioned=uncaptioned,
+                                caption_backend=caption_backend)
     except pipeline.CurateError as e:
         raise UserError(str(e)) from None
     except ValueError as e:
@@ -116,10 +125,25 @@ def register(app: typer.Typer) -> None:
         set_: list[str] = typer.Option([], "--set", help="override a param: OP.PARAM=VALUE (repeatable)"),
         image_col: str = typer.Option("image", help="Parquet input: image column (bytes or paths)"),
         caption_col: str = typer.Option("caption", help="Parquet input: caption column"),
+        caption: Optional[str] = typer.Option(None, "--caption", metavar="BACKEND",
+                                              help="caption inputs that have no caption first (offline | transformers | openai), then judge"),
+        allow_uncaptioned: bool = typer.Option(False, "--allow-uncaptioned",
+                                               help="keep inputs without a caption (caption_origin=none); no operator rejects them for it"),
+        reject_uncaptioned: bool = typer.Option(False, "--reject-uncaptioned",
+                                                help="judge inputs without a caption as they are (token_length:missing)"),
     ) -> None:
-        """Curate raw image-text data with a stage recipe into accepted/rejected datasets."""
+        """Curate raw image-text data with a stage recipe into accepted/rejected datasets.
+
+        When inputs have no caption and the recipe judges captions (token_length, clip), the run stops
+        before it starts unless one of --caption, --allow-uncaptioned, --reject-uncaptioned or
+        --skip clip,token_length says what to do with them."""
+        chosen = [f for f, on in (("--caption", caption is not None), ("--allow-uncaptioned", allow_uncaptioned),
+                                  ("--reject-uncaptioned", reject_uncaptioned)) if on]
+        if len(chosen) > 1:
+            raise UserError(f"{' and '.join(chosen)} exclude each other: pass one")
+        mode = "caption" if caption is not None else "allow" if allow_uncaptioned else "reject" if reject_uncaptioned else None
         run_curate(recipe, input, output, name=name, workers=workers, skip=[s for s in skip.split(",") if s.strip()],
-                   sets=set_, image_col=image_col, caption_col=caption_col)
+                   sets=set_, image_col=image_col, caption_col=caption_col, uncaptioned=mode, caption_backend=caption)
 
     @app.command()
     def demo(
@@ -140,8 +164,9 @@ def register(app: typer.Typer) -> None:
         if skip:
             con.print(f"[yellow]model operators skipped (no weights offline / not installed):[/] {', '.join(skip)} "
                       f"(see `flywheel models list`)")
+        # the sample set's missing captions are there to be seen rejected as token_length:missing
         run_curate("stage1", str(root / "input"), str(run_dir), name="demo", workers=workers, skip=skip, sets=[],
-                   image_col="image", caption_col="caption")
+                   image_col="image", caption_col="caption", uncaptioned="reject")
         con.print(f"\nopen the report: [bold]{run_dir / 'report.html'}[/]")
         con.print("why was a sample dropped?  flywheel explain SOURCE   e.g. flywheel explain broken/truncated.jpg")
 

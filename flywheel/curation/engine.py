@@ -67,12 +67,12 @@ def _atomic_write(table: pa.Table, out_dir: str) -> str:
 
 
 def _read_score(batch: pa.Table, steps, work_size, keep_work, decode_params, done_by_shard, ingest_dir,
-                parts_dir, side_root=None) -> Iterator[pa.Table]:
+                parts_dir, side_root=None, caption_fill=None) -> Iterator[pa.Table]:
     """Stage 1 of the Ray Data pipeline (a stateless task ahead of the model actors): read a
     shard, decode once, run the stateless operators."""
     pairs = zip(batch.column("shard").to_pylist(), batch.column("key").to_pylist())
     yield from _score_shard_group(list(pairs), steps, work_size, keep_work, decode_params, done_by_shard,
-                                  ingest_dir, parts_dir, side_root)
+                                  ingest_dir, parts_dir, side_root, caption_fill)
 
 
 _SCORERS: dict[str, object] = {}
@@ -92,26 +92,34 @@ def _scorer(steps, work_size, keep_work, decode_params, side_root):
 
 
 def _score_shard_group(pairs, steps, work_size, keep_work, decode_params, done_by_shard, ingest_dir, parts_dir,
-                       side_root=None) -> Iterator[pa.Table]:
+                       side_root=None, caption_fill=None) -> Iterator[pa.Table]:
     """Read shards, decode once, run the stateless operators. When no model stage follows, each
-    block is written here directly (`parts_dir`) and only a one-row summary leaves the worker."""
+    block is written here directly (`parts_dir`) and only a one-row summary leaves the worker.
+    `caption_fill`: what happens to rows without a caption (`curation.uncaptioned`), before decoding."""
     from flywheel.curation.ingest import read_shard
+    from flywheel.filters.decode import Decode
 
     scorer = _scorer(steps, work_size, keep_work, decode_params, side_root)
+    fill = None
+    if caption_fill:
+        from flywheel.curation.uncaptioned import shared
+
+        fill = shared(caption_fill)
+    max_bytes = Decode.Params(**(decode_params or {})).max_bytes
     for shard_json, shard_key in pairs:
         done = done_by_shard.get(shard_key, frozenset())
-        for t in read_shard(json.loads(shard_json), done):
+        for t in read_shard(json.loads(shard_json), done, max_bytes=max_bytes):
             if "__ingest_stats__" in t.column_names:
                 (Path(ingest_dir) / f"{shard_key}.json").write_text(t.column(0)[0].as_py())
                 continue
-            scored = scorer(t)
+            scored = scorer(fill(t) if fill else t)
             yield _summary(scored, _atomic_write(_strip(scored), parts_dir)) if parts_dir else scored
 
 
-def _score_task(pairs, steps, work_size, decode_params, done_by_shard, ingest_dir, parts_dir, side_root):
+def _score_task(pairs, steps, work_size, decode_params, done_by_shard, ingest_dir, parts_dir, side_root, caption_fill=None):
     """A Ray task over a few shards (stateless recipes): returns the blocks' summaries only."""
     return [s for s in _score_shard_group(pairs, steps, work_size, False, decode_params, done_by_shard, ingest_dir,
-                                          parts_dir, side_root)]
+                                          parts_dir, side_root, caption_fill)]
 
 
 class _ActorScore:
@@ -167,6 +175,7 @@ def score_shards(
     done_by_shard: dict[str, frozenset] | None = None,
     on_progress: Callable[[int, dict], None] | None = None,
     side_root: str | None = None,
+    caption_fill: dict | None = None,
 ) -> dict:
     """Run the scoring pipeline; every finished block lands in `parts_dir` as it completes
     (which is what makes a killed run resumable at sample level). Returns timing totals."""
@@ -190,7 +199,7 @@ def score_shards(
 
     if not stateful:
         for summary in _run_tasks(items, stateless, recipe, parts_dir, ingest_dir, workers, done_by_shard or {},
-                                  side_root):
+                                  side_root, caption_fill):
             add(summary)
         return {"timing": totals, "rows": rows}
     ds = ray.data.from_items(items, override_num_blocks=len(items))
@@ -198,7 +207,7 @@ def score_shards(
         _read_score,
         fn_kwargs=dict(steps=stateless, work_size=recipe.work_size, keep_work=bool(stateful), decode_params=recipe.decode,
                        done_by_shard=done_by_shard or {}, ingest_dir=ingest_dir,
-                       parts_dir=None if stateful else parts_dir, side_root=side_root),
+                       parts_dir=None if stateful else parts_dir, side_root=side_root, caption_fill=caption_fill),
         batch_size=1, batch_format="pyarrow", compute=ray.data.TaskPoolStrategy(size=max(1, workers)), num_cpus=1,
     )
     if stateful:
@@ -230,7 +239,8 @@ def score_shards(
 SHARDS_PER_TASK = 2
 
 
-def _run_tasks(items, stateless, recipe, parts_dir, ingest_dir, workers, done_by_shard, side_root) -> Iterator[pa.Table]:
+def _run_tasks(items, stateless, recipe, parts_dir, ingest_dir, workers, done_by_shard, side_root,
+               caption_fill=None) -> Iterator[pa.Table]:
     """Stateless recipes (stage 1 on CPU): plain Ray tasks, at most `workers` in flight, each
     writing its parts itself and returning one-row summaries. Ray Data's streaming executor costs
     the driver a busy core's worth of polling on a 2-core machine for no benefit here (there is
@@ -241,7 +251,7 @@ def _run_tasks(items, stateless, recipe, parts_dir, ingest_dir, workers, done_by
     fn = ray.remote(num_cpus=1, max_retries=3)(_score_task)
     groups = [items[i:i + SHARDS_PER_TASK] for i in range(0, len(items), SHARDS_PER_TASK)]
     args = dict(steps=ray.put(stateless), work_size=recipe.work_size, decode_params=recipe.decode,
-                ingest_dir=ingest_dir, parts_dir=parts_dir, side_root=side_root)
+                ingest_dir=ingest_dir, parts_dir=parts_dir, side_root=side_root, caption_fill=caption_fill)
     pending = list(reversed(groups))
     in_flight: list = []
     while pending or in_flight:

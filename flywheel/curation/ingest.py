@@ -2,12 +2,18 @@
 
 Planning (`plan`) runs on the driver and only lists names: a folder tree's files, tar shards,
 Parquet row groups, edit-pair manifest lines. Reading (`read_shard`) runs in the workers and
-streams bytes; nothing holds the whole input in memory.
+streams bytes; nothing holds the whole input in memory: a tar is read one sample at a time, and a
+file or member above `max_bytes` (the decode step's `broken_file.max_bytes`) is never read, its
+row saying `too_large` in `meta` (then `broken_file:too_large`). FIFOs and devices are never
+opened (`broken_file:unreadable`).
 
 Every input that is not a sidecar becomes a row (a non-image file is rejected later as
 `broken_file:not_image`). What is never followed is counted under `ingest:*` in stats.json:
 orphan sidecars, ambiguous (duplicate) stems, manifest lines pointing at missing files, symlinks
-leaving the input root, unsafe tar member names, unreadable manifest lines.
+leaving the input root or looping, unsafe tar member names (`../`, absolute, links), unreadable
+manifest lines, sidecars above 1 MiB. Captions repaired to clean UTF-8 are counted too
+(`ingest:caption_not_utf8`: undecodable bytes replaced by U+FFFD; `ingest:caption_nul`: NULs
+removed); their rows are kept.
 
 Sources name rows uniquely within an input: `dir/a.jpg`, `shard.tar!key.jpg`,
 `file.parquet#17`, `pairs.jsonl#L3`. Datasets made by this tool keep their original sources.
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tarfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -32,6 +39,9 @@ from flywheel.filters.decode import IMAGE_EXTS
 SIDECAR_EXTS = {"txt", "json"}
 FILES_PER_SHARD = 32
 ROWS_PER_BLOCK = 64
+BLOCK_BYTES = 64 << 20  # a block is also cut when its image bytes reach this (64 large files are not one block)
+MAX_BYTES = 256 << 20  # the decode step's `max_bytes` default; the engine passes the recipe's
+SIDECAR_MAX_BYTES = 1 << 20  # a caption or metadata sidecar above this is not read (ingest:sidecar_too_large)
 
 
 @dataclass
@@ -65,8 +75,22 @@ def _inside(path: Path, root: Path) -> bool:
     try:
         path.resolve().relative_to(root)
         return True
-    except ValueError:
+    except (ValueError, RuntimeError, OSError):  # outside, or a symlink loop
         return False
+
+
+def _link(path: Path, root: Path) -> str | None:
+    """Where a symlink leads: None (not a link, or a link inside the root), "outside", or "loop"
+    (a cycle, which `resolve` cannot end)."""
+    if not path.is_symlink():
+        return None
+    try:
+        path.resolve(strict=False).relative_to(root)
+        return None
+    except ValueError:
+        return "outside"
+    except (RuntimeError, OSError):  # RuntimeError: "Symlink loop" (Python 3.11); OSError: ELOOP
+        return "loop"
 
 
 def plan(input_path: str | Path, image_col: str = "image", caption_col: str = "caption") -> Plan:
@@ -126,10 +150,9 @@ def _plan_folder(p: Plan, root: Path, opts: dict) -> None:
             if (d / dn).is_symlink():
                 dirnames.remove(dn)
                 target = d / dn
-                if _inside(target, root):
-                    p.skip("symlink_dir_not_followed", (target.relative_to(root)).as_posix())
-                else:
-                    p.skip("symlink_outside_root", (target.relative_to(root)).as_posix())
+                where = _link(target, root)
+                p.skip({None: "symlink_dir_not_followed", "outside": "symlink_outside_root", "loop": "symlink_loop"}[where],
+                       (target.relative_to(root)).as_posix())
         by_stem: dict[str, list[str]] = {}
         for fn in sorted(filenames):
             by_stem.setdefault(fn.rsplit(".", 1)[0] if "." in fn else fn, []).append(fn)
@@ -139,8 +162,9 @@ def _plan_folder(p: Plan, root: Path, opts: dict) -> None:
             # Data files inside a folder are inputs of their own kind.
             for n in list(others):
                 full = d / n
-                if full.is_symlink() and not _inside(full, root):
-                    p.skip("symlink_outside_root", full.relative_to(root).as_posix())
+                where = _link(full, root)
+                if where:
+                    p.skip(f"symlink_{where}" if where == "loop" else "symlink_outside_root", full.relative_to(root).as_posix())
                     others.remove(n)
                 elif _ext(n) in ("parquet", "tar", "jsonl"):
                     others.remove(n)
@@ -220,41 +244,91 @@ def _row(**kw: Any) -> dict:
     return kw
 
 
-def _read_text(path: Path) -> str | None:
+def read_limited(path: Path, max_bytes: int) -> tuple[bytes | None, dict | None]:
+    """A file's bytes, or None and why: never more than `max_bytes` is read (a 2 GB file would
+    not fit an Arrow binary cell and would blow the worker's memory), never a FIFO or device (a
+    read would block or never end), never through a symlink loop."""
     try:
-        return path.read_text(encoding="utf-8", errors="replace").strip()
-    except OSError:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            return None, {"read_error": "not a regular file"}
+        if st.st_size > max_bytes:
+            return None, {"too_large": st.st_size, "max_bytes": max_bytes}
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except OSError as e:
+        return None, {"read_error": f"{type(e).__name__}: {e}"}
+    if len(data) > max_bytes:  # grew since the stat
+        return None, {"too_large": len(data), "max_bytes": max_bytes}
+    return data, None
+
+
+def clean_text(raw: bytes | str | None, stats: Counter) -> str | None:
+    """A caption as clean UTF-8: bytes that are not UTF-8 are decoded with U+FFFD replacements
+    (`ingest:caption_not_utf8`) and NUL characters are removed (`ingest:caption_nul`): both are
+    counted, and the row is kept."""
+    if raw is None:
         return None
+    if isinstance(raw, (bytes, bytearray)):
+        try:
+            text = bytes(raw).decode("utf-8")
+        except UnicodeDecodeError:
+            text = bytes(raw).decode("utf-8", "replace")
+            stats["ingest:caption_not_utf8"] += 1
+    elif isinstance(raw, str):
+        text = raw
+    else:
+        return None
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+        stats["ingest:caption_nul"] += 1
+    return text.strip()
 
 
-def _read_meta(path: Path) -> tuple[str | None, str | None]:
+def _read_sidecar(path: Path, stats: Counter) -> bytes | None:
+    data, why = read_limited(path, SIDECAR_MAX_BYTES)
+    if why and "too_large" in why:
+        stats["ingest:sidecar_too_large"] += 1
+    return data
+
+
+def _meta_of(raw: bytes | None, stats: Counter) -> tuple[str | None, str | None]:
     """A `.json` sidecar: its `caption` field and the whole object as metadata."""
+    if raw is None:
+        return None, None
     try:
-        obj = json.loads(path.read_text(encoding="utf-8", errors="replace"))
-    except (OSError, ValueError):
+        obj = json.loads(clean_text(raw, stats) or "")
+    except ValueError:
         return None, None
     if not isinstance(obj, dict):
         return None, json.dumps({"value": obj})
     cap = obj.get("caption") or obj.get("text") or obj.get("alt") or obj.get("title")
-    return (cap if isinstance(cap, str) else None), json.dumps(obj, ensure_ascii=False, default=str)
+    return (clean_text(cap, stats) if isinstance(cap, str) else None), json.dumps(obj, ensure_ascii=False, default=str)
 
 
-def read_shard(shard: dict, done: set[str] | frozenset = frozenset()) -> Iterator[pa.Table]:
-    """Rows of one shard in blocks of ROWS_PER_BLOCK, skipping sources already `done`."""
+def _stats_table(stats: Counter) -> pa.Table:
+    return pa.table({"__ingest_stats__": [json.dumps({k: v for k, v in stats.items() if v})]})
+
+
+def read_shard(shard: dict, done: set[str] | frozenset = frozenset(), max_bytes: int = MAX_BYTES) -> Iterator[pa.Table]:
+    """Rows of one shard in blocks of ROWS_PER_BLOCK, skipping sources already `done`; no file or
+    tar member above `max_bytes` is read (its row says `too_large` in `meta`)."""
     kind = shard["kind"]
-    gen = {"files": _read_files, "tar": _read_tar, "parquet": _read_parquet, "edits": _read_edits}[kind](shard, done)
+    gen = {"files": _read_files, "tar": _read_tar, "parquet": _read_parquet, "edits": _read_edits}[kind](shard, done, max_bytes)
     buf: list[dict] = []
+    size = 0
     for item in gen:
         if isinstance(item, pa.Table):
             if buf:
                 yield _to_table(buf)
-                buf = []
+                buf, size = [], 0
             yield item
             continue
         buf.append(item)
-        if len(buf) >= ROWS_PER_BLOCK:
+        size += len(item.get("image") or b"") + sum(len(b or b"") for b in item.get("source_images") or [])
+        if len(buf) >= ROWS_PER_BLOCK or size >= BLOCK_BYTES:
             yield _to_table(buf)
-            buf = []
+            buf, size = [], 0
     if buf:
         yield _to_table(buf)
 
@@ -264,27 +338,27 @@ def _to_table(rows: list[dict]) -> pa.Table:
     return pa.Table.from_pydict(cols, schema=BASE_SCHEMA)
 
 
-def _read_files(shard: dict, done) -> Iterator[dict]:
+def _read_files(shard: dict, done, max_bytes: int) -> Iterator[dict | pa.Table]:
     root = Path(shard["root"])
+    stats: Counter = Counter()
     for rel, cap_rel, meta_rel in shard["files"]:
         if rel in done:
             continue
         full = root / rel
-        try:
-            data = full.read_bytes()
-        except OSError as e:
-            data = None
-            meta = json.dumps({"read_error": f"{type(e).__name__}: {e}"})
-        else:
-            meta = None
-        caption = _read_text(root / cap_rel) if cap_rel else None
+        data, why = read_limited(full, max_bytes)
+        caption = clean_text(_read_sidecar(root / cap_rel, stats), stats) if cap_rel else None
+        meta = None
         if meta_rel:
-            mcap, meta = _read_meta(root / meta_rel)
+            mcap, meta = _meta_of(_read_sidecar(root / meta_rel, stats), stats)
             caption = caption or mcap
+        if why:
+            meta = json.dumps({**json.loads(meta or "{}"), **why}) if meta and meta.startswith("{") else json.dumps(why)
         yield _row(id=sample_id(data or b""), source=rel, task="t2i", image=data, image_uri=str(full), caption=caption, meta=meta)
+    if stats:
+        yield _stats_table(stats)
 
 
-def _safe_member(m: tarfile.TarInfo) -> bool:
+def safe_member(m: tarfile.TarInfo) -> bool:
     name = m.name
     if not m.isfile():
         return False
@@ -292,97 +366,106 @@ def _safe_member(m: tarfile.TarInfo) -> bool:
     return not (pp.is_absolute() or ".." in pp.parts or "\\" in name or name.startswith("/"))
 
 
-def _read_tar(shard: dict, done) -> Iterator[dict | pa.Table]:
-    """WebDataset convention: members sharing a key (path up to the first dot of the basename)
-    form one sample; the image member is the row, .txt/.json are its caption and metadata."""
+def _read_tar(shard: dict, done, max_bytes: int) -> Iterator[dict | pa.Table]:
+    """WebDataset convention: consecutive members sharing a key (path up to the first dot of the
+    basename) form one sample; the image member is the row, .txt/.json are its caption and
+    metadata. Streamed: one sample's members are in memory at a time, so a tar of 100k members
+    costs no more memory than one of ten; a member above `max_bytes` is never read."""
     rel = shard["rel"]
     try:
-        tf = tarfile.open(shard["path"], mode="r:*")
+        tf = tarfile.open(shard["path"], mode="r|*")  # a stream: members are read in order, never indexed
     except (tarfile.TarError, OSError) as e:
         yield _row(id=sample_id(b""), source=f"{rel}!", task="t2i", image=None, meta=json.dumps({"tar_error": str(e)}))
         return
-    group: dict[str, dict] = {}
-    order: list[str] = []
+    stats: Counter = Counter()
+    key: str | None = None
+    members: dict[str, tuple] = {}
     with tf:
         try:
-            for m in tf:
+            while (m := tf.next()) is not None:
+                tf.members = []  # TarFile keeps every header it has read: 100k members would be ~50 MB
                 if m.isdir():
                     continue
-                if not _safe_member(m):
-                    group.setdefault("__unsafe__", {}).setdefault("names", []).append(m.name)
+                if not safe_member(m):
+                    stats["ingest:unsafe_tar_member"] += 1
                     continue
                 d, _, base = m.name.rpartition("/")
-                key = (d + "/" if d else "") + base.split(".", 1)[0]
+                k = (d + "/" if d else "") + base.split(".", 1)[0]
                 ext = base.split(".", 1)[1].lower() if "." in base else ""
-                f = tf.extractfile(m)
-                data = f.read() if f else b""
-                if key not in group:
-                    group[key] = {}
-                    order.append(key)
-                group[key][ext] = (m.name, data)
-        except (tarfile.TarError, OSError, EOFError) as e:
-            group.setdefault("__truncated__", {})["error"] = f"{type(e).__name__}: {e}"
-    unsafe = group.pop("__unsafe__", {}).get("names", [])
-    truncated = group.pop("__truncated__", None)
-    stats = Counter()
-    stats["ingest:unsafe_tar_member"] += len(unsafe)
-    for key in order:
-        members = group[key]
-        caption = None
-        meta = None
-        if "txt" in members:
-            caption = members["txt"][1].decode("utf-8", "replace").strip()
-        if "json" in members:
-            try:
-                obj = json.loads(members["json"][1])
-                meta = json.dumps(obj, ensure_ascii=False, default=str)
-                if isinstance(obj, dict) and not caption:
-                    c = obj.get("caption") or obj.get("text")
-                    caption = c if isinstance(c, str) else None
-            except ValueError:
-                meta = None
-        payload = [e for e in members if e not in ("txt", "json")]
-        if not payload:
-            stats["ingest:orphan_sidecar"] += 1
-            continue
-        img = [e for e in payload if e.split(".")[-1].lower() in IMAGE_EXTS]
-        for e in (img[:1] + [e for e in payload if e not in img[:1]]):
-            name, data = members[e]
-            src = f"{rel}!{name}"
-            if src in done:
-                continue
-            yield _row(id=sample_id(data), source=src, task="t2i", image=data, caption=caption if e in img[:1] else None, meta=meta)
-    if truncated:
-        stats["ingest:truncated_tar"] += 1
+                if k != key:
+                    yield from _tar_sample(rel, members, done, stats)
+                    key, members = k, {}
+                sidecar = ext in SIDECAR_EXTS
+                limit = SIDECAR_MAX_BYTES if sidecar else max_bytes
+                why = None
+                if f"{rel}!{m.name}" in done and not sidecar:
+                    data = None  # finished by an earlier attempt: not read again
+                elif m.size > limit:
+                    data, why = None, {"too_large": m.size, "max_bytes": limit}
+                    if sidecar:
+                        stats["ingest:sidecar_too_large"] += 1
+                else:
+                    f = tf.extractfile(m)
+                    data = f.read() if f else b""
+                members[ext] = (m.name, data, why)
+        except (tarfile.TarError, OSError, EOFError):
+            stats["ingest:truncated_tar"] += 1
+    yield from _tar_sample(rel, members, done, stats)
     if any(stats.values()):
-        yield pa.table({"__ingest_stats__": [json.dumps(dict(stats))]})
+        yield _stats_table(stats)
 
 
-def _read_parquet(shard: dict, done) -> Iterator[dict | pa.Table]:
+def _tar_sample(rel: str, members: dict, done, stats: Counter) -> Iterator[dict]:
+    if not members:
+        return
+    caption = meta = None
+    if "txt" in members and members["txt"][1] is not None:
+        caption = clean_text(members["txt"][1], stats)
+    if "json" in members:
+        mcap, meta = _meta_of(members["json"][1], stats)
+        caption = caption or mcap
+    payload = [e for e in members if e not in SIDECAR_EXTS]
+    if not payload:
+        stats["ingest:orphan_sidecar"] += 1
+        return
+    img = [e for e in payload if e.split(".")[-1].lower() in IMAGE_EXTS]
+    for e in (img[:1] + [e for e in payload if e not in img[:1]]):
+        name, data, why = members[e]
+        src = f"{rel}!{name}"
+        if src in done:
+            continue
+        row_meta = json.dumps({**(json.loads(meta) if meta and meta.startswith("{") else {}), **why}) if why else meta
+        yield _row(id=sample_id(data or b""), source=src, task="t2i", image=data,
+                   caption=caption if e in img[:1] else None, meta=row_meta)
+
+
+def _read_parquet(shard: dict, done, max_bytes: int) -> Iterator[dict | pa.Table]:
+    """A row group read ROWS_PER_BLOCK rows at a time (a row group of large images never sits in
+    memory whole)."""
     pf = pq.ParquetFile(shard["path"])
-    t = pf.read_row_group(shard["row_group"])
+    names = pf.schema_arrow.names
+    batches = (pa.Table.from_batches([b]) for b in pf.iter_batches(batch_size=ROWS_PER_BLOCK, row_groups=[shard["row_group"]]))
     rel = shard["rel"]
-    if shard.get("dataset") or ("id" in t.column_names and "source" in t.column_names and "task" in t.column_names):
+    if shard.get("dataset") or {"id", "source", "task"} <= set(names):
         # One of our datasets: keep every column (stored scores are reused, not recomputed).
-        drop = [c for c in ("reject_reason", "reject_reasons", "reject_details", "dedup_of", "run_id") if c in t.column_names]
-        t = t.drop_columns(drop)
-        if done:
-            import pyarrow.compute as pc
+        import pyarrow.compute as pc
 
-            t = t.filter(pc.invert(pc.is_in(t.column("source"), pa.array(sorted(done), pa.string()))))
-        for i in range(0, t.num_rows, ROWS_PER_BLOCK):
-            yield t.slice(i, ROWS_PER_BLOCK)
+        drop = [c for c in ("reject_reason", "reject_reasons", "reject_details", "dedup_of", "run_id") if c in names]
+        done_arr = pa.array(sorted(done), pa.string()) if done else None
+        for t in batches:
+            t = t.drop_columns(drop)
+            if done_arr is not None:
+                t = t.filter(pc.invert(pc.is_in(t.column("source"), done_arr)))
+            if t.num_rows:
+                yield t
         return
     icol, ccol = shard["image_col"], shard["caption_col"]
-    if icol not in t.column_names:
-        raise ValueError(f"{rel}: no image column {icol!r} (columns: {t.column_names}); pass --image-col NAME")
+    if icol not in names:
+        raise ValueError(f"{rel}: no image column {icol!r} (columns: {names}); pass --image-col NAME")
     base_row = sum(pf.metadata.row_group(i).num_rows for i in range(shard["row_group"]))
-    images = t.column(icol).to_pylist()
-    caps = t.column(ccol).to_pylist() if ccol in t.column_names else [None] * t.num_rows
-    other = [c for c in t.column_names if c not in (icol, ccol)]
-    metas = t.select(other).to_pylist() if other else [None] * t.num_rows
     pdir = Path(shard["path"]).parent
-    for i, (img, cap, meta) in enumerate(zip(images, caps, metas)):
+    stats: Counter = Counter()
+    for i, (img, cap, meta) in enumerate(_parquet_rows(batches, icol, ccol)):
         src = f"{rel}#{base_row + i}"
         if src in done:
             continue
@@ -392,25 +475,67 @@ def _read_parquet(shard: dict, done) -> Iterator[dict | pa.Table]:
         if isinstance(img, str):
             uri = img
             p = Path(img) if Path(img).is_absolute() else pdir / img
-            try:
-                img = p.read_bytes()
-            except OSError as e:
-                meta = {**(meta or {}), "read_error": f"{type(e).__name__}: {e}"}
-                img = None
+            img, why = read_limited(p, max_bytes)
+            if why:
+                meta = {**(meta or {}), **why}
+        elif img is not None and not isinstance(img, bytes):  # the preflight checks the column's type
+            meta = {**(meta or {}), "read_error": f"image value of type {type(img).__name__}"}
+            img = None
+        elif img is not None and len(img) > max_bytes:
+            meta = {**(meta or {}), "too_large": len(img), "max_bytes": max_bytes}
+            img = None
         yield _row(id=sample_id(img or b""), source=src, task="t2i", image=img, image_uri=uri,
-                   caption=cap if isinstance(cap, str) else None,
+                   caption=clean_text(cap, stats),
                    meta=json.dumps(meta, ensure_ascii=False, default=str) if meta else None)
+    if stats:
+        yield _stats_table(stats)
 
 
-def _read_edits(shard: dict, done) -> Iterator[dict]:
+def _parquet_rows(batches: Iterator[pa.Table], icol: str, ccol: str) -> Iterator[tuple]:
+    """(image, caption, other columns as a dict) per row of a raw Parquet input."""
+    for t in batches:
+        images = t.column(icol).to_pylist()
+        caps = t.column(ccol).to_pylist() if ccol in t.column_names else [None] * t.num_rows
+        other = [c for c in t.column_names if c not in (icol, ccol)]
+        metas = t.select(other).to_pylist() if other else [None] * t.num_rows
+        yield from zip(images, caps, metas)
+
+
+def parquet_problems(path: str | Path, image_col: str, caption_col: str) -> list[str]:
+    """What is wrong with a raw Parquet input's columns, one sentence each (checked before a run)."""
+    schema = pq.read_schema(path)
+    names = schema.names
+    if {"id", "source", "task"} <= set(names):
+        return []  # one of our datasets
+    out = []
+    if image_col not in names:
+        out.append(f"{path}: no image column {image_col!r} (columns: {', '.join(names)}); pass --image-col NAME")
+    else:
+        t = schema.field(image_col).type
+        ok = (pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_string(t) or pa.types.is_large_string(t)
+              or (pa.types.is_struct(t) and {"bytes", "path"} & {f.name for f in t}))
+        if not ok:
+            out.append(f"{path}: image column {image_col!r} is {t}; it must hold bytes, paths, or "
+                       "{bytes, path} structs (pass --image-col NAME)")
+    if caption_col in names:
+        t = schema.field(caption_col).type
+        if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t)):
+            out.append(f"{path}: caption column {caption_col!r} is {t}, not text; pass --caption-col NAME")
+    return out
+
+
+def _read_edits(shard: dict, done, max_bytes: int) -> Iterator[dict]:
     root = Path(shard["root"])
     for ln in shard["lines"]:
         if ln["where"] in done:
             continue
-        srcs = [(root / s).read_bytes() for s in ln["sources"]]
-        tgt = (root / ln["target"]).read_bytes()
+        srcs = [read_limited(root / s, max_bytes)[0] or b"" for s in ln["sources"]]  # unread: a broken source
+        tgt, why = read_limited(root / ln["target"], max_bytes)
         sids = [sample_id(b) for b in srcs]
-        yield _row(id=pair_id(sids, ln["instruction"], sample_id(tgt)), source=ln["where"], task="ti2i", image=tgt,
+        meta = ln.get("meta")
+        if why:
+            meta = {**(meta if isinstance(meta, dict) else {"value": meta} if meta is not None else {}), **why}
+        yield _row(id=pair_id(sids, ln["instruction"], sample_id(tgt or b"")), source=ln["where"], task="ti2i", image=tgt,
                    image_uri=str(root / ln["target"]), caption=ln.get("caption"), instruction=ln["instruction"],
                    source_ids=sids, source_images=srcs,
-                   meta=json.dumps(ln.get("meta"), ensure_ascii=False) if ln.get("meta") else None)
+                   meta=json.dumps(meta, ensure_ascii=False, default=str) if meta else None)

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
+from flywheel import config
 from flywheel.catalog import Catalog
 from flywheel.filters import base
 from flywheel.filters.decode import Decode
@@ -44,12 +45,25 @@ def _recipe(plan: dict):
 
 def prepare(recipe: str, input: str, output: str, *, name: str | None = None, workers: int = 2,
             skip: list[str] | None = None, sets: dict | None = None, image_col: str = "image",
-            caption_col: str = "caption", allow_missing: bool = False) -> dict:
-    """Resolve the recipe, run the preflight, list the input. Writes nothing when it fails."""
+            caption_col: str = "caption", allow_missing: bool = False, uncaptioned: str | None = "reject",
+            caption_backend: str | None = None, caption_kwargs: dict | None = None) -> dict:
+    """Resolve the recipe, run the preflight, list the input. Writes nothing when it fails.
+
+    `uncaptioned`: what happens to inputs without a caption when the recipe judges captions
+    (`flywheel.curation.uncaptioned`): None stops the run when there are any; "caption" captions them
+    first with `caption_backend`; "allow" keeps them; "reject" judges them as they are."""
     from flywheel.curation import ingest, preflight
+    from flywheel.curation import uncaptioned as uncap
     from flywheel.filters import recipe as recipes
 
     t0 = time.perf_counter()
+    if uncaptioned is not None and uncaptioned not in uncap.MODES:
+        raise CurateError(f"uncaptioned={uncaptioned!r}: use one of {', '.join(uncap.MODES)}")
+    if uncaptioned == "caption":
+        from flywheel.captioning.backends import BACKENDS
+
+        if caption_backend not in BACKENDS:
+            raise CurateError(f"--caption {caption_backend}: unknown captioning backend; use one of {', '.join(BACKENDS)}")
     try:
         r = recipes.load(recipe, overrides=sets or {}, skip=set(skip or []))
     except (ValueError, FileNotFoundError) as e:
@@ -91,9 +105,28 @@ def prepare(recipe: str, input: str, output: str, *, name: str | None = None, wo
                           "folder of images, a .parquet, a .tar shard, a .jsonl edit-pair manifest or a dataset.")
     if "ti2i" not in r.tasks and any(s["kind"] == "edits" for s in pl.shards):
         raise CurateError(f"recipe {r.name} is text-to-image only; edit pairs need a recipe with ti2i (stage2 or later)")
+    col_problems = [q for s in {s["path"] for s in pl.shards if s["kind"] == "parquet" and not s.get("dataset")}
+                    for q in ingest.parquet_problems(s, image_col, caption_col)]
+    if col_problems:
+        raise CurateError("the input's columns do not fit:\n  - " + "\n  - ".join(sorted(col_problems)))
     col_problems = preflight.column_problems(r, _input_columns(pl))
     if col_problems:
         raise CurateError("the run cannot start:\n  - " + "\n  - ".join(col_problems))
+    readers = uncap.caption_readers(r)
+    caps = uncap.count(pl)
+    caps.update(readers=readers, mode=uncaptioned if readers and caps["missing"] else None)
+    if caps["mode"] is None and readers and caps["missing"]:
+        raise CurateError(uncap.stop_message(caps, readers))
+    if caps["mode"] == "allow" and r.step("token_length"):
+        # kept, not rejected: the only rule that rejects a missing caption is switched off
+        sets = {**(sets or {}), "token_length": {**(sets or {}).get("token_length", {}), "reject_missing": False}}
+        r = recipes.load(recipe, overrides=sets, skip=set(skip or []))
+    if caps["mode"] == "caption":
+        caps["backend"] = caption_backend
+        caps["fill"] = {"mode": "caption", "backend": caption_backend, "backend_kwargs": caption_kwargs or {},
+                        "cache_path": str(config.cache_dir("captions") / "captions.db")}
+    elif caps["mode"] == "allow":
+        caps["fill"] = {"mode": "allow"}
     shard_keys = [hashlib.sha256(json.dumps(s, sort_keys=True).encode()).hexdigest()[:16] for s in pl.shards]
     parents = []
     if pl.kind == "dataset":
@@ -104,7 +137,7 @@ def prepare(recipe: str, input: str, output: str, *, name: str | None = None, wo
         "recipe_resolved": r.to_dict(), "sets": sets or {}, "skip": skip or [], "input": str(inp.resolve()),
         "input_kind": pl.kind, "output": str(out), "name": name or out.name, "workers": workers,
         "shards": pl.shards, "shard_keys": shard_keys, "ingest_counts": dict(pl.counts),
-        "ingest_examples": pl.examples, "rows_estimate": pl.rows_estimate, "parents": parents,
+        "ingest_examples": pl.examples, "rows_estimate": pl.rows_estimate, "parents": parents, "uncaptioned": caps,
         "notes": r.notes + ([f"not available, run without: {', '.join(missing_ops)}"] if missing_ops else [])
         + [f"model revision: {w}" for w in warnings_],
         "prepare_s": time.perf_counter() - t0, "created": time.time(),
@@ -112,14 +145,17 @@ def prepare(recipe: str, input: str, output: str, *, name: str | None = None, wo
     # A shard is the unit of the job; rows inside a shard resume one by one from whatever parts a
     # killed run left (each part is whole: the engine writes it under a temporary name, then
     # renames it), so uncommitted parts are kept.
-    job = Job.prepare("curate", key={"input": str(inp.resolve()), "recipe": r.hash, "opts": [image_col, caption_col]},
+    key = {"input": str(inp.resolve()), "recipe": r.hash, "opts": [image_col, caption_col]}
+    if caps.get("fill"):  # a run that captions or keeps the uncaptioned rows is another job
+        key["uncaptioned"] = [caps["mode"], caption_backend]
+    job = Job.prepare("curate", key=key,
                       plan=plan, units=shard_keys, keep_uncommitted=True,
                       run={"recipe": r.name, "recipe_hash": r.hash, "input": str(inp.resolve()), "output": str(out),
-                           "params": {"sets": sets or {}, "skip": skip or [], "workers": workers}})
+                           "params": {"sets": sets or {}, "skip": skip or [], "workers": workers,
+                                      "uncaptioned": caps["mode"], "caption_backend": caption_backend}})
     (job.state / "ingest").mkdir(exist_ok=True)
     (job.state / "barrier").mkdir(exist_ok=True)
     return job.plan
-    return plan
 
 
 def _input_columns(pl) -> set[str]:
@@ -175,7 +211,7 @@ def score(state: str, on_progress: Callable[[int, dict], None] | None = None) ->
     with job.step("score"):
         res = engine.score_shards([s for s, _ in todo], [k for _, k in todo], r, str(job.parts_dir), str(st / "ingest"),
                                   plan["workers"], {k: done_by_shard[k] for _, k in todo if k in done_by_shard}, progress,
-                                  side_root=plan["output"])
+                                  side_root=plan["output"], caption_fill=(plan.get("uncaptioned") or {}).get("fill"))
     steady = steady_rate(blocks)
     info = {"started_at": started_at, "ray_startup_s": t_ray["startup_s"], "steady_images_per_s": steady,
             "first_block_s": (blocks[0][0] - t0) if blocks else None, "score_s": time.perf_counter() - t0, "rows_scored": res["rows"],
@@ -352,7 +388,9 @@ def finalize(state: str) -> dict:
             t = t.append_column("run_id", pa.array([plan["run_id"]] * t.num_rows, pa.string()))
             reasons = t.column("reject_reason").to_pylist()
             hist.add(t)
-            mask = pa.array([x is None for x in reasons])
+            # typed: a part whose rows all repeat earlier ones (a task rerun after its worker was
+            # killed) is empty here, and an untyped empty array cannot filter
+            mask = pa.array([x is None for x in reasons], pa.bool_())
             acc.write(t.filter(mask))
             rej.write(t.filter(pa.compute.invert(mask)))
             for x, lst in zip(reasons, t.column("reject_reasons").to_pylist()):
@@ -476,10 +514,11 @@ def cleanup(state: str) -> None:
 
 def curate(recipe: str, input: str, output: str, *, name: str | None = None, workers: int = 2,
            skip: list[str] | None = None, sets: dict | None = None, image_col: str = "image",
-           caption_col: str = "caption", progress: bool = False, keep_state: bool = False) -> dict:
+           caption_col: str = "caption", progress: bool = False, keep_state: bool = False,
+           uncaptioned: str | None = "reject", caption_backend: str | None = None) -> dict:
     """The whole curation without Prefect (library use, calibration, benchmarks)."""
     plan = prepare(recipe, input, output, name=name, workers=workers, skip=skip, sets=sets,
-                   image_col=image_col, caption_col=caption_col)
+                   image_col=image_col, caption_col=caption_col, uncaptioned=uncaptioned, caption_backend=caption_backend)
     score(plan["state"])
     barrier(plan["state"])
     stats = finalize(plan["state"])

@@ -58,6 +58,20 @@ def _set_column(t: pa.Table, name: str, values: Sequence[Any], typ: pa.DataType)
     return t.append_column(name, arr)
 
 
+def _unread(meta: str | None) -> tuple[str, str]:
+    """The rule and detail of a row whose bytes ingest did not read: `too_large` when it left the
+    file unread for its size, else `unreadable` with the read error ingest recorded."""
+    try:
+        m = json.loads(meta) if meta else {}
+    except ValueError:
+        m = {}
+    m = m if isinstance(m, dict) else {}
+    if "too_large" in m:
+        return "too_large", f"{m['too_large']} bytes > max_bytes={m.get('max_bytes')}: not read"
+    return "unreadable", "the image bytes could not be read" + (f": {m['read_error']}" if m.get("read_error") else
+                                                               " (missing file or I/O error)")
+
+
 def _needs(table: pa.Table, op: base.Operator) -> list[bool]:
     """Rows whose scores for `op` are not stored yet (every row when a column is missing: the input
     was scored by an older version of the operator)."""
@@ -96,6 +110,7 @@ class Scorer:
         images = table.column("image").to_pylist()
         sources = table.column("source").to_pylist()
         src_imgs = table.column("source_images").to_pylist() if "source_images" in table.column_names else [None] * len(images)
+        metas = table.column("meta").to_pylist() if "meta" in table.column_names else [None] * len(images)
         facts: dict[str, list] = {c: [] for c in FACT_COLS + BROKEN_COLS}
         works: list[Work | None] = []
         src_works: list[list[Work | None]] = []
@@ -112,13 +127,14 @@ class Scorer:
                 d = None
                 for c in FACT_COLS:
                     facts[c].append(None)
-                facts[ERROR_COL].append("unreadable")
-                facts[DETAIL_COL].append("the image bytes could not be read (missing file or I/O error)")
+                err, det = _unread(metas[i])
+                facts[ERROR_COL].append(err)
+                facts[DETAIL_COL].append(det)
                 facts[FRAMES_COL].append(None)
                 works.append(None)
             else:
                 d = decode(data, ext_of(src.split("!")[-1].split("#")[0]) if src else None, self.work_size,
-                           bp.max_pixels, bp.check_extension)
+                           bp.max_pixels, bp.check_extension, bp.max_metadata_bytes)
                 for c in FACT_COLS:
                     facts[c].append(getattr(d, c))
                 facts[ERROR_COL].append(d.error)
@@ -129,7 +145,7 @@ class Scorer:
             if src_imgs[i]:
                 errs, dets = [], []
                 for sb in src_imgs[i]:
-                    sd = decode(sb, None, self.work_size, bp.max_pixels, False)
+                    sd = decode(sb, None, self.work_size, bp.max_pixels, False, bp.max_metadata_bytes)
                     sw.append(sd.work)
                     errs.append(sd.error)
                     dets.append(sd.detail)

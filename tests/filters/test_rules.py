@@ -78,7 +78,7 @@ def test_explain_and_calibrate_read_the_same_rules():
     assert rule_text("entropy:flat") == "entropy__hist < min_entropy"
     assert rule_text("resolution:too_small:source") == "resolution__bucket < min_bucket"
     assert rule_text("broken_file:truncated") == "broken_file__error == 'truncated'"
-    assert rule_text("token_length:missing") == "token_length__tokens is null"
+    assert rule_text("token_length:missing") == "token_length__tokens is null (when reject_missing)"
     assert rule_text("nsfw:error:RuntimeError") is None
     assert calibrated_rules(Nsfw) == [("max_prob", "nsfw__prob", "max")]
     assert calibrated_rules(ImageQuality) == [("max_blocking", "image_quality__blocking", "max"),

@@ -52,7 +52,7 @@ def curated(demo_corpus, ray_local, prefect_harness, tmp_path_factory):
     old = os.environ.get("FLYWHEEL_HOME")
     os.environ["FLYWHEEL_HOME"] = str(home)
     stats = run_curate("stage1", str(demo_corpus), str(out), name="demo", workers=2, skip=CPU_SKIP, sets=[],
-                       image_col="image", caption_col="caption")
+                       image_col="image", caption_col="caption", uncaptioned="reject")
     if old is not None:
         os.environ["FLYWHEEL_HOME"] = old
     yield out, stats, home

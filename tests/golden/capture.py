@@ -64,10 +64,10 @@ def capture(out: Path, only: str = "all") -> None:
 
     s1 = work / "s1"
     sh(FLYWHEEL, "curate", "--recipe", "stage1", "--input", str(inp), "--output", str(s1), "--name", "gold",
-       "--set", "clip.model=tiny-clip", env=env, cwd=work)
+       "--reject-uncaptioned", "--set", "clip.model=tiny-clip", env=env, cwd=work)
     s4 = work / "s4"
     sh(FLYWHEEL, "curate", "--recipe", "stage4", "--input", str(inp), "--output", str(s4), "--name", "gold4",
-       "--set", "clip.model=tiny-clip", "--set", "aesthetic.model=tiny-aes", "--set", "aesthetic.clip_model=tiny-clip",
+       "--reject-uncaptioned", "--set", "clip.model=tiny-clip", "--set", "aesthetic.model=tiny-aes", "--set", "aesthetic.clip_model=tiny-clip",
        env=env, cwd=work)
     for stage, d in (("stage1", s1), ("stage4", s4)):
         res = {"accepted": rows(d / "accepted"), "rejected": rows(d / "rejected"),
