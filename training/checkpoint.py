@@ -91,8 +91,9 @@ def load_state(state_dir: Path, raw, opt, ema, device) -> tuple[int, list[float]
     return meta["step"], meta.get("history", [])
 
 
-def save_state(state_dir: Path, raw, opt, ema, step: int, history: list, cfg: TrainConfig) -> None:
-    """Written beside, then renamed over the old state: a kill mid-write leaves the previous state whole."""
+def save_state(state_dir: Path, raw, opt, ema, step: int, history: list, cfg: TrainConfig, extra: dict | None = None) -> None:
+    """Written beside, then renamed over the old state: a kill mid-write leaves the previous state whole.
+    `extra`: more state dicts by name (distillation's fake-score model and its optimizer), read by `load_extra`."""
     import torch
 
     tmp = state_dir.with_name(state_dir.name + ".tmp")
@@ -101,15 +102,26 @@ def save_state(state_dir: Path, raw, opt, ema, step: int, history: list, cfg: Tr
     torch.save(opt.state_dict(), tmp / "optim.pt")
     if ema is not None:
         torch.save(ema, tmp / "ema.pt")
+    for name, obj in (extra or {}).items():
+        torch.save(obj, tmp / f"{name}.pt")
     (tmp / "meta.json").write_text(json.dumps(dict(step=step, history=history, config=cfg.model_dump(mode="json"))))
     if state_dir.exists():
         shutil.rmtree(state_dir)
     os.replace(tmp, state_dir)
 
 
-def save_checkpoint(out: Path, raw, ema, vae, encoder, cfg: TrainConfig, step: int, prediction: str) -> None:
+def load_extra(state_dir: Path, name: str, device):
+    """A state dict `save_state(extra=...)` wrote, or None."""
+    import torch
+
+    f = state_dir / f"{name}.pt"
+    return torch.load(f, map_location=device) if (state_dir / "meta.json").exists() and f.exists() else None
+
+
+def save_checkpoint(out: Path, raw, ema, vae, encoder, cfg: TrainConfig, step: int, prediction: str,
+                    extra: dict | None = None) -> None:
     """diffusers layout, sampled from the EMA weights; with Qwen3-VL conditioning and the 2.1 models, a
-    `QwenImage21Pipeline` directory."""
+    `QwenImage21Pipeline` directory. `extra` joins flywheel.json (a student's `sampling` defaults: steps, guidance)."""
     import copy
 
     import torch
@@ -140,6 +152,7 @@ def save_checkpoint(out: Path, raw, ema, vae, encoder, cfg: TrainConfig, step: i
     meta = dict(text_encoder=dict(kind=encoder.kind, revision=encoder.revision), arch=arch, stage=cfg.stage,
                 prediction=prediction, preset=cfg.preset, step=step, ema=ema is not None, resolution=cfg.resolution,
                 datasets=cfg.datasets, config=cfg.model_dump(mode="json"))
+    meta.update(extra or {})
     (out / "flywheel.json").write_text(json.dumps(meta, indent=2))
 
 

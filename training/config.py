@@ -6,9 +6,9 @@ help (the field's description), the choices of a `Literal`. A typo fails fast (`
 wrong value names the allowed ones. The config is saved with every checkpoint (`flywheel.json`) and
 resume state, and `TrainConfig.load(dir)` reads it back.
 
-Stages are rows of `STAGES` (Table 2 of the report): a new stage, such as RL or distillation from a
-teacher, is a new row there (its learning rate, T2I/TI2I ratio and resolution curriculum) plus the
-fields only it reads (a teacher checkpoint), required for that stage by a model validator; never a
+Stages are rows of `STAGES` (Table 2 of the report, then RL, distillation and the prompt enhancer): a
+stage is a row there (its loop, learning rate, T2I/TI2I ratio and resolution curriculum) plus the fields
+only it reads (a teacher checkpoint, prompts), required for that stage's loop by `REQUIRED`; never a
 second config.
 """
 
@@ -21,13 +21,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Stage(BaseModel):
-    """What a stage sets by default; the config's `lr`, `ti2i_ratio` and `resolution` override it."""
+    """What a stage sets by default; the config's `lr`, `ti2i_ratio` and `resolution` override it. `kind` says
+    which loop runs it (trainer.main dispatches on it) and so which fields it requires."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["flow", "rl", "distill", "enhancer-sft", "enhancer-rl"] = Field(
+        "flow", description="flow: rectified flow on datasets (trainer.py); rl: Flow-GRPO (grpo.py); distill: DMD "
+                            "(distill.py); enhancer-*: the prompt enhancer LM (enhancer.py).")
     lr: float = Field(description="Peak learning rate (after linear warm-up).")
     ti2i_ratio: float = Field(description="Share of TI2I (edit) batches.")
     resolutions: tuple[tuple[int, float], ...] = Field(
@@ -41,7 +45,16 @@ STAGES: dict[str, Stage] = {
     "pretrain": Stage(lr=1e-4, ti2i_ratio=0.1, resolutions=((256, 0.0), (512, 0.5))),
     "continual": Stage(lr=2e-5, ti2i_ratio=0.3, resolutions=((512, 0.0), (1024, 0.4), (2048, 0.8))),
     "sft": Stage(lr=1e-5, ti2i_ratio=0.3, resolutions=((512, 0.0), (1024, 0.4), (2048, 0.8))),
+    # Section 4.2-4.3 and 3.3: after SFT. Learning rates are Flow-GRPO's (LoRA 3e-4 there; full fine-tuning lower),
+    # DMD2's, and for the enhancer a from-scratch toy LM (SFT) then its RL.
+    "rl": Stage(kind="rl", lr=1e-5, ti2i_ratio=0.0, resolutions=((512, 0.0),)),
+    "distill": Stage(kind="distill", lr=2e-6, ti2i_ratio=0.0, resolutions=((512, 0.0),)),
+    "enhancer-sft": Stage(kind="enhancer-sft", lr=1e-3, ti2i_ratio=0.0, resolutions=((512, 0.0),)),
+    "enhancer-rl": Stage(kind="enhancer-rl", lr=1e-4, ti2i_ratio=0.0, resolutions=((512, 0.0),)),
 }
+# what each loop needs besides --out (checked when the config is built, with the flag to pass)
+REQUIRED = {"flow": ("datasets",), "rl": ("init", "prompts"), "distill": ("teacher", "prompts"),
+            "enhancer-sft": ("prompts",), "enhancer-rl": ("init", "prompts", "image_model")}
 StageName = Literal[tuple(STAGES)]  # the choices of --stage are the rows of the table
 
 
@@ -50,8 +63,9 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    datasets: list[str] = Field(min_length=1, json_schema_extra={"flag": "dataset"},
-                                description="Emitted dataset directory (name@vN through `flywheel train`); repeat to mix several.")
+    datasets: list[str] = Field(default_factory=list, json_schema_extra={"flag": "dataset"},
+                                description="Emitted dataset directory (name@vN through `flywheel train`); repeat to mix several. "
+                                            "Required by the flow stages (pretrain, continual, sft).")
     out: str = Field(description="Output directory: checkpoint (diffusers layout), state to resume, metrics, per-sample losses.")
     stage: StageName = Field("pretrain", description="Training stage: its learning rate, T2I/TI2I ratio and resolution "
                                                      "curriculum (Table 2 of the report).")
@@ -95,6 +109,38 @@ class TrainConfig(BaseModel):
     cache_dir: Optional[str] = Field(None, description="Text-embedding and latent caches; default: FLYWHEEL_HOME/cache/train.")
     progress: bool = Field(True, description="Show a progress bar.")
 
+    # -- rl, distill and the enhancer (grpo.py, distill.py, enhancer.py) ---------------------------
+    prompts: Optional[str] = Field(None, description="rl/distill/enhancer-rl: prompts, as a dataset (rl_prompts@vN, a directory) "
+                                                     "or a file (one prompt per line, or JSONL with prompt and expected); "
+                                                     "enhancer-sft: rewrite pairs (prompt_enhancer_pairs@vN or JSONL prompt,rewrite).")
+    teacher: Optional[str] = Field(None, description="distill: the multi-step teacher checkpoint (the student starts from it "
+                                                     "unless --init).")
+    image_model: Optional[str] = Field(None, description="enhancer-rl: the frozen image checkpoint that renders the rewrites.")
+    guidance: float = Field(4.0, ge=1, description="rl: CFG scale of the rollouts; distill: the teacher's CFG in the real score.")
+    sample_steps: int = Field(10, ge=1, description="rl: SDE steps of a rollout; distill: steps of the student (4).")
+    group_size: int = Field(8, ge=2, description="rl, enhancer-rl: samples per prompt (G), one group; rl groups share the initial noise.")
+    sde_a: float = Field(0.7, gt=0, description="rl: noise level a of the marginal-preserving SDE, sigma_t = a*sqrt(t/(1-t)).")
+    clip_range: float = Field(1e-4, gt=0, description="rl: the per-step ratio is clipped to 1 +- this (Flow-GRPO's 1e-4).")
+    adv_clip: float = Field(5.0, gt=0, description="rl: group-normalised advantages are clipped to +- this.")
+    kl_beta: float = Field(0.04, ge=0, description="rl, enhancer-rl: weight of the KL term to the reference (the starting) model.")
+    minibatches: int = Field(2, ge=1, description="rl: optimizer steps per rollout batch (ratios move from 1 after the first).")
+    lora_rank: int = Field(0, ge=0, description="rl: LoRA rank through peft; 0 fine-tunes every weight.")
+    reward_weights: dict[str, float] = Field(
+        default_factory=lambda: {"checker": 1.0},
+        description="rl, enhancer-rl: reward components and weights, NAME=W,...: checker, checker.ATTR (color, shape, count, "
+                    "position), clip, aesthetic, text (enhancer's rule-based constraints).")
+    reward_weights_end: Optional[dict[str, float]] = Field(
+        None, description="Weights reached linearly at step --reward-ramp (the report adjusts them during training).")
+    reward_ramp: int = Field(0, ge=0, description="Steps over which --reward-weights move to --reward-weights-end.")
+    reward_reference: int = Field(64, ge=4, description="Images (rl) or rewrites (enhancer-rl) in the percentile calibration set.")
+    reward_clip: Optional[str] = Field(None, description="open_clip local-dir of the clip/aesthetic rewards; default: the store's clip-vit-l-14.")
+    reward_aesthetic: Optional[str] = Field(None, description="Aesthetic head directory; default: the store's laion-aesthetic-v2.")
+    shuffle_rewards: bool = Field(False, description="rl: permute rewards within the batch before advantages (the control arm).")
+    fake_updates: int = Field(5, ge=1, description="distill: fake-score updates per student update (DMD2's two time-scale rule).")
+    regression_weight: float = Field(0.0, ge=0, description="distill: weight of the regression loss to teacher ODE samples (off by default).")
+    teacher_steps: int = Field(40, ge=1, description="distill: teacher steps for the regression pairs and the evaluation.")
+    max_new_tokens: int = Field(32, ge=1, description="enhancer: longest rewrite in tokens.")
+
     @field_validator("caption_probs", mode="before")
     @classmethod
     def _parse_caption_probs(cls, v: Any) -> Any:
@@ -118,11 +164,36 @@ class TrainConfig(BaseModel):
             raise ValueError(f"unknown caption types {sorted(unknown)}; use {', '.join(CAPTION_TYPES)}")
         return v
 
+    @field_validator("reward_weights", "reward_weights_end", mode="before")
+    @classmethod
+    def _parse_weights(cls, v: Any) -> Any:
+        if not isinstance(v, str):
+            return v
+        if v.strip().startswith("{"):
+            return json.loads(v)
+        try:
+            return {k.strip(): float(w) for k, w in (item.split("=") for item in v.split(",") if item.strip())}
+        except ValueError:
+            raise ValueError(f"{v!r} is not NAME=W,...; e.g. checker=1,clip=0.5") from None
+
+    @model_validator(mode="after")
+    def _stage_needs(self) -> "TrainConfig":
+        kind = STAGES[self.stage].kind
+        missing = [f for f in REQUIRED[kind] if not getattr(self, f)]
+        if missing:
+            flags = ", ".join("--" + ("dataset" if f == "datasets" else f.replace("_", "-")) for f in missing)
+            raise ValueError(f"stage {self.stage} needs {flags}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return STAGES[self.stage].kind
+
     @property
     def schedule(self) -> Stage:
         """The stage's row with this run's overrides applied."""
         s = STAGES[self.stage]
-        return Stage(lr=s.lr if self.lr is None else self.lr,
+        return Stage(kind=s.kind, lr=s.lr if self.lr is None else self.lr,
                      ti2i_ratio=s.ti2i_ratio if self.ti2i_ratio is None else self.ti2i_ratio,
                      resolutions=((self.resolution, 0.0),) if self.resolution else s.resolutions)
 
@@ -160,7 +231,7 @@ def options() -> list[Option]:
     for name, f in TrainConfig.model_fields.items():
         ann = _strip_optional(f.annotation)
         flag = "--" + ((f.json_schema_extra or {}).get("flag") or name).replace("_", "-")
-        default = None if f.is_required() else f.default
+        default = None if f.is_required() else f.get_default(call_default_factory=True)
         kw: dict = dict(field=name, flag=flag, default=default, help=f.description or "", required=f.is_required())
         origin, args = typing.get_origin(ann), typing.get_args(ann)
         if origin is Literal:
@@ -170,7 +241,9 @@ def options() -> list[Option]:
         elif origin is tuple:
             kw.update(type=args[0], nargs=len(args))
         elif origin is dict:
-            kw.update(type=str)  # TYPE=P,... parsed by the field's validator
+            kw.update(type=str)  # TYPE=P,... parsed by the field's validator, the default written the same way
+            if isinstance(default, dict):
+                kw["default"] = ",".join(f"{k}={v:g}" for k, v in default.items())
         elif ann in (str, int, float, bool):
             kw.update(type=ann)
         else:

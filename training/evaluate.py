@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -40,6 +41,8 @@ class EvalResult:
     checker_accuracy: dict[str, float] = field(default_factory=dict)
     dropped_training_prompts: int = 0
     manifest: object = None
+    seconds_per_image: float = float("nan")  # wall time of generation only (not scoring), per image
+    images: list = field(default_factory=list)  # the first images, for report grids
 
     def table(self) -> str:
         return format_table(self.summary, self.checker_accuracy)
@@ -124,7 +127,7 @@ def _png(img) -> bytes:
     return buf.getvalue()
 
 
-def generator_fn(ckpt: str | Path, size: int, steps: int, guidance: float, device: str | None = None) -> GenerateFn:
+def generator_fn(ckpt: str | Path, size: int, steps: int | None, guidance: float | None, device: str | None = None) -> GenerateFn:
     from flywheel.training.generate import Generator
 
     gen = Generator(ckpt, device=device)
@@ -137,7 +140,7 @@ def generator_fn(ckpt: str | Path, size: int, steps: int, guidance: float, devic
 
 def evaluate(
     ckpt_dir: str | Path | None, suite: str = "shapes", n_prompts: int = 800, seeds: Sequence[int] = (0, 1, 2),
-    size: int = 64, steps: int = 30, guidance: float = 4.0, batch_size: int = 32, prompt_seed: int = 0,
+    size: int = 64, steps: int | None = None, guidance: float | None = None, batch_size: int = 32, prompt_seed: int = 0,
     out: str | Path | None = None, name: str = "eval", catalog=None, checker: Checker | None = None,
     generate: GenerateFn | None = None, device: str | None = None, progress: bool = False, checker_n: int = 600,
     trained_on: Sequence[str | Path] = (),
@@ -155,11 +158,15 @@ def evaluate(
 
         bar = tqdm(total=len(prompts) * len(seeds), desc="eval", unit="img")
     rows: list[dict] = []
+    gen_seconds, grid = 0.0, []
     for seed in seeds:
         for b in range(0, len(prompts), batch_size):
             chunk = prompts[b : b + batch_size]
             # one noise draw per (seed, batch): reproducible and different across batches
+            t0 = time.perf_counter()
             images = generate([p for p, _ in chunk], seed * 1_000_003 + b)
+            gen_seconds += time.perf_counter() - t0
+            grid += [(p, im) for (p, _), im in zip(chunk, images)][: max(0, 16 - len(grid))]
             scores, preds = checker.score_with_predictions(images, [s for _, s in chunk])
             for j, ((p, spec), img, sc, pr) in enumerate(zip(chunk, images, scores, preds)):
                 rows.append(_row(p, spec, img, sc, pr, seed, b + j, size, ckpt_dir))
@@ -167,7 +174,8 @@ def evaluate(
                 bar.update(len(chunk))
     if bar:
         bar.close()
-    res = EvalResult(rows=rows, summary=summarize(rows), dropped_training_prompts=dropped)
+    res = EvalResult(rows=rows, summary=summarize(rows), dropped_training_prompts=dropped,
+                     seconds_per_image=gen_seconds / max(1, len(rows)), images=grid)
     if checker_n:
         res.checker_accuracy = ground_truth_accuracy(checker, n=checker_n, size=size)
     if out is not None:

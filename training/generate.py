@@ -44,10 +44,18 @@ class Generator:
         mask = torch.stack([torch.arange(L) < len(e.embeds) for e in enc])
         return text.to(self.device), mask.to(self.device)
 
-    def __call__(self, prompts: list[str], width: int = 256, height: int = 256, steps: int = 30,
-                 guidance: float = 4.0, seed: int = 0, progress: bool = False) -> list:
+    @property
+    def defaults(self) -> dict:
+        """Steps and guidance the checkpoint samples with unless told: a distilled student records its own
+        (`sampling` in flywheel.json: 4 steps, guidance 1), everything else 30 steps at guidance 4."""
+        return {"steps": 30, "guidance": 4.0, **self.meta.get("sampling", {})}
+
+    def __call__(self, prompts: list[str], width: int = 256, height: int = 256, steps: int | None = None,
+                 guidance: float | None = None, seed: int = 0, progress: bool = False) -> list:
         import torch
 
+        steps = steps or self.defaults["steps"]
+        guidance = self.defaults["guidance"] if guidance is None else guidance
         from flywheel.models import qwen_image as qi
         from flywheel.training import rectified_flow as rf
         from flywheel.training.data import to_pil

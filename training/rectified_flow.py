@@ -100,6 +100,16 @@ def timestep_bins(t, losses, n_bins: int = 10) -> dict[int, tuple[float, int]]:
     return out
 
 
+def sigmas(steps: int, mu: float):
+    """The noise levels `sample` visits, (steps + 1,) from 1 down to 0: the scheduler's, so RL rollouts and a
+    distilled student's fixed timesteps are exactly the ones `flywheel sample --steps N` uses."""
+    import numpy as np
+
+    sched = make_scheduler()
+    sched.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu)
+    return sched.sigmas.float()
+
+
 def sample(velocity, noise, steps: int, mu: float, guidance: float = 1.0, progress=None):
     """Euler from pure noise to data with classifier-free guidance.
 

@@ -155,6 +155,31 @@ def prompt_for(spec: ShapeSpec | TextSpec, rng: np.random.Generator) -> str:
     return t.format(np=noun_phrase(spec), pos=pos, bg=bg, be="is" if spec.count == 1 else "are")
 
 
+_WORD_COUNTS = {"a": 1, "an": 1, "one": 1, "single": 1, **{w: n for n, w in NUMBER_WORDS.items()}}
+_POSITION_WORDS = {"left": "left", "right": "right", "top": "top", "bottom": "bottom", "center": "center", "middle": "center"}
+
+
+def parse_prompt(prompt: str) -> ShapeSpec | None:
+    """What a `shapes` prompt in the suite's words asks for: colour, shape, count and position, or None when it
+    names no single colour and shape of the suite (or several). The inverse of `prompt_for`; the enhancer's
+    rule-based constraint (a rewrite keeps every entity and adds none) and prompt files without specs use it."""
+    words = [w.strip(".,;:!?\"'()").lower() for w in prompt.split()]
+    colors = {w for w in words if w in COLORS}
+    singular = {w for w in words if w in SHAPES}
+    plural = {s for s, p in PLURAL.items() if p in words}
+    shapes = singular | plural
+    if len(colors) != 1 or len(shapes) != 1:
+        return None
+    counts = [_WORD_COUNTS[w] for w in words if w in _WORD_COUNTS and w not in ("a", "an")]
+    count = counts[0] if len(set(counts)) == 1 else (1 if singular and not counts else None)
+    if count is None or count > MAX_COUNT or (count == 1) != bool(singular):
+        return None
+    positions = {_POSITION_WORDS[w] for w in words if w in _POSITION_WORDS}
+    if len(positions) > 1 or (positions and count != 1):
+        return None
+    return ShapeSpec(shapes.pop(), colors.pop(), count, positions.pop() if positions else None)
+
+
 def prompt_split(prompt: str, eval_fraction: float = 0.2) -> str:
     """`train` or `eval`, fixed by the prompt string: the two prompt sets never meet."""
     h = int.from_bytes(hashlib.sha256(prompt.strip().lower().encode()).digest()[:8], "big")

@@ -24,6 +24,23 @@ N_BINS = 10  # timestep bins of the loss log
 
 
 def main(cfg: TrainConfig) -> dict:
+    """Run the stage's loop: rectified flow here; RL, distillation and the enhancer in their own modules."""
+    if cfg.kind == "rl":
+        from flywheel.training import grpo
+
+        return grpo.main(cfg)
+    if cfg.kind == "distill":
+        from flywheel.training import distill
+
+        return distill.main(cfg)
+    if cfg.kind.startswith("enhancer"):
+        from flywheel.training import enhancer
+
+        return enhancer.main(cfg)
+    return _flow(cfg)
+
+
+def _flow(cfg: TrainConfig) -> dict:
     import numpy as np
     import torch
     import torch.distributed as dist

@@ -43,28 +43,33 @@ def synth(
 
 
 def eval_cmd(
-    ckpt: Path = typer.Option(..., help="A `flywheel train` output directory."),
+    ckpt: list[Path] = typer.Option(..., help="A `flywheel train` output directory; repeat to compare checkpoints side by side."),
     suite: str = typer.Option("shapes", help="Evaluation suite (shapes)."),
     n_prompts: int = typer.Option(800, help="Evaluation prompts (stratified: 100 per colour at 800)."),
     seeds: str = typer.Option("0,1,2", help="Comma-separated sampling seeds; every prompt is generated once per seed."),
     size: int = typer.Option(None, help="Image side; default: the checkpoint's training resolution, else 64."),
-    steps: int = typer.Option(30, help="Euler steps."),
-    guidance: float = typer.Option(4.0, help="Classifier-free guidance scale."),
+    steps: int = typer.Option(None, help="Euler steps; default: the checkpoint's (a distilled student's 4), else 30."),
+    guidance: float = typer.Option(None, help="Classifier-free guidance scale; default: the checkpoint's, else 4."),
     batch_size: int = typer.Option(32),
-    out: Path = typer.Option(None, help="Write the per-(prompt, seed) results dataset here (mine it with `flywheel signal`)."),
+    out: Path = typer.Option(None, help="Write the per-(prompt, seed) results dataset here (one subfolder per "
+                                        "checkpoint when several); mine it with `flywheel signal`."),
+    report: Path = typer.Option(None, help="Write a report page here: the side-by-side table and sample grids (index.html)."),
     name: str = typer.Option("eval", help="Catalog name of the results dataset."),
     device: str = typer.Option(None),
 ) -> None:
-    """Generate held-out prompts with a checkpoint, score them per attribute with the checker, and
-    print accuracy with 95% Wilson intervals per attribute and per asked value."""
+    """Generate held-out prompts with one or more checkpoints, score them per attribute with the checker, and
+    print accuracy with 95% Wilson intervals per attribute and per asked value, and sampling time per image;
+    several checkpoints are also printed side by side."""
     import json
 
     from flywheel.catalog import Catalog, open_dataset
     from flywheel.cli import UserError
     from flywheel.training import evaluate as ev
+    from flywheel.training import report as rp
 
-    if not (ckpt / "transformer" / "config.json").exists():
-        raise UserError(f"{ckpt} holds no transformer/; pass the --out directory of `flywheel train`")
+    for c in ckpt:
+        if not (c / "transformer" / "config.json").exists():
+            raise UserError(f"{c} holds no transformer/; pass the --out directory of `flywheel train`")
     if out is not None and out.exists() and any(out.iterdir()):
         raise UserError(f"{out} already exists and is not empty; pick a new --out")
     try:
@@ -73,26 +78,38 @@ def eval_cmd(
         raise UserError(f"--seeds {seeds!r}: write integers separated by commas, e.g. 0,1,2") from None
     if not seed_list:
         raise UserError("--seeds is empty; e.g. --seeds 0,1,2")
-    if size is None:
-        meta = ckpt / "flywheel.json"
-        size = (json.loads(meta.read_text()).get("resolution") if meta.exists() else None) or 64
-    trained_on = []  # the training datasets' captions are not held-out prompts
-    for r in ev.trained_on(ckpt):
+    labels = [str(c) for c in ckpt]
+    if len(set(labels)) != len(labels):
+        raise UserError("the same --ckpt is given twice")
+    named, seconds, grids = {}, {}, {}
+    for i, c in enumerate(ckpt):
+        csize = size
+        if csize is None:
+            meta = c / "flywheel.json"
+            csize = (json.loads(meta.read_text()).get("resolution") if meta.exists() else None) or 64
+        trained_on = []  # the training datasets' captions are not held-out prompts
+        for r in ev.trained_on(c):
+            try:
+                trained_on.append(open_dataset(r).path)
+            except (FileNotFoundError, KeyError, ValueError):
+                typer.echo(f"warning: {c} was trained on {r}, which is gone; its captions may appear among the prompts", err=True)
+        cout = None if out is None else (out if len(ckpt) == 1 else out / f"{i:02d}-{c.name}")
         try:
-            trained_on.append(open_dataset(r).path)
-        except (FileNotFoundError, KeyError, ValueError):
-            typer.echo(f"warning: {ckpt} was trained on {r}, which is gone; its captions may appear among the prompts", err=True)
-    try:
-        res = ev.evaluate(ckpt, suite=suite, n_prompts=n_prompts, seeds=seed_list, size=size, steps=steps, guidance=guidance,
-                          batch_size=batch_size, out=out, name=name, catalog=Catalog() if out else None, device=device,
-                          progress=True, trained_on=trained_on)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    typer.echo(f"{ckpt}: {n_prompts} held-out prompts x {len(seed_list)} seeds at {size}px"
-               f" ({res.dropped_training_prompts} prompts dropped: seen in training)")
-    typer.echo(res.table())
-    if res.manifest is not None:
-        typer.echo(f"results: {out} ({res.manifest.ref})")
+            res = ev.evaluate(c, suite=suite, n_prompts=n_prompts, seeds=seed_list, size=csize, steps=steps, guidance=guidance,
+                              batch_size=batch_size, out=cout, name=name, catalog=Catalog() if cout else None, device=device,
+                              progress=True, trained_on=trained_on)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        typer.echo(f"{c}: {n_prompts} held-out prompts x {len(seed_list)} seeds at {csize}px"
+                   f" ({res.dropped_training_prompts} prompts dropped: seen in training); {res.seconds_per_image:.3f} s/image")
+        typer.echo(res.table())
+        if res.manifest is not None:
+            typer.echo(f"results: {cout} ({res.manifest.ref})")
+        named[labels[i]], seconds[labels[i]], grids[labels[i]] = res.summary, res.seconds_per_image, res.images
+    if len(ckpt) > 1:
+        typer.echo("\n" + rp.side_by_side(named, seconds))
+    if report is not None:
+        typer.echo(f"report: {rp.write_report(report, named, seconds, grids)}")
 
 
 def train_vae(

@@ -99,7 +99,7 @@ def signal_list(status: str = typer.Option("new", help="new | routed | passed | 
 def route(
     trained_on: List[str] = typer.Option(..., "--trained-on", help="Dataset(s) the model was trained on (name@vN or path)."),
     reserve: List[str] = typer.Option(..., "--reserve", help="Reserve pool dataset(s) to retrieve candidates from."),
-    enhancer: str = typer.Option("rule", help="Prompt enhancer: rule (offline) or llm:MODEL_DIR."),
+    enhancer: str = typer.Option("rule", help="Prompt enhancer: rule (offline), llm:MODEL_DIR, or enhancer:DIR (trained by `flywheel train --stage enhancer-sft/-rl`)."),
     ckpt: Optional[Path] = typer.Option(None, help="Checkpoint to evaluate rewrites with (prompt track); without it no rewrite is tested."),
     radius_ratio: float = typer.Option(1.4, help="Scarce when the training k-NN radius is this many times the reserve's."),
     k_retrieve: int = typer.Option(40, help="Candidates retrieved per pre-training-track signal."),

@@ -28,21 +28,27 @@ def train(**given) -> None:
     from pydantic import ValidationError
 
     from flywheel.cli import UserError
+    from flywheel.models.store import ModelMissing
     from flywheel.training.config import TrainConfig, explain
     from flywheel.training.trainer import main
 
-    if given.get("init") and not Path(given["init"]).exists():
-        raise UserError(f"--init {given['init']} does not exist; pass a local diffusers directory (weights cannot be downloaded here)")
-    given["datasets"] = _resolve_datasets(given["datasets"])
+    for flag in ("init", "teacher", "image_model"):
+        if given.get(flag) and not Path(given[flag]).exists():
+            raise UserError(f"--{flag.replace('_', '-')} {given[flag]} does not exist; pass a local directory "
+                            "(weights cannot be downloaded here)")
+    given["datasets"] = _resolve_datasets(given.get("datasets") or [])
+    if given.get("prompts") and not Path(given["prompts"]).exists():  # rl_prompts@vN, prompt_enhancer_pairs@vN
+        given["prompts"] = _resolve_datasets([given["prompts"]])[0]
     try:
         cfg = TrainConfig(**given)
         r = main(cfg)
     except ValidationError as e:
         raise UserError(explain(e)) from None
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, ModelMissing) as e:
         raise UserError(f"{e}") from None
-    typer.echo(f"trained {r['step']} steps, last loss {r['loss']:.4f}; checkpoint in {cfg.out} "
-               f"(sample it: flywheel sample --ckpt {cfg.out} --prompt \"...\" --out DIR)")
+    use = (f"flywheel enhance --model {cfg.out} \"...\"" if cfg.kind.startswith("enhancer")
+           else f"flywheel sample --ckpt {cfg.out} --prompt \"...\" --out DIR")
+    typer.echo(f"trained {r['step']} steps ({cfg.stage}), last loss {r['loss']:.4f}; checkpoint in {cfg.out} (use it: {use})")
 
 
 def _train_signature() -> inspect.Signature:
@@ -71,8 +77,8 @@ def sample(
     out: Path = typer.Option(..., help="Directory for the PNGs."),
     width: int = typer.Option(None, help="Image width; default: the checkpoint's training resolution, else 256."),
     height: int = typer.Option(None, help="Image height; default: as width."),
-    steps: int = typer.Option(30, help="Euler steps."),
-    guidance: float = typer.Option(4.0, help="Classifier-free guidance scale (1 disables it)."),
+    steps: int = typer.Option(None, help="Euler steps; default: the checkpoint's (a distilled student's 4), else 30."),
+    guidance: float = typer.Option(None, help="Classifier-free guidance scale (1 disables it); default: the checkpoint's, else 4."),
     seed: int = typer.Option(0),
     n: int = typer.Option(1, help="Images per prompt."),
     device: str = typer.Option(None),
@@ -104,7 +110,24 @@ def sample(
     typer.echo(f"wrote {len(written)} images to {out}")
 
 
+def enhance(
+    prompt: list[str] = typer.Argument(..., help="Prompt(s) to rewrite."),
+    model: Path = typer.Option(..., help="An enhancer directory (`flywheel train --stage enhancer-sft/-rl` output, or local Qwen3 weights)."),
+    max_new_tokens: int = typer.Option(32),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """Rewrite prompts with the prompt enhancer (report section 3.3); one rewrite per line."""
+    from flywheel.cli import UserError
+    from flywheel.training.enhancer import Enhancer
+
+    if not (model / "config.json").exists():
+        raise UserError(f"{model} holds no config.json; pass the --out of an enhancer stage or a local Qwen3 directory")
+    for r in Enhancer.load(model, device).rewrite(list(prompt), max_new_tokens):
+        typer.echo(r)
+
+
 def register(app: typer.Typer) -> None:
     train.__signature__ = _train_signature()
     app.command("train")(train)
     app.command("sample")(sample)
+    app.command("enhance")(enhance)

@@ -52,7 +52,7 @@ class RouterConfig:
     min_score: float = 0.5  # retrieved candidates must be at least this similar to the prompt
     k_neighbours: int = 5  # nearest training rows stored with each queued candidate (the reviewer's comparison)
     queue: str = PRETRAIN_QUEUE
-    enhancer: str = "rule"  # rule | llm:<model dir>
+    enhancer: str = "rule"  # rule | llm:<model dir> | enhancer:<dir of `flywheel train --stage enhancer-*`>
     eval_repeats: int = 3  # the rewrite must pass in a majority of these evaluations
     out_dir: str | None = None  # where rl_prompts / enhancer pair versions go (default FLYWHEEL_HOME/datasets)
     limit: int | None = None
@@ -199,6 +199,23 @@ class LLMEnhancer:
         return text, {"mode": self.mode, "model_dir": self.model_dir, "raw": text[:500]}
 
 
+class TrainedEnhancer:
+    """The prompt enhancer `flywheel train --stage enhancer-sft/enhancer-rl` trains (training/enhancer.py), loaded
+    on first use; like every enhancer, its rewrite is only kept when the evaluation passes it."""
+
+    def __init__(self, model_dir: str | Path, max_new_tokens: int = 32):
+        self.model_dir, self.max_new_tokens = str(model_dir), max_new_tokens
+        self.mode = f"trained enhancer ({Path(self.model_dir).name})"
+        self._e = None
+
+    def rewrite(self, prompt: str) -> tuple[str, dict]:
+        if self._e is None:
+            from flywheel.training.enhancer import Enhancer
+
+            self._e = Enhancer.load(self.model_dir)
+        return self._e.rewrite([prompt], self.max_new_tokens)[0], {"mode": self.mode, "model_dir": self.model_dir}
+
+
 def _words(t: str) -> list[str]:
     return [w.strip(".,;:!?\"'()").lower() for w in (t or "").split() if w.strip(".,;:!?\"'()")]
 
@@ -237,8 +254,10 @@ class Router:
     def _enhancer(self):
         if self.cfg.enhancer.startswith("llm:"):
             return LLMEnhancer(self.cfg.enhancer[4:])
+        if self.cfg.enhancer.startswith("enhancer:"):
+            return TrainedEnhancer(self.cfg.enhancer[len("enhancer:"):])
         if self.cfg.enhancer != "rule":
-            raise ValueError(f"enhancer {self.cfg.enhancer!r}: use rule or llm:MODEL_DIR")
+            raise ValueError(f"enhancer {self.cfg.enhancer!r}: use rule, llm:MODEL_DIR or enhancer:DIR")
         texts = [t for ix in self.train_idx for t in ix.keys.column("text").to_pylist()]
         return RuleEnhancer.from_texts(texts, encoder=self.encoder)
 

@@ -69,7 +69,8 @@ def test_torchrun_parser_builds_the_config():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--stage", "rl"], "argument --stage: invalid choice: 'rl' (choose from 'pretrain', 'continual', 'sft')"),
+    (["--stage", "ppo"], "argument --stage: invalid choice: 'ppo' (choose from 'pretrain', 'continual', 'sft', 'rl', 'distill', 'enhancer-sft', 'enhancer-rl')"),
+    (["--stage", "rl"], "config: Value error, stage rl needs --init, --prompts"),  # a stage names the flags it needs
     (["--preset", "huge"], "choose from 'tiny', 'small', 'full'"),
     (["--bogus", "1"], "unrecognized arguments: --bogus"),
     (["--caption-probs", "nope=1"], "--caption-probs: Value error, unknown caption types ['nope']"),
@@ -83,7 +84,7 @@ def test_torchrun_parser_refuses(argv, message, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--stage", "rl"], "Invalid value for '--stage': Value error, 'rl' is not one of 'pretrain', 'continual', 'sft'"),
+    (["--stage", "ppo"], "Invalid value for '--stage': Value error, 'ppo' is not one of 'pretrain', 'continual', 'sft', 'rl', 'distill', 'enhancer-sft', 'enhancer-rl'"),
     (["--prediction", "eps"], "'eps' is not one of 'v', 'x0'"),
     (["--bogus", "1"], "No such option: --bogus"),
     (["--caption-probs", "general=x"], "--caption-probs: Value error, 'general=x' is not TYPE=P"),
@@ -100,8 +101,8 @@ def test_flywheel_train_refuses(argv, message, toy_dataset, tmp_path):
 def test_config_refuses_unknown_keys_and_values():
     with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
         TrainConfig(datasets=["a"], out="o", batchsize=3)
-    with pytest.raises(ValidationError, match="'pretrain', 'continual' or 'sft'"):
-        TrainConfig(datasets=["a"], out="o", stage="rl")
+    with pytest.raises(ValidationError, match="'pretrain', 'continual', 'sft', 'rl', 'distill', 'enhancer-sft' or 'enhancer-rl'"):
+        TrainConfig(datasets=["a"], out="o", stage="ppo")
     cfg = TrainConfig(datasets=["a"], out="o")
     with pytest.raises(ValidationError):  # an edit is checked too
         cfg.budget_clock = "sundial"
