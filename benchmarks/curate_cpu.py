@@ -152,14 +152,14 @@ def run_measured(cmd: list[str], env: dict, cwd: str | None = None) -> dict:
 def curate(inp: Path, work: Path, workers: int) -> dict:
     tag = f"{workers}-{time.time_ns()}"
     home, out = work / f"home-{tag}", work / f"out-{tag}"
-    env = {**os.environ, "FLYWHEEL_HOME": str(home), "DO_NOT_TRACK": "1"}
+    # a self-contained run each time (no runtime server left behind to compete with the next arm)
+    env = {**os.environ, "FLYWHEEL_HOME": str(home), "DO_NOT_TRACK": "1", "FLYWHEEL_SERVER": "off"}
     env.pop("RAY_ADDRESS", None)
     m = run_measured([FLYWHEEL, "curate", "--recipe", "stage1", "--input", str(inp), "--output", str(out),
                       "--skip", SKIP, "--workers", str(workers)], env)
     stats = json.loads((out / "stats.json").read_text())
-    score = next(home.glob("state/curate-*/score.json"), None)
-    blocks = json.loads(score.read_text())["blocks"] if score else []
     timing = stats["timing"]
+    blocks = timing.pop("blocks", None) or []
     shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(home, ignore_errors=True)
     return {**m, "rows": stats["rows"], "blocks": blocks, "timing": timing}

@@ -452,6 +452,7 @@ def finalize(state: str) -> dict:
             "images_per_s": (score_info.get("rows_scored") or 0) / score_info["score_s"] if score_info.get("score_s") else None,
             "steady_images_per_s": score_info.get("steady_images_per_s"),
             "first_block_s": score_info.get("first_block_s"),
+            "blocks": score_info.get("blocks"),  # (seconds after scoring began, rows) per block written
         },
         "barrier": barrier_info,  # per barrier operator: seconds, rows and its own counts (dedup: candidate/confirmed pairs)
         "duplicate_rows_dropped_on_resume": dup_sources,
