@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from soak import _pss_kb as soak_pss_kb  # benchmarks/soak.py: one reader of smaps_rollup
 
 ROOT = Path(__file__).resolve().parent.parent
 FLYWHEEL = str(Path(sys.executable).parent / "flywheel")
@@ -107,16 +108,6 @@ def fused_loop(root: Path, batch: int = 64) -> dict:
 
 # -- process-tree memory -----------------------------------------------------------------------
 
-def pss_kb(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 def tree_pss_mb(root_pid: int) -> float:
     import psutil
 
@@ -124,7 +115,7 @@ def tree_pss_mb(root_pid: int) -> float:
         procs = [psutil.Process(root_pid)] + psutil.Process(root_pid).children(recursive=True)
     except psutil.Error:
         return 0.0
-    return sum(pss_kb(p.pid) for p in procs) / 1024
+    return sum(soak_pss_kb(p.pid) for p in procs) / 1024
 
 
 def run_measured(cmd: list[str], env: dict, cwd: str | None = None) -> dict:
