@@ -31,21 +31,11 @@ _SERVERS = Path(tempfile.mkdtemp(prefix="fw-test-servers-")) / "started"
 os.environ["FLYWHEEL_SERVER_REGISTRY"] = str(_SERVERS)
 
 
-def leftover_servers(registry: Path) -> list[str]:
-    """The FLYWHEEL_HOMEs in `registry` whose local server is still alive; every one listed is
-    stopped (a dead supervisor's components too), so that nothing outlives the suite."""
-    from flywheel.flows import server
-
-    homes = sorted(set(registry.read_text().split())) if registry.exists() else []
-    alive = [h for h in homes if server.status(Path(h))["running"]]
-    for h in homes:
-        server.stop(Path(h))
-    return alive
-
-
 def pytest_sessionfinish(session, exitstatus):
     """Fail the run when a local server a test started is still alive."""
-    alive = leftover_servers(_SERVERS)
+    from flywheel.flows.server import stop_listed
+
+    alive = stop_listed(_SERVERS)
     shutil.rmtree(_SERVERS.parent, ignore_errors=True)
     if alive:
         msg = "flywheel servers left running by the tests (now stopped): " + ", ".join(alive)

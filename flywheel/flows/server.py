@@ -439,3 +439,14 @@ def session(workers: int) -> Iterator[dict]:
 
 if __name__ == "__main__":
     supervise(Path(sys.argv[1]))
+
+
+def stop_listed(registry: Path) -> list[str]:
+    """The FLYWHEEL_HOMEs listed in `registry` (one per line, as `FLYWHEEL_SERVER_REGISTRY`
+    records them) whose local server is still alive; every one listed is stopped (a dead
+    supervisor's components too), so that nothing outlives the test suite that listed them."""
+    homes = sorted(set(registry.read_text().split())) if registry.exists() else []
+    alive = [h for h in homes if status(Path(h))["running"]]
+    for h in homes:
+        stop(Path(h))
+    return alive

@@ -49,14 +49,14 @@ def test_modes_are_checked(monkeypatch):
 
 
 def test_the_suite_end_check_finds_and_stops_a_live_server(tmp_path):
-    import conftest
+    from flywheel.flows.server import stop_listed
 
     p = _fake_server(tmp_path / "home")
     reg = tmp_path / "registry"
     reg.write_text(f"{tmp_path / 'home'}\n")
-    assert conftest.leftover_servers(reg) == [str(tmp_path / "home")]
+    assert stop_listed(reg) == [str(tmp_path / "home")]
     assert p.wait(timeout=10) == -signal.SIGTERM
-    assert conftest.leftover_servers(reg) == []
+    assert stop_listed(reg) == []
 
 
 @pytest.mark.slow

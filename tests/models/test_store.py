@@ -34,8 +34,10 @@ def test_every_operators_default_models_are_pinned_in_the_registry():
         for m in op().required_models():
             declared.setdefault(m, []).append(name)
             assert m in pinned, f"operator {name} declares model {m!r}, which models/registry.yaml does not pin"
-    assert {"opennsfw", "brisque-svm", "docorient", "rotation-photo", "clip-vit-l-14", "laion-aesthetic-v2",
+    assert {"opennsfw", "docorient", "rotation-photo", "clip-vit-l-14", "laion-aesthetic-v2",
             "minilm"} <= set(declared)
+    # BRISQUE is one feature of image_quality, off by default (it scored clean flat content as distorted)
+    assert base.get("image_quality")({"brisque": True}).required_models() == ("brisque-svm",)
     assert declared["opennsfw"] == ["nsfw", "rotation"]
     from flywheel.filters.distribution import Distribution
 
