@@ -21,7 +21,6 @@ and off by default (`regression_weight`); DMD2's GAN term is not implemented.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -156,12 +155,8 @@ def main(cfg: TrainConfig) -> dict:
                    lr=opt.param_groups[0]["lr"], sec=time.time() - t0)
         if cfg.progress:
             print(f"distill step {step + 1}/{cfg.steps} dmd {rec['dmd_loss']:.4f} fake {rec['fake_loss']:.4f}", flush=True)
-        out_of_time = budget.over()
-        last = step + 1 == cfg.steps or out_of_time
-        if (step + 1) % cfg.log_every == 0 or last:
-            with open(log_path, "a") as f:
-                f.write(json.dumps(rec) + "\n")
-        if (step + 1) % cfg.ckpt_every == 0 or last:
+        save_now, out_of_time = pol.step_end(cfg, step, budget, rec, log_path)
+        if save_now:
             ck.save_state(out / "state", student, opt, ema, step + 1, history, cfg,
                           extra={"fake": fake.state_dict(), "fake_optim": fopt.state_dict()})
             ck.save_checkpoint(out, student, ema, vae, encoder, cfg, step + 1, prediction,

@@ -22,7 +22,6 @@ prediction, detached and reused (so no unconditional forward pass is ever repeat
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -264,12 +263,8 @@ def main(cfg: TrainConfig) -> dict:
                    lr=opt.param_groups[0]["lr"], rollout_s=t_roll, sec=time.time() - t0)
         if cfg.progress:
             print(f"rl step {step + 1}/{cfg.steps} reward {rlog['reward/total']:.3f} kl {rec['kl']:.2e}", flush=True)
-        out_of_time = budget.over()
-        last = step + 1 == cfg.steps or out_of_time
-        if (step + 1) % cfg.log_every == 0 or last:
-            with open(log_path, "a") as f:
-                f.write(json.dumps(rec) + "\n")
-        if (step + 1) % cfg.ckpt_every == 0 or last:
+        save_now, out_of_time = pol.step_end(cfg, step, budget, rec, log_path)
+        if save_now:
             ck.save_state(out / "state", raw, opt, ema, step + 1, history, cfg)
             ck.save_checkpoint(out, plain_copy(raw, params, ema), None, vae, encoder, cfg, step + 1, prediction,
                                extra=dict(ema=ema is not None, lora_rank=cfg.lora_rank, init=cfg.init))

@@ -126,3 +126,14 @@ class Budget:
         c = self.cfg
         return ((c.max_seconds is not None and self.clock() - self.t0 > c.max_seconds)
                 or (c.deadline is not None and time.time() > c.deadline))
+
+
+def step_end(cfg, step: int, budget: Budget, rec: dict, log_path: Path) -> tuple[bool, bool]:
+    """The end of one step of the RL and distillation loops: log `rec` when due and say
+    (checkpoint now, stop now). A loop past its budget checkpoints at this boundary, then stops."""
+    out_of_time = budget.over()
+    last = step + 1 == cfg.steps or out_of_time
+    if (step + 1) % cfg.log_every == 0 or last:
+        with open(log_path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+    return (step + 1) % cfg.ckpt_every == 0 or last, out_of_time
