@@ -40,6 +40,7 @@ system:
 $(STAMP): pyproject.toml requirements.lock deploy/install-system.sh
 	bash deploy/install-system.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PYTHON) deploy/check_disk.py $(VENV) 9
 	$(BIN)/pip install -q -r requirements.lock
 	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
