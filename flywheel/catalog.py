@@ -18,6 +18,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import urlsplit
 
 from flywheel import config
 
@@ -212,17 +213,53 @@ MIGRATIONS: list[tuple[int, str | list[str]]] = [
         # stored image: content hash, real width and height), apart from the caller's payload.
         "ALTER TABLE review_items ADD COLUMN sample_json TEXT",
     ),
+    (
+        13,
+        # PostgreSQL only (catalog_pg.OVERRIDES): the audit seq high-water mark that SQLite keeps
+        # in sqlite_sequence. Nothing to do on SQLite; recorded so both dialects count alike.
+        [],
+    ),
 ]
 
 
 class Catalog:
-    """A thin handle; each call opens a short-lived SQLite connection (safe across processes)."""
+    """A thin handle; each call opens a short-lived connection (safe across processes).
 
-    def __init__(self, path: str | Path | None = None):
-        self.path = Path(path) if path else config.catalog_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._create_private()
+    Where it lives: `location` if given, else `FLYWHEEL_CATALOG`, else `FLYWHEEL_HOME/catalog.db`
+    (`config.catalog_location`). A `postgresql://` location selects PostgreSQL (`catalog_pg`);
+    anything else is a SQLite file. `location` reopens the same catalog (a PostgreSQL URL
+    includes its password: pass it to child processes, never print it); `where` is what may be
+    shown (the URL without the password). `path` is the local anchor of the files that belong
+    to the catalog (audit key and head under `secrets/`, blobs): the database file on SQLite,
+    `FLYWHEEL_HOME/postgresql-<host>-<port>-<db>` on PostgreSQL."""
+
+    def __init__(self, location: str | Path | None = None):
+        from flywheel import catalog_pg
+
+        loc = location if location is not None else config.catalog_location()
+        if catalog_pg.is_url(str(loc)):
+            self.dialect = "postgresql"
+            self.url: str | None = str(loc)
+            self.location = str(loc)
+            self.where = catalog_pg.redact(self.url)
+            p = urlsplit(self.url)
+            anchor = re.sub(r"[^\w.-]", "_", f"postgresql-{p.hostname or 'local'}-{p.port or 5432}-{p.path.lstrip('/')}")
+            self.path = config.home() / anchor
+        else:
+            if "://" in str(loc):
+                # a mistyped URL must not quietly become a SQLite file of that name
+                raise ValueError(f"catalog location {str(loc).split('://')[0]}://… is not postgresql:// nor a file path")
+            self.dialect = "sqlite"
+            self.url = None
+            self.path = Path(loc)
+            self.location = str(self.path)
+            self.where = str(self.path)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._create_private()
         self._migrate()
+
+    def __repr__(self) -> str:
+        return f"Catalog({self.where!r})"
 
     def _create_private(self) -> None:
         """A new catalog file is created 0600: it holds password and token hashes, sessions and
@@ -236,6 +273,10 @@ class Catalog:
 
     # -- connections -------------------------------------------------------------------------
     def connect(self) -> sqlite3.Connection:
+        if self.url is not None:
+            from flywheel import catalog_pg
+
+            return catalog_pg.connect(self.url)  # type: ignore[return-value]
         con = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
         con.row_factory = sqlite3.Row
         con.execute("PRAGMA busy_timeout = 60000")
@@ -246,19 +287,32 @@ class Catalog:
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
         """A write transaction. BEGIN IMMEDIATE takes the write lock up front, so a busy catalog
-        makes us wait (busy_timeout) instead of failing half-way with SQLITE_BUSY on upgrade."""
-        for attempt in range(20):
+        makes us wait (busy_timeout) instead of failing half-way with SQLITE_BUSY on upgrade.
+        On PostgreSQL the same one-writer lock is a transaction-scoped advisory lock taken first
+        (see catalog_pg: READ COMMITTED, so every statement after it sees earlier commits)."""
+        if self.url is not None:
+            from flywheel import catalog_pg
+
             con = self.connect()
             try:
-                con.execute("BEGIN IMMEDIATE")
-                break
-            except sqlite3.OperationalError as e:
+                con.execute("BEGIN")
+                con.execute("SELECT pg_advisory_xact_lock(?)", (catalog_pg.WRITE_LOCK,))
+            except BaseException:
                 con.close()
-                if "locked" not in str(e) and "busy" not in str(e):
-                    raise
-                time.sleep(0.05 * (attempt + 1) + random.random() * 0.05)
+                raise
         else:
-            raise RuntimeError(f"catalog {self.path} stayed locked; is a process stuck holding it?")
+            for attempt in range(20):
+                con = self.connect()
+                try:
+                    con.execute("BEGIN IMMEDIATE")
+                    break
+                except sqlite3.OperationalError as e:
+                    con.close()
+                    if "locked" not in str(e) and "busy" not in str(e):
+                        raise
+                    time.sleep(0.05 * (attempt + 1) + random.random() * 0.05)
+            else:
+                raise RuntimeError(f"catalog {self.path} stayed locked; is a process stuck holding it?")
         try:
             yield con
             con.execute("COMMIT")
@@ -269,13 +323,35 @@ class Catalog:
             con.close()
 
     def execute(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
+        if self.url is not None and sql.lstrip().split(None, 1)[0].upper() not in ("SELECT", "WITH", "VALUES"):
+            # a write outside tx() still takes the writer lock, as SQLite's autocommit write does
+            with self.tx() as con:
+                return con.execute(sql, params).fetchall()
         con = self.connect()
         try:
             return con.execute(sql, params).fetchall()
         finally:
             con.close()
 
+    @property
+    def integrity_errors(self) -> tuple[type[BaseException], ...]:
+        """The exception classes a constraint or append-only trigger raises on this dialect."""
+        if self.url is not None:
+            import psycopg
+
+            return (psycopg.errors.IntegrityError,)
+        return (sqlite3.IntegrityError,)
+
     def _migrate(self) -> None:
+        if self.url is not None:
+            from flywheel import catalog_pg
+
+            con = self.connect()
+            try:
+                catalog_pg.migrate(con, MIGRATIONS, SCHEMA_VERSION_TABLE)  # type: ignore[arg-type]
+            finally:
+                con.close()
+            return
         con = self.connect()
         try:
             con.execute("PRAGMA journal_mode = WAL")
@@ -302,8 +378,13 @@ class Catalog:
     def start_run(self, run_id: str, kind: str, **fields: Any) -> None:
         with self.tx() as con:
             con.execute(
-                "INSERT OR REPLACE INTO runs (run_id, kind, status, started_at, recipe, recipe_hash, input,"
-                " output, params_json, code_version, state_key) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO runs (run_id, kind, status, started_at, recipe, recipe_hash, input,"
+                " output, params_json, code_version, state_key) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT (run_id) DO UPDATE SET kind=excluded.kind, status=excluded.status,"
+                " started_at=excluded.started_at, recipe=excluded.recipe, recipe_hash=excluded.recipe_hash,"
+                " input=excluded.input, output=excluded.output, params_json=excluded.params_json,"
+                " code_version=excluded.code_version, state_key=excluded.state_key,"
+                " finished_at=NULL, stats_json=NULL",
                 (
                     run_id, kind, "running", time.time(), fields.get("recipe"), fields.get("recipe_hash"),
                     fields.get("input"), fields.get("output"), json.dumps(fields.get("params", {})),
@@ -368,7 +449,7 @@ class Catalog:
         if not rows:
             known = [f"{r['name']}@v{r['version']}" for r in self.execute(
                 "SELECT name, version FROM datasets WHERE status='ready' ORDER BY name, version")]
-            raise KeyError(f"no dataset {ref!r} in the catalog {self.path}; known: {', '.join(known) or 'none'}")
+            raise KeyError(f"no dataset {ref!r} in the catalog {self.where}; known: {', '.join(known) or 'none'}")
         return Path(rows[0]["path"])
 
     def datasets(self) -> list[sqlite3.Row]:

@@ -16,7 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # tiny random-weight CLIP and aesthetic models, shared by tests/models and tests/filters
-pytest_plugins = ["model_fixtures"]
+pytest_plugins = ["model_fixtures", "pg_fixtures"]
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -48,6 +48,7 @@ def pytest_sessionfinish(session, exitstatus):
 def _isolated_home(tmp_path, monkeypatch):
     """Every test gets its own FLYWHEEL_HOME (catalog, state, caches)."""
     monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path / "fw-home"))
+    monkeypatch.delenv("FLYWHEEL_CATALOG", raising=False)  # SQLite unless a test picks PostgreSQL
     yield
 
 
