@@ -549,8 +549,22 @@ def duck_connect(cat: Catalog):
                                               "autoload_known_extensions": False,
                                               "allow_community_extensions": False,
                                               "python_enable_replacements": False})
-    _load_sqlite_extension(con)
-    con.execute(f"ATTACH '{_q(str(cat.path))}' AS catalog (TYPE sqlite, READ_ONLY)")
+    if cat.url is not None:
+        # PostgreSQL: DuckDB's postgres extension (from its wheel), logged in as the catalog's
+        # read-only role (SELECT on the shown tables and columns only), attached READ_ONLY
+        from flywheel import catalog_pg
+
+        _load_wheel_extension(con, "duckdb_extension_postgres_scanner", "postgres_scanner", "duckdb-extension-postgres-scanner")
+        ro = _read_only_url(cat)
+        try:
+            con.execute(f"ATTACH '{_q(catalog_pg.libpq_dsn(ro))}' AS catalog (TYPE postgres, READ_ONLY)")
+        except duckdb.Error as e:  # its message may quote the connection string
+            raise catalog_pg.CatalogUnavailable(
+                f"DuckDB could not attach the PostgreSQL catalog ({catalog_pg.describe(cat.url)}) as its read-only role: "
+                + catalog_pg.scrub(str(e), cat.url, ro)) from None
+    else:
+        _load_sqlite_extension(con)
+        con.execute(f"ATTACH '{_q(str(cat.path))}' AS catalog (TYPE sqlite, READ_ONLY)")
     for t, cols in CATALOG_VIEWS.items():
         con.execute(f"CREATE VIEW {t} AS SELECT {cols} FROM catalog.{t}")
     rows = cat.datasets()
@@ -578,7 +592,8 @@ def duck_connect(cat: Catalog):
         con.execute("CREATE VIEW samples AS SELECT NULL::VARCHAR AS dataset, NULL::VARCHAR AS id, NULL::VARCHAR AS source,"
                     " NULL::VARCHAR AS reject_reason WHERE false")
     # The views read these files when a query runs, so they stay reachable; nothing else does.
-    catalog_files = [str(p) + suffix for p in {cat.path.absolute(), cat.path.resolve()} for suffix in ("", "-wal", "-shm")]
+    catalog_files = [] if cat.url is not None else [
+        str(p) + suffix for p in {cat.path.absolute(), cat.path.resolve()} for suffix in ("", "-wal", "-shm")]
     con.execute("SET allowed_paths = ?", [catalog_files])
     con.execute("SET allowed_directories = ?", [sorted(dirs)])
     con.execute("SET enable_external_access = false")
@@ -645,6 +660,41 @@ def _q(s: str) -> str:
     return s.replace("'", "''")
 
 
+def _read_only_url(cat: Catalog) -> str:
+    """The URL of the catalog's read-only role, created (or its grants refreshed) by the owner.
+    Its password is an HMAC of the owner's: whoever can open the catalog can derive it, nobody
+    else, and nothing is stored."""
+    import hashlib
+    import hmac
+
+    from flywheel import catalog_pg
+
+    owner_pw = urlsplit(cat.url).password or ""
+    pw = hmac.new(owner_pw.encode(), b"flywheel-sql-read-only", hashlib.sha256).hexdigest()
+    grants = {t: (None if cols == "*" else [c.strip() for c in cols.split(",")]) for t, cols in CATALOG_VIEWS.items()}
+    con = cat.connect()
+    try:
+        role = catalog_pg.ensure_read_role(con, cat.url, grants, pw)  # type: ignore[arg-type]
+    finally:
+        con.close()
+    return catalog_pg.role_url(cat.url, role, pw)
+
+
+def _load_wheel_extension(con, module: str, ext: str, package: str) -> None:
+    """Load a DuckDB extension from the wheel that ships its binary (never a download)."""
+    import glob
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        raise RuntimeError(f"DuckDB's {ext} extension is missing: pip install '{package}==<duckdb version>'") from None
+    files = glob.glob(str(Path(mod.__file__).parent / "extensions" / "*" / f"{ext}.duckdb_extension"))
+    if not files:
+        raise RuntimeError(f"no {ext} extension file under {Path(mod.__file__).parent}; reinstall {package}")
+    con.execute(f"LOAD '{files[0]}'")
+
+
 def _load_sqlite_extension(con) -> None:
     """The `duckdb-extension-sqlite-scanner` wheel ships the extension file, so DuckDB never
     tries to download it (which fails offline)."""
@@ -658,6 +708,64 @@ def _load_sqlite_extension(con) -> None:
     if not files:
         raise RuntimeError(f"no sqlite_scanner extension file under {Path(ext.__file__).parent}; reinstall duckdb-extension-sqlite-scanner")
     con.execute(f"LOAD '{files[0]}'")
+
+
+def copy_catalog(src: Catalog, dst: Catalog, chunk: int = 5000) -> dict[str, int]:
+    """Copy every table of catalog `src` into the empty catalog `dst` (`flywheel catalog migrate`),
+    in one write transaction on `dst`: rows as they are (audit MACs included), identity sequences
+    and the audit seq high-water mark set past the highest ids `src` ever handed out, the audit
+    chain head carried over. Returns rows copied per table."""
+    from flywheel import audit
+
+    def tables(c: Catalog) -> list[str]:
+        if c.dialect == "postgresql":
+            sql = "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
+        else:
+            sql = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        return sorted(r[0] for r in c.execute(sql))
+
+    skip = {SCHEMA_VERSION_TABLE, "audit_high_water"}
+    src_tables = [t for t in tables(src) if t not in skip]
+    missing = sorted(set(src_tables) - set(tables(dst)))
+    if missing:
+        raise ValueError(f"the target catalog has no table {', '.join(missing)}: is it on an older flywheel?")
+    copied: dict[str, int] = {}
+    with dst.tx() as out:
+        for t in src_tables:
+            if out.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone():
+                raise ValueError(f"the target catalog {dst.where} is not empty (table {t} has rows); migrate into a new database")
+        con = src.connect()
+        try:
+            for t in src_tables:
+                cur = con.execute(f"SELECT * FROM {t}")
+                cols = [d[0] for d in cur.description]
+                ins = f"INSERT INTO {t} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+                n = 0
+                while rows := cur.fetchmany(chunk):
+                    out.executemany(ins, [tuple(r) for r in rows])
+                    n += len(rows)
+                copied[t] = n
+            top = {r[0]: r[1] for r in con.execute("SELECT name, seq FROM sqlite_sequence")} if src.dialect == "sqlite" else {}
+        finally:
+            con.close()
+        if dst.dialect == "postgresql":
+            for t, col in out.execute("SELECT table_name, column_name FROM information_schema.columns"
+                                      " WHERE table_schema = 'public' AND is_identity = 'YES'").fetchall():
+                high = max(top.get(t) or 0, out.execute(f"SELECT COALESCE(MAX({col}), 0) FROM {t}").fetchone()[0])
+                if high:
+                    out.execute("SELECT setval(pg_get_serial_sequence(?, ?), ?)", (t, col, high))
+            out.execute("UPDATE audit_high_water SET top = GREATEST(top, ?, (SELECT COALESCE(MAX(seq), 0) FROM audit_log))",
+                        (top.get("audit_log") or 0,))
+    head = audit.load_head(src.path)
+    if head and not audit.load_head(dst.path):
+        audit.save_head(dst.path, {"seq": head.get("seq"), "mac": head.get("mac")})
+    if not audit.key_file(dst.path).exists() and audit.key_file(src.path).exists():
+        key = audit.key_file(src.path).read_bytes()
+        audit.key_file(dst.path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(audit.key_file(dst.path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key)
+    return copied
 
 
 def open_dataset(ref, catalog: "Catalog | None" = None):

@@ -51,6 +51,17 @@ def describe(url: str) -> str:
     return f"database {p.path.lstrip('/') or '?'} on {host}:{p.port or q.get('port', ['5432'])[0]}"
 
 
+def scrub(msg: str, *urls: str | None) -> str:
+    """`msg` with every password of `urls` replaced by ***."""
+    from urllib.parse import unquote
+
+    for u in urls:
+        pw = urlsplit(u).password if u else None
+        for form in {pw, unquote(pw)} if pw else ():
+            msg = msg.replace(form, "***")
+    return msg
+
+
 class CatalogUnavailable(RuntimeError):
     """The PostgreSQL catalog could not be reached; the message names host and database only."""
 
@@ -176,6 +187,13 @@ class Cursor:
     def fetchone(self):
         return self._cur.fetchone() if self._cur.description else None
 
+    @property
+    def description(self):
+        return self._cur.description
+
+    def fetchmany(self, n: int) -> list:
+        return self._cur.fetchmany(n) if self._cur.description else []
+
     def fetchall(self) -> list:
         return self._cur.fetchall() if self._cur.description else []
 
@@ -226,9 +244,7 @@ def connect(url: str) -> Connection:
         raw = psycopg.connect(url, autocommit=True, row_factory=_row_factory, connect_timeout=10)
     except psycopg.Error as e:
         # psycopg's message can quote the conninfo; only host and database are said here
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if (p := urlsplit(url).password):
-            msg = msg.replace(p, "***")
+        msg = scrub(str(e).splitlines()[0] if str(e) else type(e).__name__, url)
         raise CatalogUnavailable(f"cannot connect to the PostgreSQL catalog ({describe(url)}): {msg}") from None
     raw.adapters.register_loader("numeric", _numeric_loader())
     raw.adapters.register_dumper(bool, IntDumper)  # flags are INTEGER columns, as on SQLite
@@ -263,10 +279,9 @@ def read_role(url: str) -> str:
     return re.sub(r"\W", "_", user) + READ_ROLE_SUFFIX
 
 
-def ensure_read_role(con: Connection, url: str, tables: list[str], password: str) -> str:
-    """A LOGIN role with SELECT on the catalog tables only (for `flywheel sql`). Its password is
-    derived from the owner's, so any machine that holds the catalog URL can log in as it, and
-    set again each call (a rotated owner password rotates it)."""
+def ensure_read_role(con: Connection, url: str, grants: dict[str, list[str] | None], password: str) -> str:
+    """A LOGIN role with SELECT only, on the tables (None) or columns given (for `flywheel sql`);
+    its password is set again each call (a rotated owner password rotates it)."""
     from psycopg import sql
 
     role = read_role(url)
@@ -281,8 +296,13 @@ def ensure_read_role(con: Connection, url: str, tables: list[str], password: str
         if db:
             con.raw.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(db), sql.Identifier(role)))
         con.raw.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(sql.Identifier(role)))
-        for t in tables:
-            con.raw.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(sql.Identifier(t), sql.Identifier(role)))
+        for t, cols in grants.items():
+            con.raw.execute(sql.SQL("REVOKE ALL ON {} FROM {}").format(sql.Identifier(t), sql.Identifier(role)))
+            if cols is None:
+                con.raw.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(sql.Identifier(t), sql.Identifier(role)))
+            else:
+                con.raw.execute(sql.SQL("GRANT SELECT ({}) ON {} TO {}").format(
+                    sql.SQL(", ").join(map(sql.Identifier, cols)), sql.Identifier(t), sql.Identifier(role)))
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")

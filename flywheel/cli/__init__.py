@@ -32,6 +32,7 @@ FEATURES = (
     "flywheel.cli.review",
     "flywheel.cli.audit",
     "flywheel.cli.server",
+    "flywheel.cli.catalog",
 )
 
 
@@ -48,7 +49,11 @@ def main() -> None:
     _register_all()
     try:
         app()
-    except UserError as e:
+    except Exception as e:
+        from flywheel.catalog_pg import CatalogUnavailable
+
+        if not isinstance(e, (UserError, CatalogUnavailable)):  # a catalog that cannot be reached: say where, no traceback
+            raise
         from rich.console import Console
 
         Console(stderr=True).print(f"[bold red]error:[/] {e}")
