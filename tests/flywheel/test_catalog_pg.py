@@ -10,12 +10,12 @@ import logging
 import multiprocessing as mp
 
 import pytest
+from pg_fixtures import PG_PASSWORD
 from typer.testing import CliRunner
 
 from flywheel.catalog import MIGRATIONS, Catalog
 from flywheel.catalog_pg import CatalogUnavailable
 from flywheel.loop import queue as q
-from pg_fixtures import PG_PASSWORD
 
 
 def _cli(*args):
