@@ -258,7 +258,7 @@ def count_items(cat, queue: str | None = None, signal_id: str | None = None, sta
     where, args = _where(queue, signal_id, status, track, None, max_id)
     if cap is None:
         return cat.execute(f"SELECT COUNT(*) AS n FROM review_items{where}", args)[0]["n"]
-    return cat.execute(f"SELECT COUNT(*) AS n FROM (SELECT 1 FROM review_items{where} LIMIT ?)", (*args, int(cap)))[0]["n"]
+    return cat.execute(f"SELECT COUNT(*) AS n FROM (SELECT 1 FROM review_items{where} LIMIT ?) capped", (*args, int(cap)))[0]["n"]
 
 
 def max_item_id(cat, queue: str | None = None, signal_id: str | None = None, status: str | None = "pending",
