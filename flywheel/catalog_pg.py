@@ -20,7 +20,9 @@ statement after the lock sees what earlier writers committed. Readers never take
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 from typing import Any, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
@@ -207,8 +209,8 @@ class Connection:
 
     dialect = "postgresql"
 
-    def __init__(self, raw):
-        self.raw = raw
+    def __init__(self, raw, url: str):
+        self.raw, self.url = raw, url
 
     def execute(self, sql: str, params: tuple | list | dict = ()) -> Cursor:
         cur = self.raw.cursor()
@@ -221,7 +223,23 @@ class Connection:
         return Cursor(cur)
 
     def close(self) -> None:
-        self.raw.close()
+        """Back to this process's idle pool when it is healthy and outside a transaction;
+        closed otherwise. Callers open a connection per call (as on SQLite, where that is free);
+        here a new one costs a TCP connect and a SCRAM exchange, so idle ones are kept."""
+        from psycopg import pq
+
+        raw, self.raw = self.raw, None
+        if raw is None:
+            return
+        if raw.closed or raw.broken or raw.info.transaction_status != pq.TransactionStatus.IDLE:
+            raw.close()
+            return
+        with _POOL_LOCK:
+            idle = _POOL.setdefault((os.getpid(), self.url), [])
+            if len(idle) < POOL_IDLE:
+                idle.append(raw)
+                return
+        raw.close()
 
 
 def _numeric_loader():
@@ -236,9 +254,22 @@ def _numeric_loader():
     return Loader
 
 
+# Idle connections per (process, URL): a forked child never touches its parent's sockets.
+POOL_IDLE = 8
+_POOL: dict[tuple[int, str], list] = {}
+_POOL_LOCK = threading.Lock()
+
+
 def connect(url: str) -> Connection:
     import psycopg
     from psycopg.types.numeric import IntDumper
+
+    with _POOL_LOCK:
+        idle = _POOL.get((os.getpid(), url))
+        while idle:
+            raw = idle.pop()
+            if not (raw.closed or raw.broken):
+                return Connection(raw, url)
 
     try:
         raw = psycopg.connect(url, autocommit=True, row_factory=_row_factory, connect_timeout=10)
@@ -248,7 +279,7 @@ def connect(url: str) -> Connection:
         raise CatalogUnavailable(f"cannot connect to the PostgreSQL catalog ({describe(url)}): {msg}") from None
     raw.adapters.register_loader("numeric", _numeric_loader())
     raw.adapters.register_dumper(bool, IntDumper)  # flags are INTEGER columns, as on SQLite
-    return Connection(raw)
+    return Connection(raw, url)
 
 
 def migrate(con: Connection, migrations: list, version_table: str) -> None:
