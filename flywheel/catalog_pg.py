@@ -20,6 +20,7 @@ statement after the lock sees what earlier writers committed. Readers never take
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import threading
@@ -258,6 +259,17 @@ def _numeric_loader():
 POOL_IDLE = 8
 _POOL: dict[tuple[int, str], list] = {}
 _POOL_LOCK = threading.Lock()
+
+
+def close_idle() -> None:
+    """Close this process's idle connections (at exit, so the server sees a clean goodbye)."""
+    with _POOL_LOCK:
+        for (pid, _), idle in _POOL.items():
+            while pid == os.getpid() and idle:
+                idle.pop().close()
+
+
+atexit.register(close_idle)
 
 
 def connect(url: str) -> Connection:
