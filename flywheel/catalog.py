@@ -663,14 +663,15 @@ def _q(s: str) -> str:
 def _read_only_url(cat: Catalog) -> str:
     """The URL of the catalog's read-only role, created (or its grants refreshed) by the owner.
     Its password is an HMAC of the owner's: whoever can open the catalog can derive it, nobody
-    else, and nothing is stored."""
+    else, and nothing is stored. An owner URL without a password (peer auth, ~/.pgpass) keys it
+    with the audit key instead, which machines sharing the catalog share; never with nothing."""
     import hashlib
     import hmac
 
-    from flywheel import catalog_pg
+    from flywheel import audit, catalog_pg
 
-    owner_pw = urlsplit(cat.url).password or ""
-    pw = hmac.new(owner_pw.encode(), b"flywheel-sql-read-only", hashlib.sha256).hexdigest()
+    secret = (urlsplit(cat.url).password or "").encode() or audit.load_key(cat.path, create=True)
+    pw = hmac.new(secret, b"flywheel-sql-read-only", hashlib.sha256).hexdigest()
     grants = {t: (None if cols == "*" else [c.strip() for c in cols.split(",")]) for t, cols in CATALOG_VIEWS.items()}
     con = cat.connect()
     try:
