@@ -137,3 +137,28 @@ def test_migrate_a_sqlite_catalog_to_postgres(pg_cluster, monkeypatch):
     rep = dst.audit_verify()
     assert rep.ok and rep.rows == counts["audit_log"] + 2, rep.problems()
     assert dst.resolve_dataset("pool@latest").as_posix() == "/data/pool"
+
+
+def test_portable_upserts_replace_and_ignore_like_sqlite_did(catalog_location):
+    """The statements that were INSERT OR REPLACE / OR IGNORE, each run twice on each dialect."""
+    from flywheel.cli.models import _record
+    from flywheel.loop import blobs, measure
+
+    cat = Catalog(catalog_location)
+    cat.start_run("r", "curate", params={"a": 1})
+    cat.finish_run("r", "succeeded", {"n": 1})
+    cat.start_run("r", "curate", params={"a": 2})  # a rerun replaces the whole row
+    assert [tuple(r) for r in cat.execute("SELECT status, params_json, finished_at, stats_json FROM runs")] == [
+        ("running", '{"a": 2}', None, None)]
+    for rev in ("v1", "v2"):
+        _record("m", {"kind": "clip", "path": "/m", "revision": rev, "files": {}})
+    assert [tuple(r) for r in cat.execute("SELECT name, revision FROM models")] == [("m", "v2")]
+    for size in (3, 4):
+        with cat.tx() as con:
+            blobs.register(con, {"sha256": "ab" * 32, "size": size, "format": "png", "width": 1, "height": 1}, "sig")
+    assert [tuple(r) for r in cat.execute("SELECT size FROM blobs")] == [(3,)]  # the first one stays
+    for ok in (False, True):
+        measure.record_evals(cat, "run", "after", "ckpt", "ds@v1",
+                             [{"concept": "kite", "seed": 0, "concept_ok": ok, "passed": ok}])
+    got = cat.execute("SELECT attribute, n, correct FROM loop_evals ORDER BY attribute")
+    assert [tuple(r) for r in got] == [("all", 1, 1), ("concept", 1, 1)]
