@@ -1,0 +1,64 @@
+"""`flywheel deploy`: register the deployments of `deploy/deployments.yaml` (`flywheel.flows.deploy`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from flywheel.cli import UserError
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("deploy")
+    def deploy_cmd(
+        file: Optional[Path] = typer.Option(None, "--file", "-f", help="Deployments file (default: deploy/deployments.yaml)."),
+        only: List[str] = typer.Option([], "--only", help="Register only this deployment (repeatable)."),
+        pool: Optional[str] = typer.Option(None, "--pool", help="Work pool name (default: the file's work_pool.name)."),
+        check: bool = typer.Option(False, "--check", help="Validate the file and print the deployments; send nothing."),
+    ) -> None:
+        """Register the curation, captioning, routing and retraining deployments on the Prefect server.
+
+        The server is PREFECT_API_URL's (`prefect server start`: its scheduler runs the schedules and
+        its automations the retraining trigger); without it, this FLYWHEEL_HOME's local server
+        (`flywheel server`), which serves the API only: runs started by hand work there, schedules
+        and triggers do not. Start workers with `prefect worker start --pool POOL`."""
+        from pydantic import ValidationError
+
+        from flywheel.flows import deploy as dp
+
+        try:
+            spec = dp.load(file)
+        except (ValidationError, ValueError, FileNotFoundError) as e:
+            raise UserError(f"{file or dp.DEFAULT_FILE}: {e}") from None
+        if pool:
+            spec.work_pool.name = pool
+        if check:
+            for d in spec.deployments:
+                when = d.schedule.cron if d.schedule else f"on {d.trigger.event}" if d.trigger else "by hand"
+                typer.echo(f"{d.name:<20} {dp.FLOWS[d.flow]:<48} {when}")
+            typer.echo(f"{len(spec.deployments)} deployments valid; work pool {spec.work_pool.name} ({spec.work_pool.type})")
+            return
+        local = not os.environ.get("PREFECT_API_URL")
+        if local:
+            from flywheel.flows import server
+
+            try:
+                st = server.start()
+            except RuntimeError as e:
+                raise UserError(str(e)) from None
+            os.environ["PREFECT_API_URL"] = st["prefect_url"]
+        try:
+            rows = dp.deploy(spec, only=list(only) or None)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        for r in rows:
+            when = r["schedule"] or (f"on {r['trigger']}" if r["trigger"] else "by hand")
+            typer.echo(f"{r['name']:<36} {when:<32} {r['id']}")
+        typer.echo(f"{len(rows)} deployments on {os.environ['PREFECT_API_URL']}, work pool {spec.work_pool.name}; "
+                   f"start a worker: PREFECT_API_URL={os.environ['PREFECT_API_URL']} prefect worker start --pool {spec.work_pool.name}")
+        if local:
+            typer.echo("note: the local flywheel server serves the API only; schedules and the retraining trigger run on a "
+                       "full server (`prefect server start`, then PREFECT_API_URL=...)")
