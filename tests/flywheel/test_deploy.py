@@ -228,7 +228,7 @@ def test_deployments_run_on_a_worker_and_their_outputs_land_in_the_catalog(deplo
     ready = {(r["name"], r["version"]): r for r in cat.datasets()}
     assert ("curated-s1", 1) in ready and ready[("curated-s1", 1)]["rows"] > 0
     assert ("captioned-s1", 1) in ready and ready[("captioned-s1", 1)]["rows"] == ready[("curated-s1", 1)]["rows"]
-    kinds = {r["kind"] for r in cat.execute("SELECT kind FROM runs WHERE status='finished'")}
+    kinds = {r["kind"] for r in cat.execute("SELECT kind FROM runs WHERE status='succeeded'")}
     assert {"curate", "caption"} <= kinds, kinds
 
     # a new version emitted here (outside any flow) sends the event; the automation starts retraining on it
