@@ -21,10 +21,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Register the curation, captioning, routing and retraining deployments on the Prefect server.
 
-        The server is PREFECT_API_URL's (`prefect server start`: its scheduler runs the schedules and
-        its automations the retraining trigger); without it, this FLYWHEEL_HOME's local server
-        (`flywheel server`), which serves the API only: runs started by hand work there, schedules
-        and triggers do not. Start workers with `prefect worker start --pool POOL`."""
+        The server is PREFECT_API_URL's (`prefect server start`); without it, this FLYWHEEL_HOME's
+        local server (`flywheel server start --services`, started here when none runs), with the
+        scheduler that runs the schedules and the automations that start retraining. Start workers
+        with `prefect worker start --pool POOL`."""
         from pydantic import ValidationError
 
         from flywheel.flows import deploy as dp
@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
             from flywheel.flows import server
 
             try:
-                st = server.start()
+                st = server.start(services=True)
             except RuntimeError as e:
                 raise UserError(str(e)) from None
             os.environ["PREFECT_API_URL"] = st["prefect_url"]
@@ -59,6 +59,3 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"{r['name']:<36} {when:<32} {r['id']}")
         typer.echo(f"{len(rows)} deployments on {os.environ['PREFECT_API_URL']}, work pool {spec.work_pool.name}; "
                    f"start a worker: PREFECT_API_URL={os.environ['PREFECT_API_URL']} prefect worker start --pool {spec.work_pool.name}")
-        if local:
-            typer.echo("note: the local flywheel server serves the API only; schedules and the retraining trigger run on a "
-                       "full server (`prefect server start`, then PREFECT_API_URL=...)")

@@ -167,7 +167,8 @@ def deployed(prefect_server, tmp_path_factory, demo_corpus):
     f = home / "deployments.yaml"
     f.write_text(yaml.safe_dump(spec))
     env = {**os.environ, "PREFECT_API_URL": url, "FLYWHEEL_HOME": str(home), "FLYWHEEL_SERVER": "off", "DO_NOT_TRACK": "1",
-           "PREFECT_HOME": str(prefect_server["dir"] / "client")}
+           "PREFECT_HOME": str(prefect_server["dir"] / "client"),
+           "PREFECT_WORKER_QUERY_SECONDS": "2"}  # poll every 2 s (default 10): the wait to start is the run's own
     r = subprocess.run([sys.executable, "-m", "flywheel", "deploy", "--file", str(f)], env=env, capture_output=True,
                        text=True, timeout=180)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -231,13 +232,13 @@ def test_deployments_run_on_a_worker_and_their_outputs_land_in_the_catalog(deplo
     kinds = {r["kind"] for r in cat.execute("SELECT kind FROM runs WHERE status='succeeded'")}
     assert {"curate", "caption"} <= kinds, kinds
 
-    # a new version emitted here (outside any flow) sends the event; the automation starts retraining on it
-    monkeypatch.setenv("PREFECT_API_URL", deployed["url"])
-    from flywheel.loop import emit as em
-
+    # `flywheel emit` (outside any flow) commits a version and sends the event; the automation starts retraining on it
+    env = {**os.environ, "PREFECT_API_URL": deployed["url"], "FLYWHEEL_HOME": str(deployed["home"])}
     t0 = time.time()
-    r = em.emit("curated-s1@v1", name="train", catalog=cat)
-    assert r["dataset"] == "train@v1"
+    r = subprocess.run([sys.executable, "-m", "flywheel", "emit", "--from", "curated-s1@v1", "--name", "train"],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.startswith("train@v1:"), r.stdout + r.stderr
+    assert "could not emit" not in r.stderr
     with _client(deployed["url"]) as c:
         from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
 
@@ -270,7 +271,7 @@ def test_two_runs_of_one_deployment_at_once_never_write_one_version_twice(deploy
     done = [r for r in runs.values() if r.state.is_completed()]
     assert done, [r.state.message for r in runs.values()]
     for r in runs.values():  # a run that did not complete was refused, not half-written
-        assert r.state.is_completed() or "already" in (r.state.message or ""), r.state.message
+        assert r.state.is_completed() or "another run of this job is in progress" in (r.state.message or ""), r.state.message
     rows = Catalog().execute("SELECT version, path, run_id, status FROM datasets WHERE name='curated-s1' ORDER BY version")
     new = [r for r in rows if r["version"] not in before]
     assert len(new) == len(done) and all(r["status"] == "ready" for r in new)
@@ -278,3 +279,37 @@ def test_two_runs_of_one_deployment_at_once_never_write_one_version_twice(deploy
     for r in new:  # each version's manifest is the one its own run wrote
         m = json.loads((Path(r["path"]) / "manifest.json").read_text())
         assert m["version"] == r["version"] and m["name"] == "curated-s1"
+
+
+@pytest.mark.slow
+def test_deploy_without_an_api_url_uses_the_local_server_with_its_scheduler(tmp_path, monkeypatch):
+    """`flywheel deploy` on this FLYWHEEL_HOME's `flywheel server` (started with --services), and
+    refused, with the command to run, when that server runs the API only."""
+    from flywheel.flows import server
+
+    home = tmp_path / "home"
+    env = {**os.environ, "FLYWHEEL_HOME": str(home), "FLYWHEEL_SERVER": "auto", "DO_NOT_TRACK": "1"}
+    env.pop("PREFECT_API_URL", None)
+    cmd = [sys.executable, "-m", "flywheel", "deploy", "--only", "route-nightly", "--only", "retrain-on-commit"]
+    try:
+        server.start(home)  # the API only, as a command starts it
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and "flywheel server start --services" in r.stderr, r.stdout + r.stderr
+        assert server.stop(home)
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        st = server.status(home)
+        assert st["running"] and st["services"] and st["prefect_url"] in r.stdout
+        assert "2 deployments on" in r.stdout
+        with _client(st["prefect_url"]) as c:
+            dep = c.read_deployment_by_name("route/route-nightly")
+            assert dep.schedules and dep.schedules[0].schedule.cron == "30 4 * * *"
+            # the scheduler service runs: it creates the nightly run ahead of time
+            t = time.monotonic() + 60
+            while not c.read_flow_runs(limit=1) and time.monotonic() < t:
+                time.sleep(1)
+            assert c.read_flow_runs(limit=1), "no scheduled run: the local server has no scheduler"
+            autos = c.read_automations_by_name("retrain-on-commit on flywheel.dataset.committed")
+            assert autos and autos[0].enabled
+    finally:
+        server.stop(home)
