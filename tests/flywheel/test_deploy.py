@@ -206,7 +206,7 @@ def _wait_final(c, ids, log: Path, timeout=900):
 
 
 def _times(runs) -> str:
-    return ", ".join(f"{r.name}: {r.total_run_time.total_seconds():.1f}s run, "
+    return ", ".join(f"{r.name} {r.state_name}: {r.total_run_time.total_seconds():.1f}s run, "
                      f"{(r.start_time - r.expected_start_time).total_seconds():.1f}s to start" for r in runs.values())
 
 
@@ -294,7 +294,7 @@ def test_deploy_without_an_api_url_uses_the_local_server_with_its_scheduler(tmp_
     try:
         server.start(home)  # the API only, as a command starts it
         r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-        assert r.returncode == 2 and "flywheel server start --services" in r.stderr, r.stdout + r.stderr
+        assert r.returncode == 2 and "flywheel server start --services" in " ".join(r.stderr.split()), r.stdout + r.stderr
         assert server.stop(home)
         r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stdout + r.stderr
