@@ -313,3 +313,19 @@ def test_deploy_without_an_api_url_uses_the_local_server_with_its_scheduler(tmp_
             assert autos and autos[0].enabled
     finally:
         server.stop(home)
+
+
+def test_deploy_check_lists_the_file_and_refuses_a_bad_one(tmp_path):
+    from typer.testing import CliRunner
+
+    from flywheel.cli import UserError, _register_all, app
+
+    _register_all()
+    r = CliRunner().invoke(app, ["deploy", "--check"])
+    assert r.exit_code == 0, r.output
+    assert "retrain-on-commit" in r.output and "on flywheel.dataset.committed" in r.output
+    assert "8 deployments valid; work pool flywheel-process (process)" in r.output
+    bad = tmp_path / "d.yaml"
+    bad.write_text("deployments:\n  - {name: x, flow: route, parameters: {trained_on: [a], reserve: [b], k: 1}}\n")
+    r = CliRunner().invoke(app, ["deploy", "--check", "--file", str(bad)])
+    assert isinstance(r.exception, UserError) and "takes no parameter ['k']" in str(r.exception)
