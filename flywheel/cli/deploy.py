@@ -41,21 +41,20 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"{d.name:<20} {dp.FLOWS[d.flow]:<48} {when}")
             typer.echo(f"{len(spec.deployments)} deployments valid; work pool {spec.work_pool.name} ({spec.work_pool.type})")
             return
-        local = not os.environ.get("PREFECT_API_URL")
-        if local:
+        url = os.environ.get("PREFECT_API_URL")
+        if not url:
             from flywheel.flows import server
 
             try:
-                st = server.start(services=True)
+                url = server.start(services=True)["prefect_url"]
             except RuntimeError as e:
                 raise UserError(str(e)) from None
-            os.environ["PREFECT_API_URL"] = st["prefect_url"]
         try:
-            rows = dp.deploy(spec, only=list(only) or None)
+            rows = dp.deploy(spec, only=list(only) or None, api_url=url)
         except ValueError as e:
             raise UserError(str(e)) from None
         for r in rows:
             when = r["schedule"] or (f"on {r['trigger']}" if r["trigger"] else "by hand")
             typer.echo(f"{r['name']:<36} {when:<32} {r['id']}")
-        typer.echo(f"{len(rows)} deployments on {os.environ['PREFECT_API_URL']}, work pool {spec.work_pool.name}; "
-                   f"start a worker: PREFECT_API_URL={os.environ['PREFECT_API_URL']} prefect worker start --pool {spec.work_pool.name}")
+        typer.echo(f"{len(rows)} deployments on {url}, work pool {spec.work_pool.name}; "
+                   f"start a worker: PREFECT_API_URL={url} prefect worker start --pool {spec.work_pool.name}")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -193,13 +192,22 @@ def ensure_pool(pool: WorkPool) -> bool:
         return True
 
 
-def deploy(spec: DeploySpec, only: list[str] | None = None) -> list[dict]:
-    """Register the spec's deployments (all, or those named in `only`) on the Prefect API of this
-    process; the same call again updates them. Returns [{"name", "id", "flow", "schedule", "trigger"}]."""
+def deploy(spec: DeploySpec, only: list[str] | None = None, api_url: str | None = None) -> list[dict]:
+    """Register the spec's deployments (all, or those named in `only`) on `api_url` (default: the
+    Prefect API of this process); the same call again updates them. Returns [{"name", "id",
+    "flow", "schedule", "trigger"}]."""
     if only:
         unknown = sorted(set(only) - {d.name for d in spec.deployments})
         if unknown:
             raise ValueError(f"no deployment {unknown} in the file")
+    if api_url:
+        # Prefect reads its settings once, at import: a URL known only now goes in this way
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings({PREFECT_API_URL: api_url}):
+            return deploy(spec, only)
+    if not api_url_of_process():
+        raise ValueError("no Prefect API to deploy to: set PREFECT_API_URL")
     ensure_pool(spec.work_pool)
     rows = []
     for d, rd in zip(spec.deployments, runner_deployments(spec)):
@@ -212,7 +220,7 @@ def deploy(spec: DeploySpec, only: list[str] | None = None) -> list[dict]:
     return rows
 
 
-def api_url() -> str | None:
+def api_url_of_process() -> str | None:
     from prefect.settings import PREFECT_API_URL
 
-    return PREFECT_API_URL.value() or os.environ.get("PREFECT_API_URL")
+    return PREFECT_API_URL.value()
