@@ -17,6 +17,10 @@ Two modes (`FLYWHEEL_SERVER`):
 
 `PREFECT_API_URL` or `RAY_ADDRESS` set by the user win over both modes for their component.
 
+`flywheel server start --services` (what `flywheel deploy` starts when no API is given) runs the
+same server with Prefect's background services (scheduler, automations), so deployments'
+schedules and event triggers fire; such a server does not stop for idleness.
+
 Ray 2.60's GCS and raylet listen on every interface whatever address they advertise (no option
 narrows them, and a driver given 127.0.0.1 connects to the node's address instead, so the head
 advertises that); the cluster has Ray's token authentication on. The Prefect API binds 127.0.0.1.
