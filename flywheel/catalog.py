@@ -222,6 +222,12 @@ MIGRATIONS: list[tuple[int, str | list[str]]] = [
 ]
 
 
+# Called with {"name", "version", "path", "rows", "kind", "run_id"} after a dataset version is
+# committed. The flows layer registers the Prefect event that starts retraining
+# (`flywheel.flows.events`); the catalog itself knows nothing of Prefect.
+COMMIT_HOOKS: list = []
+
+
 class Catalog:
     """A thin handle; each call opens a short-lived connection (safe across processes).
 
@@ -429,6 +435,11 @@ class Catalog:
                     json.dumps(manifest), manifest.get("recipe_hash"), name, version,
                 ),
             )
+            row = con.execute("SELECT kind, run_id FROM datasets WHERE name=? AND version=?", (name, version)).fetchone()
+        committed = {"name": name, "version": version, "path": str(path), "rows": manifest.get("rows"),
+                     "kind": row["kind"] if row else None, "run_id": row["run_id"] if row else None}
+        for hook in COMMIT_HOOKS:  # after the commit: a hook never undoes or blocks a committed version
+            hook(committed)
 
     def abort_dataset(self, name: str, version: int) -> None:
         with self.tx() as con:

@@ -2,7 +2,7 @@
 every command imports what it needs inside its body.
 
 Commands are grouped by feature; each module of this package (`curate`, `models`, `caption`, `train`,
-`eval`, `loop`, `review`, `server`) exposes `register(app)`.
+`eval`, `loop`, `review`, `server`, `deploy`) exposes `register(app)`.
 """
 
 from __future__ import annotations
@@ -33,10 +33,13 @@ FEATURES = (
     "flywheel.cli.audit",
     "flywheel.cli.server",
     "flywheel.cli.catalog",
+    "flywheel.cli.deploy",
 )
 
 
 def _register_all() -> None:
+    import flywheel.flows  # noqa: F401 - a committed dataset version emits its Prefect event (cheap: no Prefect import)
+
     for mod in FEATURES:
         importlib.import_module(mod).register(app)
 

@@ -28,7 +28,7 @@ from flywheel import config
 from flywheel.catalog import Catalog
 from flywheel.filters import base
 from flywheel.filters.decode import Decode
-from flywheel.lifecycle import Job
+from flywheel.lifecycle import Job, JobBusy
 
 ERROR_COL = Decode.writes[0]  # the decode step's verdict: null when the image decoded whole
 
@@ -148,11 +148,14 @@ def prepare(recipe: str, input: str, output: str, *, name: str | None = None, wo
     key = {"input": str(inp.resolve()), "recipe": r.hash, "opts": [image_col, caption_col]}
     if caps.get("fill"):  # a run that captions or keeps the uncaptioned rows is another job
         key["uncaptioned"] = [caps["mode"], caption_backend]
-    job = Job.prepare("curate", key=key,
-                      plan=plan, units=shard_keys, keep_uncommitted=True,
-                      run={"recipe": r.name, "recipe_hash": r.hash, "input": str(inp.resolve()), "output": str(out),
-                           "params": {"sets": sets or {}, "skip": skip or [], "workers": workers,
-                                      "uncaptioned": caps["mode"], "caption_backend": caption_backend}})
+    try:
+        job = Job.prepare("curate", key=key,
+                          plan=plan, units=shard_keys, keep_uncommitted=True,
+                          run={"recipe": r.name, "recipe_hash": r.hash, "input": str(inp.resolve()), "output": str(out),
+                               "params": {"sets": sets or {}, "skip": skip or [], "workers": workers,
+                                          "uncaptioned": caps["mode"], "caption_backend": caption_backend}})
+    except JobBusy as e:
+        raise CurateError(str(e)) from None
     (job.state / "ingest").mkdir(exist_ok=True)
     (job.state / "barrier").mkdir(exist_ok=True)
     return job.plan

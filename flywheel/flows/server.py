@@ -17,6 +17,10 @@ Two modes (`FLYWHEEL_SERVER`):
 
 `PREFECT_API_URL` or `RAY_ADDRESS` set by the user win over both modes for their component.
 
+`flywheel server start --services` (what `flywheel deploy` starts when no API is given) runs the
+same server with Prefect's background services (scheduler, automations), so deployments'
+schedules and event triggers fire; such a server does not stop for idleness.
+
 Ray 2.60's GCS and raylet listen on every interface whatever address they advertise (no option
 narrows them, and a driver given 127.0.0.1 connects to the node's address instead, so the head
 advertises that); the cluster has Ray's token authentication on. The Prefect API binds 127.0.0.1.
@@ -152,13 +156,14 @@ class _Child:
         return self.proc is None or self.proc.poll() is not None
 
 
-def _prefect_argv(d: Path):
+def _prefect_argv(d: Path, services: bool = False):
     def argv_env(port: int):
         import prefect  # the supervisor's only Prefect use: where its package is
 
         env = {**os.environ, "PREFECT_HOME": str(d / "prefect"), "PREFECT_UI_ENABLED": "0",
-               "PREFECT__SERVER_EPHEMERAL": "1",  # API only: no scheduler or other background services
                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING"}
+        if not services:  # API only: no scheduler, automations or other background services
+            env["PREFECT__SERVER_EPHEMERAL"] = "1"
         env.pop("PREFECT_API_URL", None)
         return ([sys.executable, "-m", "uvicorn", "--app-dir", str(Path(prefect.__file__).parent.parent), "--factory",
                  "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
@@ -219,9 +224,13 @@ def supervise(home: Path) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    prefect, ray = _Child("prefect", d, _prefect_argv(d)), _Child("ray", d, _ray_argv(d))
+    # with services (`flywheel server start --services`, for `flywheel deploy`): Prefect's scheduler
+    # and automations run in the API process, and the server never stops for idleness (schedules
+    # and event triggers fire with no command running)
+    services = os.environ.get("FLYWHEEL_SERVER_SERVICES") == "1"
+    prefect, ray = _Child("prefect", d, _prefect_argv(d, services)), _Child("ray", d, _ray_argv(d))
     me = {"pid": os.getpid(), "start": _start_time(os.getpid()), "python": sys.executable, "started_at": time.time(),
-          "idle_s": IDLE_S, "ray_temp_dir": str(ray_temp_dir(d))}
+          "idle_s": IDLE_S, "ray_temp_dir": str(ray_temp_dir(d)), "services": services}
 
     def state(ready: bool) -> None:
         _write_state(d, {**me, "ready": ready, "prefect_url": f"http://127.0.0.1:{prefect.port}/api",
@@ -271,7 +280,7 @@ def supervise(home: Path) -> None:
                 idle = time.time() - (d / "last_used").stat().st_mtime
             except OSError:
                 idle = 0.0
-            if idle > IDLE_S and not _live_leases(d):
+            if idle > IDLE_S and not services and not _live_leases(d):
                 log(f"idle for {idle:.0f} s; stopping")
                 break
             stop.wait(0.2 if not ready else 1.0)
@@ -304,18 +313,24 @@ def _stop_stale(st: dict) -> None:
             _kill_group(c["pid"], c.get("start"), grace=2.0)
 
 
-def start(home: Path | None = None, wait_s: float = 180.0, wait: bool = True) -> dict:
-    """Start the server for this FLYWHEEL_HOME unless it runs; with `wait`, until it answers."""
+def start(home: Path | None = None, wait_s: float = 180.0, wait: bool = True, services: bool = False) -> dict:
+    """Start the server for this FLYWHEEL_HOME unless it runs; with `wait`, until it answers.
+    `services`: with Prefect's scheduler and automations (what deployments need); a server
+    already running without them is not changed (RuntimeError)."""
     d = server_dir(home)
     with open(d / "lock", "w") as lk:
         fcntl.flock(lk, fcntl.LOCK_EX)  # two commands starting at once start one server
         st = read_state(home)
-        if not (st and _alive(st.get("pid"), st.get("start"))):
+        running = bool(st and _alive(st.get("pid"), st.get("start")))
+        if running and services and not st.get("services"):
+            raise RuntimeError("the local server runs the Prefect API only (no scheduler, no automations); restart it "
+                               "with them: `flywheel server stop && flywheel server start --services`")
+        if not running:
             if st:
                 _stop_stale(st)
                 (d / STATE).unlink(missing_ok=True)
             log = open(d / "logs" / "supervisor.log", "ab")
-            env = {**os.environ, "FLYWHEEL_HOME": str(d.parent)}
+            env = {**os.environ, "FLYWHEEL_HOME": str(d.parent), "FLYWHEEL_SERVER_SERVICES": "1" if services else "0"}
             p = subprocess.Popen([sys.executable, "-m", "flywheel.flows.server", str(d.parent)], env=env,
                                  stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             log.close()
