@@ -10,6 +10,7 @@ All slow (several Ray and Prefect start-ups on a 2-core machine)."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -57,6 +58,24 @@ def cluster():
         c.close()  # every node's processes, even when the test failed
 
 
+def open_parts(pid: int) -> list[str]:
+    """The parts a worker is writing now: its open temp files `.part-NAME.parquet.XXXX.tmp`."""
+    out = []
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return out
+    for fd in fds:
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        name = Path(target).name
+        if name.startswith(".part-") and name.endswith(".tmp"):
+            out.append(name[1:].rsplit(".", 2)[0])
+    return out
+
+
 def _run(argv, env, timeout=600) -> tuple[subprocess.CompletedProcess, float]:
     t0 = time.perf_counter()
     p = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
@@ -86,9 +105,21 @@ def test_a_node_killed_mid_run_changes_nothing(corpus, cluster, tmp_path):
     proc = subprocess.Popen(curate_argv(corpus, tmp_path / "killed"), env=cluster.driver_env(FLYWHEEL_HOME=str(home)),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        # mid-run: a part is written and the second node is running a scoring task right now
-        _wait_for(lambda: list(home.glob("state/*/parts/part-*.parquet")) and node2.pids("ray::_score_task"), proc,
-                  what="the second node ran a task")
+        # mid-run, mid-task: a task on the second node has written a part (seen open as its temp
+        # file, then renamed) and is still running, so its rerun writes that part again
+        seen: dict[str, int] = {}
+
+        def wrote_a_part_and_runs_on():
+            busy = node2.pids("ray::_score_task")
+            t = time.monotonic() + 0.2
+            while busy and time.monotonic() < t:  # a part is open for milliseconds: look often
+                for pid in busy:
+                    for name in open_parts(pid):
+                        seen[name] = pid
+            return [n for n, pid in seen.items()
+                    if list(home.glob(f"state/*/parts/{n}")) and pid in node2.pids("ray::_score_task")]
+
+        _wait_for(wrote_a_part_and_runs_on, proc, what="a task on the second node wrote a part")
         busy = node2.pids("ray::_score_task")
         raylet = node2.pids("raylet")
         assert busy and raylet
