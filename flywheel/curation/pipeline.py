@@ -205,6 +205,7 @@ def score(state: str, on_progress: Callable[[int, dict], None] | None = None) ->
     if any(s.name == "dedup" for s in r.steps):
         _warm_dedup_index()
     t_ray = engine.ensure_ray(plan["workers"])
+    store_before = engine.object_store_stats()
     t0 = time.perf_counter()
     blocks: list[tuple[float, int]] = []  # (time, rows) of each finished block: the steady state
 
@@ -221,7 +222,9 @@ def score(state: str, on_progress: Callable[[int, dict], None] | None = None) ->
     info = {"started_at": started_at, "ray_startup_s": t_ray["startup_s"], "steady_images_per_s": steady,
             "first_block_s": (blocks[0][0] - t0) if blocks else None, "score_s": time.perf_counter() - t0, "rows_scored": res["rows"],
             "rows_resumed": resumed, "timing": res["timing"],
-            "blocks": [[round(t - t0, 3), n] for t, n in blocks]}  # when each block was written, for benchmarks
+            "blocks": [[round(t - t0, 3), n] for t, n in blocks],  # when each block was written, for benchmarks
+            # the cluster and what this attempt spilled from its object store (bytes, objects, restored)
+            "ray": {"address": t_ray["address"], "object_store": engine.spill_delta(store_before, engine.object_store_stats())}}
     info["attempts"] = job.read_json("score.json", {}).get("attempts", 0) + 1
     job.write_json("score.json", info)
     # the engine does not say which shard a part came from, so the shards are committed together
@@ -457,6 +460,7 @@ def finalize(state: str) -> dict:
             "first_block_s": score_info.get("first_block_s"),
             "blocks": score_info.get("blocks"),  # (seconds after scoring began, rows) per block written
         },
+        "ray": score_info.get("ray"),  # the cluster scored on; object_store: bytes spilled and restored
         "barrier": barrier_info,  # per barrier operator: seconds, rows and its own counts (dedup: candidate/confirmed pairs)
         "duplicate_rows_dropped_on_resume": dup_sources,
         "thumbs": {k: [(s, b.hex()) for s, b in v] for k, v in thumbs.items()},
