@@ -371,9 +371,10 @@ def prestart() -> None:
 
 
 @contextlib.contextmanager
-def session(workers: int) -> Iterator[dict]:
+def session(workers: int, tasks_only: bool = False) -> Iterator[dict]:
     """Prefect API and Ray for one command, per `mode()`. Yields the start-up timings, filled in
-    as they happen: `server_s` (waiting for the local server), `ray_startup_s`, `prefect_startup_s`."""
+    as they happen: `server_s` (waiting for the local server), `ray_startup_s`, `prefect_startup_s`.
+    `tasks_only`: as `engine.ensure_ray` (a Ray started by the command gets `workers` CPUs)."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flywheel.curation import engine
@@ -416,7 +417,7 @@ def session(workers: int) -> Iterator[dict]:
 
             th = threading.Thread(target=_prefect, daemon=True)
             th.start()  # Prefect's temporary server starts while Ray starts, not after it
-        info["ray_startup_s"] = engine.ensure_ray(workers)["startup_s"]
+        info["ray_startup_s"] = engine.ensure_ray(workers, tasks_only=tasks_only)["startup_s"]
         if own_prefect:
             th.join()
             ephemeral = box.get("server")
