@@ -112,6 +112,7 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=40, help="py-spy samples per second")
     ap.add_argument("--skip", default="nsfw,rotation,clip")
     ap.add_argument("--keep-raw", help="also keep py-spy's collapsed stacks here")
+    ap.add_argument("--no-spy", action="store_true", help="CPU seconds per process only (start-up of a small run)")
     a = ap.parse_args()
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     work = Path(tempfile.mkdtemp(prefix="flywheel-prof-"))
@@ -124,8 +125,10 @@ def main() -> None:
     cmd = [FLYWHEEL, "curate", "--recipe", "stage1", "--input", a.input, "--output", str(out), "--skip", a.skip,
            "--workers", str(a.workers)]
     t0 = time.perf_counter()
-    subprocess.run([pyspy, "record", "--subprocesses", "-r", str(a.rate), "-f", "raw", "-o", str(raw), "--", *cmd],
-                   env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    spy = [] if a.no_spy else [pyspy, "record", "--subprocesses", "-r", str(a.rate), "-f", "raw", "-o", str(raw), "--"]
+    subprocess.run([*spy, *cmd], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if a.no_spy:
+        raw.write_text("")
     wall = time.perf_counter() - t0
     stop.set()
     th.join()
@@ -139,7 +142,8 @@ def main() -> None:
     rows = stats["rows"]
     ops = timing.get("operator_cpu_s") or {}
     lines = [f"# flywheel curate --recipe stage1 --skip {a.skip} --workers {a.workers}: {rows} rows, "
-             f"load average {os.getloadavg()[0]:.1f}, wall {wall:.1f} s (under py-spy; wall is not the figure)",
+             f"load average {os.getloadavg()[0]:.1f}, wall {wall:.1f} s ({'no py-spy' if a.no_spy else 'under py-spy'}; "
+             "wall is not the figure on a busy machine)",
              "## CPU seconds per process kind (user+sys)"]
     lines += [f"  {k:16s} {v:8.1f} s  ({1000 * v / max(1, rows):.2f} ms/image)" for k, v in cpu.most_common()]
     lines.append(f"  {'operators':16s} {sum(ops.values()):8.1f} s  ({1000 * sum(ops.values()) / max(1, rows):.2f} "
@@ -155,7 +159,8 @@ def main() -> None:
     lines.append("## driver: flywheel frames (inclusive samples)")
     lines += [f"  {v:6d}  {f[:140]}" for f, v in driver_frames.most_common(25)]
     Path(a.out + ".txt").write_text("\n".join(lines) + "\n")
-    _flamegraph(raw, Path(a.out + ".svg"))
+    if not a.no_spy:
+        _flamegraph(raw, Path(a.out + ".svg"))
     print("\n".join(lines))
     if a.keep_raw:
         shutil.copy(raw, a.keep_raw)
