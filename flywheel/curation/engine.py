@@ -29,8 +29,13 @@ from flywheel.datasets import write_parquet
 from flywheel.filters import base
 
 
-def ensure_ray(workers: int | None = None) -> dict:
-    """Start (or join) Ray once per process. Returns {"startup_s": ..., "address": ...}."""
+def ensure_ray(workers: int | None = None, tasks_only: bool = False) -> dict:
+    """Start (or join) Ray once per process. Returns {"startup_s": ..., "address": ...}.
+
+    `tasks_only`: the caller runs plain tasks, at most `workers` at once (a stateless recipe,
+    `_run_tasks`): a local Ray then gets exactly `workers` CPUs. Ray prestarts one Python worker
+    per logical CPU, and each spare one imports Ray for nothing while the real workers need the
+    cores (on a 2-core machine, a third worker cost as much CPU as a worker's first 500 images)."""
     import ray
 
     t0 = time.perf_counter()
@@ -49,7 +54,8 @@ def ensure_ray(workers: int | None = None) -> dict:
         else:
             # A logical CPU beyond the workers: Ray Data's read tasks must never wait behind actors
             # that hold every CPU (a 1-worker run would hang otherwise).
-            ray.init(num_cpus=max(workers or 1, os.cpu_count() or 1) + 1, **kwargs)
+            cpus = max(1, workers or 1) if tasks_only else max(workers or 1, os.cpu_count() or 1) + 1
+            ray.init(num_cpus=cpus, **kwargs)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.verbose_stats_logs = False

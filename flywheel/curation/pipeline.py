@@ -178,6 +178,13 @@ def _input_columns(pl) -> set[str]:
     return cols
 
 
+def tasks_only(plan: dict) -> bool:
+    """The plan's recipe runs as plain Ray tasks (no operator with setup()): see `engine.ensure_ray`."""
+    from flywheel.curation import engine
+
+    return not engine.split_stages(_recipe(plan).steps)[1]
+
+
 def load_plan(state: str | Path) -> dict:
     return Job(state).plan
 
@@ -204,7 +211,7 @@ def score(state: str, on_progress: Callable[[int, dict], None] | None = None) ->
     todo = [(s, k) for s, k in zip(plan["shards"], plan["shard_keys"]) if not _shard_complete(s, done_by_shard.get(k))]
     if any(s.name == "dedup" for s in r.steps):
         _warm_dedup_index()
-    t_ray = engine.ensure_ray(plan["workers"])
+    t_ray = engine.ensure_ray(plan["workers"], tasks_only=tasks_only(plan))
     store_before = engine.object_store_stats()
     t0 = time.perf_counter()
     blocks: list[tuple[float, int]] = []  # (time, rows) of each finished block: the steady state

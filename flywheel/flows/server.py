@@ -171,6 +171,56 @@ def _prefect_argv(d: Path, services: bool = False):
     return argv_env
 
 
+class _TemporaryPrefect:
+    """Prefect's temporary API server for one command (mode `off`), started as Prefect's own
+    `SubprocessASGIServer` starts it (uvicorn on 127.0.0.1, API only, the command's Prefect settings
+    passed on), but without importing `prefect.server.api.server` into the command: that module
+    (FastAPI, the ORM, every API route) cost the command ~3 CPU s that only the server process needs."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+        self.port: int | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def start(self) -> None:
+        import prefect
+        from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, get_current_settings
+
+        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
+               **get_current_settings().to_environment_variables(exclude_unset=True)}
+        deadline = time.monotonic() + PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()
+        while time.monotonic() < deadline:
+            self.port = _free_port()
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(prefect.__file__).parent.parent), "--factory",
+                 "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
+                 "--log-level", "error", "--lifespan", "on"], env=env)
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                if prefect_healthy(self.api_url, timeout=1.0):
+                    return
+                time.sleep(0.1)
+            # exited: most likely the port was taken between the probe and uvicorn's bind; another one
+        code = self.proc.poll() if self.proc else None
+        self.stop()
+        raise RuntimeError("Prefect's temporary API server did not answer within "
+                           f"{PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()} s"
+                           + (f" (it exited with code {code})" if code is not None else ""))
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+
 def ray_temp_dir(d: Path) -> Path:
     """Ray's session folder holds Unix sockets, whose paths must stay under 107 bytes; a deep
     FLYWHEEL_HOME gets a short folder in /tmp named after it instead (said in `status`)."""
@@ -386,9 +436,10 @@ def prestart() -> None:
 
 
 @contextlib.contextmanager
-def session(workers: int) -> Iterator[dict]:
+def session(workers: int, tasks_only: bool = False) -> Iterator[dict]:
     """Prefect API and Ray for one command, per `mode()`. Yields the start-up timings, filled in
-    as they happen: `server_s` (waiting for the local server), `ray_startup_s`, `prefect_startup_s`."""
+    as they happen: `server_s` (waiting for the local server), `ray_startup_s`, `prefect_startup_s`.
+    `tasks_only`: as `engine.ensure_ray` (a Ray started by the command gets `workers` CPUs)."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flywheel.curation import engine
@@ -418,11 +469,9 @@ def session(workers: int) -> Iterator[dict]:
         url, box = None, {}
         if own_prefect:
             def _prefect() -> None:
-                from prefect.server.api.server import SubprocessASGIServer
-
                 t = time.perf_counter()
                 try:
-                    srv = SubprocessASGIServer()
+                    srv = _TemporaryPrefect()
                     box["server"] = srv
                     srv.start()
                 except BaseException as e:  # noqa: BLE001 - raised in the command's thread below
@@ -431,7 +480,7 @@ def session(workers: int) -> Iterator[dict]:
 
             th = threading.Thread(target=_prefect, daemon=True)
             th.start()  # Prefect's temporary server starts while Ray starts, not after it
-        info["ray_startup_s"] = engine.ensure_ray(workers)["startup_s"]
+        info["ray_startup_s"] = engine.ensure_ray(workers, tasks_only=tasks_only)["startup_s"]
         if own_prefect:
             th.join()
             ephemeral = box.get("server")
