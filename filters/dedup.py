@@ -5,14 +5,17 @@ Filter".
 
 Scoring is per batch and stores compact features (`flywheel.filters.dedup_match`): hashes of the
 whole frame and of its centred 90% and 80% views (`dedup__views`, `dedup__phash` is the first),
-16x16 contrast-normalised thumbnails of the same views (`dedup__thumb`) and up to 48 ORB keypoints as bytes
-(`dedup__orb`, ~1.7 kB). The decision is a `Barrier` over those stored columns (`decide`); it
-never reads an image again:
+16x16 contrast-normalised thumbnails of the same views (`dedup__thumb`), up to 48 ORB keypoints as bytes
+(`dedup__orb`, ~1.7 kB), a gradient-sign hash of the whole frame (`dedup__grad`) and a 32x32
+whole-frame thumbnail (`dedup__local`, 1 kB). The decision is a `Barrier` over those stored
+columns (`decide`); it never reads an image again:
 
 1. candidates: row pairs whose view hashes are within `radius` bits (one pigeonhole index over
-   every view of every row, `dedup_index.view_candidates`);
+   every view of every row, `dedup_index.view_candidates`), and row pairs whose gradient hashes
+   are within `radius` (a second index: brightness edits that clip move the DCT hashes apart);
 2. confirmation of each candidate (`dedup_match.confirm`): aligned thumbnails under the view
-   hypothesis, or ORB matches with a RANSAC similarity and aligned thumbnails;
+   hypothesis, or ORB matches with a RANSAC similarity and aligned thumbnails; two frames of one
+   framing that differ in one place (`dedup_match.local_changes` > `max_local`) are refused;
 3. families: confirmed pairs merge transitively; one survivor per family (samples already in the
    catalog first, then the most pixels, then `source` order, then `id`); every other member
    records the survivor (`dedup__of_source`), the member it matched on its way there
@@ -79,6 +82,9 @@ class DedupParams(Params):
                                        "thumbnail difference in std (16x16 resampling blurs)")
     max_orb_desc: float = Field(12.0, ge=0, le=256, description="ORB confirmation at the same scale: max mean Hamming "
                                 "distance between the inliers' descriptors (of 256 bits)")
+    max_local: float = Field(1.0, ge=0, description="same framing: max local change (largest 4x4-block mean of "
+                             "the 32x32 tone-fit residual, in std); tuning split: copies <= 0.69, one dialog "
+                             "with another tab >= 1.62")
     orb_gate: float = Field(0.7, ge=0, description="candidates whose matching-view thumbnails are further apart (std) "
                             "skip the ORB test: unrelated images are ~1.1 apart, ORB-confirmed copies on the tuning "
                             "split were all below 0.5")
@@ -90,15 +96,18 @@ class Dedup(Barrier):
     name = "dedup"
     Params = DedupParams
     reads = ("task",)
-    writes = ("dedup__phash", "dedup__views", "dedup__thumb", "dedup__orb", "dedup__quality")
-    deferred = ("dedup__thumb", "dedup__orb")
+    writes = ("dedup__phash", "dedup__views", "dedup__grad", "dedup__thumb", "dedup__orb", "dedup__local",
+              "dedup__quality")
+    deferred = ("dedup__thumb", "dedup__orb", "dedup__local")
     decided = ("dedup__kind", "dedup__dist", "dedup__of_id", "dedup__of_source", "dedup__via_source", "dedup__match")
     types = {
-        "dedup__phash": pa.int64(), "dedup__views": pa.list_(pa.int64()), "dedup__thumb": pa.binary(),
+        "dedup__phash": pa.int64(), "dedup__views": pa.list_(pa.int64()), "dedup__grad": pa.int64(),
+        "dedup__local": pa.binary(), "dedup__thumb": pa.binary(),
         "dedup__orb": pa.binary(), "dedup__quality": pa.float32(), "dedup__kind": pa.string(), "dedup__dist": pa.int16(), "dedup__of_id": pa.string(),
         "dedup__of_source": pa.string(), "dedup__via_source": pa.string(), "dedup__match": pa.string(),
     }
     prior_columns = ("id", "source", "width", "height", "dedup__views", "dedup__quality", "dedup__thumb", "dedup__orb")
+    prior_optional = ("dedup__grad", "dedup__local")  # absent from datasets curated before they existed
     dataset_fields = ("dedup_of",)
     rules = (
         Rule("exact", "dedup__kind", "==", value="exact", context=("dedup__of_source",),
@@ -112,6 +121,10 @@ class Dedup(Barrier):
         "dedup__thumb": "16x16 contrast-normalised grayscale thumbnails of the whole frame and its centred 90% and 80% "
                         "views (768 bytes; the confirmation compares matching views)",
         "dedup__orb": "up to 48 ORB keypoints: uint16 x, y in 1/65535 of the longer side, then 32-byte descriptors",
+        "dedup__grad": "64-bit gradient-sign hash (dHash: 9x8 area resize, is each cell brighter than its left "
+                       "neighbour) of the whole frame, as int64: a second candidate source, robust to tone edits",
+        "dedup__local": "32x32 contrast-normalised grayscale thumbnail of the whole frame (1 kB): the local-change "
+                        "test between two frames of one framing",
         "dedup__quality": "encoder quality 1-100 (JPEG from its tables, lossless 100, unknown null): picks the survivor "
                           "among copies of one size",
         "dedup__dist": "Hamming distance between the matching view hashes of the pair that joined the row to its family",
@@ -119,21 +132,24 @@ class Dedup(Barrier):
 
     def score(self, batch: pa.Table, work: Sequence[Work | None]) -> dict[str, Sequence[Any]]:
         from flywheel.filters.compression_quality import LOSSLESS, jpeg_quality
-        from flywheel.filters.dedup_match import orb_features, reduced, view_hashes
+        from flywheel.filters.dedup_match import grad_hash, local_thumb, orb_features, reduced, view_hashes
 
-        ph, vs, th, orb, q = [], [], [], [], []
+        ph, vs, th, orb, q, gr, loc = [], [], [], [], [], [], []
         tasks = batch.column("task").to_pylist() if "task" in batch.column_names else [None] * len(work)
         for w, task in zip(work, tasks):
             if w is None or task == "ti2i":  # edit pairs are deduplicated on their pair id alone
                 ph.append(None), vs.append(None), th.append(None), orb.append(None), q.append(None)
+                gr.append(None), loc.append(None)
             else:
                 small = reduced(w.gray)
                 v = view_hashes(w.gray, small)
                 ph.append(v[0]), vs.append(v), th.append(view_thumbs(w.gray, small)), orb.append(orb_features(w.rgb))
+                gr.append(grad_hash(small)), loc.append(local_thumb(small))
                 quant, fmt = w.info.get("quantization"), w.info.get("format")
                 q.append(jpeg_quality(quant[min(quant)]) if quant and fmt in ("JPEG", "MPO")
                          else 100.0 if fmt in LOSSLESS else None)
-        return {"dedup__phash": ph, "dedup__views": vs, "dedup__thumb": th, "dedup__orb": orb, "dedup__quality": q}
+        return {"dedup__phash": ph, "dedup__views": vs, "dedup__grad": gr, "dedup__thumb": th, "dedup__orb": orb,
+                "dedup__local": loc, "dedup__quality": q}
 
     def uses_prior(self) -> bool:
         return self.params.against_catalog
@@ -156,11 +172,11 @@ class Dedup(Barrier):
         candidate and confirmed pair counts."""
         import time
 
-        from flywheel.filters.dedup_index import family_tree, view_candidates
-        from flywheel.filters.dedup_match import Thresholds, confirm, view_diffs
+        from flywheel.filters.dedup_index import family_tree
+        from flywheel.filters.dedup_match import Thresholds, confirm, local_changes, same_framing, view_diffs
 
         p: DedupParams = self.params
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         n = table.num_rows
         out: dict[str, list] = {c: [None] * n for c in self.decided}
         self._exact_pairs(table, out)
@@ -173,7 +189,7 @@ class Dedup(Barrier):
             return out
         k = len(pv)
         srcs = [(there, i) for i in pv] + [(here, i) for i in valid]  # combined row c -> (rows, row number)
-        ids, sources, views, wh, qual = [], [], [], [], []
+        ids, sources, views, grads, wh, qual = [], [], [], [], [], []
         for r, idx in ((there, pv), (here, valid)):
             if not idx:
                 continue
@@ -183,12 +199,14 @@ class Dedup(Barrier):
             ids += sub.column("id").to_pylist()
             sources += sub.column("source").to_pylist()
             views.append(r.views)
+            grads.append(r.grad)
             wh.append(np.stack([np.nan_to_num(sub.column(c).to_numpy(zero_copy_only=False).astype(np.float64))
                                 for c in ("width", "height")], 1).astype(np.int64))
         views = np.concatenate(views)
+        grads = np.concatenate(grads)
         wh = np.concatenate(wh)
         qual = np.concatenate(qual)
-        ci, cj, vi, vj, dist = view_candidates(views, p.radius)
+        ci, cj, vi, vj, dist = _candidates(views, grads, p.radius)
         # same bytes (same id) always joins a family, without a candidate
         by_id: dict[str, int] = {}
         ei, ej, how = [], [], []
@@ -197,13 +215,13 @@ class Dedup(Barrier):
                 ei.append(by_id[x]), ej.append(c), how.append(("exact", 0))
             else:
                 by_id[x] = c
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         need = np.unique(np.concatenate([ci, cj])) if len(ci) else np.zeros(0, np.int64)
         feats = self._features(srcs, need, wh)
         th = Thresholds(min_inliers=p.min_inliers, min_ratio=p.min_inlier_ratio, max_diff_same_scale=p.max_orb_diff,
                         max_diff_scaled=p.max_orb_diff_scaled, max_view_diff=p.max_view_diff,
-                        max_desc_same_scale=p.max_orb_desc)
-        confirmed = 0
+                        max_desc_same_scale=p.max_orb_desc, max_local=p.max_local)
+        confirmed = refused = 0
         # the view test for every candidate at once (in chunks); ORB only where it fails but the
         # thumbnails are still alike (`orb_gate`: unrelated images are ~1.1 std apart)
         vd = np.zeros(len(ci))
@@ -211,14 +229,25 @@ class Dedup(Barrier):
             sl = slice(s0, s0 + 65536)
             vd[sl] = view_diffs(np.stack([feats[a].thumbs[va].ravel() for a, va in zip(ci[sl].tolist(), vi[sl].tolist())]),
                                 np.stack([feats[b].thumbs[vb].ravel() for b, vb in zip(cj[sl].tolist(), vj[sl].tolist())]))
-        for a, b, va, vb, d, x in zip(ci.tolist(), cj.tolist(), vi.tolist(), vj.tolist(), dist.tolist(), vd.tolist()):
-            if ids[a] == ids[b] or (x > p.max_view_diff and x > p.orb_gate):
+        go = np.flatnonzero((vd <= p.max_view_diff) | (vd <= p.orb_gate))
+        # the local-change score of the pairs in one framing, at once (in chunks)
+        loc = np.zeros(len(ci))
+        one = [q for q in go.tolist() if same_framing(feats[int(ci[q])], feats[int(cj[q])])]
+        for s0 in range(0, len(one), 8192):
+            qs = one[s0:s0 + 8192]
+            loc[qs] = local_changes(np.stack([feats[int(ci[q])].local for q in qs]),
+                                    np.stack([feats[int(cj[q])].local for q in qs]))
+        for q in go.tolist():  # (not k: k is the number of catalog rows)
+            a, b = int(ci[q]), int(cj[q])
+            if ids[a] == ids[b]:
                 continue
-            m = confirm(feats[a], feats[b], va, vb, th, view_diff=x)
+            m = confirm(feats[a], feats[b], int(vi[q]), int(vj[q]), th, view_diff=float(vd[q]), local=float(loc[q]))
             if m.ok:
                 confirmed += 1
-                ei.append(a), ej.append(b), how.append((m.text() + f", view hashes {d} bits apart", d))
-        t2 = time.perf_counter()
+                ei.append(a), ej.append(b), how.append((m.text() + f", view hashes {int(dist[q])} bits apart", int(dist[q])))
+            elif m.how == "local":
+                refused += 1
+        t2, c2 = time.perf_counter(), time.process_time()
         rank = _decision_rank(ids, sources, wh, qual, k, np.array(ei + ej, np.int64))
         keep_all = np.arange(len(srcs)) < k
         survivor, via, edge = family_tree(len(srcs), np.array(ei, np.int64), np.array(ej, np.int64), rank, keep_all)
@@ -235,10 +264,12 @@ class Dedup(Barrier):
             out["dedup__of_id"][i], out["dedup__of_source"][i] = ids[s], sources[s]
             if not exact:
                 out["dedup__via_source"][i], out["dedup__match"][i] = sources[int(via[c])], text
-        self.last_stats = {"candidate_pairs": int(len(ci)), "confirmed_pairs": confirmed,
+        self.last_stats = {"candidate_pairs": int(len(ci)), "confirmed_pairs": confirmed, "local_refused": refused,
                            "families": int(len(set(survivor[survivor >= 0].tolist()))),
                            "dropped": int((survivor[k:] >= 0).sum()), "index_s": round(t1 - t0, 3),
-                           "confirm_s": round(t2 - t1, 3), "families_s": round(time.perf_counter() - t2, 3)}
+                           "confirm_s": round(t2 - t1, 3), "families_s": round(time.perf_counter() - t2, 3),
+                           "index_cpu_s": round(c1 - c0, 3), "confirm_cpu_s": round(c2 - c1, 3),
+                           "families_cpu_s": round(time.process_time() - c2, 3)}
         return out
 
     def _features(self, srcs: list, need: np.ndarray, wh: np.ndarray) -> dict:
@@ -253,23 +284,29 @@ class Dedup(Barrier):
         for r, cs in groups.values():
             t = r.features(np.array([srcs[c][1] for c in cs], np.int64))
             th, orb = t.column("dedup__thumb").to_pylist(), t.column("dedup__orb").to_pylist()
-            for c, a, b in zip(cs, th, orb):
-                feats[c] = Side.of(int(wh[c, 0]), int(wh[c, 1]), a, b)
+            loc = t.column("dedup__local").to_pylist() if "dedup__local" in t.column_names else [None] * len(cs)
+            for c, a, b, x in zip(cs, th, orb, loc):
+                feats[c] = Side.of(int(wh[c, 0]), int(wh[c, 1]), a, b, x)
         return feats
 
     def _read_prior(self, paths: Sequence[str]) -> "_Rows | None":
         import pyarrow.dataset as pads
         import pyarrow.parquet as pq
 
-        files = []
+        files, names = [], None
         for d in paths:
             fs = sorted(str(f) for f in Path(d).glob("data/*.parquet"))
             if fs and set(self.prior_columns) <= set(pq.read_schema(fs[0]).names):
                 files += fs
+                have = set(pq.read_schema(fs[0]).names)
+                names = have if names is None else names & have
         if not files:
             return None
-        eager = [c for c in self.prior_columns if c not in self.deferred]
-        return _Rows.of(pads.dataset(files).to_table(columns=eager), ParquetRows(files, list(self.deferred)))
+        # the optional columns only when every prior dataset has them (one scan over all files)
+        cols = list(self.prior_columns) + [c for c in self.prior_optional if c in (names or set())]
+        eager = [c for c in cols if c not in self.deferred]
+        return _Rows.of(pads.dataset(files).to_table(columns=eager),
+                        ParquetRows(files, [c for c in self.deferred if c in cols]))
 
     @staticmethod
     def _exact_pairs(table: pa.Table, out: dict[str, list]) -> None:
@@ -296,11 +333,18 @@ class _Rows:
         self.table, self.rows = table, rows
         # rows with their view hashes, and those hashes (valid rows in order), without Python lists
         self.valid, self.views = np.zeros(0, np.int64), np.zeros((0, len(VIEWS)), np.int64)
+        self.grad = np.zeros(0, np.int64)
         if "dedup__views" in table.column_names and table.num_rows:
             col = table.column("dedup__views").combine_chunks()
             ok = np.asarray(pc.and_kleene(col.is_valid(), pc.equal(pc.list_value_length(col), len(VIEWS))).fill_null(False))
             self.valid = np.flatnonzero(ok)
             self.views = np.asarray(col.filter(pa.array(ok)).flatten()).astype(np.int64).reshape(-1, len(VIEWS))
+        # gradient hashes of the valid rows; rows without one (curated before it existed) get the
+        # null marker and stay out of that index
+        self.grad = np.full(len(self.valid), _NO_GRAD, np.int64)
+        if "dedup__grad" in table.column_names and len(self.valid):
+            g = table.column("dedup__grad").combine_chunks().take(pa.array(self.valid, pa.int64()))
+            self.grad = np.asarray(g.fill_null(_NO_GRAD)).astype(np.int64)
 
     @classmethod
     def of(cls, table: pa.Table, rows: ParquetRows | None) -> "_Rows":
@@ -309,7 +353,30 @@ class _Rows:
     def features(self, idx: np.ndarray) -> pa.Table:
         if self.rows is not None:
             return self.rows.take(idx)
-        return self.table.select(["dedup__thumb", "dedup__orb"]).take(pa.array(idx, pa.int64()))
+        cols = [c for c in ("dedup__thumb", "dedup__orb", "dedup__local") if c in self.table.column_names]
+        return self.table.select(cols).take(pa.array(idx, pa.int64()))
+
+
+_NO_GRAD = np.int64(-(2**63))  # 0x8000...: marks a row without a gradient hash (a real one is never it in practice)
+
+
+def _candidates(views: np.ndarray, grads: np.ndarray, radius: int) -> tuple[np.ndarray, ...]:
+    """Candidate row pairs (i, j, vi, vj, dist) from the view hashes, plus the pairs whose gradient
+    hashes are within `radius` that the views missed (as whole-frame pairs: vi = vj = 0)."""
+    from flywheel.filters.dedup_index import view_candidates
+
+    ci, cj, vi, vj, dist = view_candidates(views, radius)
+    have = np.flatnonzero(grads != _NO_GRAD)
+    if len(have) < 2:
+        return ci, cj, vi, vj, dist
+    gi, gj, _, _, gd = view_candidates(grads[have, None], radius)
+    gi, gj = have[gi], have[gj]
+    n = np.int64(len(views))
+    new = ~np.isin(gi * n + gj, ci * n + cj)
+    gi, gj, gd = gi[new], gj[new], gd[new]
+    zero = np.zeros(len(gi), np.int64)
+    return (np.concatenate([ci, gi]), np.concatenate([cj, gj]), np.concatenate([vi, zero]),
+            np.concatenate([vj, zero]), np.concatenate([dist, gd]))
 
 
 def _decision_rank(ids: list, sources: list, wh: np.ndarray, quality: np.ndarray, prior_count: int,
