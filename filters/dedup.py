@@ -206,7 +206,7 @@ class Dedup(Barrier):
         grads = np.concatenate(grads)
         wh = np.concatenate(wh)
         qual = np.concatenate(qual)
-        ci, cj, vi, vj, dist = _candidates(views, grads, p.radius)
+        ci, cj, vi, vj, dist, by_grad = _candidates(views, grads, p.radius)
         # same bytes (same id) always joins a family, without a candidate
         by_id: dict[str, int] = {}
         ei, ej, how = [], [], []
@@ -244,7 +244,8 @@ class Dedup(Barrier):
             m = confirm(feats[a], feats[b], int(vi[q]), int(vj[q]), th, view_diff=float(vd[q]), local=float(loc[q]))
             if m.ok:
                 confirmed += 1
-                ei.append(a), ej.append(b), how.append((m.text() + f", view hashes {int(dist[q])} bits apart", int(dist[q])))
+                hashes = "gradient hashes" if by_grad[q] else "view hashes"
+                ei.append(a), ej.append(b), how.append((m.text() + f", {hashes} {int(dist[q])} bits apart", int(dist[q])))
             elif m.how == "local":
                 refused += 1
         t2, c2 = time.perf_counter(), time.process_time()
@@ -361,14 +362,15 @@ _NO_GRAD = np.int64(-(2**63))  # 0x8000...: marks a row without a gradient hash 
 
 
 def _candidates(views: np.ndarray, grads: np.ndarray, radius: int) -> tuple[np.ndarray, ...]:
-    """Candidate row pairs (i, j, vi, vj, dist) from the view hashes, plus the pairs whose gradient
-    hashes are within `radius` that the views missed (as whole-frame pairs: vi = vj = 0)."""
+    """Candidate row pairs (i, j, vi, vj, dist, by_grad) from the view hashes, plus the pairs whose
+    gradient hashes are within `radius` that the views missed (as whole-frame pairs: vi = vj = 0;
+    dist is then the gradient hashes' distance and by_grad is True)."""
     from flywheel.filters.dedup_index import view_candidates
 
     ci, cj, vi, vj, dist = view_candidates(views, radius)
     have = np.flatnonzero(grads != _NO_GRAD)
     if len(have) < 2:
-        return ci, cj, vi, vj, dist
+        return ci, cj, vi, vj, dist, np.zeros(len(ci), bool)
     gi, gj, _, _, gd = view_candidates(grads[have, None], radius)
     gi, gj = have[gi], have[gj]
     n = np.int64(len(views))
@@ -376,7 +378,7 @@ def _candidates(views: np.ndarray, grads: np.ndarray, radius: int) -> tuple[np.n
     gi, gj, gd = gi[new], gj[new], gd[new]
     zero = np.zeros(len(gi), np.int64)
     return (np.concatenate([ci, gi]), np.concatenate([cj, gj]), np.concatenate([vi, zero]),
-            np.concatenate([vj, zero]), np.concatenate([dist, gd]))
+            np.concatenate([vj, zero]), np.concatenate([dist, gd]), np.arange(len(ci) + len(gi)) >= len(ci))
 
 
 def _decision_rank(ids: list, sources: list, wh: np.ndarray, quality: np.ndarray, prior_count: int,

@@ -94,7 +94,7 @@ def grad_hash(small: np.ndarray) -> int:
 
 
 LOCAL = 32  # side of the whole-frame thumbnail of the local-change test
-LOCAL_BLOCK = 4  # its blocks: 1/8 of each side
+LOCAL_BLOCK = 2  # its blocks: 1/16 of each side
 
 
 def local_thumb(small: np.ndarray) -> bytes:

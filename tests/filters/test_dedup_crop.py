@@ -164,3 +164,44 @@ def test_parquet_rows_take_by_row_number_across_files_and_row_groups(tmp_path):
     assert ParquetRows(files, ["v"]).take(rows).column("v").to_pylist() == [whole[i] for i in rows]
     with pytest.raises(IndexError):
         ParquetRows(files, ["v"]).take(np.array([12]))
+
+
+@pytest.mark.parametrize("sample", ["astronaut", "coffee", "chelsea"])
+def test_one_frame_changed_in_one_place_stays_apart_while_its_copy_joins(sample):
+    """One dialog with another tab, two frames of a static camera: the 16x16 thumbnails agree
+    (the view test alone merged them), the 32x32 local-change test refuses the pair."""
+    from PIL import ImageDraw
+    from skimage import data
+
+    photo = Image.fromarray(getattr(data, sample)()).convert("RGB")
+    w, h = photo.size
+    changed = photo.copy()
+    x0, y0 = w // 8, h * 5 // 8
+    ImageDraw.Draw(changed).rectangle([x0, y0, x0 + w // 8, y0 + h // 8], fill=(230, 230, 230))
+    dec, op = decided({"a.png": encoded(photo), "a_q30.jpg": encoded(photo, "JPEG", quality=30),
+                       "b.png": encoded(changed)})
+    assert dec["a_q30.jpg"]["dedup__of_source"] == "a.png"
+    assert dec["b.png"]["dedup__kind"] is None, dec["b.png"]["dedup__match"]
+    assert op.last_stats["local_refused"] >= 1
+
+
+def test_a_brightness_edit_that_clips_joins_through_the_gradient_hash():
+    """A glow wallpaper brightened by 20% clips its centre: the DCT view hashes move 10+ bits
+    apart (no candidate), the gradient-sign hash stays within the radius."""
+    from flywheel.filters.dedup_match import grad_hash, reduced, view_hashes
+
+    rng = np.random.default_rng(4)
+    y, x = np.mgrid[0:720, 0:1280]
+    g = 235 * np.exp(-(((x - 640) / 420) ** 2 + ((y - 330) / 230) ** 2)) + rng.uniform(10, 40)
+    g = np.clip(g + np.kron(rng.uniform(-25, 25, (9, 16)), np.ones((80, 80)))[:720, :1280], 0, 255)
+    wall = Image.fromarray(np.clip(np.stack([g, g * 0.9 + 10, g * 0.8 + 20], -1), 0, 255).astype(np.uint8))
+    bright = ImageEnhance.Brightness(wall).enhance(1.2)
+    works = [decode(encoded(im), "png", 256, 10**9).work for im in (wall, bright)]
+    views = [view_hashes(w.gray) for w in works]
+    assert min(bin((views[0][i] ^ views[1][j]) & (2**64 - 1)).count("1") for i in range(3) for j in range(3)) > 6
+    assert bin((grad_hash(reduced(works[0].gray)) ^ grad_hash(reduced(works[1].gray))) & (2**64 - 1)).count("1") <= 6
+    dec, _ = decided({"wall.png": encoded(wall), "bright.png": encoded(bright)})
+    # one family, one survivor (same size and quality: the first source, bright.png)
+    assert dec["bright.png"]["dedup__kind"] is None
+    assert dec["wall.png"]["dedup__kind"] == "near" and dec["wall.png"]["dedup__of_source"] == "bright.png"
+    assert "gradient hashes" in dec["wall.png"]["dedup__match"]
