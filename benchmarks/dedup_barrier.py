@@ -12,7 +12,7 @@ Rows (features are synthetic but shaped like the real ones):
 - planted families (`--family-frac` of the rows, 4 members): an original and a copy cropped 10%
   per side, a re-encode and a brightness-like change. Members' view hashes are the original's
   matching view with a few bits flipped (their gradient hashes likewise, but the crop's is
-  unrelated); thumbnails of the three centred views and the 32x32 whole frame are box-averaged
+  unrelated); thumbnails of the three centred views are box-averaged
   from one 64x64 field (the crop's from its centre 80%); keypoints are the original's moved by the crop's similarity,
   with descriptor bits flipped. Half the families get thumbnail noise above the view test, so
   their pairs are confirmed by the ORB path.
@@ -116,7 +116,6 @@ def make_parts(folder: Path, n: int, family_frac: float, seed: int, part_rows: i
         views = cviews[rows].copy() if clustered else biased(rng, 3 * m).reshape(m, 3)
         grads = cgrads[rows].copy() if clustered else biased(rng, m)
         thumbs = normalised(fields_of(rng.normal(size=(3 * m, 8, 8)).astype(np.float32), 16)).reshape(m, 768)
-        local = normalised(fields_of(rng.normal(size=(m, 8, 8)).astype(np.float32), 32))
         blob = rng.integers(0, 256, (m, K * 36), dtype=np.uint8)
         width, height = np.full(m, 1024), np.full(m, 768)
         blobs = [blob[k].tobytes() for k in range(m)]
@@ -128,14 +127,12 @@ def make_parts(folder: Path, n: int, family_frac: float, seed: int, part_rows: i
                 views[k] = np.full(3, fviews[f, 2], np.uint64) ^ flips(rng, 3, 0.02)
                 grads[k] = biased(rng, 1)[0]  # a crop's gradient hash is unrelated to its original's
                 thumbs[k] = np.concatenate([view_thumbs(field[None], 0.8 * f)[0] for f in (1.0, 0.9, 0.8)])
-                local[k] = view_thumbs(field[None], 0.8, 32)[0]
                 pts = (fpts[f] - np.array([0.1, 0.075], np.float32)) * 1.25
                 width[k], height[k] = 819, 614
             else:
                 views[k] = fviews[f] ^ flips(rng, 3, 0.02)
                 grads[k] = fgrad[f] ^ flips(rng, 1, 0.02)[0]
                 thumbs[k] = np.concatenate([view_thumbs(field[None], f)[0] for f in (1.0, 0.9, 0.8)])
-                local[k] = view_thumbs(field[None], 1.0, 32)[0]
                 if j == 2:
                     width[k], height[k] = 512, 384
             des = fdes[f] ^ np.packbits(rng.random((K, 256)) < 0.03, axis=1)
@@ -149,7 +146,6 @@ def make_parts(folder: Path, n: int, family_frac: float, seed: int, part_rows: i
                 pa.list_(pa.int64())),
             "dedup__grad": pa.array(grads.view(np.int64)),
             "dedup__thumb": pa.array([x.tobytes() for x in thumbs], pa.binary()),
-            "dedup__local": pa.array([x.tobytes() for x in local], pa.binary()),
             "dedup__orb": pa.array(blobs, pa.binary()),
             "dedup__quality": pa.array(np.full(m, 90.0, np.float32)),
         })
@@ -249,7 +245,7 @@ def main() -> None:
           f"index {st['index_cpu_s']:.1f} s, confirm {st['confirm_cpu_s']:.1f} s, families {st['families_cpu_s']:.1f} s), "
           f"peak RSS {mem.peak / 2**30:.2f} GiB (+{(mem.peak - mem.before) / 2**30:.2f} GiB during the step)")
     print(f"  candidate pairs {st['candidate_pairs']:,}, confirmed {st['confirmed_pairs']:,}, families {st['families']:,}, "
-          f"dropped {st['dropped']:,}, refused as a local change {st['local_refused']:,}; planted families found whole with one survivor {whole}/{n_fam}; "
+          f"dropped {st['dropped']:,}; planted families found whole with one survivor {whole}/{n_fam}; "
           f"background rows dropped {false}")
 
 

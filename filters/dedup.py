@@ -6,16 +6,14 @@ Filter".
 Scoring is per batch and stores compact features (`flywheel.filters.dedup_match`): hashes of the
 whole frame and of its centred 90% and 80% views (`dedup__views`, `dedup__phash` is the first),
 16x16 contrast-normalised thumbnails of the same views (`dedup__thumb`), up to 48 ORB keypoints as bytes
-(`dedup__orb`, ~1.7 kB), a gradient-sign hash of the whole frame (`dedup__grad`) and a 32x32
-whole-frame thumbnail (`dedup__local`, 1 kB). The decision is a `Barrier` over those stored
+(`dedup__orb`, ~1.7 kB) and a gradient-sign hash of the whole frame (`dedup__grad`). The decision is a `Barrier` over those stored
 columns (`decide`); it never reads an image again:
 
 1. candidates: row pairs whose view hashes are within `radius` bits (one pigeonhole index over
    every view of every row, `dedup_index.view_candidates`), and row pairs whose gradient hashes
    are within `radius` (a second index: brightness edits that clip move the DCT hashes apart);
 2. confirmation of each candidate (`dedup_match.confirm`): aligned thumbnails under the view
-   hypothesis, or ORB matches with a RANSAC similarity and aligned thumbnails; two frames of one
-   framing that differ in one place (`dedup_match.local_changes` > `max_local`) are refused;
+   hypothesis, or ORB matches with a RANSAC similarity and aligned thumbnails;
 3. families: confirmed pairs merge transitively; one survivor per family (samples already in the
    catalog first, then the most pixels, then `source` order, then `id`); every other member
    records the survivor (`dedup__of_source`), the member it matched on its way there
@@ -82,9 +80,6 @@ class DedupParams(Params):
                                        "thumbnail difference in std (16x16 resampling blurs)")
     max_orb_desc: float = Field(12.0, ge=0, le=256, description="ORB confirmation at the same scale: max mean Hamming "
                                 "distance between the inliers' descriptors (of 256 bits)")
-    max_local: float = Field(1.0, ge=0, description="same framing: max local change (largest 4x4-block mean of "
-                             "the 32x32 tone-fit residual, in std); tuning split: copies <= 0.69, one dialog "
-                             "with another tab >= 1.62")
     orb_gate: float = Field(0.7, ge=0, description="candidates whose matching-view thumbnails are further apart (std) "
                             "skip the ORB test: unrelated images are ~1.1 apart, ORB-confirmed copies on the tuning "
                             "split were all below 0.5")
@@ -96,18 +91,17 @@ class Dedup(Barrier):
     name = "dedup"
     Params = DedupParams
     reads = ("task",)
-    writes = ("dedup__phash", "dedup__views", "dedup__grad", "dedup__thumb", "dedup__orb", "dedup__local",
-              "dedup__quality")
-    deferred = ("dedup__thumb", "dedup__orb", "dedup__local")
+    writes = ("dedup__phash", "dedup__views", "dedup__grad", "dedup__thumb", "dedup__orb", "dedup__quality")
+    deferred = ("dedup__thumb", "dedup__orb")
     decided = ("dedup__kind", "dedup__dist", "dedup__of_id", "dedup__of_source", "dedup__via_source", "dedup__match")
     types = {
         "dedup__phash": pa.int64(), "dedup__views": pa.list_(pa.int64()), "dedup__grad": pa.int64(),
-        "dedup__local": pa.binary(), "dedup__thumb": pa.binary(),
+        "dedup__thumb": pa.binary(),
         "dedup__orb": pa.binary(), "dedup__quality": pa.float32(), "dedup__kind": pa.string(), "dedup__dist": pa.int16(), "dedup__of_id": pa.string(),
         "dedup__of_source": pa.string(), "dedup__via_source": pa.string(), "dedup__match": pa.string(),
     }
     prior_columns = ("id", "source", "width", "height", "dedup__views", "dedup__quality", "dedup__thumb", "dedup__orb")
-    prior_optional = ("dedup__grad", "dedup__local")  # absent from datasets curated before they existed
+    prior_optional = ("dedup__grad",)  # absent from datasets curated before they existed
     dataset_fields = ("dedup_of",)
     rules = (
         Rule("exact", "dedup__kind", "==", value="exact", context=("dedup__of_source",),
@@ -123,8 +117,6 @@ class Dedup(Barrier):
         "dedup__orb": "up to 48 ORB keypoints: uint16 x, y in 1/65535 of the longer side, then 32-byte descriptors",
         "dedup__grad": "64-bit gradient-sign hash (dHash: 9x8 area resize, is each cell brighter than its left "
                        "neighbour) of the whole frame, as int64: a second candidate source, robust to tone edits",
-        "dedup__local": "32x32 contrast-normalised grayscale thumbnail of the whole frame (1 kB): the local-change "
-                        "test between two frames of one framing",
         "dedup__quality": "encoder quality 1-100 (JPEG from its tables, lossless 100, unknown null): picks the survivor "
                           "among copies of one size",
         "dedup__dist": "Hamming distance between the matching view hashes of the pair that joined the row to its family",
@@ -132,24 +124,24 @@ class Dedup(Barrier):
 
     def score(self, batch: pa.Table, work: Sequence[Work | None]) -> dict[str, Sequence[Any]]:
         from flywheel.filters.compression_quality import LOSSLESS, jpeg_quality
-        from flywheel.filters.dedup_match import grad_hash, local_thumb, orb_features, reduced, view_hashes
+        from flywheel.filters.dedup_match import grad_hash, orb_features, reduced, view_hashes
 
-        ph, vs, th, orb, q, gr, loc = [], [], [], [], [], [], []
+        ph, vs, th, orb, q, gr = [], [], [], [], [], []
         tasks = batch.column("task").to_pylist() if "task" in batch.column_names else [None] * len(work)
         for w, task in zip(work, tasks):
             if w is None or task == "ti2i":  # edit pairs are deduplicated on their pair id alone
                 ph.append(None), vs.append(None), th.append(None), orb.append(None), q.append(None)
-                gr.append(None), loc.append(None)
+                gr.append(None)
             else:
                 small = reduced(w.gray)
                 v = view_hashes(w.gray, small)
                 ph.append(v[0]), vs.append(v), th.append(view_thumbs(w.gray, small)), orb.append(orb_features(w.rgb))
-                gr.append(grad_hash(small)), loc.append(local_thumb(small))
+                gr.append(grad_hash(small))
                 quant, fmt = w.info.get("quantization"), w.info.get("format")
                 q.append(jpeg_quality(quant[min(quant)]) if quant and fmt in ("JPEG", "MPO")
                          else 100.0 if fmt in LOSSLESS else None)
         return {"dedup__phash": ph, "dedup__views": vs, "dedup__grad": gr, "dedup__thumb": th, "dedup__orb": orb,
-                "dedup__local": loc, "dedup__quality": q}
+                "dedup__quality": q}
 
     def uses_prior(self) -> bool:
         return self.params.against_catalog
@@ -173,7 +165,7 @@ class Dedup(Barrier):
         import time
 
         from flywheel.filters.dedup_index import family_tree
-        from flywheel.filters.dedup_match import Thresholds, confirm, local_changes, same_framing, view_diffs
+        from flywheel.filters.dedup_match import Thresholds, confirm, view_diffs
 
         p: DedupParams = self.params
         t0, c0 = time.perf_counter(), time.process_time()
@@ -220,8 +212,8 @@ class Dedup(Barrier):
         feats = self._features(srcs, need, wh)
         th = Thresholds(min_inliers=p.min_inliers, min_ratio=p.min_inlier_ratio, max_diff_same_scale=p.max_orb_diff,
                         max_diff_scaled=p.max_orb_diff_scaled, max_view_diff=p.max_view_diff,
-                        max_desc_same_scale=p.max_orb_desc, max_local=p.max_local)
-        confirmed = refused = 0
+                        max_desc_same_scale=p.max_orb_desc)
+        confirmed = 0
         # the view test for every candidate at once (in chunks); ORB only where it fails but the
         # thumbnails are still alike (`orb_gate`: unrelated images are ~1.1 std apart)
         vd = np.zeros(len(ci))
@@ -230,24 +222,15 @@ class Dedup(Barrier):
             vd[sl] = view_diffs(np.stack([feats[a].thumbs[va].ravel() for a, va in zip(ci[sl].tolist(), vi[sl].tolist())]),
                                 np.stack([feats[b].thumbs[vb].ravel() for b, vb in zip(cj[sl].tolist(), vj[sl].tolist())]))
         go = np.flatnonzero((vd <= p.max_view_diff) | (vd <= p.orb_gate))
-        # the local-change score of the pairs in one framing, at once (in chunks)
-        loc = np.zeros(len(ci))
-        one = [q for q in go.tolist() if same_framing(feats[int(ci[q])], feats[int(cj[q])])]
-        for s0 in range(0, len(one), 8192):
-            qs = one[s0:s0 + 8192]
-            loc[qs] = local_changes(np.stack([feats[int(ci[q])].local for q in qs]),
-                                    np.stack([feats[int(cj[q])].local for q in qs]))
         for q in go.tolist():  # (not k: k is the number of catalog rows)
             a, b = int(ci[q]), int(cj[q])
             if ids[a] == ids[b]:
                 continue
-            m = confirm(feats[a], feats[b], int(vi[q]), int(vj[q]), th, view_diff=float(vd[q]), local=float(loc[q]))
+            m = confirm(feats[a], feats[b], int(vi[q]), int(vj[q]), th, view_diff=float(vd[q]))
             if m.ok:
                 confirmed += 1
                 hashes = "gradient hashes" if by_grad[q] else "view hashes"
                 ei.append(a), ej.append(b), how.append((m.text() + f", {hashes} {int(dist[q])} bits apart", int(dist[q])))
-            elif m.how == "local":
-                refused += 1
         t2, c2 = time.perf_counter(), time.process_time()
         rank = _decision_rank(ids, sources, wh, qual, k, np.array(ei + ej, np.int64))
         keep_all = np.arange(len(srcs)) < k
@@ -265,7 +248,7 @@ class Dedup(Barrier):
             out["dedup__of_id"][i], out["dedup__of_source"][i] = ids[s], sources[s]
             if not exact:
                 out["dedup__via_source"][i], out["dedup__match"][i] = sources[int(via[c])], text
-        self.last_stats = {"candidate_pairs": int(len(ci)), "confirmed_pairs": confirmed, "local_refused": refused,
+        self.last_stats = {"candidate_pairs": int(len(ci)), "confirmed_pairs": confirmed,
                            "families": int(len(set(survivor[survivor >= 0].tolist()))),
                            "dropped": int((survivor[k:] >= 0).sum()), "index_s": round(t1 - t0, 3),
                            "confirm_s": round(t2 - t1, 3), "families_s": round(time.perf_counter() - t2, 3),
@@ -285,9 +268,8 @@ class Dedup(Barrier):
         for r, cs in groups.values():
             t = r.features(np.array([srcs[c][1] for c in cs], np.int64))
             th, orb = t.column("dedup__thumb").to_pylist(), t.column("dedup__orb").to_pylist()
-            loc = t.column("dedup__local").to_pylist() if "dedup__local" in t.column_names else [None] * len(cs)
-            for c, a, b, x in zip(cs, th, orb, loc):
-                feats[c] = Side.of(int(wh[c, 0]), int(wh[c, 1]), a, b, x)
+            for c, a, b in zip(cs, th, orb):
+                feats[c] = Side.of(int(wh[c, 0]), int(wh[c, 1]), a, b)
         return feats
 
     def _read_prior(self, paths: Sequence[str]) -> "_Rows | None":
@@ -354,8 +336,7 @@ class _Rows:
     def features(self, idx: np.ndarray) -> pa.Table:
         if self.rows is not None:
             return self.rows.take(idx)
-        cols = [c for c in ("dedup__thumb", "dedup__orb", "dedup__local") if c in self.table.column_names]
-        return self.table.select(cols).take(pa.array(idx, pa.int64()))
+        return self.table.select(["dedup__thumb", "dedup__orb"]).take(pa.array(idx, pa.int64()))
 
 
 _NO_GRAD = np.int64(-(2**63))  # 0x8000...: marks a row without a gradient hash (a real one is never it in practice)

@@ -12,8 +12,6 @@ Scored once per image on the working copy (the barrier never reads an image agai
   bits on a polygon wallpaper, where the view hashes never meet), but leaves which neighbour is
   brighter unchanged almost everywhere: on the tuning split every non-crop copy pair is within 3
   bits. It is a second candidate source for the whole frame, never a confirmation.
-- `local_thumb`: a 32x32 contrast-normalised thumbnail of the whole frame (1 kB), for the
-  local-change test below.
 
 `confirm` decides one candidate pair (a, b) from those columns; either test confirms:
 - local features: mutual-nearest Hamming matches, a RANSAC similarity (rotation, one scale,
@@ -25,11 +23,6 @@ Scored once per image on the working copy (the barrier never reads an image agai
   (same frame, or a centred crop of it); the stored thumbnails of those two views agree within
   `max_view_diff` standard deviations. This carries images with too few keypoints (smooth
   wallpapers) and centred crops of text pages, where ORB finds glyphs but not one transform.
-Either way, a pair in the same framing (same view, same aspect ratio) is refused when its 32x32
-thumbnails differ in one place (`local_change`): one dialog with another tab, or two frames of a
-static camera, agree to 0.02 std on average over 16x16, but a 4x4 block (1/8 of each side) of the
-32x32 residual after a monotone tone fit stands out at 1.6 std; copies (re-encodes, resizes,
-brightness and contrast with clipping) stay at or under 0.7.
 Thumbnail agreement is measured where the frames overlap, each side z-normalised there, as the
 mean absolute difference in standard deviations.
 
@@ -93,50 +86,6 @@ def grad_hash(small: np.ndarray) -> int:
     return int(np.frombuffer(bits.tobytes(), dtype=">u8")[0].astype(np.int64))
 
 
-LOCAL = 32  # side of the whole-frame thumbnail of the local-change test
-LOCAL_BLOCK = 2  # its blocks: 1/16 of each side
-
-
-def local_thumb(small: np.ndarray) -> bytes:
-    """32x32 area-averaged whole frame, contrast-normalised like the 16x16 ones (uint8, 1 kB)."""
-    import cv2
-
-    t = cv2.resize(np.ascontiguousarray(small, dtype=np.float32), (LOCAL, LOCAL), interpolation=cv2.INTER_AREA)
-    t = t.astype(np.float64)
-    sd = t.std()
-    if sd >= 3.0:
-        t = (t - t.mean()) / sd * 32.0 + 128.0
-    return np.clip(np.round(t), 0, 255).astype(np.uint8).tobytes()
-
-
-def _tone_residual(x: np.ndarray, y: np.ndarray, bins: int = 16) -> np.ndarray:
-    """|y - f(x)| for the step function f that maps each of `bins` equal-count rank bins of x to
-    the median of y there: a monotone tone curve (brightness, contrast, gamma, clipping) leaves
-    no residual; a change in one place does. x, y: (k, n) with n divisible by bins."""
-    k, n = x.shape
-    order = np.argsort(x, axis=1, kind="stable")
-    ys = np.take_along_axis(y, order, axis=1).reshape(k, bins, n // bins)
-    med = np.median(ys, axis=2, keepdims=True)
-    res = np.empty_like(y)
-    np.put_along_axis(res, order, np.abs(ys - med).reshape(k, n), axis=1)
-    return res
-
-
-def local_changes(ta: np.ndarray, tb: np.ndarray) -> np.ndarray:
-    """The local-change score of many pairs of whole-frame 32x32 thumbnails (k, 1024) float32: the
-    largest 4x4-block mean of the tone-fit residual, in standard deviations of the fitted side,
-    the larger of the two directions. 0 for a flat side (nothing to compare)."""
-    ta, tb = ta.astype(np.float64), tb.astype(np.float64)
-    k = len(ta)
-    g = LOCAL // LOCAL_BLOCK
-    out = np.zeros(k)
-    for x, y in ((ta, tb), (tb, ta)):
-        sd = y.std(axis=1)
-        r = _tone_residual(x, y).reshape(k, g, LOCAL_BLOCK, g, LOCAL_BLOCK).mean(axis=(2, 4)).max(axis=(1, 2))
-        out = np.maximum(out, np.where(sd >= 3, r / np.maximum(sd, 1e-6), 0.0))
-    return out
-
-
 def view_hashes(gray: np.ndarray, small: np.ndarray | None = None) -> list[int]:
     small = reduced(gray) if small is None else small
     return [dct_hash(centred(small, f)) for f in VIEWS]
@@ -194,17 +143,15 @@ class Side:
     thumbs: np.ndarray  # (len(VIEWS), 16, 16) float32: one per centred view, whole frame first
     pts: np.ndarray
     des: np.ndarray
-    local: np.ndarray | None = None  # (1024,) float32 whole-frame 32x32 thumbnail; None: not stored (older rows)
 
     @classmethod
-    def of(cls, width: int, height: int, thumb: bytes | None, orb: bytes | None, local: bytes | None = None) -> "Side":
+    def of(cls, width: int, height: int, thumb: bytes | None, orb: bytes | None) -> "Side":
         m = float(max(width, height, 1))
         k = len(VIEWS) * THUMB * THUMB
         t = np.frombuffer(thumb, np.uint8).reshape(len(VIEWS), THUMB, THUMB).astype(np.float32) if thumb and len(thumb) == k \
             else np.zeros((len(VIEWS), THUMB, THUMB), np.float32)
         pts, des = unpack(orb)
-        loc = np.frombuffer(local, np.uint8).astype(np.float32) if local and len(local) == LOCAL * LOCAL else None
-        return cls(max(width, 1) / m, max(height, 1) / m, t, pts, des, loc)
+        return cls(max(width, 1) / m, max(height, 1) / m, t, pts, des)
 
 
 @dataclass(frozen=True)
@@ -215,11 +162,8 @@ class Match:
     scale: float
     diff: float  # thumbnail difference after alignment, in standard deviations
     desc: float = 0.0  # ORB: mean Hamming distance (of 256 bits) between the inliers' descriptors
-    local: float = 0.0  # local-change score of the whole frames (same framing only; 0 otherwise)
 
     def text(self) -> str:
-        if self.how == "local":
-            return f"refused: one framing, a local change of {self.local:.2f} std"
         if self.how == "orb":
             return (f"{self.inliers} ORB inliers ({self.desc:.0f} of 256 bits apart), scale {self.scale:.2f}, aligned "
                     f"thumbnails {self.diff:.2f} std apart")
@@ -275,7 +219,6 @@ class Thresholds:
     max_diff_scaled: float = 0.25
     max_desc_same_scale: float = 12.0
     max_view_diff: float = 0.07
-    max_local: float = 1.0
 
 
 def view_diffs(ta: np.ndarray, tb: np.ndarray) -> np.ndarray:
@@ -289,27 +232,12 @@ def view_diffs(ta: np.ndarray, tb: np.ndarray) -> np.ndarray:
     return d
 
 
-def same_framing(a: Side, b: Side) -> bool:
-    """One aspect ratio (within 2%) and both 32x32 thumbnails stored: the local-change test applies."""
-    return a.local is not None and b.local is not None and abs(a.w / a.h - b.w / b.h) <= 0.02 * (a.w / a.h)
-
-
-def confirm(a: Side, b: Side, va: int, vb: int, th: Thresholds, view_diff: float | None = None,
-            local: float | None = None) -> Match:
+def confirm(a: Side, b: Side, va: int, vb: int, th: Thresholds, view_diff: float | None = None) -> Match:
     """Is b a copy of a? (va, vb): the views whose hashes matched (indices into VIEWS);
-    `view_diff`: their thumbnails' difference when already computed (`view_diffs`); `local`: their
-    `local_changes` score when already computed (None: computed here when it applies)."""
+    `view_diff`: their thumbnails' difference when already computed (`view_diffs`)."""
     scale = float(view_transform(a, b, va, vb)[0, 0])
     d = _zdiff(a.thumbs[va].ravel(), b.thumbs[vb].ravel()) if view_diff is None else view_diff  # same framing
-    # a change in one place between two frames of one framing (a dialog with another tab, frames
-    # of a static camera) vetoes the view test and an ORB match that does not move the frame
-    changed = 0.0
-    if same_framing(a, b):
-        changed = float(local_changes(a.local[None], b.local[None])[0]) if local is None else local
-    if va == vb and changed > th.max_local:
-        best = Match(False, "local", 0, scale, d, local=changed)
-    else:
-        best = Match(d <= th.max_view_diff, "views", 0, scale, d, local=changed)
+    best = Match(d <= th.max_view_diff, "views", 0, scale, d)
     if best.ok or len(a.des) < th.min_keypoints or len(b.des) < th.min_keypoints:
         return best
     import cv2
@@ -340,6 +268,4 @@ def confirm(a: Side, b: Side, va: int, vb: int, th: Thresholds, view_diff: float
     desc = float(np.mean([x.distance for x, ok in zip(matches, inl.ravel()) if ok]))
     same = abs(scale - 1) < 0.03
     ok = d <= (th.max_diff_same_scale if same else th.max_diff_scaled) and (not same or desc <= th.max_desc_same_scale)
-    if ok and same and changed > th.max_local and float(np.abs(m[:, 2]).max()) < 0.02:
-        return best  # the same frame in the same place, changed in one place: not a copy
-    return Match(True, "orb", n_in, scale, d, desc, changed) if ok else best
+    return Match(True, "orb", n_in, scale, d, desc) if ok else best

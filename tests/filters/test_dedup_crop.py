@@ -166,25 +166,6 @@ def test_parquet_rows_take_by_row_number_across_files_and_row_groups(tmp_path):
         ParquetRows(files, ["v"]).take(np.array([12]))
 
 
-@pytest.mark.parametrize("sample", ["astronaut", "coffee", "chelsea"])
-def test_one_frame_changed_in_one_place_stays_apart_while_its_copy_joins(sample):
-    """One dialog with another tab, two frames of a static camera: the 16x16 thumbnails agree
-    (the view test alone merged them), the 32x32 local-change test refuses the pair."""
-    from PIL import ImageDraw
-    from skimage import data
-
-    photo = Image.fromarray(getattr(data, sample)()).convert("RGB")
-    w, h = photo.size
-    changed = photo.copy()
-    x0, y0 = w // 8, h * 5 // 8
-    ImageDraw.Draw(changed).rectangle([x0, y0, x0 + w // 8, y0 + h // 8], fill=(230, 230, 230))
-    dec, op = decided({"a.png": encoded(photo), "a_q30.jpg": encoded(photo, "JPEG", quality=30),
-                       "b.png": encoded(changed)})
-    assert dec["a_q30.jpg"]["dedup__of_source"] == "a.png"
-    assert dec["b.png"]["dedup__kind"] is None, dec["b.png"]["dedup__match"]
-    assert op.last_stats["local_refused"] >= 1
-
-
 def test_a_brightness_edit_that_clips_joins_through_the_gradient_hash():
     """A glow wallpaper brightened by 20% clips its centre: the DCT view hashes move 10+ bits
     apart (no candidate), the gradient-sign hash stays within the radius."""
