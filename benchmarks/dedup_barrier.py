@@ -7,12 +7,11 @@ Printed: wall and CPU time, the peak RSS of the step, candidate and confirmed pa
 how many planted families were found whole with one survivor.
 
 Rows (features are synthetic but shaped like the real ones):
-- background: 64-bit view and gradient hashes with the biased low-frequency bits of real
-  phashes, random smooth-field thumbnails, 48 random ORB keypoints each;
+- background: 64-bit view hashes with the biased low-frequency bits of real phashes, random
+  smooth-field thumbnails, 48 random ORB keypoints each;
 - planted families (`--family-frac` of the rows, 4 members): an original and a copy cropped 10%
   per side, a re-encode and a brightness-like change. Members' view hashes are the original's
-  matching view with a few bits flipped (their gradient hashes likewise, but the crop's is
-  unrelated); thumbnails of the three centred views are box-averaged
+  matching view with a few bits flipped; thumbnails of the three centred views are box-averaged
   from one 64x64 field (the crop's from its centre 80%); keypoints are the original's moved by the crop's similarity,
   with descriptor bits flipped. Half the families get thumbnail noise above the view test, so
   their pairs are confirmed by the ORB path.
@@ -55,12 +54,12 @@ def _interp(n_out: int, n_in: int) -> np.ndarray:
     return m
 
 
-def _box(frac: float, size: int = 16) -> np.ndarray:
-    """(size, 64) matrix averaging the centred `frac` of 64 samples into `size` boxes."""
+def _box(frac: float) -> np.ndarray:
+    """(16, 64) matrix averaging the centred `frac` of 64 samples into 16 boxes."""
     lo = 32 - 32 * frac
-    edges = lo + np.arange(size + 1) * (64 * frac / size)
-    m = np.zeros((size, 64), np.float32)
-    for a in range(size):
+    edges = lo + np.arange(17) * (64 * frac / 16)
+    m = np.zeros((16, 64), np.float32)
+    for a in range(16):
         for x in range(64):
             m[a, x] = max(0.0, min(edges[a + 1], x + 1) - max(edges[a], x))
     return m / m.sum(axis=1, keepdims=True)
@@ -73,7 +72,7 @@ def orb_blob(pts: np.ndarray, des: np.ndarray) -> bytes:
 
 def normalised(t: np.ndarray) -> np.ndarray:
     t = (t - t.mean(axis=(1, 2), keepdims=True)) / (t.std(axis=(1, 2), keepdims=True) + 1e-6) * 32 + 128
-    return np.clip(np.round(t), 0, 255).astype(np.uint8).reshape(len(t), -1)
+    return np.clip(np.round(t), 0, 255).astype(np.uint8).reshape(len(t), 256)
 
 
 def fields_of(low: np.ndarray, size: int) -> np.ndarray:
@@ -81,8 +80,8 @@ def fields_of(low: np.ndarray, size: int) -> np.ndarray:
     return np.einsum("ij,njk,lk->nil", u, low, u, optimize=True)
 
 
-def view_thumbs(fields: np.ndarray, frac: float, size: int = 16) -> np.ndarray:
-    b = _box(frac, size)
+def view_thumbs(fields: np.ndarray, frac: float) -> np.ndarray:
+    b = _box(frac)
     return normalised(np.einsum("ij,njk,lk->nil", b, fields, b, optimize=True))
 
 
@@ -95,7 +94,6 @@ def make_parts(folder: Path, n: int, family_frac: float, seed: int, part_rows: i
     if clustered:
         base, _ = make_hashes("clustered", n, 0, 6, seed + 100)
         cviews = np.stack([base, base ^ flips(rng, n, 0.12), base ^ flips(rng, n, 0.25)], 1)
-        cgrads, _ = make_hashes("clustered", n, 0, 6, seed + 200)  # gradient hashes cluster the same way
     n_fam = int(n * family_frac) // 4
     fam = np.full(n, -1, np.int64)
     member = np.full(n, -1, np.int64)
@@ -104,7 +102,6 @@ def make_parts(folder: Path, n: int, family_frac: float, seed: int, part_rows: i
     member[fam_rows.ravel()] = np.tile(np.arange(4), n_fam)
     # families: the original's three views, one smooth 64x64 field, 48 keypoints
     fviews = biased(rng, 3 * n_fam).reshape(n_fam, 3)
-    fgrad = biased(rng, n_fam)
     ffield = fields_of(rng.normal(size=(n_fam, 8, 8)).astype(np.float32), 64)
     fpts = rng.random((n_fam, K, 2)).astype(np.float32) * np.array([1.0, 0.75], np.float32)
     fdes = rng.integers(0, 256, (n_fam, K, 32), dtype=np.uint8)
@@ -114,7 +111,6 @@ def make_parts(folder: Path, n: int, family_frac: float, seed: int, part_rows: i
         rows = np.arange(p0, min(n, p0 + part_rows))
         m = len(rows)
         views = cviews[rows].copy() if clustered else biased(rng, 3 * m).reshape(m, 3)
-        grads = cgrads[rows].copy() if clustered else biased(rng, m)
         thumbs = normalised(fields_of(rng.normal(size=(3 * m, 8, 8)).astype(np.float32), 16)).reshape(m, 768)
         blob = rng.integers(0, 256, (m, K * 36), dtype=np.uint8)
         width, height = np.full(m, 1024), np.full(m, 768)
@@ -125,13 +121,11 @@ def make_parts(folder: Path, n: int, family_frac: float, seed: int, part_rows: i
             pts = fpts[f] + rng.normal(scale=0.002, size=(K, 2)).astype(np.float32)
             if j == 1:  # crop 10% per side: its whole frame is the original's centred 80%
                 views[k] = np.full(3, fviews[f, 2], np.uint64) ^ flips(rng, 3, 0.02)
-                grads[k] = biased(rng, 1)[0]  # a crop's gradient hash is unrelated to its original's
                 thumbs[k] = np.concatenate([view_thumbs(field[None], 0.8 * f)[0] for f in (1.0, 0.9, 0.8)])
                 pts = (fpts[f] - np.array([0.1, 0.075], np.float32)) * 1.25
                 width[k], height[k] = 819, 614
             else:
                 views[k] = fviews[f] ^ flips(rng, 3, 0.02)
-                grads[k] = fgrad[f] ^ flips(rng, 1, 0.02)[0]
                 thumbs[k] = np.concatenate([view_thumbs(field[None], f)[0] for f in (1.0, 0.9, 0.8)])
                 if j == 2:
                     width[k], height[k] = 512, 384
@@ -144,7 +138,6 @@ def make_parts(folder: Path, n: int, family_frac: float, seed: int, part_rows: i
             "dedup__phash": pa.array(views[:, 0].view(np.int64)),
             "dedup__views": pa.FixedSizeListArray.from_arrays(pa.array(views.view(np.int64).ravel()), 3).cast(
                 pa.list_(pa.int64())),
-            "dedup__grad": pa.array(grads.view(np.int64)),
             "dedup__thumb": pa.array([x.tobytes() for x in thumbs], pa.binary()),
             "dedup__orb": pa.array(blobs, pa.binary()),
             "dedup__quality": pa.array(np.full(m, 90.0, np.float32)),

@@ -5,13 +5,12 @@ Filter".
 
 Scoring is per batch and stores compact features (`flywheel.filters.dedup_match`): hashes of the
 whole frame and of its centred 90% and 80% views (`dedup__views`, `dedup__phash` is the first),
-16x16 contrast-normalised thumbnails of the same views (`dedup__thumb`), up to 48 ORB keypoints as bytes
-(`dedup__orb`, ~1.7 kB) and a gradient-sign hash of the whole frame (`dedup__grad`). The decision is a `Barrier` over those stored
-columns (`decide`); it never reads an image again:
+16x16 contrast-normalised thumbnails of the same views (`dedup__thumb`) and up to 48 ORB keypoints as bytes
+(`dedup__orb`, ~1.7 kB). The decision is a `Barrier` over those stored columns (`decide`); it
+never reads an image again:
 
 1. candidates: row pairs whose view hashes are within `radius` bits (one pigeonhole index over
-   every view of every row, `dedup_index.view_candidates`), and row pairs whose gradient hashes
-   are within `radius` (a second index: brightness edits that clip move the DCT hashes apart);
+   every view of every row, `dedup_index.view_candidates`);
 2. confirmation of each candidate (`dedup_match.confirm`): aligned thumbnails under the view
    hypothesis, or ORB matches with a RANSAC similarity and aligned thumbnails;
 3. families: confirmed pairs merge transitively; one survivor per family (samples already in the
@@ -91,17 +90,15 @@ class Dedup(Barrier):
     name = "dedup"
     Params = DedupParams
     reads = ("task",)
-    writes = ("dedup__phash", "dedup__views", "dedup__grad", "dedup__thumb", "dedup__orb", "dedup__quality")
+    writes = ("dedup__phash", "dedup__views", "dedup__thumb", "dedup__orb", "dedup__quality")
     deferred = ("dedup__thumb", "dedup__orb")
     decided = ("dedup__kind", "dedup__dist", "dedup__of_id", "dedup__of_source", "dedup__via_source", "dedup__match")
     types = {
-        "dedup__phash": pa.int64(), "dedup__views": pa.list_(pa.int64()), "dedup__grad": pa.int64(),
-        "dedup__thumb": pa.binary(),
+        "dedup__phash": pa.int64(), "dedup__views": pa.list_(pa.int64()), "dedup__thumb": pa.binary(),
         "dedup__orb": pa.binary(), "dedup__quality": pa.float32(), "dedup__kind": pa.string(), "dedup__dist": pa.int16(), "dedup__of_id": pa.string(),
         "dedup__of_source": pa.string(), "dedup__via_source": pa.string(), "dedup__match": pa.string(),
     }
     prior_columns = ("id", "source", "width", "height", "dedup__views", "dedup__quality", "dedup__thumb", "dedup__orb")
-    prior_optional = ("dedup__grad",)  # absent from datasets curated before they existed
     dataset_fields = ("dedup_of",)
     rules = (
         Rule("exact", "dedup__kind", "==", value="exact", context=("dedup__of_source",),
@@ -115,8 +112,6 @@ class Dedup(Barrier):
         "dedup__thumb": "16x16 contrast-normalised grayscale thumbnails of the whole frame and its centred 90% and 80% "
                         "views (768 bytes; the confirmation compares matching views)",
         "dedup__orb": "up to 48 ORB keypoints: uint16 x, y in 1/65535 of the longer side, then 32-byte descriptors",
-        "dedup__grad": "64-bit gradient-sign hash (dHash: 9x8 area resize, is each cell brighter than its left "
-                       "neighbour) of the whole frame, as int64: a second candidate source, robust to tone edits",
         "dedup__quality": "encoder quality 1-100 (JPEG from its tables, lossless 100, unknown null): picks the survivor "
                           "among copies of one size",
         "dedup__dist": "Hamming distance between the matching view hashes of the pair that joined the row to its family",
@@ -124,24 +119,21 @@ class Dedup(Barrier):
 
     def score(self, batch: pa.Table, work: Sequence[Work | None]) -> dict[str, Sequence[Any]]:
         from flywheel.filters.compression_quality import LOSSLESS, jpeg_quality
-        from flywheel.filters.dedup_match import grad_hash, orb_features, reduced, view_hashes
+        from flywheel.filters.dedup_match import orb_features, reduced, view_hashes
 
-        ph, vs, th, orb, q, gr = [], [], [], [], [], []
+        ph, vs, th, orb, q = [], [], [], [], []
         tasks = batch.column("task").to_pylist() if "task" in batch.column_names else [None] * len(work)
         for w, task in zip(work, tasks):
             if w is None or task == "ti2i":  # edit pairs are deduplicated on their pair id alone
                 ph.append(None), vs.append(None), th.append(None), orb.append(None), q.append(None)
-                gr.append(None)
             else:
                 small = reduced(w.gray)
                 v = view_hashes(w.gray, small)
                 ph.append(v[0]), vs.append(v), th.append(view_thumbs(w.gray, small)), orb.append(orb_features(w.rgb))
-                gr.append(grad_hash(small))
                 quant, fmt = w.info.get("quantization"), w.info.get("format")
                 q.append(jpeg_quality(quant[min(quant)]) if quant and fmt in ("JPEG", "MPO")
                          else 100.0 if fmt in LOSSLESS else None)
-        return {"dedup__phash": ph, "dedup__views": vs, "dedup__grad": gr, "dedup__thumb": th, "dedup__orb": orb,
-                "dedup__quality": q}
+        return {"dedup__phash": ph, "dedup__views": vs, "dedup__thumb": th, "dedup__orb": orb, "dedup__quality": q}
 
     def uses_prior(self) -> bool:
         return self.params.against_catalog
@@ -164,7 +156,7 @@ class Dedup(Barrier):
         candidate and confirmed pair counts."""
         import time
 
-        from flywheel.filters.dedup_index import family_tree
+        from flywheel.filters.dedup_index import family_tree, view_candidates
         from flywheel.filters.dedup_match import Thresholds, confirm, view_diffs
 
         p: DedupParams = self.params
@@ -181,7 +173,7 @@ class Dedup(Barrier):
             return out
         k = len(pv)
         srcs = [(there, i) for i in pv] + [(here, i) for i in valid]  # combined row c -> (rows, row number)
-        ids, sources, views, grads, wh, qual = [], [], [], [], [], []
+        ids, sources, views, wh, qual = [], [], [], [], []
         for r, idx in ((there, pv), (here, valid)):
             if not idx:
                 continue
@@ -191,22 +183,21 @@ class Dedup(Barrier):
             ids += sub.column("id").to_pylist()
             sources += sub.column("source").to_pylist()
             views.append(r.views)
-            grads.append(r.grad)
             wh.append(np.stack([np.nan_to_num(sub.column(c).to_numpy(zero_copy_only=False).astype(np.float64))
                                 for c in ("width", "height")], 1).astype(np.int64))
         views = np.concatenate(views)
-        grads = np.concatenate(grads)
         wh = np.concatenate(wh)
         qual = np.concatenate(qual)
-        ci, cj, vi, vj, dist, by_grad = _candidates(views, grads, p.radius)
+        ci, cj, vi, vj, dist = view_candidates(views, p.radius)
         # same bytes (same id) always joins a family, without a candidate
-        by_id: dict[str, int] = {}
-        ei, ej, how = [], [], []
-        for c, x in enumerate(ids):
-            if x in by_id:
-                ei.append(by_id[x]), ej.append(c), how.append(("exact", 0))
-            else:
-                by_id[x] = c
+        # each later row with an earlier row's id pairs with its first occurrence; found with
+        # Arrow's dictionary encoding and numpy (a Python dict over 1M ids cost ~0.7 s of CPU)
+        codes = pa.array(ids, pa.string()).dictionary_encode().indices.to_numpy(zero_copy_only=False)
+        first = np.full(int(codes.max()) + 1 if len(codes) else 0, len(codes), np.int64)
+        np.minimum.at(first, codes, np.arange(len(codes)))
+        later = np.flatnonzero(first[codes] != np.arange(len(codes)))
+        ei, ej = first[codes[later]].tolist(), later.tolist()
+        how = [("exact", 0)] * len(ei)
         t1, c1 = time.perf_counter(), time.process_time()
         need = np.unique(np.concatenate([ci, cj])) if len(ci) else np.zeros(0, np.int64)
         feats = self._features(srcs, need, wh)
@@ -221,16 +212,13 @@ class Dedup(Barrier):
             sl = slice(s0, s0 + 65536)
             vd[sl] = view_diffs(np.stack([feats[a].thumbs[va].ravel() for a, va in zip(ci[sl].tolist(), vi[sl].tolist())]),
                                 np.stack([feats[b].thumbs[vb].ravel() for b, vb in zip(cj[sl].tolist(), vj[sl].tolist())]))
-        go = np.flatnonzero((vd <= p.max_view_diff) | (vd <= p.orb_gate))
-        for q in go.tolist():  # (not k: k is the number of catalog rows)
-            a, b = int(ci[q]), int(cj[q])
-            if ids[a] == ids[b]:
+        for a, b, va, vb, d, x in zip(ci.tolist(), cj.tolist(), vi.tolist(), vj.tolist(), dist.tolist(), vd.tolist()):
+            if ids[a] == ids[b] or (x > p.max_view_diff and x > p.orb_gate):
                 continue
-            m = confirm(feats[a], feats[b], int(vi[q]), int(vj[q]), th, view_diff=float(vd[q]))
+            m = confirm(feats[a], feats[b], va, vb, th, view_diff=x)
             if m.ok:
                 confirmed += 1
-                hashes = "gradient hashes" if by_grad[q] else "view hashes"
-                ei.append(a), ej.append(b), how.append((m.text() + f", {hashes} {int(dist[q])} bits apart", int(dist[q])))
+                ei.append(a), ej.append(b), how.append((m.text() + f", view hashes {d} bits apart", d))
         t2, c2 = time.perf_counter(), time.process_time()
         rank = _decision_rank(ids, sources, wh, qual, k, np.array(ei + ej, np.int64))
         keep_all = np.arange(len(srcs)) < k
@@ -252,6 +240,8 @@ class Dedup(Barrier):
                            "families": int(len(set(survivor[survivor >= 0].tolist()))),
                            "dropped": int((survivor[k:] >= 0).sum()), "index_s": round(t1 - t0, 3),
                            "confirm_s": round(t2 - t1, 3), "families_s": round(time.perf_counter() - t2, 3),
+                           # CPU seconds of this process per phase: on a shared machine wall time
+                           # measures the load, these measure the step
                            "index_cpu_s": round(c1 - c0, 3), "confirm_cpu_s": round(c2 - c1, 3),
                            "families_cpu_s": round(time.process_time() - c2, 3)}
         return out
@@ -276,20 +266,15 @@ class Dedup(Barrier):
         import pyarrow.dataset as pads
         import pyarrow.parquet as pq
 
-        files, names = [], None
+        files = []
         for d in paths:
             fs = sorted(str(f) for f in Path(d).glob("data/*.parquet"))
             if fs and set(self.prior_columns) <= set(pq.read_schema(fs[0]).names):
                 files += fs
-                have = set(pq.read_schema(fs[0]).names)
-                names = have if names is None else names & have
         if not files:
             return None
-        # the optional columns only when every prior dataset has them (one scan over all files)
-        cols = list(self.prior_columns) + [c for c in self.prior_optional if c in (names or set())]
-        eager = [c for c in cols if c not in self.deferred]
-        return _Rows.of(pads.dataset(files).to_table(columns=eager),
-                        ParquetRows(files, [c for c in self.deferred if c in cols]))
+        eager = [c for c in self.prior_columns if c not in self.deferred]
+        return _Rows.of(pads.dataset(files).to_table(columns=eager), ParquetRows(files, list(self.deferred)))
 
     @staticmethod
     def _exact_pairs(table: pa.Table, out: dict[str, list]) -> None:
@@ -297,8 +282,12 @@ class Dedup(Barrier):
         if "task" not in table.column_names:
             return
         kept: dict[str, str] = {}
-        rows = [(s, i, d) for i, (t, d, s) in enumerate(zip(table.column("task").to_pylist(), table.column("id").to_pylist(),
-                                                             table.column("source").to_pylist())) if t == "ti2i"]
+        # only the edit-pair rows go through Python (a loop over every row cost ~1 s of CPU at 1M)
+        sel = np.flatnonzero(np.asarray(pc.equal(table.column("task"), "ti2i").fill_null(False)))
+        if not len(sel):
+            return
+        sub = table.select(["id", "source"]).take(pa.array(sel, pa.int64()))
+        rows = list(zip(sub.column("source").to_pylist(), sel.tolist(), sub.column("id").to_pylist()))
         for src, i, pid in sorted(rows):
             if pid in kept:
                 out["dedup__kind"][i], out["dedup__dist"][i] = "exact", 0
@@ -316,18 +305,11 @@ class _Rows:
         self.table, self.rows = table, rows
         # rows with their view hashes, and those hashes (valid rows in order), without Python lists
         self.valid, self.views = np.zeros(0, np.int64), np.zeros((0, len(VIEWS)), np.int64)
-        self.grad = np.zeros(0, np.int64)
         if "dedup__views" in table.column_names and table.num_rows:
             col = table.column("dedup__views").combine_chunks()
             ok = np.asarray(pc.and_kleene(col.is_valid(), pc.equal(pc.list_value_length(col), len(VIEWS))).fill_null(False))
             self.valid = np.flatnonzero(ok)
             self.views = np.asarray(col.filter(pa.array(ok)).flatten()).astype(np.int64).reshape(-1, len(VIEWS))
-        # gradient hashes of the valid rows; rows without one (curated before it existed) get the
-        # null marker and stay out of that index
-        self.grad = np.full(len(self.valid), _NO_GRAD, np.int64)
-        if "dedup__grad" in table.column_names and len(self.valid):
-            g = table.column("dedup__grad").combine_chunks().take(pa.array(self.valid, pa.int64()))
-            self.grad = np.asarray(g.fill_null(_NO_GRAD)).astype(np.int64)
 
     @classmethod
     def of(cls, table: pa.Table, rows: ParquetRows | None) -> "_Rows":
@@ -337,29 +319,6 @@ class _Rows:
         if self.rows is not None:
             return self.rows.take(idx)
         return self.table.select(["dedup__thumb", "dedup__orb"]).take(pa.array(idx, pa.int64()))
-
-
-_NO_GRAD = np.int64(-(2**63))  # 0x8000...: marks a row without a gradient hash (a real one is never it in practice)
-
-
-def _candidates(views: np.ndarray, grads: np.ndarray, radius: int) -> tuple[np.ndarray, ...]:
-    """Candidate row pairs (i, j, vi, vj, dist, by_grad) from the view hashes, plus the pairs whose
-    gradient hashes are within `radius` that the views missed (as whole-frame pairs: vi = vj = 0;
-    dist is then the gradient hashes' distance and by_grad is True)."""
-    from flywheel.filters.dedup_index import view_candidates
-
-    ci, cj, vi, vj, dist = view_candidates(views, radius)
-    have = np.flatnonzero(grads != _NO_GRAD)
-    if len(have) < 2:
-        return ci, cj, vi, vj, dist, np.zeros(len(ci), bool)
-    gi, gj, _, _, gd = view_candidates(grads[have, None], radius)
-    gi, gj = have[gi], have[gj]
-    n = np.int64(len(views))
-    new = ~np.isin(gi * n + gj, ci * n + cj)
-    gi, gj, gd = gi[new], gj[new], gd[new]
-    zero = np.zeros(len(gi), np.int64)
-    return (np.concatenate([ci, gi]), np.concatenate([cj, gj]), np.concatenate([vi, zero]),
-            np.concatenate([vj, zero]), np.concatenate([dist, gd]), np.arange(len(ci) + len(gi)) >= len(ci))
 
 
 def _decision_rank(ids: list, sources: list, wh: np.ndarray, quality: np.ndarray, prior_count: int,

@@ -7,11 +7,6 @@ Scored once per image on the working copy (the barrier never reads an image agai
 - `orb_features`: up to `ORB_N` ORB keypoints (Rublee et al. 2011), packed as bytes: positions as
   uint16 in units of the longer side, then the 32-byte descriptors (36 bytes a keypoint).
 - `dedup.view_thumbs`: the 16x16 contrast-normalised thumbnail of each of those views (768 bytes).
-- `grad_hash`: a 64-bit hash of the signs of horizontal differences on a 9x8 grid (dHash). A
-  brightness edit that clips a bright area moves low DCT coefficients across their median (10-12
-  bits on a polygon wallpaper, where the view hashes never meet), but leaves which neighbour is
-  brighter unchanged almost everywhere: on the tuning split every non-crop copy pair is within 3
-  bits. It is a second candidate source for the whole frame, never a confirmation.
 
 `confirm` decides one candidate pair (a, b) from those columns; either test confirms:
 - local features: mutual-nearest Hamming matches, a RANSAC similarity (rotation, one scale,
@@ -75,15 +70,6 @@ def reduced(gray: np.ndarray) -> np.ndarray:
     if f >= 1:
         return g
     return cv2.resize(g, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
-
-
-def grad_hash(small: np.ndarray) -> int:
-    """dHash: signs of horizontal differences of a 9x8 area-resize, as a signed int64."""
-    import cv2
-
-    t = cv2.resize(np.ascontiguousarray(small, dtype=np.float32), (9, 8), interpolation=cv2.INTER_AREA)
-    bits = np.packbits((t[:, 1:] > t[:, :-1]).ravel())
-    return int(np.frombuffer(bits.tobytes(), dtype=">u8")[0].astype(np.int64))
 
 
 def view_hashes(gray: np.ndarray, small: np.ndarray | None = None) -> list[int]:

@@ -166,23 +166,30 @@ def test_parquet_rows_take_by_row_number_across_files_and_row_groups(tmp_path):
         ParquetRows(files, ["v"]).take(np.array([12]))
 
 
-def test_a_brightness_edit_that_clips_joins_through_the_gradient_hash():
-    """A glow wallpaper brightened by 20% clips its centre: the DCT view hashes move 10+ bits
-    apart (no candidate), the gradient-sign hash stays within the radius."""
-    from flywheel.filters.dedup_match import grad_hash, reduced, view_hashes
+def test_same_bytes_and_repeated_edit_pairs_are_exact_copies_of_their_first():
+    """Rows with one id (the same bytes) join the first of them without a candidate; edit pairs
+    (ti2i, no image features) with one pair id keep the first by `source` order."""
+    op = Dedup()
+    t = pa.table({"id": ["p1", "p1", "p2", "p1"], "source": ["e3", "e1", "e2", "e0"], "task": ["ti2i"] * 4,
+                  "width": [None] * 4, "height": [None] * 4}, schema=pa.schema(
+        [("id", pa.string()), ("source", pa.string()), ("task", pa.string()), ("width", pa.int64()), ("height", pa.int64())]))
+    pairs = op.decide(t)
+    assert pairs["dedup__kind"] == ["exact", "exact", None, None]
+    assert pairs["dedup__of_source"] == ["e0", "e0", None, None]
 
-    rng = np.random.default_rng(4)
-    y, x = np.mgrid[0:720, 0:1280]
-    g = 235 * np.exp(-(((x - 640) / 420) ** 2 + ((y - 330) / 230) ** 2)) + rng.uniform(10, 40)
-    g = np.clip(g + np.kron(rng.uniform(-25, 25, (9, 16)), np.ones((80, 80)))[:720, :1280], 0, 255)
-    wall = Image.fromarray(np.clip(np.stack([g, g * 0.9 + 10, g * 0.8 + 20], -1), 0, 255).astype(np.uint8))
-    bright = ImageEnhance.Brightness(wall).enhance(1.2)
-    works = [decode(encoded(im), "png", 256, 10**9).work for im in (wall, bright)]
-    views = [view_hashes(w.gray) for w in works]
-    assert min(bin((views[0][i] ^ views[1][j]) & (2**64 - 1)).count("1") for i in range(3) for j in range(3)) > 6
-    assert bin((grad_hash(reduced(works[0].gray)) ^ grad_hash(reduced(works[1].gray))) & (2**64 - 1)).count("1") <= 6
-    dec, _ = decided({"wall.png": encoded(wall), "bright.png": encoded(bright)})
-    # one family, one survivor (same size and quality: the first source, bright.png)
-    assert dec["bright.png"]["dedup__kind"] is None
-    assert dec["wall.png"]["dedup__kind"] == "near" and dec["wall.png"]["dedup__of_source"] == "bright.png"
-    assert "gradient hashes" in dec["wall.png"]["dedup__match"]
+
+def test_rows_with_one_id_join_its_first_row():
+    from skimage import data
+
+    photo = Image.fromarray(data.coffee())
+    files = {"a.png": encoded(photo), "b.png": encoded(photo.resize((300, 200))), "c.png": encoded(photo)}
+    op = Dedup()
+    names = list(files)
+    work = [decode(files[n], "png", 256, 10**9).work for n in names]
+    t = pa.table({"id": ["same", "other", "same"], "source": names, "task": ["t2i"] * 3,
+                  "width": [w.width for w in work], "height": [w.height for w in work]})
+    s = op.score(t, work)
+    for c in op.writes:
+        t = t.append_column(c, pa.array(s[c], op.column_type(c)))
+    d = op.decide(t)
+    assert d["dedup__kind"] == [None, "near", "exact"] and d["dedup__of_source"][2] == "a.png"
