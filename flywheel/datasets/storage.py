@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 MANIFEST = "manifest.json"
@@ -186,3 +187,35 @@ def _mtime(info: dict) -> float:
             continue
         return v.timestamp() if hasattr(v, "timestamp") else float(v)
     return 0.0
+
+
+# -- small files beside the datasets (stats.json, report.html) -------------------------------
+def child(base, name: str):
+    """`base / name` for a local Path, a joined URL for a remote one."""
+    return join(str(base), name) if is_remote(base) else Path(base) / name
+
+
+def exists(path) -> bool:
+    if is_remote(path):
+        return filesystem(str(path)).exists(strip(path))
+    return Path(path).exists()
+
+
+def write_bytes(path, data: bytes) -> None:
+    """Whole-object write (an object store's PUT is atomic per object)."""
+    if is_remote(path):
+        filesystem(str(path)).pipe_file(strip(path), data)
+    else:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(data)
+
+
+def read_bytes(path) -> bytes:
+    if is_remote(path):
+        return filesystem(str(path)).cat_file(strip(path))
+    return Path(path).read_bytes()
+
+
+def source(path):
+    """What pyarrow's readers take for `path`: the path itself, or an open file on an object store."""
+    return filesystem(str(path)).open(strip(path), "rb") if is_remote(path) else path
