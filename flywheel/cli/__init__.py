@@ -2,7 +2,7 @@
 every command imports what it needs inside its body.
 
 Commands are grouped by feature; each module of this package (`curate`, `models`, `caption`, `train`,
-`eval`, `loop`, `review`, `server`) exposes `register(app)`.
+`eval`, `loop`, `review`, `server`, `gc`) exposes `register(app)`.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ FEATURES = (
     "flywheel.cli.review",
     "flywheel.cli.audit",
     "flywheel.cli.server",
+    "flywheel.cli.gc",
 )
 
 

