@@ -111,6 +111,14 @@ def put_if_absent(fs, path: str, data: bytes) -> None:
 
 _NO_CONDITIONAL: set[str] = set()
 
+# what may be handed to other processes (Ray workers): where credentials are, never what they are
+POINTER_VARS = ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_ENDPOINT_URL",
+                "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_EC2_METADATA_DISABLED")
+
+
+def worker_env() -> dict[str, str]:
+    return {k: os.environ[k] for k in POINTER_VARS if k in os.environ}
+
 
 def _endpoint() -> str:
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "aws"

@@ -207,7 +207,7 @@ def test_s3_kill_then_rerun_resumes(s3env, small_corpus, ray_local, tmp_path, mo
 
 
 @pytest.mark.slow
-def test_s3_dedup_against_catalog_dataset(s3env, small_corpus, ray_local, tmp_path):
+def test_s3_dedup_against_catalog_dataset(s3env, small_corpus, ray_local, tmp_path, monkeypatch):
     """A second run over the same images finds them as duplicates of the first run's accepted
     dataset, which lives on s3 and is known to the catalog only by its URL."""
     from flywheel.curation import pipeline
@@ -223,6 +223,17 @@ def test_s3_dedup_against_catalog_dataset(s3env, small_corpus, ray_local, tmp_pa
     assert second["accepted"] == 0, second["reject_reason"]
     dups = sum(v for k, v in second["reject_reason"].items() if k.startswith("dedup"))
     assert dups == first["accepted"], second["reject_reason"]
+    # an s3 dataset as input, by name@vN: its manifest's parts are the shards, read by Ray workers
+    # that were started without credentials; they get the profile (a pointer), never the key
+    creds = tmp_path / "aws-credentials"
+    creds.write_text(f"[flywheel-test]\naws_access_key_id = {s3env.env()['AWS_ACCESS_KEY_ID']}\n"
+                     f"aws_secret_access_key = {SECRET}\n")
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(creds))
+    monkeypatch.setenv("AWS_PROFILE", "flywheel-test")
+    third = pipeline.curate("stage1", "first@v1", str(tmp_path / "third"), name="third", skip=CPU_SKIP, workers=1)
+    assert third["rows"] == first["accepted"] and third["input"] == "s3://flywheel/dedup/first/accepted"
 
 
 @pytest.mark.slow
