@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
+from flywheel.datasets import storage
 from flywheel.filters.base import Barrier, Params, ParquetRows, Rule, Work, register
 from flywheel.filters.dedup_match import VIEWS
 
@@ -268,7 +269,8 @@ class Dedup(Barrier):
 
         files = []
         for d in paths:
-            fs = sorted(str(f) for f in Path(d).glob("data/*.parquet"))
+            fs = [_local_copy(d, self.prior_columns)] if storage.is_remote(d) else sorted(str(f) for f in Path(d).glob("data/*.parquet"))
+            fs = [f for f in fs if f]
             if fs and set(self.prior_columns) <= set(pq.read_schema(fs[0]).names):
                 files += fs
         if not files:
@@ -341,3 +343,28 @@ def _decision_rank(ids: list, sources: list, wh: np.ndarray, quality: np.ndarray
     rank[order] = np.arange(len(order))
     return rank
 
+
+def _local_copy(url: str, columns) -> str | None:
+    """The columns dedup needs of a catalog dataset on an object store, as one local Parquet file
+    in the cache (datasets are immutable, so the copy is keyed by URL and manifest and never goes
+    stale); the random access of `ParquetRows` then reads a local file, not ranges over the network."""
+    import hashlib
+    import os
+    import uuid
+
+    import pyarrow.parquet as pq
+
+    from flywheel import config
+    from flywheel.datasets import Dataset
+
+    ds = Dataset(url)
+    have = [c for c in columns if c in ds.schema().names] if ds.files() else []
+    if not have or len(have) < len(list(columns)):
+        return None
+    key = hashlib.sha256(f"{url}|{ds.manifest.created_at}|{ds.manifest.run_id}|{sorted(have)}".encode()).hexdigest()[:24]
+    dest = config.cache_dir("prior-datasets") / f"{key}.parquet"
+    if not dest.exists():
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
+        pq.write_table(ds.to_table(columns=have), tmp)
+        os.replace(tmp, dest)
+    return str(dest)

@@ -445,8 +445,9 @@ class Catalog:
         with self.tx() as con:
             con.execute("UPDATE datasets SET status='failed' WHERE name=? AND version=?", (name, version))
 
-    def resolve_dataset(self, ref: str) -> Path:
-        """`name@vN` (or `name@latest`, or `name`) -> the dataset directory."""
+    def resolve_dataset(self, ref: str) -> Path | str:
+        """`name@vN` (or `name@latest`, or `name`) -> the dataset directory (a URL string for a
+        dataset on an object store)."""
         name, _, ver = ref.partition("@")
         if ver in ("", "latest"):
             rows = self.execute(
@@ -461,7 +462,8 @@ class Catalog:
             known = [f"{r['name']}@v{r['version']}" for r in self.execute(
                 "SELECT name, version FROM datasets WHERE status='ready' ORDER BY name, version")]
             raise KeyError(f"no dataset {ref!r} in the catalog {self.where}; known: {', '.join(known) or 'none'}")
-        return Path(rows[0]["path"])
+        path = rows[0]["path"]
+        return path if "://" in path else Path(path)
 
     def datasets(self) -> list[sqlite3.Row]:
         return self.execute("SELECT * FROM datasets WHERE status='ready' ORDER BY name, version")

@@ -2,7 +2,7 @@
 every command imports what it needs inside its body.
 
 Commands are grouped by feature; each module of this package (`curate`, `models`, `caption`, `train`,
-`eval`, `loop`, `review`, `server`, `deploy`) exposes `register(app)`.
+`eval`, `loop`, `review`, `server`, `deploy`, `gc`) exposes `register(app)`.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ FEATURES = (
     "flywheel.cli.server",
     "flywheel.cli.catalog",
     "flywheel.cli.deploy",
+    "flywheel.cli.gc",
 )
 
 

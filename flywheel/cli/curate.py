@@ -138,7 +138,10 @@ def _print_summary(con, stats: dict) -> None:
         counts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in b.items() if k not in ("seconds", "rows", "prior_datasets"))
         if counts:
             con.print(f"{name}: {counts}")
-    con.print(f"report: [bold]{Path(stats['output']) / 'report.html'}[/]   stats: {Path(stats['output']) / 'stats.json'}")
+    from flywheel.datasets import storage
+
+    out = stats["output"]
+    con.print(f"report: [bold]{storage.child(out, 'report.html')}[/]   stats: {storage.child(out, 'stats.json')}")
 
 
 def register(app: typer.Typer) -> None:

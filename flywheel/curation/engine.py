@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 
 import pyarrow as pa
 
-from flywheel.datasets import write_parquet
+from flywheel.datasets import storage, write_parquet
 from flywheel.filters import base
 
 
@@ -257,6 +257,7 @@ def score_shards(
                        done_by_shard=done_by_shard or {}, ingest_dir=ingest_dir,
                        parts_dir=None if stateful else parts_dir, side_root=side_root, caption_fill=caption_fill),
         batch_size=1, batch_format="pyarrow", compute=ray.data.TaskPoolStrategy(size=max(1, workers)), num_cpus=1,
+        **_remote_env(items),
     )
     if stateful:
         # One actor stage holds every model of the recipe (loaded once per actor; they share its
@@ -289,6 +290,15 @@ SHARDS_PER_TASK = 2
 MAX_TASK_RETRIES = 3
 
 
+def _remote_env(items) -> dict:
+    """Shards on an object store: workers find credentials in their node's standard chain; only
+    the pointers (profile, config files, endpoint, region) travel, never a key (a runtime_env is
+    stored by Ray's GCS and shown in its logs)."""
+    if any(storage.is_remote(json.loads(it["shard"]).get("path", "")) for it in items):
+        return {"runtime_env": {"env_vars": storage.worker_env()}}
+    return {}
+
+
 def _run_tasks(items, stateless, recipe, parts_dir, ingest_dir, workers, done_by_shard, side_root,
                caption_fill=None) -> Iterator[pa.Table]:
     """Stateless recipes (stage 1 on CPU): plain Ray tasks, at most `workers` in flight, each
@@ -303,6 +313,7 @@ def _run_tasks(items, stateless, recipe, parts_dir, ingest_dir, workers, done_by
     # SPREAD: a cluster's nodes share the tasks from the start instead of the driver's node first
     fn = ray.remote(num_cpus=1, max_retries=MAX_TASK_RETRIES, retry_exceptions=False,
                     scheduling_strategy="SPREAD")(_score_task)
+    fn = fn.options(**_remote_env(items))
     attempt = uuid.uuid4().hex
     groups = [items[i:i + SHARDS_PER_TASK] for i in range(0, len(items), SHARDS_PER_TASK)]
     args = dict(steps=ray.put(stateless), work_size=recipe.work_size, decode_params=recipe.decode,

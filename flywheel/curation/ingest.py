@@ -33,7 +33,7 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from flywheel.datasets import BASE_SCHEMA, pair_id, sample_id
+from flywheel.datasets import BASE_SCHEMA, pair_id, sample_id, storage
 from flywheel.filters.decode import IMAGE_EXTS
 
 SIDECAR_EXTS = {"txt", "json"}
@@ -95,7 +95,9 @@ def _link(path: Path, root: Path) -> str | None:
 
 def plan(input_path: str | Path, image_col: str = "image", caption_col: str = "caption") -> Plan:
     """List the work for `input_path`: a folder, a Parquet file, a tar shard, a JSONL manifest,
-    or a dataset directory made by this tool."""
+    or a dataset directory made by this tool (also on an object store: `s3://bucket/prefix`)."""
+    if storage.is_remote(input_path):
+        return _plan_remote_dataset(str(input_path).rstrip("/"), image_col, caption_col)
     root = Path(input_path).expanduser()
     if not root.exists():
         raise FileNotFoundError(f"input {root} does not exist; pass a folder, .parquet, .tar, .jsonl or a dataset name@vN")
@@ -115,6 +117,24 @@ def plan(input_path: str | Path, image_col: str = "image", caption_col: str = "c
         return p
     p.kind = "folder"
     _plan_folder(p, root, opts)
+    return p
+
+
+def _plan_remote_dataset(url: str, image_col: str, caption_col: str) -> Plan:
+    """A dataset on an object store: the parts its manifest names, one shard per row group, read
+    through fsspec (only datasets: an object store has no folder of loose images to walk here)."""
+    from flywheel.datasets import Dataset
+
+    ds = Dataset(url)  # FileNotFoundError without a manifest: an unfinished write is not an input
+    p = Plan(root=url)
+    p.kind = "dataset"
+    opts = {"image_col": image_col, "caption_col": caption_col}
+    for f in ds.files():
+        with ds.fs.open(storage.strip(f), "rb") as fh:
+            meta = pq.ParquetFile(fh).metadata
+        for rg in range(meta.num_row_groups):
+            p.add({"kind": "parquet", "path": f, "rel": f[len(url) + 1:], "row_group": rg, "dataset": True, **opts},
+                  meta.row_group(rg).num_rows)
     return p
 
 
@@ -442,7 +462,8 @@ def _tar_sample(rel: str, members: dict, done, stats: Counter) -> Iterator[dict]
 def _read_parquet(shard: dict, done, max_bytes: int) -> Iterator[dict | pa.Table]:
     """A row group read ROWS_PER_BLOCK rows at a time (a row group of large images never sits in
     memory whole)."""
-    pf = pq.ParquetFile(shard["path"])
+    src = shard["path"]
+    pf = pq.ParquetFile(storage.filesystem(src).open(storage.strip(src), "rb") if storage.is_remote(src) else src)
     names = pf.schema_arrow.names
     batches = (pa.Table.from_batches([b]) for b in pf.iter_batches(batch_size=ROWS_PER_BLOCK, row_groups=[shard["row_group"]]))
     rel = shard["rel"]

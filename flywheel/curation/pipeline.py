@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections import Counter
 from pathlib import Path
@@ -26,9 +27,12 @@ import pyarrow.parquet as pq
 
 from flywheel import config
 from flywheel.catalog import Catalog
+from flywheel.datasets import storage
 from flywheel.filters import base
 from flywheel.filters.decode import Decode
 from flywheel.lifecycle import Job, JobBusy
+
+log = logging.getLogger(__name__)
 
 ERROR_COL = Decode.writes[0]  # the decode step's verdict: null when the image decoded whole
 
@@ -83,17 +87,27 @@ def prepare(recipe: str, input: str, output: str, *, name: str | None = None, wo
     if problems and not allow_missing:
         raise CurateError("the run cannot start:\n  - " + "\n  - ".join(problems))
     warnings_ = preflight.revision_warnings(r, recipe)
-    out = Path(output).expanduser().resolve()
-    for sub in ("accepted", "rejected"):
-        if (out / sub).exists():
-            raise CurateError(f"{out / sub} already exists; datasets are immutable. Choose a new --output directory.")
-    # `name@vN` inputs resolve through the catalog
-    inp = Path(input).expanduser()
-    if not inp.exists() and "@" in input:
+    remote = storage.is_remote(output)
+    out = output.rstrip("/") if remote else Path(output).expanduser().resolve()
+    if remote:
+        # before anything starts: no credentials or no permission stops the run here, with what to set
         try:
-            inp = Catalog().resolve_dataset(input)
+            probe = storage.probe(out)
+        except PermissionError as e:
+            raise CurateError(str(e)) from None
+        if not probe["conditional_put"]:
+            log.warning("%s ignores If-None-Match: manifests are committed by HEAD-then-put and read back", out)
+    for sub in ("accepted", "rejected"):
+        if storage.exists(storage.child(out, sub) if not remote else storage.join(out, sub, storage.MANIFEST)):
+            raise CurateError(f"{storage.child(out, sub)} already exists; datasets are immutable. Choose a new --output directory.")
+    # `name@vN` inputs resolve through the catalog
+    inp = input.rstrip("/") if storage.is_remote(input) else Path(input).expanduser()
+    if not storage.is_remote(inp) and not inp.exists() and "@" in input:
+        try:
+            inp = Catalog().resolve_dataset(input)  # a URL string for a dataset on an object store
         except KeyError as e:
             raise CurateError(str(e)) from None
+    inp_key = inp if storage.is_remote(inp) else str(inp.resolve())
     try:
         pl = ingest.plan(inp, image_col=image_col, caption_col=caption_col)
     except FileNotFoundError as e:
@@ -130,12 +144,12 @@ def prepare(recipe: str, input: str, output: str, *, name: str | None = None, wo
     shard_keys = [hashlib.sha256(json.dumps(s, sort_keys=True).encode()).hexdigest()[:16] for s in pl.shards]
     parents = []
     if pl.kind == "dataset":
-        m = json.loads((inp / "manifest.json").read_text())
+        m = json.loads(storage.read_bytes(storage.child(inp, storage.MANIFEST)))
         parents = [f"{m['name']}@v{m['version']}"]
     plan = {
         "recipe": recipe, "recipe_name": r.name, "recipe_hash": r.hash,
-        "recipe_resolved": r.to_dict(), "sets": sets or {}, "skip": skip or [], "input": str(inp.resolve()),
-        "input_kind": pl.kind, "output": str(out), "name": name or out.name, "workers": workers,
+        "recipe_resolved": r.to_dict(), "sets": sets or {}, "skip": skip or [], "input": inp_key,
+        "input_kind": pl.kind, "output": str(out), "name": name or (out.rsplit("/", 1)[-1] if remote else out.name), "workers": workers,
         "shards": pl.shards, "shard_keys": shard_keys, "ingest_counts": dict(pl.counts),
         "ingest_examples": pl.examples, "rows_estimate": pl.rows_estimate, "parents": parents, "uncaptioned": caps,
         "notes": r.notes + ([f"not available, run without: {', '.join(missing_ops)}"] if missing_ops else [])
@@ -145,13 +159,13 @@ def prepare(recipe: str, input: str, output: str, *, name: str | None = None, wo
     # A shard is the unit of the job; rows inside a shard resume one by one from whatever parts a
     # killed run left (each part is whole: the engine writes it under a temporary name, then
     # renames it), so uncommitted parts are kept.
-    key = {"input": str(inp.resolve()), "recipe": r.hash, "opts": [image_col, caption_col]}
+    key = {"input": inp_key, "recipe": r.hash, "opts": [image_col, caption_col]}
     if caps.get("fill"):  # a run that captions or keeps the uncaptioned rows is another job
         key["uncaptioned"] = [caps["mode"], caption_backend]
     try:
         job = Job.prepare("curate", key=key,
                           plan=plan, units=shard_keys, keep_uncommitted=True,
-                          run={"recipe": r.name, "recipe_hash": r.hash, "input": str(inp.resolve()), "output": str(out),
+                          run={"recipe": r.name, "recipe_hash": r.hash, "input": inp_key, "output": str(out),
                                "params": {"sets": sets or {}, "skip": skip or [], "workers": workers,
                                           "uncaptioned": caps["mode"], "caption_backend": caption_backend}})
     except JobBusy as e:
@@ -172,7 +186,8 @@ def _input_columns(pl) -> set[str]:
         if s["kind"] != "parquet" or s["path"] in seen:
             continue
         seen.add(s["path"])
-        names = pq.read_schema(s["path"]).names
+        src = s["path"]
+        names = pq.read_schema(storage.filesystem(src).open(storage.strip(src), "rb") if storage.is_remote(src) else src).names
         if s.get("dataset") or {"id", "source", "task"} <= set(names):
             cols |= set(names)
     return cols
@@ -367,8 +382,9 @@ def finalize(state: str) -> dict:
     plan = job.plan
     st = job.state
     r = _recipe(plan)
-    out = Path(plan["output"])
-    out.mkdir(parents=True, exist_ok=True)
+    out = plan["output"] if storage.is_remote(plan["output"]) else Path(plan["output"])
+    if not storage.is_remote(out):
+        out.mkdir(parents=True, exist_ok=True)
     job.check_complete()
     parts = [str(p) for p in job.written_parts()]
     steps = [(s.name, s.params) for s in r.steps]
@@ -392,8 +408,8 @@ def finalize(state: str) -> dict:
     seen_sources: set[str] = set()
     dup_sources = 0
     common = dict(parents=plan["parents"], recipe=plan["recipe_name"], recipe_hash=plan["recipe_hash"], schema=schema)
-    acc = job.dataset(out / "accepted", name=plan["name"], kind="accepted", **common)
-    rej = job.dataset(out / "rejected", name=plan["name"] + ".rejected", kind="rejected", **common)
+    acc = job.dataset(storage.child(out, "accepted"), name=plan["name"], kind="accepted", **common)
+    rej = job.dataset(storage.child(out, "rejected"), name=plan["name"] + ".rejected", kind="rejected", **common)
     try:
         for part in parts:
             t = pq.read_table(part)
@@ -475,7 +491,7 @@ def finalize(state: str) -> dict:
     cat.record_op_stats(plan["run_id"], {**stats["reject_reason"], "accepted": stats["accepted"]})
     stats["timing"]["finalize_s"] = time.perf_counter() - t_start
     thumbs_hex = stats.pop("thumbs")
-    (out / "stats.json").write_text(json.dumps(stats, indent=2))
+    storage.write_bytes(storage.child(out, "stats.json"), json.dumps(stats, indent=2).encode())
     job.write_json("thumbs.json", thumbs_hex)
     job.finish({k: stats[k] for k in ("rows", "accepted", "rejected")})
     return stats
@@ -538,13 +554,19 @@ def report(state: str) -> str:
     from flywheel.curation.report import write_report
 
     job = Job(state)
-    out = Path(job.plan["output"])
-    stats = json.loads((out / "stats.json").read_text())
+    out = job.plan["output"]
+    remote = storage.is_remote(out)
+    out = out if remote else Path(out)
+    stats = json.loads(storage.read_bytes(storage.child(out, "stats.json")))
     thumbs = job.read_json("thumbs.json", {})
     t0 = time.perf_counter()
-    path = write_report(stats, thumbs, out / "report.html")
+    # on an object store the report is rendered in the job state, then uploaded whole
+    path = write_report(stats, thumbs, job.state / "report.html" if remote else out / "report.html")
+    if remote:
+        storage.write_bytes(storage.child(out, "report.html"), Path(path).read_bytes())
+        path = storage.child(out, "report.html")
     stats["timing"]["report_s"] = time.perf_counter() - t0
-    (out / "stats.json").write_text(json.dumps(stats, indent=2))
+    storage.write_bytes(storage.child(out, "stats.json"), json.dumps(stats, indent=2).encode())
     return str(path)
 
 

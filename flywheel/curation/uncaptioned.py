@@ -24,6 +24,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from flywheel.datasets import storage
+
 MODES = ("caption", "allow", "reject")
 ORIGIN_COL = "caption_origin"
 SIDECAR_READ_LIMIT = 1 << 20  # a .json sidecar larger than this is not opened at planning time
@@ -116,7 +118,7 @@ def count(pl) -> dict:
             if (s["path"], s["row_group"]) in seen_parquet:
                 continue
             seen_parquet.add((s["path"], s["row_group"]))
-            pf = pq.ParquetFile(s["path"])
+            pf = pq.ParquetFile(storage.source(s["path"]))
             col = "caption" if s.get("dataset") else s.get("caption_col", "caption")
             n = pf.metadata.row_group(s["row_group"]).num_rows
             rows += n

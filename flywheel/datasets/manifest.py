@@ -21,6 +21,9 @@ class Manifest(BaseModel):
     counts: dict[str, int] = Field(default_factory=dict)
     schema_: list[dict[str, str]] = Field(default_factory=list, alias="schema")
     run_id: str | None = None
+    # every part, relative to the dataset root; readers open only these (a part a killed writer left
+    # on an object store is invisible). Empty in datasets written before parts were listed.
+    parts: list[str] = Field(default_factory=list)
     extra: dict[str, Any] = Field(default_factory=dict)
 
     model_config = {"populate_by_name": True}

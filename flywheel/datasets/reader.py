@@ -1,4 +1,5 @@
-"""Reading a dataset directory through its manifest."""
+"""Reading a dataset directory (or object-store prefix) through its manifest: only the parts the
+manifest names are read."""
 
 from __future__ import annotations
 
@@ -8,12 +9,25 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from flywheel.datasets import storage
 from flywheel.datasets.manifest import Manifest
 
 
 class Dataset:
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path | str):
+        self.remote = storage.is_remote(path)
+        if self.remote:
+            self.path = str(path).rstrip("/")
+            self.fs = storage.filesystem(self.path)
+            try:
+                raw = self.fs.cat_file(storage.strip(storage.join(self.path, storage.MANIFEST)))
+            except FileNotFoundError:
+                raise FileNotFoundError(f"{path} is not a dataset (no manifest.json); a prefix without a manifest is "
+                                        "an unfinished write") from None
+            self.manifest = Manifest.model_validate_json(raw)
+            return
+        self.fs = None
+        self.path = path = Path(path)
         mf = path / "manifest.json"
         if not mf.exists():
             raise FileNotFoundError(f"{path} is not a dataset (no manifest.json); pass a dataset directory or name@vN")
@@ -23,20 +37,32 @@ class Dataset:
     def ref(self) -> str:
         return self.manifest.ref
 
-    def files(self) -> list[Path]:
-        return sorted((self.path / "data").glob("part-*.parquet"))
+    def files(self) -> list:
+        """The parts the manifest names (local Paths, or URLs on an object store)."""
+        if self.remote:
+            return [storage.join(self.path, p) for p in self.manifest.parts]
+        if self.manifest.parts:
+            return [self.path / p for p in self.manifest.parts]
+        return sorted((self.path / "data").glob("part-*.parquet"))  # written before manifests listed parts
+
+    def _open(self, f):
+        return self.fs.open(storage.strip(f), "rb") if self.remote else f
 
     def schema(self) -> pa.Schema:
-        return pq.read_schema(self.files()[0])
+        with_f = self._open(self.files()[0])
+        return pq.read_schema(with_f)
 
     def to_table(self, columns: list[str] | None = None, filter=None) -> pa.Table:
         import pyarrow.dataset as pads
 
+        if self.remote:
+            return pads.dataset([storage.strip(f) for f in self.files()], format="parquet",
+                                filesystem=self.fs).to_table(columns=columns, filter=filter)
         return pads.dataset([str(f) for f in self.files()], format="parquet").to_table(columns=columns, filter=filter)
 
     def iter_batches(self, batch_size: int = 256, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
         for f in self.files():
-            yield from pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=columns)
+            yield from pq.ParquetFile(self._open(f)).iter_batches(batch_size=batch_size, columns=columns)
 
     def __len__(self) -> int:
         return self.manifest.rows
@@ -45,6 +71,8 @@ class Dataset:
 def open_dataset(ref: str | Path, catalog=None) -> Dataset:
     """A dataset directory, or `name@vN` / `name@latest` resolved by `catalog` (any object with
     `resolve_dataset(ref) -> path`; `flywheel.catalog.open_dataset` passes the catalog in)."""
+    if storage.is_remote(ref):
+        return Dataset(str(ref))
     p = Path(ref)
     if p.exists():
         return Dataset(p.resolve())

@@ -492,7 +492,7 @@ def _append_dataset(cat, name: str, kind: str, rows: list[dict], cfg: RouterConf
     if prev:
         from flywheel.datasets import Dataset
 
-        old = Dataset(Path(prev[0]["path"]))
+        old = Dataset(prev[0]["path"])  # a directory, or a URL on an object store
         parents = [old.ref]
         old_t = old.to_table()
         old_ids = set(old_t.column("id").to_pylist())
