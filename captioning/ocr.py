@@ -75,6 +75,7 @@ VIETNAMESE_READER = "eng+vie"  # vie's model also reads plain English; eng alone
 # Marks only Vietnamese writes among Latin-script languages: hook above, dot below, horn; and ă, đ.
 VIETNAMESE_MARKS = {"\u0309", "\u0323", "\u031b", "\u0306", "\u0111"}
 PROBE_LINES = 4
+VIE_LINES = 6  # the Vietnamese check's band (its 15% share of marked words was set on 6 lines)
 PROBE_BANDS = 3
 # Tuning split: on Latin pages the runner-up script's probe read 18-56% of Latin's score (Thai's and
 # Cyrillic's packs read Latin glyphs as their own letters), but its reader, on the whole page, wrote
@@ -336,9 +337,13 @@ def probe_bands(g: np.ndarray) -> list[tuple[int, int]]:
 
 
 def probe_band(g: np.ndarray) -> tuple[int, int] | None:
-    """The middle band of `probe_bands` (the Vietnamese check reads it)."""
-    bands = probe_bands(g)
-    return bands[len(bands) // 2] if bands else None
+    """Rows of up to `VIE_LINES` text lines from the middle of the page (the Vietnamese check reads it)."""
+    lines = text_lines(g)
+    if not lines:
+        return None
+    i = max(0, len(lines) // 2 - VIE_LINES // 2)
+    sel = lines[i:i + VIE_LINES]
+    return max(0, sel[0][0] - 6), min(g.shape[0], sel[-1][1] + 6)
 
 
 @dataclass
