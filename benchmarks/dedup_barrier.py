@@ -217,7 +217,7 @@ def main() -> None:
         with PeakRSS() as mem:
             w0, c0 = time.perf_counter(), time.process_time()
             table = pads.dataset(files, format="parquet").to_table(columns=cols)  # what pipeline.barrier reads
-            read_s = time.perf_counter() - w0
+            read_s, read_c = time.perf_counter() - w0, time.process_time() - c0
             out = op.decide(table, None, rows=ParquetRows(files, list(op.deferred)))
             wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     st = op.last_stats
@@ -234,7 +234,8 @@ def main() -> None:
         whole += len(kept) == 1 and all(of[r] == ids[kept[0]] for r in rows if r != kept[0])
     false = int(((kind != "") & (fam < 0)).sum())
     print(f"dedup barrier step n={args.n:,}: wall {wall:.1f} s (read {read_s:.1f} s, index {st['index_s']:.1f} s, "
-          f"confirm {st['confirm_s']:.1f} s, families {st['families_s']:.1f} s), cpu {cpu:.1f} s, "
+          f"confirm {st['confirm_s']:.1f} s, families {st['families_s']:.1f} s), cpu {cpu:.1f} s (read {read_c:.1f} s, "
+          f"index {st['index_cpu_s']:.1f} s, confirm {st['confirm_cpu_s']:.1f} s, families {st['families_cpu_s']:.1f} s), "
           f"peak RSS {mem.peak / 2**30:.2f} GiB (+{(mem.peak - mem.before) / 2**30:.2f} GiB during the step)")
     print(f"  candidate pairs {st['candidate_pairs']:,}, confirmed {st['confirmed_pairs']:,}, families {st['families']:,}, "
           f"dropped {st['dropped']:,}; planted families found whole with one survivor {whole}/{n_fam}; "

@@ -7,7 +7,7 @@ pkgs=(fonts-noto-core fonts-noto-cjk tesseract-ocr tesseract-ocr-eng tesseract-o
       tesseract-ocr-tha tesseract-ocr-kor tesseract-ocr-vie tesseract-ocr-ukr tesseract-ocr-ara tesseract-ocr-hin
       tesseract-ocr-osd tesseract-ocr-bul tesseract-ocr-mon tesseract-ocr-fas tesseract-ocr-mar tesseract-ocr-hye
       tesseract-ocr-ben tesseract-ocr-heb tesseract-ocr-kat tesseract-ocr-tam tesseract-ocr-chi-sim tesseract-ocr-jpn
-      chromium)
+      chromium postgresql)  # postgresql: the throw-away clusters of the PostgreSQL catalog tests (initdb/pg_ctl)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -402,6 +402,19 @@ def registry() -> dict[str, type[Operator]]:
 
 
 def get(name: str) -> type[Operator]:
+    if not _scanned and name not in _REGISTRY and name.isidentifier() and not name.startswith("_"):
+        # A worker needs its recipe's operators only: the module named after the operator is
+        # imported alone. The full scan imports every operator module (numba with the dedup
+        # index, the model operators' code): seconds of CPU in every Ray worker process, on a
+        # machine whose cores the workers share. Any other name falls back to the scan.
+        import importlib
+        import importlib.util
+
+        mod = f"{__name__.rpartition('.')[0]}.{name}"
+        if importlib.util.find_spec(mod) is not None:
+            importlib.import_module(mod)
+    if name in _REGISTRY:
+        return _REGISTRY[name]
     ops = registry()
     if name not in ops:
         raise KeyError(f"unknown operator {name!r}; known operators: {', '.join(sorted(ops))}")

@@ -38,6 +38,9 @@ TRIGGERS = {
     "audit_log_no_delete": "CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log"
                            " BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END",
 }
+# The same guarantee on PostgreSQL: plpgsql triggers (and one for TRUNCATE, which skips row
+# triggers), defined in flywheel.catalog_pg; the connection says which dialect it speaks.
+PG_FUNCTION_BODY = "BEGIN RAISE EXCEPTION 'audit_log is append-only' USING ERRCODE = 'integrity_constraint_violation'; END"
 _GENESIS = b"flywheel-audit-v1"
 VERIFY_HINT = "run `flywheel audit verify` to see the first broken link, then `flywheel audit seal --reason TEXT`"
 
@@ -117,6 +120,36 @@ def genesis(key: bytes) -> str:
     return hmac.new(key, _GENESIS, hashlib.sha256).hexdigest()
 
 
+def _is_pg(con) -> bool:
+    return getattr(con, "dialect", "sqlite") == "postgresql"
+
+
+def triggers(con) -> dict[str, str]:
+    """The append-only triggers of this connection's dialect: name -> CREATE statement."""
+    if _is_pg(con):
+        from flywheel.catalog_pg import TRIGGERS as PG_TRIGGERS
+
+        return PG_TRIGGERS
+    return TRIGGERS
+
+
+def _top_seq(con) -> int:
+    """The highest seq ever handed out, deleted rows included: SQLite keeps it in sqlite_sequence,
+    PostgreSQL in audit_high_water (migration 13), both inside the writing transaction."""
+    if _is_pg(con):
+        return con.execute("SELECT GREATEST((SELECT MAX(top) FROM audit_high_water),"
+                           " (SELECT MAX(seq) FROM audit_log))").fetchone()[0] or 0
+    return con.execute("SELECT MAX(seq) FROM (SELECT seq FROM sqlite_sequence WHERE name = 'audit_log'"
+                       " UNION ALL SELECT MAX(seq) FROM audit_log)").fetchone()[0] or 0
+
+
+def _set_top(con, top: int) -> None:
+    if _is_pg(con):
+        con.execute("UPDATE audit_high_water SET top = ?", (top,))
+        # the identity sequence past the rows, so a plain INSERT would not collide
+        con.execute("SELECT setval(pg_get_serial_sequence('audit_log', 'seq'), ?)", (top,))
+
+
 def _tail(con: sqlite3.Connection, key: bytes) -> str:
     """The running MAC after the newest row. Normally the newest row's stored MAC; when the
     newest rows have none (written before the chain, or by code that bypassed it) they are
@@ -148,8 +181,7 @@ def append(con: sqlite3.Connection, catalog_path: Path, rows: list[tuple]) -> li
                               "with one; restore the key (or FLYWHEEL_AUDIT_KEY), or start a new chain with "
                               "`flywheel audit seal --reason TEXT`")
     prev = _tail(con, key)
-    top = con.execute("SELECT MAX(seq) FROM (SELECT seq FROM sqlite_sequence WHERE name = 'audit_log'"
-                      " UNION ALL SELECT MAX(seq) FROM audit_log)").fetchone()[0] or 0
+    top = _top_seq(con)
     seqs = []
     for at, actor, action, target, detail in rows:
         top += 1
@@ -158,6 +190,7 @@ def append(con: sqlite3.Connection, catalog_path: Path, rows: list[tuple]) -> li
                     (top, at, actor, action, target, detail, mac))
         prev = mac
         seqs.append(top)
+    _set_top(con, top)
     return seqs
 
 
@@ -194,6 +227,15 @@ class Report:
 def missing_triggers(con: sqlite3.Connection) -> list[str]:
     """The append-only triggers that are absent, or present under their name with another body
     (a trigger recreated to do nothing is as good as none)."""
+    if _is_pg(con):
+        want = triggers(con)
+        body = con.execute("SELECT prosrc FROM pg_proc WHERE proname = 'audit_log_append_only'").fetchone()
+        if body is None or " ".join(body[0].split()) != PG_FUNCTION_BODY:
+            return list(want)  # a function changed to do nothing disarms every trigger
+        have = {r[0]: " ".join(r[1].replace(" ON public.audit_log ", " ON audit_log ").split()) for r in con.execute(
+            "SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger WHERE tgrelid = 'audit_log'::regclass"
+            " AND NOT tgisinternal AND tgenabled <> 'D'")}
+        return [t for t, sql in want.items() if have.get(t) != " ".join(sql.split())]
     have = {r[0]: " ".join(r[1].split()) for r in con.execute(
         "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit_log'")}
     return [t for t, sql in TRIGGERS.items() if have.get(t) != " ".join(sql.split())]
@@ -260,9 +302,13 @@ def seal(con: sqlite3.Connection, catalog_path: Path, actor: str, reason: str) -
     # a lost key: the old chain cannot be checked any more; the seal starts a new one
     key_created = load_key(catalog_path, create=False) is None
     recreated = []
+    if rep.triggers_missing and _is_pg(con):
+        from flywheel.catalog_pg import AUDIT_FUNCTION
+
+        con.execute(AUDIT_FUNCTION)
     for name in rep.triggers_missing:
-        con.execute(f"DROP TRIGGER IF EXISTS {name}")
-        con.execute(TRIGGERS[name])
+        con.execute(f"DROP TRIGGER IF EXISTS {name}" + (" ON audit_log" if _is_pg(con) else ""))
+        con.execute(triggers(con)[name])
         recreated.append(name)
     detail = {"reason": reason.strip()[:2000], "problems": rep.problems(), "first_break": rep.first_break,
               "head_problem": rep.head_problem, "triggers_recreated": recreated, "new_key": key_created,
@@ -272,11 +318,11 @@ def seal(con: sqlite3.Connection, catalog_path: Path, actor: str, reason: str) -
     prev = genesis(key)
     for r in con.execute("SELECT seq, at, actor, action, target, detail_json FROM audit_log ORDER BY seq"):
         prev = link(key, prev, canonical(*r), seal=r[3] == SEAL_ACTION)
-    top = con.execute("SELECT MAX(seq) FROM (SELECT seq FROM sqlite_sequence WHERE name = 'audit_log'"
-                      " UNION ALL SELECT MAX(seq) FROM audit_log)").fetchone()[0] or 0
+    top = _top_seq(con)
     seq, at, dj = top + 1, time.time(), json.dumps(detail)
     mac = link(key, prev, canonical(seq, at, actor, SEAL_ACTION, "audit_log", dj), seal=True)
     con.execute("INSERT INTO audit_log (seq, at, actor, action, target, detail_json, mac) VALUES (?,?,?,?,?,?,?)",
                 (seq, at, actor, SEAL_ACTION, "audit_log", dj, mac))
+    _set_top(con, seq)
     return {"seq": seq, "mac": mac, **detail}
 

@@ -18,6 +18,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import urlsplit
 
 from flywheel import config
 
@@ -212,17 +213,59 @@ MIGRATIONS: list[tuple[int, str | list[str]]] = [
         # stored image: content hash, real width and height), apart from the caller's payload.
         "ALTER TABLE review_items ADD COLUMN sample_json TEXT",
     ),
+    (
+        13,
+        # PostgreSQL only (catalog_pg.OVERRIDES): the audit seq high-water mark that SQLite keeps
+        # in sqlite_sequence. Nothing to do on SQLite; recorded so both dialects count alike.
+        [],
+    ),
 ]
 
 
-class Catalog:
-    """A thin handle; each call opens a short-lived SQLite connection (safe across processes)."""
+# Called with {"name", "version", "path", "rows", "kind", "run_id"} after a dataset version is
+# committed. The flows layer registers the Prefect event that starts retraining
+# (`flywheel.flows.events`); the catalog itself knows nothing of Prefect.
+COMMIT_HOOKS: list = []
 
-    def __init__(self, path: str | Path | None = None):
-        self.path = Path(path) if path else config.catalog_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._create_private()
+
+class Catalog:
+    """A thin handle; each call opens a short-lived connection (safe across processes).
+
+    Where it lives: `location` if given, else `FLYWHEEL_CATALOG`, else `FLYWHEEL_HOME/catalog.db`
+    (`config.catalog_location`). A `postgresql://` location selects PostgreSQL (`catalog_pg`);
+    anything else is a SQLite file. `location` reopens the same catalog (a PostgreSQL URL
+    includes its password: pass it to child processes, never print it); `where` is what may be
+    shown (the URL without the password). `path` is the local anchor of the files that belong
+    to the catalog (audit key and head under `secrets/`, blobs): the database file on SQLite,
+    `FLYWHEEL_HOME/postgresql-<host>-<port>-<db>` on PostgreSQL."""
+
+    def __init__(self, location: str | Path | None = None):
+        from flywheel import catalog_pg
+
+        loc = location if location is not None else config.catalog_location()
+        if catalog_pg.is_url(str(loc)):
+            self.dialect = "postgresql"
+            self.url: str | None = str(loc)
+            self.location = str(loc)
+            self.where = catalog_pg.redact(self.url)
+            p = urlsplit(self.url)
+            anchor = re.sub(r"[^\w.-]", "_", f"postgresql-{p.hostname or 'local'}-{p.port or 5432}-{p.path.lstrip('/')}")
+            self.path = config.home() / anchor
+        else:
+            if "://" in str(loc):
+                # a mistyped URL must not quietly become a SQLite file of that name
+                raise ValueError(f"catalog location {str(loc).split('://')[0]}://… is not postgresql:// nor a file path")
+            self.dialect = "sqlite"
+            self.url = None
+            self.path = Path(loc)
+            self.location = str(self.path)
+            self.where = str(self.path)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._create_private()
         self._migrate()
+
+    def __repr__(self) -> str:
+        return f"Catalog({self.where!r})"
 
     def _create_private(self) -> None:
         """A new catalog file is created 0600: it holds password and token hashes, sessions and
@@ -236,6 +279,10 @@ class Catalog:
 
     # -- connections -------------------------------------------------------------------------
     def connect(self) -> sqlite3.Connection:
+        if self.url is not None:
+            from flywheel import catalog_pg
+
+            return catalog_pg.connect(self.url)  # type: ignore[return-value]
         con = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
         con.row_factory = sqlite3.Row
         con.execute("PRAGMA busy_timeout = 60000")
@@ -246,19 +293,32 @@ class Catalog:
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
         """A write transaction. BEGIN IMMEDIATE takes the write lock up front, so a busy catalog
-        makes us wait (busy_timeout) instead of failing half-way with SQLITE_BUSY on upgrade."""
-        for attempt in range(20):
+        makes us wait (busy_timeout) instead of failing half-way with SQLITE_BUSY on upgrade.
+        On PostgreSQL the same one-writer lock is a transaction-scoped advisory lock taken first
+        (see catalog_pg: READ COMMITTED, so every statement after it sees earlier commits)."""
+        if self.url is not None:
+            from flywheel import catalog_pg
+
             con = self.connect()
             try:
-                con.execute("BEGIN IMMEDIATE")
-                break
-            except sqlite3.OperationalError as e:
+                con.execute("BEGIN")
+                con.execute("SELECT pg_advisory_xact_lock(?)", (catalog_pg.WRITE_LOCK,))
+            except BaseException:
                 con.close()
-                if "locked" not in str(e) and "busy" not in str(e):
-                    raise
-                time.sleep(0.05 * (attempt + 1) + random.random() * 0.05)
+                raise
         else:
-            raise RuntimeError(f"catalog {self.path} stayed locked; is a process stuck holding it?")
+            for attempt in range(20):
+                con = self.connect()
+                try:
+                    con.execute("BEGIN IMMEDIATE")
+                    break
+                except sqlite3.OperationalError as e:
+                    con.close()
+                    if "locked" not in str(e) and "busy" not in str(e):
+                        raise
+                    time.sleep(0.05 * (attempt + 1) + random.random() * 0.05)
+            else:
+                raise RuntimeError(f"catalog {self.path} stayed locked; is a process stuck holding it?")
         try:
             yield con
             con.execute("COMMIT")
@@ -269,13 +329,35 @@ class Catalog:
             con.close()
 
     def execute(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
+        if self.url is not None and sql.lstrip().split(None, 1)[0].upper() not in ("SELECT", "WITH", "VALUES"):
+            # a write outside tx() still takes the writer lock, as SQLite's autocommit write does
+            with self.tx() as con:
+                return con.execute(sql, params).fetchall()
         con = self.connect()
         try:
             return con.execute(sql, params).fetchall()
         finally:
             con.close()
 
+    @property
+    def integrity_errors(self) -> tuple[type[BaseException], ...]:
+        """The exception classes a constraint or append-only trigger raises on this dialect."""
+        if self.url is not None:
+            import psycopg
+
+            return (psycopg.errors.IntegrityError,)
+        return (sqlite3.IntegrityError,)
+
     def _migrate(self) -> None:
+        if self.url is not None:
+            from flywheel import catalog_pg
+
+            con = self.connect()
+            try:
+                catalog_pg.migrate(con, MIGRATIONS, SCHEMA_VERSION_TABLE)  # type: ignore[arg-type]
+            finally:
+                con.close()
+            return
         con = self.connect()
         try:
             con.execute("PRAGMA journal_mode = WAL")
@@ -302,8 +384,13 @@ class Catalog:
     def start_run(self, run_id: str, kind: str, **fields: Any) -> None:
         with self.tx() as con:
             con.execute(
-                "INSERT OR REPLACE INTO runs (run_id, kind, status, started_at, recipe, recipe_hash, input,"
-                " output, params_json, code_version, state_key) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO runs (run_id, kind, status, started_at, recipe, recipe_hash, input,"
+                " output, params_json, code_version, state_key) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT (run_id) DO UPDATE SET kind=excluded.kind, status=excluded.status,"
+                " started_at=excluded.started_at, recipe=excluded.recipe, recipe_hash=excluded.recipe_hash,"
+                " input=excluded.input, output=excluded.output, params_json=excluded.params_json,"
+                " code_version=excluded.code_version, state_key=excluded.state_key,"
+                " finished_at=NULL, stats_json=NULL",
                 (
                     run_id, kind, "running", time.time(), fields.get("recipe"), fields.get("recipe_hash"),
                     fields.get("input"), fields.get("output"), json.dumps(fields.get("params", {})),
@@ -348,6 +435,11 @@ class Catalog:
                     json.dumps(manifest), manifest.get("recipe_hash"), name, version,
                 ),
             )
+            row = con.execute("SELECT kind, run_id FROM datasets WHERE name=? AND version=?", (name, version)).fetchone()
+        committed = {"name": name, "version": version, "path": str(path), "rows": manifest.get("rows"),
+                     "kind": row["kind"] if row else None, "run_id": row["run_id"] if row else None}
+        for hook in COMMIT_HOOKS:  # after the commit: a hook never undoes or blocks a committed version
+            hook(committed)
 
     def abort_dataset(self, name: str, version: int) -> None:
         with self.tx() as con:
@@ -368,7 +460,7 @@ class Catalog:
         if not rows:
             known = [f"{r['name']}@v{r['version']}" for r in self.execute(
                 "SELECT name, version FROM datasets WHERE status='ready' ORDER BY name, version")]
-            raise KeyError(f"no dataset {ref!r} in the catalog {self.path}; known: {', '.join(known) or 'none'}")
+            raise KeyError(f"no dataset {ref!r} in the catalog {self.where}; known: {', '.join(known) or 'none'}")
         return Path(rows[0]["path"])
 
     def datasets(self) -> list[sqlite3.Row]:
@@ -468,8 +560,22 @@ def duck_connect(cat: Catalog):
                                               "autoload_known_extensions": False,
                                               "allow_community_extensions": False,
                                               "python_enable_replacements": False})
-    _load_sqlite_extension(con)
-    con.execute(f"ATTACH '{_q(str(cat.path))}' AS catalog (TYPE sqlite, READ_ONLY)")
+    if cat.url is not None:
+        # PostgreSQL: DuckDB's postgres extension (from its wheel), logged in as the catalog's
+        # read-only role (SELECT on the shown tables and columns only), attached READ_ONLY
+        from flywheel import catalog_pg
+
+        _load_wheel_extension(con, "duckdb_extension_postgres_scanner", "postgres_scanner", "duckdb-extension-postgres-scanner")
+        ro = _read_only_url(cat)
+        try:
+            con.execute(f"ATTACH '{_q(catalog_pg.libpq_dsn(ro))}' AS catalog (TYPE postgres, READ_ONLY)")
+        except duckdb.Error as e:  # its message may quote the connection string
+            raise catalog_pg.CatalogUnavailable(
+                f"DuckDB could not attach the PostgreSQL catalog ({catalog_pg.describe(cat.url)}) as its read-only role: "
+                + catalog_pg.scrub(str(e), cat.url, ro)) from None
+    else:
+        _load_sqlite_extension(con)
+        con.execute(f"ATTACH '{_q(str(cat.path))}' AS catalog (TYPE sqlite, READ_ONLY)")
     for t, cols in CATALOG_VIEWS.items():
         con.execute(f"CREATE VIEW {t} AS SELECT {cols} FROM catalog.{t}")
     rows = cat.datasets()
@@ -497,7 +603,8 @@ def duck_connect(cat: Catalog):
         con.execute("CREATE VIEW samples AS SELECT NULL::VARCHAR AS dataset, NULL::VARCHAR AS id, NULL::VARCHAR AS source,"
                     " NULL::VARCHAR AS reject_reason WHERE false")
     # The views read these files when a query runs, so they stay reachable; nothing else does.
-    catalog_files = [str(p) + suffix for p in {cat.path.absolute(), cat.path.resolve()} for suffix in ("", "-wal", "-shm")]
+    catalog_files = [] if cat.url is not None else [
+        str(p) + suffix for p in {cat.path.absolute(), cat.path.resolve()} for suffix in ("", "-wal", "-shm")]
     con.execute("SET allowed_paths = ?", [catalog_files])
     con.execute("SET allowed_directories = ?", [sorted(dirs)])
     con.execute("SET enable_external_access = false")
@@ -564,6 +671,42 @@ def _q(s: str) -> str:
     return s.replace("'", "''")
 
 
+def _read_only_url(cat: Catalog) -> str:
+    """The URL of the catalog's read-only role, created (or its grants refreshed) by the owner.
+    Its password is an HMAC of the owner's: whoever can open the catalog can derive it, nobody
+    else, and nothing is stored. An owner URL without a password (peer auth, ~/.pgpass) keys it
+    with the audit key instead, which machines sharing the catalog share; never with nothing."""
+    import hashlib
+    import hmac
+
+    from flywheel import audit, catalog_pg
+
+    secret = (urlsplit(cat.url).password or "").encode() or audit.load_key(cat.path, create=True)
+    pw = hmac.new(secret, b"flywheel-sql-read-only", hashlib.sha256).hexdigest()
+    grants = {t: (None if cols == "*" else [c.strip() for c in cols.split(",")]) for t, cols in CATALOG_VIEWS.items()}
+    con = cat.connect()
+    try:
+        role = catalog_pg.ensure_read_role(con, cat.url, grants, pw)  # type: ignore[arg-type]
+    finally:
+        con.close()
+    return catalog_pg.role_url(cat.url, role, pw)
+
+
+def _load_wheel_extension(con, module: str, ext: str, package: str) -> None:
+    """Load a DuckDB extension from the wheel that ships its binary (never a download)."""
+    import glob
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        raise RuntimeError(f"DuckDB's {ext} extension is missing: pip install '{package}==<duckdb version>'") from None
+    files = glob.glob(str(Path(mod.__file__).parent / "extensions" / "*" / f"{ext}.duckdb_extension"))
+    if not files:
+        raise RuntimeError(f"no {ext} extension file under {Path(mod.__file__).parent}; reinstall {package}")
+    con.execute(f"LOAD '{files[0]}'")
+
+
 def _load_sqlite_extension(con) -> None:
     """The `duckdb-extension-sqlite-scanner` wheel ships the extension file, so DuckDB never
     tries to download it (which fails offline)."""
@@ -577,6 +720,64 @@ def _load_sqlite_extension(con) -> None:
     if not files:
         raise RuntimeError(f"no sqlite_scanner extension file under {Path(ext.__file__).parent}; reinstall duckdb-extension-sqlite-scanner")
     con.execute(f"LOAD '{files[0]}'")
+
+
+def copy_catalog(src: Catalog, dst: Catalog, chunk: int = 5000) -> dict[str, int]:
+    """Copy every table of catalog `src` into the empty catalog `dst` (`flywheel catalog migrate`),
+    in one write transaction on `dst`: rows as they are (audit MACs included), identity sequences
+    and the audit seq high-water mark set past the highest ids `src` ever handed out, the audit
+    chain head carried over. Returns rows copied per table."""
+    from flywheel import audit
+
+    def tables(c: Catalog) -> list[str]:
+        if c.dialect == "postgresql":
+            sql = "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
+        else:
+            sql = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        return sorted(r[0] for r in c.execute(sql))
+
+    skip = {SCHEMA_VERSION_TABLE, "audit_high_water"}
+    src_tables = [t for t in tables(src) if t not in skip]
+    missing = sorted(set(src_tables) - set(tables(dst)))
+    if missing:
+        raise ValueError(f"the target catalog has no table {', '.join(missing)}: is it on an older flywheel?")
+    copied: dict[str, int] = {}
+    with dst.tx() as out:
+        for t in src_tables:
+            if out.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone():
+                raise ValueError(f"the target catalog {dst.where} is not empty (table {t} has rows); migrate into a new database")
+        con = src.connect()
+        try:
+            for t in src_tables:
+                cur = con.execute(f"SELECT * FROM {t}")
+                cols = [d[0] for d in cur.description]
+                ins = f"INSERT INTO {t} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+                n = 0
+                while rows := cur.fetchmany(chunk):
+                    out.executemany(ins, [tuple(r) for r in rows])
+                    n += len(rows)
+                copied[t] = n
+            top = {r[0]: r[1] for r in con.execute("SELECT name, seq FROM sqlite_sequence")} if src.dialect == "sqlite" else {}
+        finally:
+            con.close()
+        if dst.dialect == "postgresql":
+            for t, col in out.execute("SELECT table_name, column_name FROM information_schema.columns"
+                                      " WHERE table_schema = 'public' AND is_identity = 'YES'").fetchall():
+                high = max(top.get(t) or 0, out.execute(f"SELECT COALESCE(MAX({col}), 0) FROM {t}").fetchone()[0])
+                if high:
+                    out.execute("SELECT setval(pg_get_serial_sequence(?, ?), ?)", (t, col, high))
+            out.execute("UPDATE audit_high_water SET top = GREATEST(top, ?, (SELECT COALESCE(MAX(seq), 0) FROM audit_log))",
+                        (top.get("audit_log") or 0,))
+    head = audit.load_head(src.path)
+    if head and not audit.load_head(dst.path):
+        audit.save_head(dst.path, {"seq": head.get("seq"), "mac": head.get("mac")})
+    if not audit.key_file(dst.path).exists() and audit.key_file(src.path).exists():
+        key = audit.key_file(src.path).read_bytes()
+        audit.key_file(dst.path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(audit.key_file(dst.path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key)
+    return copied
 
 
 def open_dataset(ref, catalog: "Catalog | None" = None):

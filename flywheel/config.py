@@ -28,6 +28,14 @@ def catalog_path() -> Path:
     return home() / "catalog.db"
 
 
+def catalog_location() -> str:
+    """`FLYWHEEL_CATALOG` (a `postgresql://user:pass@host:port/db` URL, or a SQLite file path),
+    else the embedded default `FLYWHEEL_HOME/catalog.db`. A URL that fails to connect is an
+    error, never a quiet fall back to SQLite."""
+    env = os.environ.get("FLYWHEEL_CATALOG", "").strip()
+    return env if env else str(catalog_path())
+
+
 def models_dir() -> Path:
     p = home() / "models"
     p.mkdir(parents=True, exist_ok=True)

@@ -43,6 +43,41 @@ class JobError(RuntimeError):
     """The job cannot finish as asked (a unit is missing, rows do not add up); says what to do next."""
 
 
+class JobBusy(JobError):
+    """Another live process runs the same job (same key): two runs at once would share one state
+    directory, sweep each other's parts and finalize into one another's output."""
+
+
+# state directory -> the open lock file this process holds it by (flock: released by the kernel
+# when the process dies, so a killed run never blocks the rerun that resumes it)
+_HELD: dict[str, int] = {}
+
+
+def _acquire(state: Path) -> None:
+    import fcntl
+
+    if str(state) in _HELD:
+        return  # this process prepares its own job again (a retried task, a resume in-process)
+    state.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(state.with_name(state.name + ".lock"), os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise JobBusy(f"another run of this job is in progress (state {state}); wait for it, or start this one "
+                      "after it ends (a run with the same input and recipe resumes the same job)") from None
+    _HELD[str(state)] = fd
+
+
+def _release(state: Path) -> None:
+    import fcntl
+
+    fd = _HELD.pop(str(state), None)
+    if fd is not None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)  # the lock file stays: unlinking it would let two processes lock two inodes
+
+
 def _json_default(o: Any) -> Any:
     return o.item() if hasattr(o, "item") else str(o)  # numpy scalars as numbers; paths as strings
 
@@ -98,6 +133,7 @@ class Job:
         units = [str(u) for u in units]
         if len(set(units)) != len(units):
             raise ValueError("job units must be unique")
+        _acquire(state)  # before anything below reads, sweeps or rewrites the state
         old = None
         if (state / "plan.json").exists():
             try:
@@ -224,6 +260,7 @@ class Job:
             yield
         except BaseException as e:
             self.catalog.finish_run(self.run_id, "failed", {"step": name, "error": f"{type(e).__name__}: {e}"})
+            _release(self.state)  # a rerun may resume it from another process now
             raise
 
     def check_complete(self, rows: int | None = None) -> None:
@@ -261,4 +298,7 @@ class Job:
         self.catalog.finish_run(self.run_id, "succeeded", stats)
 
     def cleanup(self) -> None:
+        """Remove the state; the job's lock goes with it (held from prepare, so that a second run
+        of the same key cannot resume a finished job's parts into its own output meanwhile)."""
         shutil.rmtree(self.state, ignore_errors=True)
+        _release(self.state)

@@ -16,7 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # tiny random-weight CLIP and aesthetic models, shared by tests/models and tests/filters
-pytest_plugins = ["model_fixtures"]
+pytest_plugins = ["model_fixtures", "pg_fixtures"]
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -45,9 +45,14 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path, monkeypatch):
-    """Every test gets its own FLYWHEEL_HOME (catalog, state, caches)."""
+def _isolated_home(tmp_path, monkeypatch, request):
+    """Every test gets its own FLYWHEEL_HOME (catalog, state, caches). The catalog is SQLite unless
+    a test picks PostgreSQL, or FLYWHEEL_TEST_CATALOG=postgresql runs every test of the session on
+    a fresh PostgreSQL database (tests/pg_fixtures.py) to find SQL that only SQLite accepts."""
     monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path / "fw-home"))
+    monkeypatch.delenv("FLYWHEEL_CATALOG", raising=False)
+    if os.environ.get("FLYWHEEL_TEST_CATALOG") == "postgresql":
+        request.getfixturevalue("pg_url")
     yield
 
 

@@ -2,7 +2,7 @@
 every command imports what it needs inside its body.
 
 Commands are grouped by feature; each module of this package (`curate`, `models`, `caption`, `train`,
-`eval`, `loop`, `review`, `server`) exposes `register(app)`.
+`eval`, `loop`, `review`, `server`, `deploy`) exposes `register(app)`.
 """
 
 from __future__ import annotations
@@ -32,10 +32,14 @@ FEATURES = (
     "flywheel.cli.review",
     "flywheel.cli.audit",
     "flywheel.cli.server",
+    "flywheel.cli.catalog",
+    "flywheel.cli.deploy",
 )
 
 
 def _register_all() -> None:
+    import flywheel.flows  # noqa: F401 - a committed dataset version emits its Prefect event (cheap: no Prefect import)
+
     for mod in FEATURES:
         importlib.import_module(mod).register(app)
 
@@ -48,7 +52,11 @@ def main() -> None:
     _register_all()
     try:
         app()
-    except UserError as e:
+    except Exception as e:
+        from flywheel.catalog_pg import CatalogUnavailable
+
+        if not isinstance(e, (UserError, CatalogUnavailable)):  # a catalog that cannot be reached: say where, no traceback
+            raise
         from rich.console import Console
 
         Console(stderr=True).print(f"[bold red]error:[/] {e}")

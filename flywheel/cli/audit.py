@@ -34,7 +34,7 @@ def verify() -> None:
     for line in _describe(rep):
         typer.echo(line)
     if rep.ok:
-        typer.echo(f"OK: the audit log of {cat.path} verifies")
+        typer.echo(f"OK: the audit log of {cat.where} verifies")
         return
     for p in rep.problems():
         typer.echo(f"BROKEN: {p}", err=True)

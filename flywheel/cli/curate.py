@@ -68,7 +68,8 @@ def run_curate(recipe: str, input: str, output: str, *, name: str | None, worker
     t_prepared = time.perf_counter()
     with contextlib.ExitStack() as runtime:
         try:
-            rt = runtime.enter_context(server.session(workers=plan["workers"]))
+            rt = runtime.enter_context(server.session(workers=plan["workers"],
+                                                                tasks_only=pipeline.tasks_only(plan)))
         except RuntimeError as e:
             raise UserError(str(e)) from None
         t_runtime = time.perf_counter()

@@ -206,7 +206,9 @@ def _record(name: str, res: dict) -> None:
         from flywheel.catalog import Catalog
 
         Catalog().execute(
-            "INSERT OR REPLACE INTO models (name, kind, path, revision, files_json, installed_at) VALUES (?,?,?,?,?,?)",
+            "INSERT INTO models (name, kind, path, revision, files_json, installed_at) VALUES (?,?,?,?,?,?)"
+            " ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, path = excluded.path, revision = excluded.revision,"
+            " files_json = excluded.files_json, installed_at = excluded.installed_at",
             (name, res["kind"], res["path"], res["revision"], json.dumps(res["files"]), time.time()),
         )
     except Exception:  # noqa: BLE001 - the files are the truth; the catalog row is a mirror

@@ -42,7 +42,7 @@ def serve(
         raise UserError(str(e)) from None
     if not cat.execute("SELECT 1 FROM users LIMIT 1"):
         typer.echo("note: no users yet; create one with `flywheel users add NAME --role admin`", err=True)
-    typer.echo(f"review dashboard on http://{host}:{port}/ (catalog {cat.path}, Secure cookies {'on' if secure_cookies else 'off'})")
+    typer.echo(f"review dashboard on http://{host}:{port}/ (catalog {cat.where}, Secure cookies {'on' if secure_cookies else 'off'})")
     try:
         app = create_app(cat, secure_cookies=secure_cookies, trusted_proxies=trusted_proxy or None)
     except ValueError as e:

@@ -17,13 +17,14 @@ def register(app: typer.Typer) -> None:
     app.add_typer(srv, name="server")
 
     @srv.command()
-    def start() -> None:
+    def start(services: bool = typer.Option(False, "--services", help="Run Prefect's scheduler and automations too "
+                                            "(deployments' schedules and triggers, `flywheel deploy`); never stops for idleness.")) -> None:
         """Start this FLYWHEEL_HOME's server (no-op when it runs) and wait until it answers."""
         from flywheel.flows import server
 
         t0 = time.perf_counter()
         try:
-            st = server.start()
+            st = server.start(services=services)
         except RuntimeError as e:
             raise UserError(str(e)) from None
         typer.echo(f"running (pid {st['pid']}) after {time.perf_counter() - t0:.1f}s: "
@@ -49,8 +50,9 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"not running ({st['dir']}); the next command starts it (FLYWHEEL_SERVER=auto)")
             raise typer.Exit(1)
         ch = st["children"]
+        stops = "with scheduler and automations, no idle stop" if st.get("services") else f"stops after {st['idle_s']:.0f}s idle"
         typer.echo(f"running (pid {st['pid']}, up {time.time() - st['started_at']:.0f}s, "
-                   f"{'ready' if st['ready'] else 'starting'}; stops after {st['idle_s']:.0f}s idle)")
+                   f"{'ready' if st['ready'] else 'starting'}; {stops})")
         typer.echo(f"  prefect {st['prefect_url']}  pid {ch['prefect']['pid']}  healthy={st['healthy']['prefect']}  "
                    f"restarts={ch['prefect']['restarts']}")
         typer.echo(f"  ray     {st['ray_address']}  pid {ch['ray']['pid']}  healthy={st['healthy']['ray']}  "

@@ -29,8 +29,13 @@ from flywheel.datasets import write_parquet
 from flywheel.filters import base
 
 
-def ensure_ray(workers: int | None = None) -> dict:
-    """Start (or join) Ray once per process. Returns {"startup_s": ..., "address": ...}."""
+def ensure_ray(workers: int | None = None, tasks_only: bool = False) -> dict:
+    """Start (or join) Ray once per process. Returns {"startup_s": ..., "address": ...}.
+
+    `tasks_only`: the caller runs plain tasks, at most `workers` at once (a stateless recipe,
+    `_run_tasks`): a local Ray then gets exactly `workers` CPUs. Ray prestarts one Python worker
+    per logical CPU, and each spare one imports Ray for nothing while the real workers need the
+    cores (on a 2-core machine, a third worker cost as much CPU as a worker's first 500 images)."""
     import ray
 
     t0 = time.perf_counter()
@@ -49,7 +54,8 @@ def ensure_ray(workers: int | None = None) -> dict:
         else:
             # A logical CPU beyond the workers: Ray Data's read tasks must never wait behind actors
             # that hold every CPU (a 1-worker run would hang otherwise).
-            ray.init(num_cpus=max(workers or 1, os.cpu_count() or 1) + 1, **kwargs)
+            cpus = max(1, workers or 1) if tasks_only else max(workers or 1, os.cpu_count() or 1) + 1
+            ray.init(num_cpus=cpus, **kwargs)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.verbose_stats_logs = False
@@ -58,9 +64,37 @@ def ensure_ray(workers: int | None = None) -> dict:
     return {"startup_s": time.perf_counter() - t0, "address": os.environ.get("RAY_ADDRESS", "local")}
 
 
-def _atomic_write(table: pa.Table, out_dir: str) -> str:
-    name = f"part-{uuid.uuid4().hex}.parquet"
-    tmp = Path(out_dir) / f".{name}.tmp"
+def object_store_stats() -> dict:
+    """The cluster's object-store spill figures, summed over its live nodes by a raylet
+    (`FormatGlobalMemoryInfo`, what `ray memory --stats-only` prints): cumulative since each node
+    started, so a run reports the difference of two readings. {} when Ray cannot say."""
+    import ray
+    from ray._private import internal_api
+
+    try:
+        state = internal_api.get_state_from_address(ray.get_runtime_context().gcs_address)
+        st = internal_api.get_memory_info_reply(state, timeout_seconds=10).store_stats
+    except Exception:  # noqa: BLE001 - figures for the report only; never fail a run for them
+        return {}
+    return {"spilled_bytes": int(st.spilled_bytes_total), "spilled_objects": int(st.spilled_objects_total),
+            "restored_bytes": int(st.restored_bytes_total), "available_bytes": int(st.object_store_bytes_avail),
+            "nodes": sum(1 for n in ray.nodes() if n["Alive"])}
+
+
+def spill_delta(before: dict, after: dict) -> dict:
+    """What one run added to the cluster's spill counters (another job on a shared cluster adds too)."""
+    if not before or not after:
+        return {}
+    return {**{k: max(0, after[k] - before.get(k, 0)) for k in ("spilled_bytes", "spilled_objects", "restored_bytes")},
+            "available_bytes": after["available_bytes"], "nodes": after["nodes"]}
+
+
+def _atomic_write(table: pa.Table, out_dir: str, name: str | None = None) -> str:
+    """Write one part (temp file, then rename). A `name` given makes the write idempotent: a task
+    Ray reruns after its node died writes the same parts under the same names (the temp name stays
+    unique: a zombie attempt and its rerun may write at once)."""
+    name = name or f"part-{uuid.uuid4().hex}.parquet"
+    tmp = Path(out_dir) / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
     write_parquet(table, tmp)
     os.replace(tmp, Path(out_dir) / name)
     return name
@@ -92,7 +126,7 @@ def _scorer(steps, work_size, keep_work, decode_params, side_root):
 
 
 def _score_shard_group(pairs, steps, work_size, keep_work, decode_params, done_by_shard, ingest_dir, parts_dir,
-                       side_root=None, caption_fill=None) -> Iterator[pa.Table]:
+                       side_root=None, caption_fill=None, attempt: str | None = None) -> Iterator[pa.Table]:
     """Read shards, decode once, run the stateless operators. When no model stage follows, each
     block is written here directly (`parts_dir`) and only a one-row summary leaves the worker.
     `caption_fill`: what happens to rows without a caption (`curation.uncaptioned`), before decoding."""
@@ -108,18 +142,32 @@ def _score_shard_group(pairs, steps, work_size, keep_work, decode_params, done_b
     max_bytes = Decode.Params(**(decode_params or {})).max_bytes
     for shard_json, shard_key in pairs:
         done = done_by_shard.get(shard_key, frozenset())
-        for t in read_shard(json.loads(shard_json), done, max_bytes=max_bytes):
+        for i, t in enumerate(read_shard(json.loads(shard_json), done, max_bytes=max_bytes)):
             if "__ingest_stats__" in t.column_names:
                 (Path(ingest_dir) / f"{shard_key}.json").write_text(t.column(0)[0].as_py())
                 continue
             scored = scorer(fill(t) if fill else t)
-            yield _summary(scored, _atomic_write(_strip(scored), parts_dir)) if parts_dir else scored
+            if not parts_dir:
+                yield scored
+                continue
+            name = _part_name(attempt, shard_key, i) if attempt else None
+            yield _summary(scored, _atomic_write(_strip(scored), parts_dir, name))
 
 
-def _score_task(pairs, steps, work_size, decode_params, done_by_shard, ingest_dir, parts_dir, side_root, caption_fill=None):
+def _part_name(attempt: str, shard_key: str, block: int) -> str:
+    """The name of a shard's block in one scoring attempt: the same in every rerun of the task
+    within the attempt (so a rerun overwrites, never adds), new in the next attempt (a resumed run
+    reads only rows not done, so its blocks differ and must not replace earlier parts)."""
+    import hashlib
+
+    return f"part-{hashlib.sha256(f'{attempt}/{shard_key}'.encode()).hexdigest()[:20]}-{block:05d}.parquet"
+
+
+def _score_task(pairs, steps, work_size, decode_params, done_by_shard, ingest_dir, parts_dir, side_root, caption_fill=None,
+                attempt=None):
     """A Ray task over a few shards (stateless recipes): returns the blocks' summaries only."""
     return [s for s in _score_shard_group(pairs, steps, work_size, False, decode_params, done_by_shard, ingest_dir,
-                                          parts_dir, side_root, caption_fill)]
+                                          parts_dir, side_root, caption_fill, attempt)]
 
 
 class _ActorScore:
@@ -237,6 +285,8 @@ def score_shards(
 # Shards per Ray task: a task is ~0.3 s of work, so the driver's hand-off between tasks (a few ms)
 # costs about 1% of a worker, and a lost worker costs at most two shards of work.
 SHARDS_PER_TASK = 2
+# Reruns of a task whose worker or node died (Ray's own retry; the run goes on without a rerun).
+MAX_TASK_RETRIES = 3
 
 
 def _run_tasks(items, stateless, recipe, parts_dir, ingest_dir, workers, done_by_shard, side_root,
@@ -244,14 +294,19 @@ def _run_tasks(items, stateless, recipe, parts_dir, ingest_dir, workers, done_by
     """Stateless recipes (stage 1 on CPU): plain Ray tasks, at most `workers` in flight, each
     writing its parts itself and returning one-row summaries. Ray Data's streaming executor costs
     the driver a busy core's worth of polling on a 2-core machine for no benefit here (there is
-    no second stage to stream into); `ray.wait` blocks. A task lost with its worker is retried by
-    Ray; its parts are whole files with fresh names, and finalize keeps one row per source."""
+    no second stage to stream into); `ray.wait` blocks. A task lost with its worker or node is
+    rerun by Ray (`max_retries`, system failures only: an operator's exception is the same on a
+    rerun and fails the run); the rerun writes its parts under the names the lost attempt used
+    (`_part_name`), so what the lost attempt wrote is replaced, never counted twice."""
     import ray
 
-    fn = ray.remote(num_cpus=1, max_retries=3)(_score_task)
+    # SPREAD: a cluster's nodes share the tasks from the start instead of the driver's node first
+    fn = ray.remote(num_cpus=1, max_retries=MAX_TASK_RETRIES, retry_exceptions=False,
+                    scheduling_strategy="SPREAD")(_score_task)
+    attempt = uuid.uuid4().hex
     groups = [items[i:i + SHARDS_PER_TASK] for i in range(0, len(items), SHARDS_PER_TASK)]
     args = dict(steps=ray.put(stateless), work_size=recipe.work_size, decode_params=recipe.decode,
-                ingest_dir=ingest_dir, parts_dir=parts_dir, side_root=side_root, caption_fill=caption_fill)
+                ingest_dir=ingest_dir, parts_dir=parts_dir, side_root=side_root, caption_fill=caption_fill, attempt=attempt)
     pending = list(reversed(groups))
     in_flight: list = []
     while pending or in_flight:

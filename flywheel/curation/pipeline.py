@@ -28,7 +28,7 @@ from flywheel import config
 from flywheel.catalog import Catalog
 from flywheel.filters import base
 from flywheel.filters.decode import Decode
-from flywheel.lifecycle import Job
+from flywheel.lifecycle import Job, JobBusy
 
 ERROR_COL = Decode.writes[0]  # the decode step's verdict: null when the image decoded whole
 
@@ -148,11 +148,14 @@ def prepare(recipe: str, input: str, output: str, *, name: str | None = None, wo
     key = {"input": str(inp.resolve()), "recipe": r.hash, "opts": [image_col, caption_col]}
     if caps.get("fill"):  # a run that captions or keeps the uncaptioned rows is another job
         key["uncaptioned"] = [caps["mode"], caption_backend]
-    job = Job.prepare("curate", key=key,
-                      plan=plan, units=shard_keys, keep_uncommitted=True,
-                      run={"recipe": r.name, "recipe_hash": r.hash, "input": str(inp.resolve()), "output": str(out),
-                           "params": {"sets": sets or {}, "skip": skip or [], "workers": workers,
-                                      "uncaptioned": caps["mode"], "caption_backend": caption_backend}})
+    try:
+        job = Job.prepare("curate", key=key,
+                          plan=plan, units=shard_keys, keep_uncommitted=True,
+                          run={"recipe": r.name, "recipe_hash": r.hash, "input": str(inp.resolve()), "output": str(out),
+                               "params": {"sets": sets or {}, "skip": skip or [], "workers": workers,
+                                          "uncaptioned": caps["mode"], "caption_backend": caption_backend}})
+    except JobBusy as e:
+        raise CurateError(str(e)) from None
     (job.state / "ingest").mkdir(exist_ok=True)
     (job.state / "barrier").mkdir(exist_ok=True)
     return job.plan
@@ -173,6 +176,13 @@ def _input_columns(pl) -> set[str]:
         if s.get("dataset") or {"id", "source", "task"} <= set(names):
             cols |= set(names)
     return cols
+
+
+def tasks_only(plan: dict) -> bool:
+    """The plan's recipe runs as plain Ray tasks (no operator with setup()): see `engine.ensure_ray`."""
+    from flywheel.curation import engine
+
+    return not engine.split_stages(_recipe(plan).steps)[1]
 
 
 def load_plan(state: str | Path) -> dict:
@@ -201,7 +211,8 @@ def score(state: str, on_progress: Callable[[int, dict], None] | None = None) ->
     todo = [(s, k) for s, k in zip(plan["shards"], plan["shard_keys"]) if not _shard_complete(s, done_by_shard.get(k))]
     if any(s.name == "dedup" for s in r.steps):
         _warm_dedup_index()
-    t_ray = engine.ensure_ray(plan["workers"])
+    t_ray = engine.ensure_ray(plan["workers"], tasks_only=tasks_only(plan))
+    store_before = engine.object_store_stats()
     t0 = time.perf_counter()
     blocks: list[tuple[float, int]] = []  # (time, rows) of each finished block: the steady state
 
@@ -218,7 +229,9 @@ def score(state: str, on_progress: Callable[[int, dict], None] | None = None) ->
     info = {"started_at": started_at, "ray_startup_s": t_ray["startup_s"], "steady_images_per_s": steady,
             "first_block_s": (blocks[0][0] - t0) if blocks else None, "score_s": time.perf_counter() - t0, "rows_scored": res["rows"],
             "rows_resumed": resumed, "timing": res["timing"],
-            "blocks": [[round(t - t0, 3), n] for t, n in blocks]}  # when each block was written, for benchmarks
+            "blocks": [[round(t - t0, 3), n] for t, n in blocks],  # when each block was written, for benchmarks
+            # the cluster and what this attempt spilled from its object store (bytes, objects, restored)
+            "ray": {"address": t_ray["address"], "object_store": engine.spill_delta(store_before, engine.object_store_stats())}}
     info["attempts"] = job.read_json("score.json", {}).get("attempts", 0) + 1
     job.write_json("score.json", info)
     # the engine does not say which shard a part came from, so the shards are committed together
@@ -454,6 +467,7 @@ def finalize(state: str) -> dict:
             "first_block_s": score_info.get("first_block_s"),
             "blocks": score_info.get("blocks"),  # (seconds after scoring began, rows) per block written
         },
+        "ray": score_info.get("ray"),  # the cluster scored on; object_store: bytes spilled and restored
         "barrier": barrier_info,  # per barrier operator: seconds, rows and its own counts (dedup: candidate/confirmed pairs)
         "duplicate_rows_dropped_on_resume": dup_sources,
         "thumbs": {k: [(s, b.hex()) for s, b in v] for k, v in thumbs.items()},

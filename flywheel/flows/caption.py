@@ -32,3 +32,16 @@ def caption_flow(state: str, keep_state: bool = False) -> dict:
     if not keep_state:
         job.cleanup()
     return stats
+
+
+@flow(name="caption-dataset", persist_result=False)
+def caption_dataset_flow(input: str, output_root: str, name: str, types: list[str], backend: str = "offline",
+                         backend_kwargs: dict | None = None, options: dict | None = None, workers: int = 1) -> dict:
+    """What the captioning deployment runs: caption dataset `input` (name@vN or name@latest) into the
+    next version of `name`, in a new folder under `output_root`."""
+    from flywheel.flows.curate import run_dir
+    from flywheel.jobs.caption import prepare
+
+    state = prepare(input, run_dir(output_root, name), types=types, backend=backend, backend_kwargs=backend_kwargs,
+                    options=options, name=name, workers=workers)
+    return caption_flow(state)

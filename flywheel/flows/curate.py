@@ -62,3 +62,31 @@ def curate_flow(recipe: str | None = None, input: str | None = None, output: str
     if not keep_state:
         pipeline.cleanup(state)
     return out
+
+
+def run_dir(output_root: str, name: str) -> str:
+    """A new output folder per deployment run under `output_root`: datasets are immutable, so a
+    scheduled run never reuses one (two runs at once get two folders; the catalog numbers the
+    versions)."""
+    import os
+    import time
+    from pathlib import Path
+
+    from prefect.runtime import flow_run
+
+    rid = (flow_run.get_id() or os.urandom(4).hex())[:8]
+    return str(Path(os.path.expandvars(output_root)).expanduser() / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}-{rid}")
+
+
+@flow(name="curate-stage", log_prints=False, persist_result=False)
+def curate_stage_flow(recipe: str, input: str, output_root: str, name: str, options: dict | None = None) -> dict:
+    """What a curation deployment runs: `recipe` (stage1..stage6 or a .yaml) over `input` into a new
+    folder under `output_root`; the accepted rows become the next version of dataset `name`."""
+    import json
+    import os
+    from pathlib import Path
+
+    out = run_dir(output_root, name)
+    curate_flow(recipe=recipe, input=os.path.expandvars(input), output=out, options={**(options or {}), "name": name})
+    stats = json.loads((Path(out) / "stats.json").read_text())
+    return {"output": out, "datasets": stats.get("datasets"), "rows": stats.get("rows"), "accepted": stats.get("accepted")}

@@ -107,3 +107,17 @@ def retrain_on_emission_flow(minutes: float = 10.0, n_per_concept: int = 100, se
         if ref not in done:
             return retrain_flow(ref, minutes=minutes, n_per_concept=n_per_concept, seeds=seeds)
     return None
+
+
+@flow(name="route", persist_result=False)
+def route_flow(trained_on: list[str], reserve: list[str], enhancer: str = "rule", radius_ratio: float = 1.4,
+               k_retrieve: int = 40, limit: int | None = None) -> dict:
+    """What the nightly routing deployment runs: route the new signals (`flywheel route`) to the
+    prompt, pre-training or RL track; returns the run's summary without the per-signal decisions."""
+    from flywheel.catalog import Catalog
+    from flywheel.loop import router
+
+    cfg = router.RouterConfig(trained_on=list(trained_on), reserve=list(reserve), enhancer=enhancer,
+                              radius_ratio=radius_ratio, k_retrieve=k_retrieve, limit=limit)
+    s = router.route(Catalog(), cfg)
+    return {k: v for k, v in s.items() if k != "decisions"}

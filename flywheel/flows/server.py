@@ -17,6 +17,10 @@ Two modes (`FLYWHEEL_SERVER`):
 
 `PREFECT_API_URL` or `RAY_ADDRESS` set by the user win over both modes for their component.
 
+`flywheel server start --services` (what `flywheel deploy` starts when no API is given) runs the
+same server with Prefect's background services (scheduler, automations), so deployments'
+schedules and event triggers fire; such a server does not stop for idleness.
+
 Ray 2.60's GCS and raylet listen on every interface whatever address they advertise (no option
 narrows them, and a driver given 127.0.0.1 connects to the node's address instead, so the head
 advertises that); the cluster has Ray's token authentication on. The Prefect API binds 127.0.0.1.
@@ -152,18 +156,69 @@ class _Child:
         return self.proc is None or self.proc.poll() is not None
 
 
-def _prefect_argv(d: Path):
+def _prefect_argv(d: Path, services: bool = False):
     def argv_env(port: int):
         import prefect  # the supervisor's only Prefect use: where its package is
 
         env = {**os.environ, "PREFECT_HOME": str(d / "prefect"), "PREFECT_UI_ENABLED": "0",
-               "PREFECT__SERVER_EPHEMERAL": "1",  # API only: no scheduler or other background services
                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING"}
+        if not services:  # API only: no scheduler, automations or other background services
+            env["PREFECT__SERVER_EPHEMERAL"] = "1"
         env.pop("PREFECT_API_URL", None)
         return ([sys.executable, "-m", "uvicorn", "--app-dir", str(Path(prefect.__file__).parent.parent), "--factory",
                  "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
                  "--log-level", "error", "--lifespan", "on"], env)
     return argv_env
+
+
+class _TemporaryPrefect:
+    """Prefect's temporary API server for one command (mode `off`), started as Prefect's own
+    `SubprocessASGIServer` starts it (uvicorn on 127.0.0.1, API only, the command's Prefect settings
+    passed on), but without importing `prefect.server.api.server` into the command: that module
+    (FastAPI, the ORM, every API route) cost the command ~3 CPU s that only the server process needs."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+        self.port: int | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def start(self) -> None:
+        import prefect
+        from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, get_current_settings
+
+        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
+               **get_current_settings().to_environment_variables(exclude_unset=True)}
+        deadline = time.monotonic() + PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()
+        while time.monotonic() < deadline:
+            self.port = _free_port()
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(prefect.__file__).parent.parent), "--factory",
+                 "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
+                 "--log-level", "error", "--lifespan", "on"], env=env)
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                if prefect_healthy(self.api_url, timeout=1.0):
+                    return
+                time.sleep(0.1)
+            # exited: most likely the port was taken between the probe and uvicorn's bind; another one
+        code = self.proc.poll() if self.proc else None
+        self.stop()
+        raise RuntimeError("Prefect's temporary API server did not answer within "
+                           f"{PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()} s"
+                           + (f" (it exited with code {code})" if code is not None else ""))
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
 
 
 def ray_temp_dir(d: Path) -> Path:
@@ -219,9 +274,13 @@ def supervise(home: Path) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    prefect, ray = _Child("prefect", d, _prefect_argv(d)), _Child("ray", d, _ray_argv(d))
+    # with services (`flywheel server start --services`, for `flywheel deploy`): Prefect's scheduler
+    # and automations run in the API process, and the server never stops for idleness (schedules
+    # and event triggers fire with no command running)
+    services = os.environ.get("FLYWHEEL_SERVER_SERVICES") == "1"
+    prefect, ray = _Child("prefect", d, _prefect_argv(d, services)), _Child("ray", d, _ray_argv(d))
     me = {"pid": os.getpid(), "start": _start_time(os.getpid()), "python": sys.executable, "started_at": time.time(),
-          "idle_s": IDLE_S, "ray_temp_dir": str(ray_temp_dir(d))}
+          "idle_s": IDLE_S, "ray_temp_dir": str(ray_temp_dir(d)), "services": services}
 
     def state(ready: bool) -> None:
         _write_state(d, {**me, "ready": ready, "prefect_url": f"http://127.0.0.1:{prefect.port}/api",
@@ -271,7 +330,7 @@ def supervise(home: Path) -> None:
                 idle = time.time() - (d / "last_used").stat().st_mtime
             except OSError:
                 idle = 0.0
-            if idle > IDLE_S and not _live_leases(d):
+            if idle > IDLE_S and not services and not _live_leases(d):
                 log(f"idle for {idle:.0f} s; stopping")
                 break
             stop.wait(0.2 if not ready else 1.0)
@@ -304,18 +363,24 @@ def _stop_stale(st: dict) -> None:
             _kill_group(c["pid"], c.get("start"), grace=2.0)
 
 
-def start(home: Path | None = None, wait_s: float = 180.0, wait: bool = True) -> dict:
-    """Start the server for this FLYWHEEL_HOME unless it runs; with `wait`, until it answers."""
+def start(home: Path | None = None, wait_s: float = 180.0, wait: bool = True, services: bool = False) -> dict:
+    """Start the server for this FLYWHEEL_HOME unless it runs; with `wait`, until it answers.
+    `services`: with Prefect's scheduler and automations (what deployments need); a server
+    already running without them is not changed (RuntimeError)."""
     d = server_dir(home)
     with open(d / "lock", "w") as lk:
         fcntl.flock(lk, fcntl.LOCK_EX)  # two commands starting at once start one server
         st = read_state(home)
-        if not (st and _alive(st.get("pid"), st.get("start"))):
+        running = bool(st and _alive(st.get("pid"), st.get("start")))
+        if running and services and not st.get("services"):
+            raise RuntimeError("the local server runs the Prefect API only (no scheduler, no automations); restart it "
+                               "with them: `flywheel server stop && flywheel server start --services`")
+        if not running:
             if st:
                 _stop_stale(st)
                 (d / STATE).unlink(missing_ok=True)
             log = open(d / "logs" / "supervisor.log", "ab")
-            env = {**os.environ, "FLYWHEEL_HOME": str(d.parent)}
+            env = {**os.environ, "FLYWHEEL_HOME": str(d.parent), "FLYWHEEL_SERVER_SERVICES": "1" if services else "0"}
             p = subprocess.Popen([sys.executable, "-m", "flywheel.flows.server", str(d.parent)], env=env,
                                  stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             log.close()
@@ -371,9 +436,10 @@ def prestart() -> None:
 
 
 @contextlib.contextmanager
-def session(workers: int) -> Iterator[dict]:
+def session(workers: int, tasks_only: bool = False) -> Iterator[dict]:
     """Prefect API and Ray for one command, per `mode()`. Yields the start-up timings, filled in
-    as they happen: `server_s` (waiting for the local server), `ray_startup_s`, `prefect_startup_s`."""
+    as they happen: `server_s` (waiting for the local server), `ray_startup_s`, `prefect_startup_s`.
+    `tasks_only`: as `engine.ensure_ray` (a Ray started by the command gets `workers` CPUs)."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flywheel.curation import engine
@@ -403,11 +469,9 @@ def session(workers: int) -> Iterator[dict]:
         url, box = None, {}
         if own_prefect:
             def _prefect() -> None:
-                from prefect.server.api.server import SubprocessASGIServer
-
                 t = time.perf_counter()
                 try:
-                    srv = SubprocessASGIServer()
+                    srv = _TemporaryPrefect()
                     box["server"] = srv
                     srv.start()
                 except BaseException as e:  # noqa: BLE001 - raised in the command's thread below
@@ -416,7 +480,7 @@ def session(workers: int) -> Iterator[dict]:
 
             th = threading.Thread(target=_prefect, daemon=True)
             th.start()  # Prefect's temporary server starts while Ray starts, not after it
-        info["ray_startup_s"] = engine.ensure_ray(workers)["startup_s"]
+        info["ray_startup_s"] = engine.ensure_ray(workers, tasks_only=tasks_only)["startup_s"]
         if own_prefect:
             th.join()
             ephemeral = box.get("server")

@@ -77,8 +77,8 @@ def write(cat, data: bytes) -> dict:
 
 
 def register(con, facts: dict, signal_id: str | None) -> None:
-    con.execute("INSERT OR IGNORE INTO blobs (sha256, size, format, width, height, signal_id, created_at)"
-                " VALUES (?,?,?,?,?,?,?)", (facts["sha256"], facts["size"], facts["format"], facts["width"],
+    con.execute("INSERT INTO blobs (sha256, size, format, width, height, signal_id, created_at)"
+                " VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING", (facts["sha256"], facts["size"], facts["format"], facts["width"],
                                             facts["height"], signal_id, time.time()))
 
 

@@ -161,8 +161,11 @@ def record_evals(cat, run_id: str, phase: str, ckpt, dataset: str | None, rows: 
                 if v is not None:
                     by.setdefault((r["concept"], a, r["seed"]), []).append(bool(v))
         for (concept, attr, seed), vals in by.items():
-            con.execute("INSERT OR REPLACE INTO loop_evals (run_id, phase, ckpt, dataset, concept, attribute, seed, n, correct,"
-                        " accuracy, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            con.execute("INSERT INTO loop_evals (run_id, phase, ckpt, dataset, concept, attribute, seed, n, correct,"
+                        " accuracy, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+                        " ON CONFLICT (run_id, phase, concept, attribute, seed) DO UPDATE SET ckpt = excluded.ckpt,"
+                        " dataset = excluded.dataset, n = excluded.n, correct = excluded.correct,"
+                        " accuracy = excluded.accuracy, created_at = excluded.created_at",
                         (run_id, phase, str(ckpt), dataset, concept, attr, int(seed), len(vals), int(sum(vals)),
                          float(np.mean(vals)), now))
 

@@ -65,6 +65,11 @@ class VersionConflict(ReviewError):
 
 
 # -- helpers -----------------------------------------------------------------------------------
+# One vote per (item, reviewer); a later vote replaces the earlier one (portable upsert).
+_VOTE_UPSERT = ("INSERT INTO review_votes VALUES (?,?,?,?,?,?) ON CONFLICT (item_id, reviewer) DO UPDATE SET"
+                " decision = excluded.decision, reason = excluded.reason, kind = excluded.kind, at = excluded.at")
+
+
 def _item(row: sqlite3.Row | None) -> dict | None:
     if row is None:
         return None
@@ -103,7 +108,7 @@ def _bump(con: sqlite3.Connection, counts: dict[tuple, int]) -> None:
     for (queue, signal_id, track, status), delta in counts.items():
         if delta:
             con.execute("INSERT INTO review_counts VALUES (?,?,?,?,?) ON CONFLICT (queue, signal_id, track, status)"
-                        " DO UPDATE SET n = n + excluded.n", (queue, signal_id or "", track or "", status, delta))
+                        " DO UPDATE SET n = review_counts.n + excluded.n", (queue, signal_id or "", track or "", status, delta))
 
 
 def recount(cat) -> int:
@@ -215,11 +220,13 @@ def enqueue(cat, queue: str, items: list[dict], actor: str = "router") -> list[i
         with cat.tx() as con:
             added: dict[tuple, int] = {}
             for r in chunk:
-                cur = con.execute(
-                    "INSERT OR IGNORE INTO review_items (queue, signal_id, sample_id, source, dataset, payload_json,"
-                    " track, created_at, sample_json) VALUES (?,?,?,?,?,?,?,?,?)", r)
-                if cur.rowcount:
-                    ids.append(cur.lastrowid)
+                # portable (SQLite >= 3.35 and PostgreSQL): the new id comes back, an existing key none
+                got = con.execute(
+                    "INSERT INTO review_items (queue, signal_id, sample_id, source, dataset, payload_json,"
+                    " track, created_at, sample_json) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING"
+                    " RETURNING item_id", r).fetchone()
+                if got is not None:
+                    ids.append(got[0])
                     new += 1
                     key = (r[0], r[1], r[6], "pending")
                     added[key] = added.get(key, 0) + 1
@@ -251,7 +258,7 @@ def count_items(cat, queue: str | None = None, signal_id: str | None = None, sta
     where, args = _where(queue, signal_id, status, track, None, max_id)
     if cap is None:
         return cat.execute(f"SELECT COUNT(*) AS n FROM review_items{where}", args)[0]["n"]
-    return cat.execute(f"SELECT COUNT(*) AS n FROM (SELECT 1 FROM review_items{where} LIMIT ?)", (*args, int(cap)))[0]["n"]
+    return cat.execute(f"SELECT COUNT(*) AS n FROM (SELECT 1 FROM review_items{where} LIMIT ?) capped", (*args, int(cap)))[0]["n"]
 
 
 def max_item_id(cat, queue: str | None = None, signal_id: str | None = None, status: str | None = "pending",
@@ -297,7 +304,7 @@ def _decide_in(con: sqlite3.Connection, cat, item_id: int, decision: str, review
         if row["decided_by"] == reviewer and row["status"] == decision and (same_request or request_id is None or row["request_id"] is None):
             return {**row, "applied": False, "repeated": True}
         raise AlreadyDecided(row["decided_by"], row["decided_at"], row["status"], item_id)
-    con.execute("INSERT OR REPLACE INTO review_votes VALUES (?,?,?,?,?,?)", (int(item_id), reviewer, decision, reason, kind, now))
+    con.execute(_VOTE_UPSERT, (int(item_id), reviewer, decision, reason, kind, now))
     group = (row["queue"], row["signal_id"], row["track"])
     _bump(con, {(*group, "pending"): -1, (*group, decision): 1})
     cat.audit(reviewer, _ACTION[decision], f"review_item:{item_id}", {
@@ -406,7 +413,7 @@ def bulk_decide(cat, item_ids: Iterable[int], decision: str, reviewer: str, reas
                         out["already_decided"] += 1
             if not changed:
                 continue
-            con.executemany("INSERT OR REPLACE INTO review_votes VALUES (?,?,?,?,?,?)",
+            con.executemany(_VOTE_UPSERT,
                             [(r["item_id"], reviewer, decision, reason, kind, now) for r in changed])
             cat.audit_many(
                 [(now, reviewer, _ACTION[decision], f"review_item:{r['item_id']}", json.dumps({
@@ -467,7 +474,7 @@ def check(cat, item_id: int, reviewer: str, decision: str, reason: str | None = 
             raise ReviewError(f"item {item_id} is still pending; decide it on the queue page instead")
         if row["decided_by"] == reviewer:
             raise ReviewError(f"item {item_id} was decided by you; a second opinion must come from another reviewer")
-        cur = con.execute("INSERT OR IGNORE INTO review_votes VALUES (?,?,?,?,?,?)",
+        cur = con.execute("INSERT INTO review_votes VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                           (int(item_id), reviewer, decision, reason, "check", time.time()))
         if cur.rowcount:
             cat.audit(reviewer, "review.check", f"review_item:{item_id}", {
@@ -572,9 +579,11 @@ def stats(cat, since: float | None = None) -> dict:
     since = since if since is not None else 0.0
     reviewers: dict[str, dict] = {}
     for r in cat.execute(
-        "SELECT reviewer, COUNT(*) AS votes, SUM(kind != 'check') AS decisions, SUM(kind = 'check') AS checks,"
-        " SUM(kind != 'check' AND decision = 'approved') AS approved, SUM(kind != 'check' AND decision = 'rejected') AS rejected, MIN(at) AS first_at, MAX(at) AS last_at, SUM(CASE WHEN gap < 600 THEN gap ELSE 0 END) AS active"
-        " FROM (SELECT *, at - LAG(at) OVER (PARTITION BY reviewer ORDER BY at) AS gap FROM review_votes WHERE at >= ?)"
+        "SELECT reviewer, COUNT(*) AS votes, SUM(CASE WHEN kind != 'check' THEN 1 ELSE 0 END) AS decisions,"
+        " SUM(CASE WHEN kind = 'check' THEN 1 ELSE 0 END) AS checks,"
+        " SUM(CASE WHEN kind != 'check' AND decision = 'approved' THEN 1 ELSE 0 END) AS approved,"
+        " SUM(CASE WHEN kind != 'check' AND decision = 'rejected' THEN 1 ELSE 0 END) AS rejected, MIN(at) AS first_at, MAX(at) AS last_at, SUM(CASE WHEN gap < 600 THEN gap ELSE 0 END) AS active"
+        " FROM (SELECT *, at - LAG(at) OVER (PARTITION BY reviewer ORDER BY at) AS gap FROM review_votes WHERE at >= ?) v"
         " GROUP BY reviewer ORDER BY reviewer", (since,)):
         d = dict(r)
         hours = max(d.pop("active") or 0.0, 60.0) / 3600.0  # at least a minute, so one decision is not infinite speed
@@ -582,7 +591,7 @@ def stats(cat, since: float | None = None) -> dict:
         d["agreement"], d["compared"] = None, 0
         reviewers[d["reviewer"]] = d
     for r in cat.execute(
-        "SELECT a.reviewer, COUNT(*) AS compared, SUM(a.decision = b.decision) AS agreed FROM review_votes a"
+        "SELECT a.reviewer, COUNT(*) AS compared, SUM(CASE WHEN a.decision = b.decision THEN 1 ELSE 0 END) AS agreed FROM review_votes a"
         " JOIN review_votes b ON a.item_id = b.item_id AND a.reviewer != b.reviewer GROUP BY a.reviewer"):
         if r["reviewer"] in reviewers:
             reviewers[r["reviewer"]]["compared"] = r["compared"]

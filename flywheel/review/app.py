@@ -43,7 +43,7 @@ def check_audit_log(catalog) -> None:
 
     rep = catalog.audit_verify()
     if not rep.ok:
-        raise AuditTampered(f"refusing to serve: the audit log of {catalog.path} fails verification ("
+        raise AuditTampered(f"refusing to serve: the audit log of {catalog.where} fails verification ("
                             + "; ".join(rep.problems()) + f"); {VERIFY_HINT}")
 
 

@@ -164,3 +164,32 @@ def test_parquet_rows_take_by_row_number_across_files_and_row_groups(tmp_path):
     assert ParquetRows(files, ["v"]).take(rows).column("v").to_pylist() == [whole[i] for i in rows]
     with pytest.raises(IndexError):
         ParquetRows(files, ["v"]).take(np.array([12]))
+
+
+def test_same_bytes_and_repeated_edit_pairs_are_exact_copies_of_their_first():
+    """Rows with one id (the same bytes) join the first of them without a candidate; edit pairs
+    (ti2i, no image features) with one pair id keep the first by `source` order."""
+    op = Dedup()
+    t = pa.table({"id": ["p1", "p1", "p2", "p1"], "source": ["e3", "e1", "e2", "e0"], "task": ["ti2i"] * 4,
+                  "width": [None] * 4, "height": [None] * 4}, schema=pa.schema(
+        [("id", pa.string()), ("source", pa.string()), ("task", pa.string()), ("width", pa.int64()), ("height", pa.int64())]))
+    pairs = op.decide(t)
+    assert pairs["dedup__kind"] == ["exact", "exact", None, None]
+    assert pairs["dedup__of_source"] == ["e0", "e0", None, None]
+
+
+def test_rows_with_one_id_join_its_first_row():
+    from skimage import data
+
+    photo = Image.fromarray(data.coffee())
+    files = {"a.png": encoded(photo), "b.png": encoded(photo.resize((300, 200))), "c.png": encoded(photo)}
+    op = Dedup()
+    names = list(files)
+    work = [decode(files[n], "png", 256, 10**9).work for n in names]
+    t = pa.table({"id": ["same", "other", "same"], "source": names, "task": ["t2i"] * 3,
+                  "width": [w.width for w in work], "height": [w.height for w in work]})
+    s = op.score(t, work)
+    for c in op.writes:
+        t = t.append_column(c, pa.array(s[c], op.column_type(c)))
+    d = op.decide(t)
+    assert d["dedup__kind"] == [None, "near", "exact"] and d["dedup__of_source"][2] == "a.png"

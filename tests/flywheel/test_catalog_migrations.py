@@ -7,13 +7,14 @@ from flywheel import catalog as catalog_mod
 from flywheel.catalog import Catalog
 
 
-def test_a_lower_migration_landing_later_still_runs(tmp_path, monkeypatch):
-    cat = Catalog(tmp_path / "c.db")
+def test_a_lower_migration_landing_later_still_runs(catalog_location, tmp_path, monkeypatch):
+    loc = catalog_location or tmp_path / "c.db"
+    cat = Catalog(loc)
     top = cat.schema_version()
     assert top >= 12 and 9 not in {r["version"] for r in cat.execute("SELECT version FROM schema_version")}
     later = sorted([*catalog_mod.MIGRATIONS, (9, "CREATE TABLE landed_late (x INTEGER)")], key=lambda m: m[0])
     monkeypatch.setattr(catalog_mod, "MIGRATIONS", later)
-    cat = Catalog(tmp_path / "c.db")
+    cat = Catalog(loc)
     assert cat.execute("SELECT COUNT(*) AS n FROM landed_late")[0]["n"] == 0
     assert cat.schema_version() == top
-    Catalog(tmp_path / "c.db")  # and only once
+    Catalog(loc)  # and only once

@@ -137,3 +137,29 @@ def test_row_level_resume_keeps_uncommitted_parts():
     assert [p.name for p in again.parts_dir.iterdir()] == [name]
     again.commit("all", again.written_parts())
     assert again.committed_rows() == 2
+
+
+# Another process prepares the same job (same key) and prints what happened.
+OTHER = """
+import sys
+from flywheel.lifecycle import Job, JobBusy
+
+try:
+    Job.prepare("toy", {"input": "toy-input"}, {"output": sys.argv[1]}, %r)
+    print("prepared")
+except JobBusy as e:
+    print("busy:", e)
+""" % UNITS
+
+
+def test_a_second_process_cannot_run_the_same_job_at_once(tmp_path):
+    """Two runs of one key at once would share the state, sweep each other's parts and finalize
+    into one output: the second is refused until the first ends (cleanup) or dies."""
+    job = _prepare(tmp_path)
+    other = [sys.executable, "-c", OTHER, str(tmp_path / "out2")]
+    r = subprocess.run(other, env=dict(os.environ), capture_output=True, text=True, timeout=120)
+    assert r.stdout.startswith("busy: another run of this job is in progress"), r.stdout + r.stderr
+    assert _prepare(tmp_path).run_id == job.run_id  # this process may prepare its own job again
+    job.cleanup()
+    r = subprocess.run(other, env=dict(os.environ), capture_output=True, text=True, timeout=120)
+    assert r.stdout.strip() == "prepared", r.stdout + r.stderr

@@ -20,8 +20,9 @@ def _items(n, signal="sig-1", track="pretrain", start=0):
 
 
 @pytest.fixture
-def cat():
-    return Catalog()
+def cat(catalog_location):
+    """SQLite, and PostgreSQL (tests/pg_fixtures.py; marked slow)."""
+    return Catalog(catalog_location)
 
 
 def test_enqueue_is_idempotent_per_key(cat):
@@ -88,7 +89,7 @@ def test_two_threads_deciding_one_item_leave_one_decision(cat):
     results: dict[str, list] = {"ann": [], "bob": []}
 
     def worker(name, decision):
-        c = Catalog(cat.path)
+        c = Catalog(cat.location)
         for i in ids:
             try:
                 results[name].append(q.decide(c, i, decision, name)["item_id"])
@@ -124,7 +125,7 @@ def test_two_processes_deciding_one_item_leave_one_decision(cat):
     ids = q.enqueue(cat, "pretrain", _items(15))
     ctx = mp.get_context("fork")  # the target lives in this test module, which a spawned child cannot import
     out = ctx.Queue()
-    ps = [ctx.Process(target=_proc_decide, args=(str(cat.path), ids, n, d, out)) for n, d in (("ann", "approved"), ("bob", "rejected"))]
+    ps = [ctx.Process(target=_proc_decide, args=(cat.location, ids, n, d, out)) for n, d in (("ann", "approved"), ("bob", "rejected"))]
     for p in ps:
         p.start()
     won = dict(out.get(timeout=60) for _ in ps)
@@ -231,11 +232,9 @@ def test_review_counts_follow_every_write(cat):
 
 
 def test_audit_log_is_append_only(cat):
-    import sqlite3
-
     (i,) = q.enqueue(cat, "pretrain", _items(1))
     q.decide(cat, i, "approved", "ann")
     for sql in ("UPDATE audit_log SET actor = 'mallory'", "DELETE FROM audit_log"):
-        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        with pytest.raises(cat.integrity_errors, match="append-only"):
             cat.execute(sql)
     assert [r["actor"] for r in cat.execute("SELECT actor FROM audit_log WHERE action = 'review.approve'")] == ["ann"]

@@ -105,3 +105,22 @@ def test_start_reuse_crash_restart_stop(tmp_path, monkeypatch):
         if c.get("pid"):
             assert not server._alive(c["pid"], c["start"])
     assert not (home / "server" / "server.json").exists()
+
+
+@pytest.mark.slow
+def test_off_mode_prefect_starts_answers_and_stops_without_the_server_module_in_the_command():
+    probe = (
+        "import json, sys\n"
+        "from flywheel.flows import server\n"
+        "p = server._TemporaryPrefect()\n"
+        "p.start()\n"
+        "ok = server.prefect_healthy(p.api_url)\n"
+        "proc = p.proc\n"
+        "p.stop()\n"
+        "print(json.dumps({'ok': ok, 'exited': proc.poll() is not None,\n"
+        "                  'server_module': 'prefect.server.api.server' in sys.modules}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env, timeout=300)
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out == {"ok": True, "exited": True, "server_module": False}

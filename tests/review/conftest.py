@@ -54,7 +54,8 @@ def queue_pool(cat, ref, rows, signal="sig-red-bicycle", track="pretrain", queue
     from flywheel.loop import queue as q
 
     with cat.tx() as con:  # the signal the items were retrieved for, as the loop stores it
-        con.execute("INSERT OR IGNORE INTO signals (signal_id, kind, prompt, status, created_at) VALUES (?,?,?,?,?)",
+        con.execute("INSERT INTO signals (signal_id, kind, prompt, status, created_at) VALUES (?,?,?,?,?)"
+                    " ON CONFLICT DO NOTHING",
                     (signal, "eval", f"a red bicycle leaning on a wall ({signal})", "routed", time.time()))
 
     items = []
@@ -82,8 +83,8 @@ def queue_routed(cat, ref, rows, queue="kites"):
     from flywheel.loop import queue as q
 
     with cat.tx() as con:
-        con.execute("INSERT OR IGNORE INTO signals (signal_id, kind, prompt, payload_json, status, created_at, attribute)"
-                    " VALUES (?,?,?,?,?,?,?)", ("fb-7", "feedback", "a crimson kite over the sea", json.dumps(
+        con.execute("INSERT INTO signals (signal_id, kind, prompt, payload_json, status, created_at, attribute)"
+                    " VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING", ("fb-7", "feedback", "a crimson kite over the sea", json.dumps(
                         {"kind": "feedback", "prompt": "a crimson kite over the sea", "rating": 1,
                          "text": "the kite came out orange and there are two of them", "failed_attribute": "color"}),
                         "routed", time.time(), "color"))
