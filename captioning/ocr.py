@@ -82,7 +82,6 @@ PROBE_BANDS = 3
 # at most 3% of its letters in its script; the non-Latin pages' readers wrote 51-99% in theirs.
 NON_LATIN_SHARE = 0.25  # runner-up probe score / Latin's: the runner-up's reader is tried first
 OWN_SHARE = 0.2  # ... and kept when this share of the letters it read are its script's
-OWN_MARGIN = 0.2  # two readers of an unsure page: the one with this much more of its own letters wins
 UNSURE_RATIO = 1.3  # runner-up within this factor of the best probe score: both read the page
 TEXT_MIN_SCORE = 0.02  # best probe score (fraction of the band's width x lines read) below this: no text
 
@@ -452,15 +451,10 @@ def read_text(im, lang: str | None = None) -> tuple[str, str]:
             return r.text, r.engine
     script = order[0]
     best = read_as(g, script, VIETNAMESE_READER if script == "Latin" and is_vietnamese(g) else None)
-    best_script = script
     for other_script in order[1:]:
         other = read_as(g, other_script)
-        # The readers' page scores count different scripts' letters, and a wrong pack reads foreign
-        # glyphs as its own with confidence (tha+eng on a Cyrillic page with a figure); the share of
-        # its own letters in what it read tells them apart (tuning split: 0-3% wrong, 51-99% right).
-        ob, oo = own_share(best.text, best_script), own_share(other.text, other_script)
-        if (oo > ob + OWN_MARGIN) or (abs(oo - ob) <= OWN_MARGIN and other.score > best.score):
-            best, best_script = other, other_script
+        if other.score > best.score:
+            best = other
     return best.text, best.engine
 
 
