@@ -251,7 +251,7 @@ LANG_ENGINES = {
     "Ukrainian": ["ukr"], "Bulgarian": ["bul"], "Mongolian": ["mon", "mon+eng"], "Greek": ["ell"],
     "Persian": ["fas", "ara"], "Arabic": ["ara"], "Korean": ["kor"], "Chinese": ["chi_sim"], "Japanese": ["jpn"],
     "Thai": ["tha"], "Marathi": ["mar", "hin"], "Armenian": ["hye"], "Bengali": ["ben"], "Hebrew": ["heb"],
-    "Georgian": ["kat"], "Tamil": ["tam"],
+    "Georgian": ["kat"], "Tamil": ["tam"], "English": ["eng"], "Russian": ["rus"],
 }
 RAPID_SCRIPTS = {"Latin", "Han", "Japanese"}  # rapidocr has no recogniser for the others
 
@@ -273,7 +273,8 @@ DOC_LANG = {"lshort-dutch": "Dutch", "lshort-turkish": "Turkish", "lshort-vietna
             "lshort-persian": "Persian", "arabic-book": "Arabic", "arabi": "Arabic", "kotex-utf": "Korean",
             "kotex-oblivoir": "Korean", "lshort-korean": "Korean", "ctex": "Chinese", "jlreq": "Japanese",
             "thaienum": "Thai", "latex-mr": "Marathi", "marathi": "Marathi", "armenian": "Armenian",
-            "quran-bn": "Bengali"}
+            "quran-bn": "Bengali", "lshort-english": "English", "latex4wp": "English", "gentle": "English",
+            "impatient": "English", "texlive-ru": "Russian", "mpman-ru": "Russian"}
 
 
 def doc_lang(r: dict) -> str:
