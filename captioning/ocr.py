@@ -8,16 +8,13 @@ Latin look-alikes, "lIperoBop" for "Предговор"; Korean as Latin), and T
 detection (OSD, `--psm 0`) confuses Latin, Cyrillic, Greek and Armenian on pages that mix LaTeX
 into the text. So the script is decided from the image by a probe:
 
-1. `PROBE_BANDS` bands of up to `PROBE_LINES` text lines are cut at 1/4, 1/2 and 3/4 of the page's
-   lines (ink profile);
+1. a band of up to `PROBE_LINES` text lines is cut from the middle of the page (ink profile);
 2. each script's probe pack reads the band (Tesseract, loaded once per process through its C
    API), and rapidocr reads it for Han/Japanese; a reading scores the width of the words it read
    in its own script times their confidence: the pack that reads the page's script reads wide
    spans with high confidence, a wrong one reads garbage with low confidence or nothing;
 3. the best-scoring script's reader reads the page (`SCRIPT_READERS`: a Tesseract pack list, or
-   rapidocr). A Latin call is unsure when another script's probe reads `NON_LATIN_SHARE` of
-   Latin's score: that script's reader (which joins eng) reads the page first and is kept when
-   `OWN_SHARE` of the letters it read are its script's (`choose`). When the runner-up scores within `UNSURE_RATIO` of the best, both read the page and
+   rapidocr). When the runner-up scores within `UNSURE_RATIO` of the best, both read the page and
    the reading with the higher page score is kept.
 
 `read_text` returns the text and which engine, pack and script read it ("tesseract:rus+eng:Cyrillic").
@@ -74,14 +71,7 @@ LANG_PACKS = {"vi": "eng+vie", "bg": "bul+rus+eng", "uk": "ukr+rus+eng", "mn": "
 VIETNAMESE_READER = "eng+vie"  # vie's model also reads plain English; eng alone drops the tone marks
 # Marks only Vietnamese writes among Latin-script languages: hook above, dot below, horn; and ă, đ.
 VIETNAMESE_MARKS = {"\u0309", "\u0323", "\u031b", "\u0306", "\u0111"}
-PROBE_LINES = 4
-VIE_LINES = 6  # the Vietnamese check's band (its 15% share of marked words was set on 6 lines)
-PROBE_BANDS = 3
-# Tuning split: on Latin pages the runner-up script's probe read 18-56% of Latin's score (Thai's and
-# Cyrillic's packs read Latin glyphs as their own letters), but its reader, on the whole page, wrote
-# at most 3% of its letters in its script; the non-Latin pages' readers wrote 51-99% in theirs.
-NON_LATIN_SHARE = 0.25  # runner-up probe score / Latin's: the runner-up's reader is tried first
-OWN_SHARE = 0.2  # ... and kept when this share of the letters it read are its script's
+PROBE_LINES = 6
 UNSURE_RATIO = 1.3  # runner-up within this factor of the best probe score: both read the page
 TEXT_MIN_SCORE = 0.02  # best probe score (fraction of the band's width x lines read) below this: no text
 
@@ -316,34 +306,15 @@ def text_lines(g: np.ndarray) -> list[tuple[int, int]]:
     return lines
 
 
-def probe_bands(g: np.ndarray) -> list[tuple[int, int]]:
-    """Rows of `PROBE_BANDS` bands of up to PROBE_LINES text lines each, centred at 1/4, 1/2 and 3/4
-    of the page's lines. One band from the middle misjudged real pages whose middle lines are a code
-    listing, a title or an English quotation (a Korean title page, a Persian page of LaTeX commands
-    read as Latin; a Russian page with a figure read as Thai)."""
-    lines = text_lines(g)
-    if not lines:
-        return []
-    out: list[tuple[int, int]] = []
-    pad = 6
-    for k in range(PROBE_BANDS):
-        c = len(lines) * (2 * k + 1) // (2 * PROBE_BANDS)
-        i = max(0, min(len(lines) - PROBE_LINES, c - PROBE_LINES // 2))
-        sel = lines[i:i + PROBE_LINES]
-        band = (max(0, sel[0][0] - pad), min(g.shape[0], sel[-1][1] + pad))
-        if band not in out and not any(band[0] < b and a < band[1] for a, b in out):
-            out.append(band)
-    return out
-
-
 def probe_band(g: np.ndarray) -> tuple[int, int] | None:
-    """Rows of up to `VIE_LINES` text lines from the middle of the page (the Vietnamese check reads it)."""
+    """Rows of up to PROBE_LINES text lines from the middle of the page's lines."""
     lines = text_lines(g)
     if not lines:
         return None
-    i = max(0, len(lines) // 2 - VIE_LINES // 2)
-    sel = lines[i:i + VIE_LINES]
-    return max(0, sel[0][0] - 6), min(g.shape[0], sel[-1][1] + 6)
+    i = max(0, len(lines) // 2 - PROBE_LINES // 2)
+    sel = lines[i:i + PROBE_LINES]
+    pad = 6
+    return max(0, sel[0][0] - pad), min(g.shape[0], sel[-1][1] + pad)
 
 
 @dataclass
@@ -354,44 +325,20 @@ class Reading:
 
 
 def probe(g: np.ndarray) -> dict[str, float]:
-    """Script -> probe score over the page's probe bands (empty when the page has no lines): the
-    confident width read in each script, summed over the bands, over their width x lines."""
-    bands = probe_bands(g)
-    if not bands:
+    """Script -> probe score on a band of the page's text lines (empty when the page has no lines)."""
+    band = probe_band(g)
+    if band is None:
         return {}
-    crops = [np.ascontiguousarray(g[top:bot]) for top, bot in bands]
-    norm = sum(c.shape[1] * max(1, len(text_lines(c))) for c in crops)
+    top, bot = band
+    crop = np.ascontiguousarray(g[top:bot])
+    norm = crop.shape[1] * max(1, len(text_lines(crop)))
     scores: dict[str, float] = {}
     for script, pack in PROBE_PACKS.items():
         if pack not in tesseract_langs():
             continue
-        words = [w for c in crops for w in _tess_for(pack).read(c, 6)[1]]
+        _, words = _tess_for(pack).read(crop, 6)
         scores[script] = _score(words, PROBE_SCRIPTS.get(script, {script}), norm)
     return scores
-
-
-def choose(scores: dict[str, float]) -> tuple[list[str], str | None]:
-    """(scripts whose readers read the page, best first; a script to try first on a page the probe
-    calls Latin). Empty: no text. The runner-up reads too when within `UNSURE_RATIO` of the best.
-    A Latin call is unsure when another script reads `NON_LATIN_SHARE` of Latin's probe score: that
-    script's reader (which joins eng) is tried first and kept when `OWN_SHARE` of the letters it
-    reads are its own (`read_text`)."""
-    ranked = sorted(scores.items(), key=lambda kv: -kv[1])
-    if not ranked or ranked[0][1] < TEXT_MIN_SCORE:
-        return [], None
-    out = [ranked[0][0]]
-    if len(ranked) > 1 and ranked[1][1] * UNSURE_RATIO >= ranked[0][1]:
-        out.append(ranked[1][0])
-    trial = None
-    if out[0] == "Latin" and len(ranked) > 1 and ranked[1][1] >= NON_LATIN_SHARE * ranked[0][1]:
-        trial = ranked[1][0]
-    return out, trial
-
-
-def own_share(text: str, script: str) -> float:
-    """Share of a reading's letters in the script's own letters."""
-    ss = [s for s in map(char_script, text) if s]
-    return sum(s in _own(script) for s in ss) / len(ss) if ss else 0.0
 
 
 def is_vietnamese(g: np.ndarray) -> bool:
@@ -441,18 +388,15 @@ def read_text(im, lang: str | None = None) -> tuple[str, str]:
         script = LANG_SCRIPT[code]
         r = read_as(g, script, LANG_PACKS.get(code, SCRIPT_READERS.get(script)))
         return r.text, r.engine
-    order, trial = choose(probe(g))
-    if not order:
+    scores = probe(g)
+    ranked = sorted(scores.items(), key=lambda kv: -kv[1])
+    if not ranked or ranked[0][1] < TEXT_MIN_SCORE:
         r = read_as(g, "Han")  # little or no text: rapidocr finds what there is (signs, captions)
         return r.text, r.engine.replace("Han", "none")
-    if trial:
-        r = read_as(g, trial)
-        if own_share(r.text, trial) >= OWN_SHARE:
-            return r.text, r.engine
-    script = order[0]
+    script = ranked[0][0]
     best = read_as(g, script, VIETNAMESE_READER if script == "Latin" and is_vietnamese(g) else None)
-    for other_script in order[1:]:
-        other = read_as(g, other_script)
+    if len(ranked) > 1 and ranked[1][1] * UNSURE_RATIO >= ranked[0][1]:
+        other = read_as(g, ranked[1][0])
         if other.score > best.score:
             best = other
     return best.text, best.engine

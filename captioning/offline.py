@@ -18,7 +18,7 @@ import numpy as np
 
 from flywheel.captioning.types import Entity, StructuredCaption, clean_instruction, row_meta
 
-OFFLINE_VERSION = "4"  # bump when OCR routing or composition changes: it is the offline revision
+OFFLINE_VERSION = "3"  # bump when OCR routing or composition changes: it is the offline revision
 LABEL = "[offline]"
 
 # Named colours for the dominant-colour facts (sRGB).

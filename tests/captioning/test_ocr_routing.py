@@ -81,31 +81,3 @@ def test_tesseract_runs_one_thread_per_worker_and_offline_defaults_share_the_cor
     workers, batch, threads = offline_defaults(None, None)
     assert 1 <= workers <= 4 and batch == 2 and threads >= 1
     assert offline_defaults(0, 8)[:2] == (0, 8)
-
-
-def test_a_latin_call_with_a_strong_runner_up_tries_the_runner_ups_reader_first():
-    # Real pages: a Korean title page and a Persian page of LaTeX commands probed as Latin, with
-    # their own script close behind; Thai's pack reads up to 56% of Latin's score on Latin pages.
-    assert ocr.choose({"Latin": 0.5, "Hangul": 0.3, "Thai": 0.1}) == (["Latin"], "Hangul")
-    assert ocr.choose({"Latin": 0.5, "Thai": 0.05}) == (["Latin"], None)
-    assert ocr.choose({"Cyrillic": 0.5, "Thai": 0.45}) == (["Cyrillic", "Thai"], None)
-    assert ocr.choose({"Latin": 0.01}) == ([], None)
-
-
-def test_the_tried_reader_is_kept_only_when_it_reads_its_own_letters():
-    # A wrong reader on a Latin page writes 0-3% of its letters in its script (tuning split).
-    assert ocr.own_share("Предговор LaTeX", "Cyrillic") > ocr.OWN_SHARE
-    assert ocr.own_share("Preface to LaTeX ก", "Thai") < ocr.OWN_SHARE
-    assert ocr.own_share("汉字 and かな", "Japanese") == pytest.approx(4 / 7)
-
-
-def test_the_probe_reads_three_bands_spread_over_the_page():
-    import numpy as np
-
-    g = np.full((1200, 600), 255, np.uint8)
-    for y in range(40, 1160, 40):  # 28 text-like lines
-        g[y:y + 12, 50:550] = 0
-    bands = ocr.probe_bands(g)
-    assert len(bands) == ocr.PROBE_BANDS
-    assert bands[0][1] < bands[1][0] and bands[1][1] < bands[2][0]
-    assert bands[0][0] < 400 and bands[2][1] > 800
