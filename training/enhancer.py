@@ -206,7 +206,6 @@ def _setup(cfg: TrainConfig, texts: list[str]):
 
 
 def sft(cfg: TrainConfig) -> dict:
-    import torch
 
     from flywheel.training import checkpoint as ck
 
@@ -225,17 +224,7 @@ def sft(cfg: TrainConfig) -> dict:
         lp, _ = enh.token_logprobs(enh.model, enc, new)
         mask = tgt["attention_mask"].to(device).bool()
         loss = -(lp * mask).sum() / mask.sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(enh.model.parameters(), cfg.grad_clip)
-        opt.step()
-        history.append(float(loss.detach()))
-        _log(cfg, out, step, dict(loss=history[-1]))
-        out_of_time = budget.over()
-        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps or out_of_time:
-            ck.save_state(out / "state", enh.model, opt, None, step + 1, history, cfg)
-            enh.save(out)
-        if out_of_time:
+        if _step_end(cfg, out, enh, opt, loss, step, history, budget, {}):
             break
     return dict(losses=history, step=step + 1, out=str(out), loss=history[-1] if history else float("nan"))
 
@@ -297,20 +286,31 @@ def rl(cfg: TrainConfig) -> dict:
         kl = torch.exp(lp_ref - lp) - (lp_ref - lp) - 1  # k3: unbiased, non-negative (GRPO)
         per_tok = -adv[:, None] * lp + cfg.kl_beta * kl
         loss = ((per_tok * real).sum(1) / real.sum(1).clamp(min=1)).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(enh.model.parameters(), cfg.grad_clip)
-        opt.step()
-        history.append(float(loss.detach()))
-        _log(cfg, out, step, dict(loss=history[-1], kl=float((kl.detach() * real).sum() / real.sum()), **rlog,
-                                  sample=texts[0], prompt=expanded[0][0]))
-        out_of_time = budget.over()
-        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps or out_of_time:
-            ck.save_state(out / "state", enh.model, opt, None, step + 1, history, cfg)
-            enh.save(out)
-        if out_of_time:
+        if _step_end(cfg, out, enh, opt, loss, step, history, budget,
+                     dict(kl=float((kl.detach() * real).sum() / real.sum()), **rlog, sample=texts[0],
+                          prompt=expanded[0][0])):
             break
     return dict(losses=history, step=step + 1, out=str(out), loss=history[-1] if history else float("nan"))
+
+
+def _step_end(cfg: TrainConfig, out: Path, enh, opt, loss, step: int, history: list, budget, log: dict) -> bool:
+    """The end of an SFT or GRPO step: clipped update, log, checkpoint when due or out of time.
+    True when the time budget is spent (the loop stops after the checkpoint)."""
+    import torch
+
+    from flywheel.training import checkpoint as ck
+
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(enh.model.parameters(), cfg.grad_clip)
+    opt.step()
+    history.append(float(loss.detach()))
+    _log(cfg, out, step, dict(loss=history[-1], **log))
+    out_of_time = budget.over()
+    if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps or out_of_time:
+        ck.save_state(out / "state", enh.model, opt, None, step + 1, history, cfg)
+        enh.save(out)
+    return out_of_time
 
 
 def _budget(cfg: TrainConfig):

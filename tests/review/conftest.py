@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import re
+import time
+from contextlib import contextmanager
 
 import pyarrow as pa
 import pytest
@@ -140,3 +142,37 @@ def client(review_env):
 
     with TestClient(create_app(review_env["cat"], secure_cookies=False)) as c:
         yield c
+
+
+@contextmanager
+def review_server(env: dict):
+    """`flywheel review serve` as its own process on a free loopback port; yields its URL once it
+    accepts connections, and stops it afterwards (the browser tests' server)."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "flywheel", "review", "serve", "--port", str(port), "--insecure-cookies"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    pytest.fail(f"review server exited: {proc.stdout.read().decode()}")
+                time.sleep(0.2)
+        else:
+            pytest.fail("review server did not start within 60 s")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -6,29 +6,19 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from flywheel.loop import queue as q
 
-from .conftest import PASSWORDS, add_users, make_pool, queue_pool
+from .conftest import PASSWORDS, add_users, make_pool, queue_pool, review_server
 
 pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[2]
 # The committed screenshot is refreshed only on request (FLYWHEEL_SCREENSHOTS=1), so a test run
 # never dirties the working tree.
 SCREENSHOT = ROOT / "docs" / "screenshots" / "queue.png"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -49,25 +39,8 @@ def server(tmp_path_factory):
     ref, rows = make_pool(cat, home, n=8)
     ids = queue_pool(cat, ref, rows[:5])
     bulk_ids = queue_pool(cat, ref, rows[5:], signal="sig-bulk", queue="pretrain")
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "flywheel", "review", "serve", "--port", str(port), "--insecure-cookies"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail(f"review server exited: {proc.stdout.read().decode()}")
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail("review server did not start within 60 s")
-    yield {"url": url, "cat": cat, "ids": ids, "bulk_ids": bulk_ids}
-    proc.terminate()
-    proc.wait(10)
+    with review_server(env) as url:
+        yield {"url": url, "cat": cat, "ids": ids, "bulk_ids": bulk_ids}
     if old is None:
         os.environ.pop("FLYWHEEL_ARGON2_PROFILE", None)
 

@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 
 import pytest
 
 from flywheel.loop import queue as q
 
-from .conftest import add_users, make_pool, queue_routed
-from .test_browser import ROOT, _free_port, _login, _shrink, browser  # noqa: F401 - `browser` is a fixture
+from .conftest import add_users, make_pool, queue_routed, review_server
+from .test_browser import ROOT, _login, _shrink, browser  # noqa: F401 - `browser` is a fixture
 
 pytestmark = pytest.mark.browser
 SHOTS = ROOT / "docs" / "screenshots"
@@ -42,24 +38,8 @@ def server(tmp_path_factory):
     ref, rows = make_pool(cat, home, n=4)
     ids = queue_routed(cat, ref, rows)
     cat.audit("x" * 200_000, "login.fail", "user:" + "x" * 200_000, {"client": "203.0.113.9", "name_length": 200_000})
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "flywheel", "review", "serve", "--port", str(port), "--insecure-cookies"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail(f"review server exited: {proc.stdout.read().decode()}")
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail("review server did not start within 60 s")
-    yield {"url": f"http://127.0.0.1:{port}", "cat": cat, "ids": ids}
-    proc.terminate()
-    proc.wait(10)
+    with review_server(env) as url:
+        yield {"url": url, "cat": cat, "ids": ids}
     if old is None:
         os.environ.pop("FLYWHEEL_ARGON2_PROFILE", None)
 
