@@ -294,7 +294,9 @@ def _remote_env(items) -> dict:
     """Shards on an object store: workers find credentials in their node's standard chain; only
     the pointers (profile, config files, endpoint, region) travel, never a key (a runtime_env is
     stored by Ray's GCS and shown in its logs)."""
-    if any(storage.is_remote(json.loads(it["shard"]).get("path", "")) for it in items):
+    from flywheel.curation.ingest import reads_remote
+
+    if any(reads_remote(json.loads(it["shard"])) for it in items):
         return {"runtime_env": {"env_vars": storage.worker_env()}}
     return {}
 

@@ -21,8 +21,10 @@ Sources name rows uniquely within an input: `dir/a.jpg`, `shard.tar!key.jpg`,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import posixpath
 import stat
 import tarfile
 from collections import Counter
@@ -95,9 +97,12 @@ def _link(path: Path, root: Path) -> str | None:
 
 def plan(input_path: str | Path, image_col: str = "image", caption_col: str = "caption") -> Plan:
     """List the work for `input_path`: a folder, a Parquet file, a tar shard, a JSONL manifest,
-    or a dataset directory made by this tool (also on an object store: `s3://bucket/prefix`)."""
+    or a dataset directory made by this tool; on an object store (`s3://bucket/prefix/`, or one
+    object) the same kinds, listed once by the driver and read by the workers (`ingest_remote`)."""
     if storage.is_remote(input_path):
-        return _plan_remote_dataset(str(input_path).rstrip("/"), image_col, caption_col)
+        from flywheel.curation import ingest_remote
+
+        return ingest_remote.plan(str(input_path), image_col, caption_col)
     root = Path(input_path).expanduser()
     if not root.exists():
         raise FileNotFoundError(f"input {root} does not exist; pass a folder, .parquet, .tar, .jsonl or a dataset name@vN")
@@ -117,24 +122,6 @@ def plan(input_path: str | Path, image_col: str = "image", caption_col: str = "c
         return p
     p.kind = "folder"
     _plan_folder(p, root, opts)
-    return p
-
-
-def _plan_remote_dataset(url: str, image_col: str, caption_col: str) -> Plan:
-    """A dataset on an object store: the parts its manifest names, one shard per row group, read
-    through fsspec (only datasets: an object store has no folder of loose images to walk here)."""
-    from flywheel.datasets import Dataset
-
-    ds = Dataset(url)  # FileNotFoundError without a manifest: an unfinished write is not an input
-    p = Plan(root=url)
-    p.kind = "dataset"
-    opts = {"image_col": image_col, "caption_col": caption_col}
-    for f in ds.files():
-        with ds.fs.open(storage.strip(f), "rb") as fh:
-            meta = pq.ParquetFile(fh).metadata
-        for rg in range(meta.num_row_groups):
-            p.add({"kind": "parquet", "path": f, "rel": f[len(url) + 1:], "row_group": rg, "dataset": True, **opts},
-                  meta.row_group(rg).num_rows)
     return p
 
 
@@ -173,88 +160,113 @@ def _plan_folder(p: Plan, root: Path, opts: dict) -> None:
                 where = _link(target, root)
                 p.skip({None: "symlink_dir_not_followed", "outside": "symlink_outside_root", "loop": "symlink_loop"}[where],
                        (target.relative_to(root)).as_posix())
-        by_stem: dict[str, list[str]] = {}
-        for fn in sorted(filenames):
-            by_stem.setdefault(fn.rsplit(".", 1)[0] if "." in fn else fn, []).append(fn)
-        for stem, names in sorted(by_stem.items()):
-            sidecars = [n for n in names if _ext(n) in SIDECAR_EXTS]
-            others = [n for n in names if _ext(n) not in SIDECAR_EXTS]
-            # Data files inside a folder are inputs of their own kind.
-            for n in list(others):
-                full = d / n
-                where = _link(full, root)
-                if where:
-                    p.skip(f"symlink_{where}" if where == "loop" else "symlink_outside_root", full.relative_to(root).as_posix())
-                    others.remove(n)
-                elif _ext(n) in ("parquet", "tar", "jsonl"):
-                    others.remove(n)
-                    _plan_file(p, full, root, opts)
-            images = [n for n in others if _ext(n) in IMAGE_EXTS]
-            if not others:
-                for s in sidecars:
-                    p.skip("orphan_sidecar", (d / s).relative_to(root).as_posix())
-                continue
-            caption_file = meta_file = None
-            if sidecars:
-                if len(images) > 1 or (not images and len(others) > 1):
-                    for s in sidecars:
-                        p.skip("duplicate_stem", (d / s).relative_to(root).as_posix())
-                else:
-                    caption_file = next((s for s in sidecars if s.endswith(".txt")), None)
-                    meta_file = next((s for s in sidecars if s.endswith(".json")), None)
-            for n in others:
-                rel = (d / n).relative_to(root).as_posix()
-                attach = n in images and len(images) == 1 or (not images and len(others) == 1)
-                batch.append([rel, ((d / caption_file).relative_to(root).as_posix() if attach and caption_file else None),
-                              ((d / meta_file).relative_to(root).as_posix() if attach and meta_file else None)])
-                if len(batch) >= FILES_PER_SHARD:
-                    p.add({"kind": "files", "root": str(root), "files": batch}, len(batch))
-                    batch = []
+
+        def keep(n: str, d: Path = d) -> bool:
+            where = _link(d / n, root)
+            if where:
+                p.skip(f"symlink_{where}" if where == "loop" else "symlink_outside_root", (d / n).relative_to(root).as_posix())
+            return not where
+
+        prefix = "" if d == root else d.relative_to(root).as_posix() + "/"
+        plan_names(p, str(root), prefix, filenames, batch, keep, lambda n, d=d: _plan_file(p, d / n, root, opts))
     if batch:
         p.add({"kind": "files", "root": str(root), "files": batch}, len(batch))
 
 
+def plan_names(p: Plan, root: str, prefix: str, filenames, batch: list, keep, data_file) -> None:
+    """One directory's files (`prefix` is its path under the input root, "" or "dir/"): an image
+    with its `.txt`/`.json` sidecars by stem is a row; data files (.parquet, .tar, .jsonl) are
+    inputs of their own kind (`data_file(name)`); `keep(name)` drops a file it has counted (a
+    symlink leaving the root). Rows are appended to `batch`, flushed into shards of FILES_PER_SHARD
+    on `root` (a folder or an object-store prefix)."""
+    by_stem: dict[str, list[str]] = {}
+    for fn in sorted(filenames):
+        by_stem.setdefault(fn.rsplit(".", 1)[0] if "." in fn else fn, []).append(fn)
+    for stem, names in sorted(by_stem.items()):
+        sidecars = [n for n in names if _ext(n) in SIDECAR_EXTS]
+        others = [n for n in names if _ext(n) not in SIDECAR_EXTS]
+        for n in list(others):
+            if not keep(n):
+                others.remove(n)
+            elif _ext(n) in ("parquet", "tar", "jsonl"):
+                others.remove(n)
+                data_file(n)
+        images = [n for n in others if _ext(n) in IMAGE_EXTS]
+        if not others:
+            for s in sidecars:
+                p.skip("orphan_sidecar", prefix + s)
+            continue
+        caption_file = meta_file = None
+        if sidecars:
+            if len(images) > 1 or (not images and len(others) > 1):
+                for s in sidecars:
+                    p.skip("duplicate_stem", prefix + s)
+            else:
+                caption_file = next((s for s in sidecars if s.endswith(".txt")), None)
+                meta_file = next((s for s in sidecars if s.endswith(".json")), None)
+        for n in others:
+            attach = n in images and len(images) == 1 or (not images and len(others) == 1)
+            batch.append([prefix + n, (prefix + caption_file if attach and caption_file else None),
+                          (prefix + meta_file if attach and meta_file else None)])
+            if len(batch) >= FILES_PER_SHARD:
+                p.add({"kind": "files", "root": root, "files": list(batch)}, len(batch))
+                batch.clear()
+
+
 def _plan_manifest(p: Plan, f: Path, base: Path) -> None:
-    """Edit pairs: one JSON object per line: {"source": path | "sources": [paths], "instruction": str,
-    "target": path, optional "caption"}. Paths are relative to the manifest's folder."""
     mroot = f.parent.resolve()
-    lines = []
+
+    def problem(sp: str) -> str | None:
+        if storage.is_remote(sp):
+            return None  # a URL: the worker that reads it counts it missing (ingest:missing_file)
+        full = mroot / sp
+        if not _inside(full, mroot) and not Path(sp).is_absolute():
+            return "path_outside_root"
+        return None if full.is_file() else "missing_file"
+
     with open(f, encoding="utf-8", errors="replace") as fh:
-        for i, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{f.relative_to(base).as_posix()}#L{i}"
-            try:
-                obj = json.loads(line)
-                sources = obj.get("sources") or ([obj["source"]] if obj.get("source") else [])
-                target = obj["target"]
-                instruction = obj.get("instruction")
-                if not sources or not isinstance(target, str) or not isinstance(instruction, str):
-                    raise ValueError("needs source(s), target and instruction")
-            except (ValueError, KeyError, TypeError, AttributeError):
-                p.skip("bad_manifest_line", where)
-                continue
-            paths = [*sources, target]
-            bad = False
-            for sp in paths:
-                full = (mroot / sp)
-                if not _inside(full, mroot) and not Path(sp).is_absolute():
-                    p.skip("path_outside_root", where)
-                    bad = True
-                    break
-                if not full.is_file():
-                    p.skip("missing_file", where)
-                    bad = True
-                    break
-            if bad:
-                continue
-            lines.append({"where": where, "sources": sources, "target": target, "instruction": instruction,
-                          "caption": obj.get("caption"), "meta": obj.get("meta")})
-            if len(lines) >= FILES_PER_SHARD:
-                p.add({"kind": "edits", "root": str(mroot), "lines": lines}, len(lines))
-                lines = []
-    if lines:
-        p.add({"kind": "edits", "root": str(mroot), "lines": lines}, len(lines))
+        plan_manifest_lines(p, fh, f.relative_to(base).as_posix(), str(mroot), problem)
+
+
+def plan_manifest_lines(p: Plan, lines, rel: str, root: str, problem) -> None:
+    """Edit pairs: one JSON object per line: {"source": path | "sources": [paths], "instruction": str,
+    "target": path, optional "caption"}. Paths are relative to the manifest's folder (`root`, a
+    folder or an object-store prefix) or URLs (`s3://...`); `problem(path)` says why a path is not
+    followed (path_outside_root, missing_file) or None."""
+    shard_lines = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{rel}#L{i}"
+        try:
+            obj = json.loads(line)
+            sources = obj.get("sources") or ([obj["source"]] if obj.get("source") else [])
+            target = obj["target"]
+            instruction = obj.get("instruction")
+            if (not sources or not isinstance(target, str) or not isinstance(instruction, str)
+                    or not all(isinstance(x, str) for x in sources)):
+                raise ValueError("needs source(s), target and instruction")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            p.skip("bad_manifest_line", where)
+            continue
+        why = next((w for w in map(problem, [*sources, target]) if w), None)
+        if why:
+            p.skip(why, where)
+            continue
+        shard_lines.append({"where": where, "sources": sources, "target": target, "instruction": instruction,
+                            "caption": obj.get("caption"), "meta": obj.get("meta")})
+        if len(shard_lines) >= FILES_PER_SHARD:
+            p.add({"kind": "edits", "root": root, "lines": shard_lines}, len(shard_lines))
+            shard_lines = []
+    if shard_lines:
+        p.add({"kind": "edits", "root": root, "lines": shard_lines}, len(shard_lines))
+
+
+def reads_remote(shard: dict) -> bool:
+    """The shard's worker reads from an object store (it needs the credential pointers)."""
+    if any(storage.is_remote(shard.get(k) or "") for k in ("path", "root")):
+        return True
+    return any(storage.is_remote(x) for ln in shard.get("lines") or () for x in (*ln["sources"], ln["target"]))
 
 
 # --- reading (workers) --------------------------------------------------------------------------
@@ -283,6 +295,45 @@ def read_limited(path: Path, max_bytes: int) -> tuple[bytes | None, dict | None]
     return data, None
 
 
+def read_any(ref: str | Path, max_bytes: int) -> tuple[bytes | None, dict | None]:
+    """`read_limited` for a local path or a URL on an object store (`s3://...`)."""
+    if storage.is_remote(ref):
+        return _read_remote(str(ref), max_bytes)
+    return read_limited(Path(ref), max_bytes)
+
+
+def _read_remote(url: str, max_bytes: int) -> tuple[bytes | None, dict | None]:
+    """An object's bytes through fsspec: its size first (a HEAD), so an object above `max_bytes` is
+    never fetched, then one GET. Credential errors other than a refused object propagate: a
+    worker without credentials fails the run rather than turning every row into a broken file."""
+    fs = storage.filesystem(url)
+    try:
+        with fs.open(storage.strip(url), "rb") as f:
+            if f.size > max_bytes:
+                return None, {"too_large": f.size, "max_bytes": max_bytes}
+            data = f.read(max_bytes + 1)
+    except OSError as e:  # FileNotFoundError, PermissionError (a refused object), a dropped connection
+        return None, {"read_error": f"{type(e).__name__}: {storage.redact(str(e))}"}
+    if len(data) > max_bytes:
+        return None, {"too_large": len(data), "max_bytes": max_bytes}
+    return data, None
+
+
+def missing(why: dict | None) -> bool:
+    return bool(why) and str(why.get("read_error", "")).startswith("FileNotFoundError")
+
+
+def ref(root: str, path: str) -> str:
+    """Where `path` named inside an input (a manifest line, a Parquet path column) is: a URL as it
+    is, an absolute local path as it is (under a local root), else relative to `root`."""
+    if storage.is_remote(path):
+        return path
+    if storage.is_remote(root):
+        proto, key = root.split("://", 1)
+        return f"{proto}://{posixpath.normpath(key.rstrip('/') + '/' + path)}"
+    return str(Path(root) / path)
+
+
 def clean_text(raw: bytes | str | None, stats: Counter) -> str | None:
     """A caption as clean UTF-8: bytes that are not UTF-8 are decoded with U+FFFD replacements
     (`ingest:caption_not_utf8`) and NUL characters are removed (`ingest:caption_nul`): both are
@@ -305,8 +356,8 @@ def clean_text(raw: bytes | str | None, stats: Counter) -> str | None:
     return text.strip()
 
 
-def _read_sidecar(path: Path, stats: Counter) -> bytes | None:
-    data, why = read_limited(path, SIDECAR_MAX_BYTES)
+def _read_sidecar(path: str | Path, stats: Counter) -> bytes | None:
+    data, why = read_any(path, SIDECAR_MAX_BYTES)
     if why and "too_large" in why:
         stats["ingest:sidecar_too_large"] += 1
     return data
@@ -359,21 +410,21 @@ def _to_table(rows: list[dict]) -> pa.Table:
 
 
 def _read_files(shard: dict, done, max_bytes: int) -> Iterator[dict | pa.Table]:
-    root = Path(shard["root"])
+    root = shard["root"]
     stats: Counter = Counter()
     for rel, cap_rel, meta_rel in shard["files"]:
         if rel in done:
             continue
-        full = root / rel
-        data, why = read_limited(full, max_bytes)
-        caption = clean_text(_read_sidecar(root / cap_rel, stats), stats) if cap_rel else None
+        full = ref(root, rel)
+        data, why = read_any(full, max_bytes)
+        caption = clean_text(_read_sidecar(ref(root, cap_rel), stats), stats) if cap_rel else None
         meta = None
         if meta_rel:
-            mcap, meta = _meta_of(_read_sidecar(root / meta_rel, stats), stats)
+            mcap, meta = _meta_of(_read_sidecar(ref(root, meta_rel), stats), stats)
             caption = caption or mcap
         if why:
             meta = json.dumps({**json.loads(meta or "{}"), **why}) if meta and meta.startswith("{") else json.dumps(why)
-        yield _row(id=sample_id(data or b""), source=rel, task="t2i", image=data, image_uri=str(full), caption=caption, meta=meta)
+        yield _row(id=sample_id(data or b""), source=rel, task="t2i", image=data, image_uri=full, caption=caption, meta=meta)
     if stats:
         yield _stats_table(stats)
 
@@ -392,11 +443,31 @@ def _read_tar(shard: dict, done, max_bytes: int) -> Iterator[dict | pa.Table]:
     metadata. Streamed: one sample's members are in memory at a time, so a tar of 100k members
     costs no more memory than one of ten; a member above `max_bytes` is never read."""
     rel = shard["rel"]
-    try:
-        tf = tarfile.open(shard["path"], mode="r|*")  # a stream: members are read in order, never indexed
-    except (tarfile.TarError, OSError) as e:
-        yield _row(id=sample_id(b""), source=f"{rel}!", task="t2i", image=None, meta=json.dumps({"tar_error": str(e)}))
-        return
+    with contextlib.ExitStack() as stack:
+        try:
+            tf = stack.enter_context(_open_tar(shard["path"], stack))
+        except (tarfile.TarError, OSError) as e:
+            yield _row(id=sample_id(b""), source=f"{rel}!", task="t2i", image=None,
+                       meta=json.dumps({"tar_error": storage.redact(str(e))}))
+            return
+        yield from _tar_members(tf, rel, done, max_bytes)
+
+
+# an object-store tar is streamed in ranged GETs of this size (one in memory at a time)
+TAR_READ_BLOCK = 8 << 20
+
+
+def _open_tar(path: str, stack: contextlib.ExitStack) -> tarfile.TarFile:
+    """A tar as a stream (members in order, never indexed): a local file, or an object read
+    sequentially through fsspec by the worker itself (never downloaded whole first)."""
+    if storage.is_remote(path):
+        fh = stack.enter_context(storage.filesystem(path).open(storage.strip(path), "rb", block_size=TAR_READ_BLOCK,
+                                                               cache_type="readahead"))
+        return tarfile.open(fileobj=fh, mode="r|*")
+    return tarfile.open(path, mode="r|*")
+
+
+def _tar_members(tf: tarfile.TarFile, rel: str, done, max_bytes: int) -> Iterator[dict | pa.Table]:
     stats: Counter = Counter()
     key: str | None = None
     members: dict[str, tuple] = {}
@@ -463,7 +534,7 @@ def _read_parquet(shard: dict, done, max_bytes: int) -> Iterator[dict | pa.Table
     """A row group read ROWS_PER_BLOCK rows at a time (a row group of large images never sits in
     memory whole)."""
     src = shard["path"]
-    pf = pq.ParquetFile(storage.filesystem(src).open(storage.strip(src), "rb") if storage.is_remote(src) else src)
+    pf = pq.ParquetFile(storage.source(src))
     names = pf.schema_arrow.names
     batches = (pa.Table.from_batches([b]) for b in pf.iter_batches(batch_size=ROWS_PER_BLOCK, row_groups=[shard["row_group"]]))
     rel = shard["rel"]
@@ -484,7 +555,7 @@ def _read_parquet(shard: dict, done, max_bytes: int) -> Iterator[dict | pa.Table
     if icol not in names:
         raise ValueError(f"{rel}: no image column {icol!r} (columns: {names}); pass --image-col NAME")
     base_row = sum(pf.metadata.row_group(i).num_rows for i in range(shard["row_group"]))
-    pdir = Path(shard["path"]).parent
+    pdir = src.rsplit("/", 1)[0] if storage.is_remote(src) else str(Path(src).parent)
     stats: Counter = Counter()
     for i, (img, cap, meta) in enumerate(_parquet_rows(batches, icol, ccol)):
         src = f"{rel}#{base_row + i}"
@@ -495,8 +566,7 @@ def _read_parquet(shard: dict, done, max_bytes: int) -> Iterator[dict | pa.Table
             img = img.get("bytes") or img.get("path")
         if isinstance(img, str):
             uri = img
-            p = Path(img) if Path(img).is_absolute() else pdir / img
-            img, why = read_limited(p, max_bytes)
+            img, why = read_any(ref(pdir, img), max_bytes)
             if why:
                 meta = {**(meta or {}), **why}
         elif img is not None and not isinstance(img, bytes):  # the preflight checks the column's type
@@ -524,7 +594,7 @@ def _parquet_rows(batches: Iterator[pa.Table], icol: str, ccol: str) -> Iterator
 
 def parquet_problems(path: str | Path, image_col: str, caption_col: str) -> list[str]:
     """What is wrong with a raw Parquet input's columns, one sentence each (checked before a run)."""
-    schema = pq.read_schema(path)
+    schema = pq.read_schema(storage.source(path))
     names = schema.names
     if {"id", "source", "task"} <= set(names):
         return []  # one of our datasets
@@ -545,18 +615,28 @@ def parquet_problems(path: str | Path, image_col: str, caption_col: str) -> list
     return out
 
 
-def _read_edits(shard: dict, done, max_bytes: int) -> Iterator[dict]:
-    root = Path(shard["root"])
+def _read_edits(shard: dict, done, max_bytes: int) -> Iterator[dict | pa.Table]:
+    """Edit pairs; a path the planner could not check (a URL, or any path of a manifest on an
+    object store) and that does not exist is counted `ingest:missing_file`, like a missing local
+    one at planning time, and its line is not a row."""
+    root = shard["root"]
+    stats: Counter = Counter()
     for ln in shard["lines"]:
         if ln["where"] in done:
             continue
-        srcs = [read_limited(root / s, max_bytes)[0] or b"" for s in ln["sources"]]  # unread: a broken source
-        tgt, why = read_limited(root / ln["target"], max_bytes)
+        reads = [read_any(ref(root, s), max_bytes) for s in ln["sources"]]
+        tgt, why = read_any(ref(root, ln["target"]), max_bytes)
+        if missing(why) or any(missing(w) for _, w in reads):
+            stats["ingest:missing_file"] += 1
+            continue
+        srcs = [b or b"" for b, _ in reads]  # unread: a broken source
         sids = [sample_id(b) for b in srcs]
         meta = ln.get("meta")
         if why:
             meta = {**(meta if isinstance(meta, dict) else {"value": meta} if meta is not None else {}), **why}
         yield _row(id=pair_id(sids, ln["instruction"], sample_id(tgt or b"")), source=ln["where"], task="ti2i", image=tgt,
-                   image_uri=str(root / ln["target"]), caption=ln.get("caption"), instruction=ln["instruction"],
+                   image_uri=ref(root, ln["target"]), caption=ln.get("caption"), instruction=ln["instruction"],
                    source_ids=sids, source_images=srcs,
                    meta=json.dumps(meta, ensure_ascii=False, default=str) if meta else None)
+    if stats:
+        yield _stats_table(stats)

@@ -110,7 +110,7 @@ def prepare(recipe: str, input: str, output: str, *, name: str | None = None, wo
     inp_key = inp if storage.is_remote(inp) else str(inp.resolve())
     try:
         pl = ingest.plan(inp, image_col=image_col, caption_col=caption_col)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, PermissionError) as e:
         raise CurateError(str(e)) from None
     if not pl.shards:
         skipped = ", ".join(f"{k}={v}" for k, v in sorted(pl.counts.items()) if v)
@@ -128,7 +128,9 @@ def prepare(recipe: str, input: str, output: str, *, name: str | None = None, wo
         raise CurateError("the run cannot start:\n  - " + "\n  - ".join(col_problems))
     readers = uncap.caption_readers(r)
     caps = uncap.count(pl)
-    caps.update(readers=readers, mode=uncaptioned if readers and caps["missing"] else None)
+    # tars on an object store are not read before the run: a policy the user named applies to
+    # them; without one their rows are judged as they are (the plan says so)
+    caps.update(readers=readers, mode=uncaptioned if readers and (caps["missing"] or caps["unknown_shards"]) else None)
     if caps["mode"] is None and readers and caps["missing"]:
         raise CurateError(uncap.stop_message(caps, readers))
     if caps["mode"] == "allow" and r.step("token_length"):

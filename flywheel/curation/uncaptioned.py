@@ -65,11 +65,13 @@ def _sidecar_caption(path: Path) -> bool:
 def count(pl) -> dict:
     """`{"missing": n, "rows": m, "examples": [...]}` over the inputs whose caption is known from
     the plan: folder files (sidecars), tar members (their .txt/.json), Parquet rows (the caption
-    column). Edit pairs are judged on their instruction and are not counted."""
+    column). Edit pairs are judged on their instruction and are not counted; tars on an object
+    store are counted in `unknown_shards` (their captions are known only to the worker that
+    streams them)."""
     from flywheel.curation.ingest import safe_member
     from flywheel.filters.decode import IMAGE_EXTS
 
-    missing = rows = 0
+    missing = rows = unknown = 0
     examples: list[str] = []
 
     def miss(where: str) -> None:
@@ -81,13 +83,17 @@ def count(pl) -> dict:
     seen_parquet: set[tuple[str, int]] = set()
     for s in pl.shards:
         if s["kind"] == "files":
-            root = Path(s["root"])
+            remote = storage.is_remote(s["root"])
             for rel, cap_rel, meta_rel in s["files"]:
                 rows += 1
                 if cap_rel:
                     continue
-                if not (meta_rel and _sidecar_caption(root / meta_rel)):
+                # a .json sidecar on an object store is not fetched here (a GET per image on the
+                # driver); the worker reads it, as it reads a local one too big to look into
+                if not (meta_rel and (remote or _sidecar_caption(Path(s["root"]) / meta_rel))):
                     miss(rel)
+        elif s["kind"] == "tar" and storage.is_remote(s["path"]):
+            unknown += 1  # the driver never downloads a tar on an object store; its worker streams it
         elif s["kind"] == "tar":
             try:
                 with tarfile.open(s["path"], "r|*") as tf:  # streamed, headers dropped as read (100k members)
@@ -131,7 +137,7 @@ def count(pl) -> dict:
             for i, v in enumerate(vals):
                 if _blank(v):
                     miss(f"{s['rel']}#{i}")
-    return {"missing": missing, "rows": rows, "examples": examples}
+    return {"missing": missing, "rows": rows, "examples": examples, "unknown_shards": unknown}
 
 
 def stop_message(counts: dict, readers: list[str]) -> str:

@@ -145,7 +145,7 @@ def probe(url: str) -> dict:
     except FileExistsError:
         raise
     except Exception as e:  # NoCredentialsError, AccessDenied, InvalidAccessKeyId, bucket missing ...
-        raise PermissionError(f"cannot write to {url}: {type(e).__name__}: {_redact(str(e))}. To write there, {hint}.") from None
+        raise PermissionError(f"cannot write to {url}: {type(e).__name__}: {redact(str(e))}. To write there, {hint}.") from None
     conditional = True
     if _is_s3(fs):
         try:
@@ -163,11 +163,12 @@ def probe(url: str) -> dict:
     try:
         fs.rm_file(key)
     except Exception as e:
-        raise PermissionError(f"cannot delete under {url}: {type(e).__name__}: {_redact(str(e))}. {hint}.") from None
+        raise PermissionError(f"cannot delete under {url}: {type(e).__name__}: {redact(str(e))}. {hint}.") from None
     return {"conditional_put": conditional}
 
 
-def _redact(msg: str) -> str:
+def redact(msg: str) -> str:
+    """`msg` with the secret key and session token of the environment replaced by ***."""
     for var in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         v = os.environ.get(var)
         if v:

