@@ -30,6 +30,11 @@ def _print_plan(con, plan: dict) -> None:
     con.print(t)
     con.print(f"input [bold]{plan['input']}[/] ({plan['input_kind']}, ~{plan['rows_estimate']} rows in "
               f"{len(plan['shards'])} shards) -> output [bold]{plan['output']}[/]; workers={plan['workers']}")
+    if plan.get("ship_inputs"):
+        from flywheel.curation.engine import SHIP_WINDOW_PER_WORKER
+
+        con.print(f"inputs: shipped (--ship-inputs): this process reads the input and puts its blocks into Ray's object "
+                  f"store, up to {SHIP_WINDOW_PER_WORKER * plan['workers']} blocks ahead of the workers; they read nothing")
     for n in plan.get("notes", []):
         con.print(f"[yellow]note:[/] {n}")
     u = plan.get("uncaptioned") or {}
@@ -39,13 +44,17 @@ def _print_plan(con, plan: dict) -> None:
                 "caption": f" -> captioned first with the {u.get('backend')} backend (--caption)"}[u.get("mode")]
         readers = f"; read by {', '.join(u['readers'])}" if u.get("readers") else "; no operator of this run reads captions"
         con.print(f"captions: {u['missing']} of {u['rows']} inputs have none{readers}{what if u['missing'] else ''}")
+    if u.get("unknown_shards") and u.get("readers"):
+        con.print(f"captions: {u['unknown_shards']} tar shard(s) on the object store are not read before the run; rows "
+                  "there without a caption are " + ("judged as they are (token_length:missing)" if not u.get("mode") else
+                                                    f"handled as chosen ({u['mode']})"))
     if plan.get("ingest_counts"):
         con.print("ingest (not followed): " + ", ".join(f"{k}={v}" for k, v in plan["ingest_counts"].items()))
 
 
 def run_curate(recipe: str, input: str, output: str, *, name: str | None, workers: int, skip: list[str],
                sets: list[str], image_col: str, caption_col: str, keep_state: bool = False,
-               uncaptioned: str | None = None, caption_backend: str | None = None) -> dict:
+               uncaptioned: str | None = None, caption_backend: str | None = None, ship_inputs: bool = False) -> dict:
     from flywheel.curation import pipeline
     from flywheel.filters import recipe as recipes
     from flywheel.flows import server
@@ -57,7 +66,7 @@ def run_curate(recipe: str, input: str, output: str, *, name: str | None, worker
         overrides = recipes.parse_sets(sets)
         plan = pipeline.prepare(recipe, input, output, name=name, workers=workers, skip=skip, sets=overrides,
                                 image_col=image_col, caption_col=caption_col, uncaptioned=uncaptioned,
-                                caption_backend=caption_backend)
+                                caption_backend=caption_backend, ship_inputs=ship_inputs)
     except pipeline.CurateError as e:
         raise UserError(str(e)) from None
     except (ValueError, RuntimeError) as e:
@@ -148,7 +157,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def curate(
         recipe: str = typer.Option(..., "--recipe", "-r", help="stage1..stage6 or a recipe .yaml"),
-        input: str = typer.Option(..., "--input", "-i", help="folder, .parquet, .tar, .jsonl edit pairs, dataset dir or name@vN"),
+        input: str = typer.Option(..., "--input", "-i", help="folder, .parquet, .tar, .jsonl edit pairs, dataset dir, name@vN, or s3://bucket/prefix/ (or one object) of these"),
         output: str = typer.Option(..., "--output", "-o", help="output directory (accepted/, rejected/, stats.json, report.html)"),
         name: Optional[str] = typer.Option(None, help="dataset name in the catalog (default: the output folder's name)"),
         workers: int = typer.Option(2, help="parallel workers (Ray tasks / actors)"),
@@ -162,6 +171,10 @@ def register(app: typer.Typer) -> None:
                                                help="keep inputs without a caption (caption_origin=none); no operator rejects them for it"),
         reject_uncaptioned: bool = typer.Option(False, "--reject-uncaptioned",
                                                 help="judge inputs without a caption as they are (token_length:missing)"),
+        ship_inputs: bool = typer.Option(False, "--ship-inputs",
+                                         help="this process reads the input and ships it to the Ray workers through the "
+                                              "object store (an input on this machine's disk, workers elsewhere); "
+                                              "default: every worker reads its own shards"),
     ) -> None:
         """Curate raw image-text data with a stage recipe into accepted/rejected datasets.
 
@@ -174,7 +187,8 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"{' and '.join(chosen)} exclude each other: pass one")
         mode = "caption" if caption is not None else "allow" if allow_uncaptioned else "reject" if reject_uncaptioned else None
         run_curate(recipe, input, output, name=name, workers=workers, skip=[s for s in skip.split(",") if s.strip()],
-                   sets=set_, image_col=image_col, caption_col=caption_col, uncaptioned=mode, caption_backend=caption)
+                   sets=set_, image_col=image_col, caption_col=caption_col, uncaptioned=mode, caption_backend=caption,
+                   ship_inputs=ship_inputs)
 
     @app.command()
     def demo(

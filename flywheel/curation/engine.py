@@ -154,6 +154,19 @@ def _score_shard_group(pairs, steps, work_size, keep_work, decode_params, done_b
             yield _summary(scored, _atomic_write(_strip(scored), parts_dir, name))
 
 
+def _score_block_task(block: pa.Table, shard_key: str, index: int, steps, work_size, decode_params, parts_dir,
+                      side_root, caption_fill, attempt) -> list[pa.Table]:
+    """A Ray task over one block the driver read and shipped (`_run_shipped`): scored and written
+    as `_score_shard_group` does for the same block of the same shard (same part name)."""
+    scorer = _scorer(steps, work_size, False, decode_params, side_root)
+    if caption_fill:
+        from flywheel.curation.uncaptioned import shared
+
+        block = shared(caption_fill)(block)
+    scored = scorer(block)
+    return [_summary(scored, _atomic_write(_strip(scored), parts_dir, _part_name(attempt, shard_key, index)))]
+
+
 def _part_name(attempt: str, shard_key: str, block: int) -> str:
     """The name of a shard's block in one scoring attempt: the same in every rerun of the task
     within the attempt (so a rerun overwrites, never adds), new in the next attempt (a resumed run
@@ -224,9 +237,11 @@ def score_shards(
     on_progress: Callable[[int, dict], None] | None = None,
     side_root: str | None = None,
     caption_fill: dict | None = None,
+    ship: bool = False,
 ) -> dict:
     """Run the scoring pipeline; every finished block lands in `parts_dir` as it completes
-    (which is what makes a killed run resumable at sample level). Returns timing totals."""
+    (which is what makes a killed run resumable at sample level). Returns timing totals.
+    `ship`: the driver reads the inputs and ships them to the workers (`_run_shipped`)."""
     import ray
 
     stateless, stateful = split_stages(recipe.steps)
@@ -245,11 +260,15 @@ def score_shards(
             if on_progress:
                 on_progress(n, totals)
 
+    if ship and stateful:
+        raise ValueError("inputs are shipped only to a recipe without model operators (plain tasks)")
     if not stateful:
-        for summary in _run_tasks(items, stateless, recipe, parts_dir, ingest_dir, workers, done_by_shard or {},
-                                  side_root, caption_fill):
+        shipped: dict = {}
+        run = _run_shipped if ship else _run_tasks
+        for summary in run(items, stateless, recipe, parts_dir, ingest_dir, workers, done_by_shard or {},
+                           side_root, caption_fill, **({"shipped": shipped} if ship else {})):
             add(summary)
-        return {"timing": totals, "rows": rows}
+        return {"timing": totals, "rows": rows, **({"shipped": shipped} if ship else {})}
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(
         _read_score,
@@ -331,6 +350,71 @@ def _run_tasks(items, stateless, recipe, parts_dir, ingest_dir, workers, done_by
         ready, in_flight = ray.wait(in_flight, num_returns=1)
         for summary in ray.get(ready[0]):
             yield summary
+
+
+# --ship-inputs: blocks read ahead by the driver per worker, so a worker finishing a block finds the
+# next one already in the object store (the driver reads a 64 MiB block from disk in a fraction
+# of the seconds a worker scores it)
+SHIP_WINDOW_PER_WORKER = 2
+
+
+def _run_shipped(items, stateless, recipe, parts_dir, ingest_dir, workers, done_by_shard, side_root,
+                 caption_fill=None, shipped: dict | None = None) -> Iterator[pa.Table]:
+    """Inputs only the driver can read (a folder on its own disk, workers on other machines): the
+    driver reads each shard's blocks (`ingest.read_shard`, cut at ROWS_PER_BLOCK rows or BLOCK_BYTES)
+    and `ray.put`s them, at most SHIP_WINDOW_PER_WORKER x `workers` blocks put and not yet scored;
+    one task per block scores it and writes its part under the name the block would have in a
+    normal run's attempt (`_part_name`: attempt, shard, block), so a task lost with its node and
+    rerun by Ray replaces its part, never adds one. A block larger than what the object store
+    has free is spilled by Ray to local disk and restored for its task (reported in
+    stats.json `ray.object_store`). Rows already done (a resumed run) are skipped by the driver."""
+    import ray
+
+    from flywheel.curation.ingest import read_shard
+    from flywheel.filters.decode import Decode
+
+    fn = ray.remote(num_cpus=1, max_retries=MAX_TASK_RETRIES, retry_exceptions=False,
+                    scheduling_strategy="SPREAD")(_score_block_task)
+    attempt = uuid.uuid4().hex
+    max_bytes = Decode.Params(**(recipe.decode or {})).max_bytes
+    args = dict(steps=ray.put(stateless), work_size=recipe.work_size, decode_params=recipe.decode, parts_dir=parts_dir,
+                side_root=side_root, caption_fill=caption_fill, attempt=attempt)
+    window = SHIP_WINDOW_PER_WORKER * max(1, workers)
+    shipped = shipped if shipped is not None else {}
+    shipped.update(window=window, blocks=0, bytes=0, driver_read_s=0.0)
+
+    def blocks() -> Iterator[tuple[str, int, pa.Table]]:
+        for it in items:
+            key = it["key"]
+            t0 = time.perf_counter()
+            for i, t in enumerate(read_shard(json.loads(it["shard"]), done_by_shard.get(key, frozenset()),
+                                             max_bytes=max_bytes)):
+                if "__ingest_stats__" in t.column_names:
+                    (Path(ingest_dir) / f"{key}.json").write_text(t.column(0)[0].as_py())
+                    continue
+                shipped["driver_read_s"] += time.perf_counter() - t0
+                yield key, i, t
+                t0 = time.perf_counter()
+
+    source = blocks()
+    in_flight: list = []
+    more = True
+    while more or in_flight:
+        while more and len(in_flight) < window:
+            nxt = next(source, None)
+            if nxt is None:
+                more = False
+                break
+            key, i, t = nxt
+            shipped["blocks"] += 1
+            shipped["bytes"] += t.nbytes
+            # the driver drops its reference at once: the block lives as long as its task needs it
+            in_flight.append(fn.remote(ray.put(t), key, i, **args))
+            nxt = t = None
+        if not in_flight:
+            break
+        ready, in_flight = ray.wait(in_flight, num_returns=1)
+        yield from ray.get(ready[0])
 
 
 def map_parquet(

@@ -50,8 +50,12 @@ def _recipe(plan: dict):
 def prepare(recipe: str, input: str, output: str, *, name: str | None = None, workers: int = 2,
             skip: list[str] | None = None, sets: dict | None = None, image_col: str = "image",
             caption_col: str = "caption", allow_missing: bool = False, uncaptioned: str | None = "reject",
-            caption_backend: str | None = None, caption_kwargs: dict | None = None) -> dict:
+            caption_backend: str | None = None, caption_kwargs: dict | None = None, ship_inputs: bool = False) -> dict:
     """Resolve the recipe, run the preflight, list the input. Writes nothing when it fails.
+
+    `ship_inputs`: the driver reads the input and ships it to the workers through Ray's object
+    store (`engine._run_shipped`), for an input only the driver can read; by default each worker
+    reads its own shards.
 
     `uncaptioned`: what happens to inputs without a caption when the recipe judges captions
     (`flywheel.curation.uncaptioned`): None stops the run when there are any; "caption" captions them
@@ -86,6 +90,14 @@ def prepare(recipe: str, input: str, output: str, *, name: str | None = None, wo
         )
     if problems and not allow_missing:
         raise CurateError("the run cannot start:\n  - " + "\n  - ".join(problems))
+    if ship_inputs:
+        from flywheel.curation import engine
+
+        models = [n for n, _ in engine.split_stages([s for s in r.steps if s.op is not None])[1]]
+        if models:
+            raise CurateError(f"--ship-inputs ships inputs to plain tasks only, and {', '.join(models)} run as model "
+                              f"actors: skip them (--skip {','.join(models)}) or let the workers read the input "
+                              "(a path or s3:// URL every node can read) without --ship-inputs")
     warnings_ = preflight.revision_warnings(r, recipe)
     remote = storage.is_remote(output)
     out = output.rstrip("/") if remote else Path(output).expanduser().resolve()
@@ -154,6 +166,7 @@ def prepare(recipe: str, input: str, output: str, *, name: str | None = None, wo
         "input_kind": pl.kind, "output": str(out), "name": name or (out.rsplit("/", 1)[-1] if remote else out.name), "workers": workers,
         "shards": pl.shards, "shard_keys": shard_keys, "ingest_counts": dict(pl.counts),
         "ingest_examples": pl.examples, "rows_estimate": pl.rows_estimate, "parents": parents, "uncaptioned": caps,
+        "ship_inputs": bool(ship_inputs),
         "notes": r.notes + ([f"not available, run without: {', '.join(missing_ops)}"] if missing_ops else [])
         + [f"model revision: {w}" for w in warnings_],
         "prepare_s": time.perf_counter() - t0, "created": time.time(),
@@ -241,14 +254,17 @@ def score(state: str, on_progress: Callable[[int, dict], None] | None = None) ->
     with job.step("score"):
         res = engine.score_shards([s for s, _ in todo], [k for _, k in todo], r, str(job.parts_dir), str(st / "ingest"),
                                   plan["workers"], {k: done_by_shard[k] for _, k in todo if k in done_by_shard}, progress,
-                                  side_root=plan["output"], caption_fill=(plan.get("uncaptioned") or {}).get("fill"))
+                                  side_root=plan["output"], caption_fill=(plan.get("uncaptioned") or {}).get("fill"),
+                                  ship=bool(plan.get("ship_inputs")))
     steady = steady_rate(blocks)
     info = {"started_at": started_at, "ray_startup_s": t_ray["startup_s"], "steady_images_per_s": steady,
             "first_block_s": (blocks[0][0] - t0) if blocks else None, "score_s": time.perf_counter() - t0, "rows_scored": res["rows"],
             "rows_resumed": resumed, "timing": res["timing"],
             "blocks": [[round(t - t0, 3), n] for t, n in blocks],  # when each block was written, for benchmarks
             # the cluster and what this attempt spilled from its object store (bytes, objects, restored)
-            "ray": {"address": t_ray["address"], "object_store": engine.spill_delta(store_before, engine.object_store_stats())}}
+            "ray": {"address": t_ray["address"], "object_store": engine.spill_delta(store_before, engine.object_store_stats()),
+                    # --ship-inputs: blocks and bytes the driver put into the object store, its read-ahead window
+                    **({"shipped": res["shipped"]} if res.get("shipped") else {})}}
     info["attempts"] = job.read_json("score.json", {}).get("attempts", 0) + 1
     job.write_json("score.json", info)
     # the engine does not say which shard a part came from, so the shards are committed together
@@ -579,10 +595,11 @@ def cleanup(state: str) -> None:
 def curate(recipe: str, input: str, output: str, *, name: str | None = None, workers: int = 2,
            skip: list[str] | None = None, sets: dict | None = None, image_col: str = "image",
            caption_col: str = "caption", progress: bool = False, keep_state: bool = False,
-           uncaptioned: str | None = "reject", caption_backend: str | None = None) -> dict:
+           uncaptioned: str | None = "reject", caption_backend: str | None = None, ship_inputs: bool = False) -> dict:
     """The whole curation without Prefect (library use, calibration, benchmarks)."""
     plan = prepare(recipe, input, output, name=name, workers=workers, skip=skip, sets=sets,
-                   image_col=image_col, caption_col=caption_col, uncaptioned=uncaptioned, caption_backend=caption_backend)
+                   image_col=image_col, caption_col=caption_col, uncaptioned=uncaptioned, caption_backend=caption_backend,
+                   ship_inputs=ship_inputs)
     score(plan["state"])
     barrier(plan["state"])
     stats = finalize(plan["state"])

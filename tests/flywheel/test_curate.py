@@ -289,3 +289,30 @@ def test_dedup_against_datasets_already_in_the_catalog(in_home, tmp_path):
     assert stats["reject_reason"] == {"dedup:exact": 1}
     row = pads.dataset(str(tmp_path / "o" / "rejected" / "data")).to_table(columns=["dedup_of"]).to_pylist()[0]
     assert row["dedup_of"]["source"] == kept["source"]
+
+
+def test_shipped_inputs_give_the_rows_of_workers_reading_them(demo_corpus, ray_local, tmp_path, monkeypatch):
+    """--ship-inputs: the driver reads the blocks and puts them into Ray's object store, one task per
+    block scores and writes it; the rows, reasons and ingest counts are those of a normal run (the
+    100 MB store under 1 GB case, with its spill, is the slow cluster test)."""
+    from flywheel.curation import pipeline
+
+    monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path / "h1"))
+    normal = pipeline.curate("stage1", str(demo_corpus), str(tmp_path / "normal"), skip=CPU_SKIP, workers=2)
+    monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path / "h2"))
+    shipped = pipeline.curate("stage1", str(demo_corpus), str(tmp_path / "shipped"), skip=CPU_SKIP, workers=2,
+                              ship_inputs=True)
+
+    def rows(out):
+        t = pads.dataset(str(out / "accepted" / "data")).to_table(columns=["id", "source"]).to_pylist()
+        r = pads.dataset(str(out / "rejected" / "data")).to_table(columns=["id", "source", "reject_reason"]).to_pylist()
+        return sorted((x["source"], x["id"]) for x in t), sorted((x["source"], x["id"], x["reject_reason"]) for x in r)
+
+    assert rows(tmp_path / "shipped") == rows(tmp_path / "normal")
+    assert shipped["reject_reason"] == normal["reject_reason"] and shipped["ingest"] == normal["ingest"]
+    sent = shipped["ray"]["shipped"]
+    assert sent["window"] == 4 and sent["blocks"] >= 2 and sent["bytes"] > 0 and "shipped" not in normal["ray"]
+    # model operators run in actors that read their own inputs: the mode says so before the run
+    with pytest.raises(pipeline.CurateError, match="--ship-inputs.*nsfw"):
+        pipeline.prepare("stage1", str(demo_corpus), str(tmp_path / "o"), skip=["rotation", "clip"], ship_inputs=True,
+                         allow_missing=True)
