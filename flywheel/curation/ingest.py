@@ -229,44 +229,59 @@ def _plan_manifest(p: Plan, f: Path, base: Path) -> None:
 
 
 def plan_manifest_lines(p: Plan, lines, rel: str, root: str, problem) -> None:
-    """Edit pairs: one JSON object per line: {"source": path | "sources": [paths], "instruction": str,
-    "target": path, optional "caption"}. Paths are relative to the manifest's folder (`root`, a
-    folder or an object-store prefix) or URLs (`s3://...`); `problem(path)` says why a path is not
-    followed (path_outside_root, missing_file) or None."""
-    shard_lines = []
+    """A JSONL manifest, one JSON object per line: an edit pair {"source": path | "sources": [paths],
+    "instruction": str, "target": path, optional "caption"}, or an image {"image": path, optional
+    "caption"; other fields are kept as `meta`}. Paths are relative to the manifest's folder
+    (`root`, a folder or an object-store prefix) or URLs (`s3://...`); `problem(path)` says why a
+    path is not followed (path_outside_root, missing_file) or None."""
+    pending: dict[str, list[dict]] = {"edits": [], "images": []}
     for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
         where = f"{rel}#L{i}"
         try:
             obj = json.loads(line)
-            sources = obj.get("sources") or ([obj["source"]] if obj.get("source") else [])
-            target = obj["target"]
-            instruction = obj.get("instruction")
-            if (not sources or not isinstance(target, str) or not isinstance(instruction, str)
-                    or not all(isinstance(x, str) for x in sources)):
-                raise ValueError("needs source(s), target and instruction")
+            if isinstance(obj, dict) and "image" in obj and "target" not in obj:
+                kind, paths = "images", [obj["image"]]
+                entry = {"where": where, "image": obj["image"], "caption": obj.get("caption"),
+                         "meta": {k: v for k, v in obj.items() if k not in ("image", "caption")} or None}
+            else:
+                sources = obj.get("sources") or ([obj["source"]] if obj.get("source") else [])
+                target = obj["target"]
+                instruction = obj.get("instruction")
+                if not sources or not isinstance(target, str) or not isinstance(instruction, str):
+                    raise ValueError("needs source(s), target and instruction")
+                kind, paths = "edits", [*sources, target]
+                entry = {"where": where, "sources": sources, "target": target, "instruction": instruction,
+                         "caption": obj.get("caption"), "meta": obj.get("meta")}
+            if not all(isinstance(x, str) and x for x in paths):
+                raise ValueError("paths must be strings")
         except (ValueError, KeyError, TypeError, AttributeError):
             p.skip("bad_manifest_line", where)
             continue
-        why = next((w for w in map(problem, [*sources, target]) if w), None)
+        why = next((w for w in map(problem, paths) if w), None)
         if why:
             p.skip(why, where)
             continue
-        shard_lines.append({"where": where, "sources": sources, "target": target, "instruction": instruction,
-                            "caption": obj.get("caption"), "meta": obj.get("meta")})
-        if len(shard_lines) >= FILES_PER_SHARD:
-            p.add({"kind": "edits", "root": root, "lines": shard_lines}, len(shard_lines))
-            shard_lines = []
-    if shard_lines:
-        p.add({"kind": "edits", "root": root, "lines": shard_lines}, len(shard_lines))
+        pending[kind].append(entry)
+        if len(pending[kind]) >= FILES_PER_SHARD:
+            p.add({"kind": kind, "root": root, "lines": pending[kind]}, len(pending[kind]))
+            pending[kind] = []
+    for kind, shard_lines in pending.items():
+        if shard_lines:
+            p.add({"kind": kind, "root": root, "lines": shard_lines}, len(shard_lines))
+
+
+def manifest_paths(line: dict) -> list[str]:
+    """The paths one planned manifest line names (an image line's, or an edit pair's)."""
+    return [line["image"]] if "image" in line else [*line["sources"], line["target"]]
 
 
 def reads_remote(shard: dict) -> bool:
     """The shard's worker reads from an object store (it needs the credential pointers)."""
     if any(storage.is_remote(shard.get(k) or "") for k in ("path", "root")):
         return True
-    return any(storage.is_remote(x) for ln in shard.get("lines") or () for x in (*ln["sources"], ln["target"]))
+    return any(storage.is_remote(x) for ln in shard.get("lines") or () for x in manifest_paths(ln))
 
 
 # --- reading (workers) --------------------------------------------------------------------------
@@ -385,7 +400,8 @@ def read_shard(shard: dict, done: set[str] | frozenset = frozenset(), max_bytes:
     """Rows of one shard in blocks of ROWS_PER_BLOCK, skipping sources already `done`; no file or
     tar member above `max_bytes` is read (its row says `too_large` in `meta`)."""
     kind = shard["kind"]
-    gen = {"files": _read_files, "tar": _read_tar, "parquet": _read_parquet, "edits": _read_edits}[kind](shard, done, max_bytes)
+    gen = {"files": _read_files, "tar": _read_tar, "parquet": _read_parquet, "edits": _read_edits,
+           "images": _read_image_lines}[kind](shard, done, max_bytes)
     buf: list[dict] = []
     size = 0
     for item in gen:
@@ -637,6 +653,28 @@ def _read_edits(shard: dict, done, max_bytes: int) -> Iterator[dict | pa.Table]:
         yield _row(id=pair_id(sids, ln["instruction"], sample_id(tgt or b"")), source=ln["where"], task="ti2i", image=tgt,
                    image_uri=ref(root, ln["target"]), caption=ln.get("caption"), instruction=ln["instruction"],
                    source_ids=sids, source_images=srcs,
+                   meta=json.dumps(meta, ensure_ascii=False, default=str) if meta else None)
+    if stats:
+        yield _stats_table(stats)
+
+
+def _read_image_lines(shard: dict, done, max_bytes: int) -> Iterator[dict | pa.Table]:
+    """Image lines of a JSONL manifest: one text-to-image row each, the line's other fields as
+    `meta`; a path that does not exist is counted `ingest:missing_file`, as for edit pairs."""
+    root = shard["root"]
+    stats: Counter = Counter()
+    for ln in shard["lines"]:
+        if ln["where"] in done:
+            continue
+        uri = ref(root, ln["image"])
+        data, why = read_any(uri, max_bytes)
+        if missing(why):
+            stats["ingest:missing_file"] += 1
+            continue
+        meta = {**(ln.get("meta") or {}), **(why or {})}
+        caption = ln.get("caption")
+        yield _row(id=sample_id(data or b""), source=ln["where"], task="t2i", image=data, image_uri=uri,
+                   caption=clean_text(caption, stats) if isinstance(caption, str) else None,
                    meta=json.dumps(meta, ensure_ascii=False, default=str) if meta else None)
     if stats:
         yield _stats_table(stats)

@@ -126,9 +126,10 @@ def prepare(recipe: str, input: str, output: str, *, name: str | None = None, wo
         raise CurateError(str(e)) from None
     if not pl.shards:
         skipped = ", ".join(f"{k}={v}" for k, v in sorted(pl.counts.items()) if v)
-        raise CurateError(f"{inp} holds nothing to curate: no image files, Parquet rows, WebDataset tars or edit-pair "
+        raise CurateError(f"{inp} holds nothing to curate: no image files, Parquet rows, WebDataset tars or JSONL "
                           f"manifests were found{f' (not followed: {skipped})' if skipped else ''}. Point --input at a "
-                          "folder of images, a .parquet, a .tar shard, a .jsonl edit-pair manifest or a dataset.")
+                          "folder of images, a .parquet, a .tar shard, a .jsonl manifest (images or edit pairs) or a dataset, "
+                          "on disk or under an s3:// prefix.")
     if "ti2i" not in r.tasks and any(s["kind"] == "edits" for s in pl.shards):
         raise CurateError(f"recipe {r.name} is text-to-image only; edit pairs need a recipe with ti2i (stage2 or later)")
     col_problems = [q for s in {s["path"] for s in pl.shards if s["kind"] == "parquet" and not s.get("dataset")}
@@ -315,7 +316,7 @@ def steady_rate(blocks: list[tuple[float, int]], lo: float = 0.1, hi: float = 0.
 def _shard_done(shard: dict, done: set[str]) -> set[str]:
     if shard["kind"] == "files":
         return {f[0] for f in shard["files"] if f[0] in done}
-    if shard["kind"] == "edits":
+    if shard["kind"] in ("edits", "images"):
         return {ln["where"] for ln in shard["lines"] if ln["where"] in done}
     if shard["kind"] == "tar":
         pre = shard["rel"] + "!"
@@ -331,7 +332,7 @@ def _shard_complete(shard: dict, done: frozenset | None) -> bool:
         return False
     if shard["kind"] == "files":
         return all(f[0] in done for f in shard["files"])
-    if shard["kind"] == "edits":
+    if shard["kind"] in ("edits", "images"):
         return all(ln["where"] in done for ln in shard["lines"])
     return False  # tars and parquet row groups are re-read, skipping done rows
 

@@ -92,6 +92,11 @@ def count(pl) -> dict:
                 # driver); the worker reads it, as it reads a local one too big to look into
                 if not (meta_rel and (remote or _sidecar_caption(Path(s["root"]) / meta_rel))):
                     miss(rel)
+        elif s["kind"] == "images":  # JSONL image lines: the caption is in the line
+            for ln in s["lines"]:
+                rows += 1
+                if _blank(ln.get("caption")):
+                    miss(ln["where"])
         elif s["kind"] == "tar" and storage.is_remote(s["path"]):
             unknown += 1  # the driver never downloads a tar on an object store; its worker streams it
         elif s["kind"] == "tar":

@@ -120,8 +120,8 @@ def test_s3_tar_shards_curate_like_local_ones(s3env, ray_local, tmp_path, monkey
 
 
 def test_s3_parquet_manifests_and_loose_images_read_like_local(s3env, tmp_path):
-    """Parquet (bytes, and paths relative to the file), JSONL edit pairs (relative paths and s3 URLs;
-    one above the manifest, one missing) and a prefix of loose images with sidecars, each read back
+    """Parquet (bytes, and paths relative to the file), JSONL edit pairs and image lines (relative
+    paths and s3 URLs; one above the manifest, one missing) and a prefix of loose images with sidecars, each read back
     through ingest with the rows and counts of the same files on disk; parts of an unfinished
     dataset write are not read."""
     from flywheel.curation import ingest
@@ -140,6 +140,10 @@ def test_s3_parquet_manifests_and_loose_images_read_like_local(s3env, tmp_path):
              {"source": "../../etc/passwd", "instruction": "x", "target": "imgs/p0.jpg"},
              {"source": "imgs/gone.jpg", "instruction": "x", "target": "imgs/p0.jpg"}]
     (local / "pairs.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\nnot json\n")
+    images = [{"image": "imgs/p2.jpg", "caption": "two", "url": "http://example/p2.jpg"},
+              {"image": "s3://flywheel/inputs/mixed/imgs/p0.jpg"},
+              {"image": "imgs/gone.jpg", "caption": "x"}, {"image": "../outside.jpg"}]
+    (local / "images.jsonl").write_text("\n".join(json.dumps(x) for x in images))
     upload(local, "s3://flywheel/inputs/mixed")
     from flywheel.datasets import storage
 
@@ -161,11 +165,14 @@ def test_s3_parquet_manifests_and_loose_images_read_like_local(s3env, tmp_path):
     remote_rows, remote_counts = read(ingest.plan("s3://flywheel/inputs/mixed/"))
     local_rows, local_counts = read(ingest.plan(local))
     assert remote_rows == local_rows
-    assert len(remote_rows) == 3 + 2 + 2 + 2  # images, bytes rows, path rows (one unreadable), edit pairs
+    # loose images, Parquet bytes, Parquet paths (one unreadable), edit pairs, image lines
+    assert len(remote_rows) == 3 + 2 + 2 + 2 + 2
     # on disk a missing path is found while planning; on s3 by the worker: the same count either way
-    assert local_counts == {"ingest:orphan_sidecar": 1, "ingest:path_outside_root": 1, "ingest:missing_file": 1,
+    assert local_counts == {"ingest:orphan_sidecar": 1, "ingest:path_outside_root": 2, "ingest:missing_file": 2,
                             "ingest:bad_manifest_line": 1}
     assert remote_counts == {**local_counts, "ingest:unfinished_dataset_part": 1}
     by_src = {r[0]: r for r in remote_rows}
     assert by_src["paths.parquet#0"][4] and not by_src["paths.parquet#1"][4]
     assert by_src["pairs.jsonl#L2"][3] == "ti2i"
+    assert by_src["images.jsonl#L1"][2:] == ("two", "t2i", True) and by_src["images.jsonl#L2"][2:] == (None, "t2i", True)
+    assert by_src["images.jsonl#L2"][1] == by_src["imgs/p0.jpg"][1]  # the same bytes, by URL
