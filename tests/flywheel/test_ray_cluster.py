@@ -140,6 +140,42 @@ def test_a_node_killed_mid_run_changes_nothing(corpus, cluster, tmp_path):
           f"clean {clean_s:.1f} s, with the kill {killed_s:.1f} s (killed {len(busy)} running task(s))")
 
 
+def test_a_node_killed_while_it_scores_shipped_blocks(corpus, cluster, tmp_path):
+    """--ship-inputs: the second node dies while it scores a block the driver shipped. Ray reruns
+    the task from the block (owned by the driver, so it outlives the node), the rerun writes the part
+    under the lost attempt's name: no rerun of the command, rows of a clean default run."""
+    cluster.start_head()
+    node2 = cluster.add_node()
+    clean_p, clean_s = _run(curate_argv(corpus, tmp_path / "clean"), cluster.driver_env(FLYWHEEL_HOME=str(tmp_path / "h1")))
+    assert clean_p.returncode == 0, clean_p.stdout[-3000:] + clean_p.stderr[-3000:]
+    clean = json.loads((tmp_path / "clean" / "stats.json").read_text())
+    home = tmp_path / "h2"
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(curate_argv(corpus, tmp_path / "killed") + ["--ship-inputs"],
+                            env=cluster.driver_env(FLYWHEEL_HOME=str(home)), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for(lambda: node2.pids("ray::_score_block_task") and list(home.glob("state/*/parts/part-*.parquet")),
+                  proc, what="the second node scored a shipped block")
+        busy = node2.pids("ray::_score_block_task")
+        node2.kill()
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    killed_s = time.perf_counter() - t0
+    assert proc.returncode == 0, out[-4000:]
+    assert "inputs: shipped (--ship-inputs)" in out
+    killed = json.loads((tmp_path / "killed" / "stats.json").read_text())
+    assert killed["ray"]["shipped"]["blocks"] >= 2
+    assert killed["timing"]["attempts"] == 1 and killed["timing"]["rows_resumed"] == 0
+    assert rows(tmp_path / "killed") == rows(tmp_path / "clean")
+    assert killed["reject_reason"] == clean["reject_reason"] and killed["duplicate_rows_dropped_on_resume"] == 0
+    print(f"\nnode kill, shipped inputs: {clean['rows']} rows, accepted {clean['accepted']}, identical to a clean "
+          f"default run; clean {clean_s:.1f} s, shipped with the kill {killed_s:.1f} s (killed {len(busy)} running task(s), "
+          f"{killed['ray']['shipped']['blocks']} blocks shipped)")
+
+
 def test_losing_the_head_then_the_same_command_resumes(corpus, cluster, tmp_path):
     head = cluster.start_head()
     cluster.add_node()
