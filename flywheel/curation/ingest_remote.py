@@ -4,7 +4,7 @@ driver from one listing and read by the workers through fsspec.
 A prefix with a manifest is a dataset made by this tool: its parts as the manifest names them,
 one shard per row group (never a listing: an unfinished write is not an input). Any other prefix
 is listed once (`find`: 1,000 keys a request, sizes included) and its objects are planned as a
-local folder's files are (`ingest.plan_names`):
+local folder's files are (`listing.plan_names`):
 - WebDataset `.tar` shards (what img2dataset writes): one shard each; the worker that scores it
   streams it member by member in ranged GETs of `ingest.TAR_READ_BLOCK`, with the member rules of
   a local tar (unsafe names counted, members above `max_bytes` never kept); the driver never reads
@@ -29,14 +29,14 @@ import posixpath
 
 import pyarrow.parquet as pq
 
-from flywheel.curation import ingest
+from flywheel.curation import listing
 from flywheel.datasets import storage
 
 READ_HINT = ("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), AWS_ENDPOINT_URL for a non-AWS "
              "server, and grant s3:ListBucket and s3:GetObject on the prefix")
 
 
-def plan(url: str, image_col: str = "image", caption_col: str = "caption") -> ingest.Plan:
+def plan(url: str, image_col: str = "image", caption_col: str = "caption") -> listing.Plan:
     proto = url.split("://", 1)[0]
     key = storage.strip(url).rstrip("/")
     fs = storage.filesystem(url)
@@ -61,12 +61,12 @@ def plan(url: str, image_col: str = "image", caption_col: str = "caption") -> in
         raise FileNotFoundError(f"input {url} is an empty prefix: no objects under it. Check the prefix, or upload "
                                 "the images, .tar shards, .parquet files or .jsonl manifests first.")
     root = f"{proto}://{base}"
-    p = ingest.Plan(root=root)
+    p = listing.Plan(root=root)
     opts = {"image_col": image_col, "caption_col": caption_col}
     if info["type"] == "directory":
         p.kind = "prefix"
     else:
-        p.kind = {"parquet": "parquet", "tar": "tar", "jsonl": "jsonl"}.get(ingest._ext(key), "file")
+        p.kind = {"parquet": "parquet", "tar": "tar", "jsonl": "jsonl"}.get(listing.ext(key), "file")
     _datasets_inside(p, files, base, root, image_col, caption_col)
     by_dir: dict[str, list[str]] = {}
     for path in sorted(files):
@@ -80,13 +80,13 @@ def plan(url: str, image_col: str = "image", caption_col: str = "caption") -> in
             rel = prefix + name
             _plan_object(p, fs, root, rel, int(files[f"{base}/{rel}"].get("size") or 0), opts)
 
-        ingest.plan_names(p, root, prefix, by_dir[d], batch, lambda n: True, data_file)
+        listing.plan_names(p, root, prefix, by_dir[d], batch, lambda n: True, data_file)
     if batch:
         p.add({"kind": "files", "root": root, "files": batch}, len(batch))
     return p
 
 
-def _datasets_inside(p: ingest.Plan, files: dict, base: str, root: str, image_col: str, caption_col: str) -> None:
+def _datasets_inside(p: listing.Plan, files: dict, base: str, root: str, image_col: str, caption_col: str) -> None:
     """Datasets under the prefix are read through their manifests, and parts under a `data/` with
     no manifest beside it (a killed writer's, which `flywheel gc` collects) are not read at all
     (`ingest:unfinished_dataset_part`): readers trust only manifests. Both leave `files`."""
@@ -104,9 +104,9 @@ def _datasets_inside(p: ingest.Plan, files: dict, base: str, root: str, image_co
         del files[path]
 
 
-def _plan_object(p: ingest.Plan, fs, root: str, rel: str, size: int, opts: dict) -> None:
+def _plan_object(p: listing.Plan, fs, root: str, rel: str, size: int, opts: dict) -> None:
     url = f"{root}/{rel}"
-    ext = ingest._ext(rel)
+    ext = listing.ext(rel)
     if ext == "tar":
         p.add({"kind": "tar", "path": url, "rel": rel}, max(1, size // 100_000))
     elif ext == "parquet":
@@ -130,15 +130,15 @@ def _plan_object(p: ingest.Plan, fs, root: str, rel: str, size: int, opts: dict)
             return None
 
         with fs.open(storage.strip(url), "rt", encoding="utf-8", errors="replace") as fh:
-            ingest.plan_manifest_lines(p, fh, rel, url.rsplit("/", 1)[0], problem)
+            listing.plan_manifest_lines(p, fh, rel, url.rsplit("/", 1)[0], problem)
 
 
-def _plan_dataset(url: str, image_col: str, caption_col: str) -> ingest.Plan:
+def _plan_dataset(url: str, image_col: str, caption_col: str) -> listing.Plan:
     """A dataset on an object store: the parts its manifest names, one shard per row group."""
     from flywheel.datasets import Dataset
 
     ds = Dataset(url)
-    p = ingest.Plan(root=url)
+    p = listing.Plan(root=url)
     p.kind = "dataset"
     opts = {"image_col": image_col, "caption_col": caption_col}
     for f in ds.files():
