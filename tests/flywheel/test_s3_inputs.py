@@ -108,6 +108,12 @@ def test_s3_tar_shards_curate_like_local_ones(s3env, ray_local, tmp_path, monkey
     assert from_s3["reject_reason"] == {"broken_file:not_image": 2, "dedup:exact": 2, "resolution:too_small": 2}
     assert from_s3["ingest"] == from_local["ingest"] == {"ingest:orphan_sidecar": 2, "ingest:unsafe_tar_member": 2}
     assert from_s3["input"] == "s3://flywheel/inputs/wds" and from_s3["ingest"]
+    # the plan, state, catalog and outputs name the objects, never the key
+    import os
+
+    written = b"".join(f.read_bytes() for d in (Path(os.environ["FLYWHEEL_HOME"]), tmp_path / "s3-out")
+                       for f in d.rglob("*") if f.is_file())
+    assert b"s3://flywheel/inputs/wds" in written and SECRET.encode() not in written
     # one shard as a single object
     one = ingest.plan("s3://flywheel/inputs/wds/00001.tar")
     assert one.kind == "tar" and [s["rel"] for s in one.shards] == ["00001.tar"]
