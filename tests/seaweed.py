@@ -123,3 +123,14 @@ class SeaweedS3:
         self.proc = None
         if getattr(self, "log", None):
             self.log.close()
+
+
+def profile_credentials(s3env, tmp_path, monkeypatch) -> None:
+    """Credentials as a profile: Ray workers get the pointers (profile, file, endpoint), never the key."""
+    creds = tmp_path / "aws-credentials"
+    creds.write_text(f"[flywheel-test]\naws_access_key_id = {s3env.env()['AWS_ACCESS_KEY_ID']}\n"
+                     f"aws_secret_access_key = {SECRET}\n")
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(creds))
+    monkeypatch.setenv("AWS_PROFILE", "flywheel-test")

