@@ -239,6 +239,17 @@ def test_enhancer_sft_then_rl_resume_exactly(toy, tmp_path):
     assert isinstance(text, str) and info["mode"].startswith("trained enhancer")
 
 
+def test_group_spread_finds_groups_whose_rewards_carry_no_signal():
+    """A converged SFT enhancer samples one rewrite per prompt: every group is flat and GRPO's advantages are
+    zero. group_spread says so (the run warns when every step was flat)."""
+    from flywheel.training.enhancer import group_spread
+
+    texts = ["a", "a", "a", "b", "c", "c"]  # P=2 groups of G=3
+    distinct, flat = group_spread(texts, torch.tensor([[0.5, 0.5, 0.5], [0.0, 1.0, 1.0]]))
+    assert distinct == pytest.approx(3 / 6) and flat == 0.5
+    assert group_spread(["x"] * 4, torch.tensor([[1.0, 1.0], [0.2, 0.2]]))[1] == 1.0
+
+
 def test_stage_requirements_name_the_flags():
     with pytest.raises(ValueError, match="stage rl needs --init, --prompts"):
         TrainConfig(out="x", stage="rl")
