@@ -265,7 +265,7 @@ def rl(cfg: TrainConfig) -> dict:
         rewards.calibrate(score(rewrites, [s for _, s in ref_prompts], range(len(ref_prompts)), 0))
         rewards.save(out / "reward_calibration.json")
 
-    step, budget = start - 1, _budget(cfg)
+    step, budget, flat_steps = start - 1, _budget(cfg), 0
     G = cfg.group_size
     for step in range(start, cfg.steps):
         rng = np.random.default_rng([cfg.seed, step])
@@ -278,6 +278,8 @@ def rl(cfg: TrainConfig) -> dict:
         r, rlog = score(texts, [s for _, s in expanded], seeds, step)
         r = torch.tensor(r, dtype=torch.float32).view(-1, G)
         adv = ((r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True) + 1e-4)).clamp(-cfg.adv_clip, cfg.adv_clip).flatten().to(device)
+        distinct, flat = group_spread(texts, r)
+        flat_steps += flat == 1.0
         for g in opt.param_groups:
             g["lr"] = cfg.schedule.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
         lp, real = enh.token_logprobs(enh.model, enc, new)
@@ -287,10 +289,26 @@ def rl(cfg: TrainConfig) -> dict:
         per_tok = -adv[:, None] * lp + cfg.kl_beta * kl
         loss = ((per_tok * real).sum(1) / real.sum(1).clamp(min=1)).mean()
         if _step_end(cfg, out, enh, opt, loss, step, history, budget,
-                     dict(kl=float((kl.detach() * real).sum() / real.sum()), **rlog, sample=texts[0],
-                          prompt=expanded[0][0])):
+                     dict(kl=float((kl.detach() * real).sum() / real.sum()), distinct=distinct, flat_groups=flat, **rlog,
+                          sample=texts[0], prompt=expanded[0][0])):
             break
-    return dict(losses=history, step=step + 1, out=str(out), loss=history[-1] if history else float("nan"))
+    steps = step + 1 - start
+    if steps and flat_steps == steps:
+        # every group of every step had one reward: zero advantages, so GRPO changed nothing
+        print(f"warning: enhancer-rl: in all {steps} steps every group of {G} rewrites scored the same (the SFT "
+              "model samples one rewrite per prompt), so no step changed the model. Train the SFT "
+              "stage for fewer steps so sampling still varies, or raise --group-size.", flush=True)
+    return dict(losses=history, step=step + 1, out=str(out), loss=history[-1] if history else float("nan"),
+                flat_steps=flat_steps)
+
+
+def group_spread(texts: list[str], rewards) -> tuple[float, float]:
+    """(distinct rewrites per group / G, share of groups whose rewards are all equal) for (P, G) rewards
+    and the P*G rewrites in group order: when every group is flat, GRPO's advantages are all zero."""
+    P, G = rewards.shape
+    distinct = sum(len(set(texts[i * G:(i + 1) * G])) for i in range(P)) / (P * G)
+    flat = float((rewards.max(1).values - rewards.min(1).values <= 1e-9).float().mean())
+    return distinct, flat
 
 
 def _step_end(cfg: TrainConfig, out: Path, enh, opt, loss, step: int, history: list, budget, log: dict) -> bool:
