@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pyarrow.dataset as pads
 import pytest
+from runs import kill_after_first_part
 
 CPU_SKIP = ["nsfw", "rotation", "clip"]
 
@@ -207,16 +207,7 @@ def test_kill_9_then_rerun_gives_the_clean_result(demo_corpus, ray_local, tmp_pa
     env["FLYWHEEL_HOME"] = str(kill_home)
     proc = subprocess.Popen(_curate_cmd(demo_corpus, tmp_path / "killed-out"), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    parts = []
-    while time.time() < deadline and proc.poll() is None:
-        parts = list((kill_home / "state").glob("*/parts/part-*.parquet"))
-        if parts:
-            break
-        time.sleep(0.2)
-    assert parts, "the run never wrote a part before finishing; cannot test the kill"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_after_first_part(proc, kill_home)
     assert not (tmp_path / "killed-out" / "accepted").exists()
 
     monkeypatch.setenv("FLYWHEEL_HOME", str(kill_home))

