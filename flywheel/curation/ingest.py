@@ -34,8 +34,7 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from flywheel.curation.listing import (  # noqa: F401 - planning names kept importable from here
-    FILES_PER_SHARD,
+from flywheel.curation.listing import (
     SIDECAR_EXTS,
     Plan,
     manifest_paths,

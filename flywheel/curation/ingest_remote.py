@@ -111,14 +111,9 @@ def _plan_object(p: listing.Plan, fs, root: str, rel: str, size: int, opts: dict
         p.add({"kind": "tar", "path": url, "rel": rel}, max(1, size // 100_000))
     elif ext == "parquet":
         try:
-            with fs.open(storage.strip(url), "rb") as fh:
-                meta = pq.ParquetFile(fh).metadata
+            _plan_row_groups(p, fs, url, rel, False, opts)
         except Exception as e:  # noqa: BLE001 - a broken parquet file is reported, not fatal
             p.skip("unreadable_parquet", f"{rel}: {type(e).__name__}: {storage.redact(str(e))}")
-            return
-        for rg in range(meta.num_row_groups):
-            p.add({"kind": "parquet", "path": url, "rel": rel, "row_group": rg, "dataset": False, **opts},
-                  meta.row_group(rg).num_rows)
     elif ext == "jsonl":
         mdir = storage.strip(url).rsplit("/", 1)[0]
 
@@ -142,9 +137,14 @@ def _plan_dataset(url: str, image_col: str, caption_col: str) -> listing.Plan:
     p.kind = "dataset"
     opts = {"image_col": image_col, "caption_col": caption_col}
     for f in ds.files():
-        with ds.fs.open(storage.strip(f), "rb") as fh:
-            meta = pq.ParquetFile(fh).metadata
-        for rg in range(meta.num_row_groups):
-            p.add({"kind": "parquet", "path": f, "rel": f[len(url) + 1:], "row_group": rg, "dataset": True, **opts},
-                  meta.row_group(rg).num_rows)
+        _plan_row_groups(p, ds.fs, f, f[len(url) + 1:], True, opts)
     return p
+
+
+def _plan_row_groups(p: listing.Plan, fs, url: str, rel: str, dataset: bool, opts: dict) -> None:
+    """One shard per row group of a Parquet object, from its footer alone."""
+    with fs.open(storage.strip(url), "rb") as fh:
+        meta = pq.ParquetFile(fh).metadata
+    for rg in range(meta.num_row_groups):
+        p.add({"kind": "parquet", "path": url, "rel": rel, "row_group": rg, "dataset": dataset, **opts},
+              meta.row_group(rg).num_rows)
