@@ -130,28 +130,44 @@ def _score_shard_group(pairs, steps, work_size, keep_work, decode_params, done_b
     """Read shards, decode once, run the stateless operators. When no model stage follows, each
     block is written here directly (`parts_dir`) and only a one-row summary leaves the worker.
     `caption_fill`: what happens to rows without a caption (`curation.uncaptioned`), before decoding."""
-    from flywheel.curation.ingest import read_shard
     from flywheel.filters.decode import Decode
 
     scorer = _scorer(steps, work_size, keep_work, decode_params, side_root)
-    fill = None
-    if caption_fill:
-        from flywheel.curation.uncaptioned import shared
-
-        fill = shared(caption_fill)
+    fill = _filler(caption_fill)
     max_bytes = Decode.Params(**(decode_params or {})).max_bytes
     for shard_json, shard_key in pairs:
-        done = done_by_shard.get(shard_key, frozenset())
-        for i, t in enumerate(read_shard(json.loads(shard_json), done, max_bytes=max_bytes)):
-            if "__ingest_stats__" in t.column_names:
-                (Path(ingest_dir) / f"{shard_key}.json").write_text(t.column(0)[0].as_py())
-                continue
+        for i, t in _shard_blocks(json.loads(shard_json), shard_key, done_by_shard, max_bytes, ingest_dir):
             scored = scorer(fill(t) if fill else t)
             if not parts_dir:
                 yield scored
                 continue
-            name = _part_name(attempt, shard_key, i) if attempt else None
-            yield _summary(scored, _atomic_write(_strip(scored), parts_dir, name))
+            yield _write_block(scored, parts_dir, _part_name(attempt, shard_key, i) if attempt else None)
+
+
+def _shard_blocks(shard: dict, shard_key: str, done_by_shard, max_bytes: int, ingest_dir) -> Iterator[tuple[int, pa.Table]]:
+    """A shard's blocks as ingest cuts them, (index, rows not done yet); the shard's ingest counts
+    (its last block) go to `ingest_dir` instead."""
+    from flywheel.curation.ingest import read_shard
+
+    for i, t in enumerate(read_shard(shard, done_by_shard.get(shard_key, frozenset()), max_bytes=max_bytes)):
+        if "__ingest_stats__" in t.column_names:
+            (Path(ingest_dir) / f"{shard_key}.json").write_text(t.column(0)[0].as_py())
+            continue
+        yield i, t
+
+
+def _filler(caption_fill):
+    """The rows-without-caption step of `curation.uncaptioned`, or None."""
+    if not caption_fill:
+        return None
+    from flywheel.curation.uncaptioned import shared
+
+    return shared(caption_fill)
+
+
+def _write_block(scored: pa.Table, parts_dir: str, name: str | None) -> pa.Table:
+    """Write a scored block as a part; its one-row summary (what leaves the worker)."""
+    return _summary(scored, _atomic_write(_strip(scored), parts_dir, name))
 
 
 def _score_block_task(block: pa.Table, shard_key: str, index: int, steps, work_size, decode_params, parts_dir,
@@ -159,12 +175,9 @@ def _score_block_task(block: pa.Table, shard_key: str, index: int, steps, work_s
     """A Ray task over one block the driver read and shipped (`_run_shipped`): scored and written
     as `_score_shard_group` does for the same block of the same shard (same part name)."""
     scorer = _scorer(steps, work_size, False, decode_params, side_root)
-    if caption_fill:
-        from flywheel.curation.uncaptioned import shared
-
-        block = shared(caption_fill)(block)
-    scored = scorer(block)
-    return [_summary(scored, _atomic_write(_strip(scored), parts_dir, _part_name(attempt, shard_key, index)))]
+    fill = _filler(caption_fill)
+    scored = scorer(fill(block) if fill else block)
+    return [_write_block(scored, parts_dir, _part_name(attempt, shard_key, index))]
 
 
 def _part_name(attempt: str, shard_key: str, block: int) -> str:
@@ -370,7 +383,6 @@ def _run_shipped(items, stateless, recipe, parts_dir, ingest_dir, workers, done_
     stats.json `ray.object_store`). Rows already done (a resumed run) are skipped by the driver."""
     import ray
 
-    from flywheel.curation.ingest import read_shard
     from flywheel.filters.decode import Decode
 
     fn = ray.remote(num_cpus=1, max_retries=MAX_TASK_RETRIES, retry_exceptions=False,
@@ -387,11 +399,7 @@ def _run_shipped(items, stateless, recipe, parts_dir, ingest_dir, workers, done_
         for it in items:
             key = it["key"]
             t0 = time.perf_counter()
-            for i, t in enumerate(read_shard(json.loads(it["shard"]), done_by_shard.get(key, frozenset()),
-                                             max_bytes=max_bytes)):
-                if "__ingest_stats__" in t.column_names:
-                    (Path(ingest_dir) / f"{key}.json").write_text(t.column(0)[0].as_py())
-                    continue
+            for i, t in _shard_blocks(json.loads(it["shard"]), key, done_by_shard, max_bytes, ingest_dir):
                 shipped["driver_read_s"] += time.perf_counter() - t0
                 yield key, i, t
                 t0 = time.perf_counter()
