@@ -5,8 +5,9 @@ points over raw and above the existing rewriter; no rewrite changes what the pro
 - Held-out set: benchmarks/data/enhancer_heldout.jsonl (240 prompts: eval-split specs paraphrased with
   synonyms, other word orders and filler; committed before any enhancer training). The checker scores every
   image against the ORIGINAL prompt's spec (its intent), whatever the rewrite says.
-- SFT pairs: paraphrases of train-split specs (another seed) -> the suite's wording (`enhancer.canonical`),
-  or --pairs (a `prompt_enhancer_pairs` dataset from the router's prompt track); any pair whose prompt is in
+- SFT pairs: paraphrases of train-split specs (another seed) -> the spec in one of the suite grammar's
+  wordings, drawn per pair (`--sft-targets suite`; `canonical` is one fixed wording per spec, which leaves GRPO
+  nothing to choose among), or --pairs (a `prompt_enhancer_pairs` dataset from the router's prompt track); any pair whose prompt is in
   the held-out set is dropped. The enhancer is a tiny Qwen3 trained from scratch on the suite's vocabulary.
 - GRPO: `--stage enhancer-rl` with the frozen toy checkpoint rendering the rewrites, reward checker + text.
 - Intent check: the share of rewrites the suite's parser reads as exactly the held-out spec.
@@ -34,6 +35,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default="runs/enhancer-toy")
     ap.add_argument("--pairs", default=None, help="a prompt_enhancer_pairs dataset or JSONL; default: generated paraphrase pairs")
     ap.add_argument("--n-pairs", type=int, default=6000)
+    ap.add_argument("--sft-targets", choices=("suite", "canonical"), default="suite",
+                    help="suite: each pair's rewrite is the spec in one of the grammar's wordings, drawn at random, so the "
+                         "SFT model keeps a spread of intent-preserving rewrites for GRPO to choose among; canonical: one "
+                         "fixed wording per spec (SFT collapses to it and GRPO's groups are flat)")
     ap.add_argument("--sft-minutes", type=float, default=20.0)
     ap.add_argument("--minutes", type=float, default=40.0, help="CPU minutes of GRPO")
     ap.add_argument("--n-eval", type=int, default=240)
@@ -68,7 +73,9 @@ def main(argv=None) -> dict:
         rng = np.random.default_rng(7)
         rows = [(en.paraphrase(s, rng), s) for _, s in syn.sample_prompts(a.n_pairs, "train", seed=7)]
         rows = [(q, s) for q, s in rows if q not in held_prompts]
-        pairs.write_text("".join(json.dumps({"prompt": q, "rewrite": en.canonical(s)}) + "\n" for q, s in rows))
+        wording = np.random.default_rng(8)
+        target = (lambda s: syn.prompt_for(s, wording)) if a.sft_targets == "suite" else en.canonical
+        pairs.write_text("".join(json.dumps({"prompt": q, "rewrite": target(s)}) + "\n" for q, s in rows))
         (out / "rl_prompts.jsonl").write_text("".join(json.dumps({"prompt": q, "expected": s.to_dict()}) + "\n" for q, s in rows))
 
     runs = {}

@@ -44,6 +44,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-control", action="store_true",
                     help="skip the shuffled-reward arm (when the grpo arm shows no gain, the control has nothing to explain)")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="a fixed number of steps for both arms instead of --minutes (lets the arms run as two processes)")
+    ap.add_argument("--arms", default="grpo,control",
+                    help="the arms this process trains (comma list; '' trains none and only evaluates what OUT holds)")
+    ap.add_argument("--weakest", default=None, help="the attribute to train, skipping the pick on prompt seed 1")
+    ap.add_argument("--skip-eval", action="store_true", help="train only; evaluate later with --arms ''")
     a = ap.parse_args(argv)
 
     import torch
@@ -58,11 +64,15 @@ def main(argv=None) -> dict:
     base = ensure_toy(Path(a.toy), a.toy_minutes)
 
     # -- 2. the weakest attribute, on prompt seed 1 ----------------------------------------------------
-    pick = syn.sample_prompts(a.n_pick, "eval", seed=1, unique=True)
-    s0 = evaluate(base, pick, a.size, a.eval_steps, 4.0, seed=1)["summary"]
-    attrs = [x for x in ("color", "shape", "count", "position") if x in s0]
-    weakest = min(attrs, key=lambda x: s0[x]["acc"])
-    print(f"weakest attribute on prompt seed 1: {weakest} ({s0[weakest]['acc']:.1%})", flush=True)
+    attrs = ["color", "shape", "count", "position"]
+    if a.weakest:
+        weakest = a.weakest
+    else:
+        pick = syn.sample_prompts(a.n_pick, "eval", seed=1, unique=True)
+        s0 = evaluate(base, pick, a.size, a.eval_steps, 4.0, seed=1)["summary"]
+        attrs = [x for x in attrs if x in s0]
+        weakest = min(attrs, key=lambda x: s0[x]["acc"])
+        print(f"weakest attribute on prompt seed 1: {weakest} ({s0[weakest]['acc']:.1%})", flush=True)
 
     # -- 3. RL prompts: asking for that attribute, training combinations only --------------------------
     if a.rl_prompts:
@@ -82,15 +92,22 @@ def main(argv=None) -> dict:
                               reward_reference=64, shuffle_rewards=shuffle, ckpt_every=20, log_every=1, progress=True))
         return dict(steps=r["step"], cpu_minutes=(time.process_time() - t0) / 60)
 
-    runs = {"grpo": arm("grpo", 10**9, a.minutes * 60 * a.threads, False)}
-    if not a.no_control:
-        runs["control"] = arm("control", runs["grpo"]["steps"], None, True)
+    chosen = [x for x in a.arms.split(",") if x and not (x == "control" and a.no_control)]
+    runs = {}
+    if "grpo" in chosen:
+        runs["grpo"] = arm("grpo", a.steps or 10**9, None if a.steps else a.minutes * 60 * a.threads, False)
+    if "control" in chosen:
+        runs["control"] = arm("control", a.steps or runs["grpo"]["steps"], None, True)
+    if a.skip_eval:
+        print(json.dumps(dict(runs=runs)), flush=True)
+        return {}
+    trained = [n for n in ("grpo", "control") if (out / n / "transformer").exists()]
 
     # -- 5. held-out combinations, n >= 500 ---------------------------------------------------------------
     held = [(p, s) for p, s in syn.sample_prompts(8 * a.n_eval, "eval", seed=2, unique=True) if combo_split(s) == "heldout"]
     held = held[: a.n_eval]
     arms = {"base": evaluate(base, held, a.size, a.eval_steps, 4.0, seed=3)}
-    for name in runs:
+    for name in trained:
         arms[name] = evaluate(out / name, held, a.size, a.eval_steps, 4.0, seed=3)
     gain = delta(arms, "grpo", "base", weakest)
     others = {x: delta(arms, "grpo", "base", x) for x in attrs if x != weakest}

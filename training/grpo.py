@@ -239,7 +239,9 @@ def main(cfg: TrainConfig) -> dict:
         r = torch.tensor(r, dtype=torch.float32)
         if cfg.shuffle_rewards:  # the control arm: same steps, KL and EMA, rewards carrying no information
             r = r[torch.randperm(len(r), generator=gen)]
-        adv = advantages(r.view(cfg.batch_size, cfg.group_size), cfg.adv_clip).flatten().to(device)  # (B,)
+        grouped = r.view(cfg.batch_size, cfg.group_size)
+        flat = float((grouped.std(1) < 1e-6).float().mean())  # groups whose images all scored alike teach nothing
+        adv = advantages(grouped, cfg.adv_clip).flatten().to(device)  # (B,)
         for g in opt.param_groups:
             g["lr"] = cfg.schedule.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
         stats: dict[str, list] = {}
@@ -259,7 +261,7 @@ def main(cfg: TrainConfig) -> dict:
         if ema is not None:
             pol.trainable_ema(params, ema, step, cfg.ema_decay)
         history.append(float(np.mean(stats["loss"])))
-        rec = dict(step=step + 1, **{k: float(np.mean(v)) for k, v in stats.items()}, **rlog,
+        rec = dict(step=step + 1, **{k: float(np.mean(v)) for k, v in stats.items()}, **rlog, flat_groups=flat,
                    lr=opt.param_groups[0]["lr"], rollout_s=t_roll, sec=time.time() - t0)
         if cfg.progress:
             print(f"rl step {step + 1}/{cfg.steps} reward {rlog['reward/total']:.3f} kl {rec['kl']:.2e}", flush=True)
