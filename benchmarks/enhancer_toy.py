@@ -34,7 +34,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--toy-minutes", type=float, default=30.0)
     ap.add_argument("--out", default="runs/enhancer-toy")
     ap.add_argument("--pairs", default=None, help="a prompt_enhancer_pairs dataset or JSONL; default: generated paraphrase pairs")
-    ap.add_argument("--n-pairs", type=int, default=6000)
+    ap.add_argument("--n-pairs", type=int, default=6000, help="paraphrased prompts (each gives --rewrites-per-prompt pairs)")
+    ap.add_argument("--rewrites-per-prompt", type=int, default=4, help="with --sft-targets suite")
     ap.add_argument("--sft-targets", choices=("suite", "canonical"), default="suite",
                     help="suite: each pair's rewrite is the spec in one of the grammar's wordings, drawn at random, so the "
                          "SFT model keeps a spread of intent-preserving rewrites for GRPO to choose among; canonical: one "
@@ -74,8 +75,11 @@ def main(argv=None) -> dict:
         rows = [(en.paraphrase(s, rng), s) for _, s in syn.sample_prompts(a.n_pairs, "train", seed=7)]
         rows = [(q, s) for q, s in rows if q not in held_prompts]
         wording = np.random.default_rng(8)
-        target = (lambda s: syn.prompt_for(s, wording)) if a.sft_targets == "suite" else en.canonical
-        pairs.write_text("".join(json.dumps({"prompt": q, "rewrite": target(s)}) + "\n" for q, s in rows))
+        if a.sft_targets == "suite":  # k wordings per prompt: SFT cannot memorise one per prompt, so it keeps the spread
+            targets = [[syn.prompt_for(s, wording) for _ in range(a.rewrites_per_prompt)] for _, s in rows]
+        else:
+            targets = [[en.canonical(s)] for _, s in rows]
+        pairs.write_text("".join(json.dumps({"prompt": q, "rewrite": t}) + "\n" for (q, _), ts in zip(rows, targets) for t in ts))
         (out / "rl_prompts.jsonl").write_text("".join(json.dumps({"prompt": q, "expected": s.to_dict()}) + "\n" for q, s in rows))
 
     runs = {}

@@ -296,8 +296,9 @@ def rl(cfg: TrainConfig) -> dict:
     if steps and flat_steps == steps:
         # every group of every step had one reward: zero advantages, so GRPO changed nothing
         print(f"warning: enhancer-rl: in all {steps} steps every group of {G} rewrites scored the same (the SFT "
-              "model samples one rewrite per prompt), so no step changed the model. Train the SFT "
-              "stage for fewer steps so sampling still varies, or raise --group-size.", flush=True)
+              "model samples one rewrite per prompt), so no step changed the model. Give SFT several "
+              "intent-preserving rewrites per prompt (benchmarks/enhancer_toy.py --sft-targets suite does) so "
+              "its samples still differ, or raise --group-size.", flush=True)
     return dict(losses=history, step=step + 1, out=str(out), loss=history[-1] if history else float("nan"),
                 flat_steps=flat_steps)
 

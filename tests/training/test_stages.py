@@ -204,7 +204,8 @@ def test_rl_resumes_exactly_and_samples(toy, tmp_path):
 
     _resumes_exactly(toy, tmp_path, "rl", kl_beta=0.1, shuffle_rewards=True)  # shuffled: the rewards surely differ
     m = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
-    assert {"reward/checker/raw", "reward/total", "kl", "clipfrac"} <= set(m[-1])
+    assert {"reward/checker/raw", "reward/total", "kl", "clipfrac", "flat_groups"} <= set(m[-1])
+    assert all(0.0 <= r["flat_groups"] <= 1.0 for r in m)
     assert json.loads((tmp_path / "full" / "flywheel.json").read_text())["stage"] == "rl"
     assert len(Generator(tmp_path / "full")(["two red circles"], width=32, height=32, steps=2)) == 1
 
