@@ -209,10 +209,10 @@ class Dedup(Barrier):
         # the view test for every candidate at once (in chunks); ORB only where it fails but the
         # thumbnails are still alike (`orb_gate`: unrelated images are ~1.1 std apart)
         vd = np.zeros(len(ci))
-        for s0 in range(0, len(ci), 65536):
-            sl = slice(s0, s0 + 65536)
-            vd[sl] = view_diffs(np.stack([feats[a].thumbs[va].ravel() for a, va in zip(ci[sl].tolist(), vi[sl].tolist())]),
-                                np.stack([feats[b].thumbs[vb].ravel() for b, vb in zip(cj[sl].tolist(), vj[sl].tolist())]))
+        for s0 in range(0, len(ci), 8192):  # 8k pairs: two 8 MB stacks, not a peak that grows with the run
+            sl = slice(s0, s0 + 8192)
+            vd[sl] = view_diffs(np.stack([feats[a].thumbs8[va].ravel() for a, va in zip(ci[sl].tolist(), vi[sl].tolist())]).astype(np.float32),
+                                np.stack([feats[b].thumbs8[vb].ravel() for b, vb in zip(cj[sl].tolist(), vj[sl].tolist())]).astype(np.float32))
         for a, b, va, vb, d, x in zip(ci.tolist(), cj.tolist(), vi.tolist(), vj.tolist(), dist.tolist(), vd.tolist()):
             if ids[a] == ids[b] or (x > p.max_view_diff and x > p.orb_gate):
                 continue
@@ -258,14 +258,16 @@ class Dedup(Barrier):
             groups.setdefault(id(r), (r, []))[1].append(c)
         for r, cs in groups.values():
             t = r.features(np.array([srcs[c][1] for c in cs], np.int64))
-            th, orb = t.column("dedup__thumb").to_pylist(), t.column("dedup__orb").to_pylist()
+            # views into the table's buffers: as Python bytes they were another copy of every candidate row
+            th, orb = _binary_views(t.column("dedup__thumb")), _binary_views(t.column("dedup__orb"))
             for c, a, b in zip(cs, th, orb):
                 feats[c] = Side.of(int(wh[c, 0]), int(wh[c, 1]), a, b)
         return feats
 
     def _read_prior(self, paths: Sequence[str]) -> "_Rows | None":
-        import pyarrow.dataset as pads
         import pyarrow.parquet as pq
+
+        from flywheel.datasets.reader import read_columns
 
         files = []
         for d in paths:
@@ -276,7 +278,7 @@ class Dedup(Barrier):
         if not files:
             return None
         eager = [c for c in self.prior_columns if c not in self.deferred]
-        return _Rows.of(pads.dataset(files).to_table(columns=eager), ParquetRows(files, list(self.deferred)))
+        return _Rows.of(read_columns(files, eager), ParquetRows(files, list(self.deferred)))
 
     @staticmethod
     def _exact_pairs(table: pa.Table, out: dict[str, list]) -> None:
@@ -328,6 +330,19 @@ class _Rows:
         if self.rows is not None:
             return self.rows.take(idx)
         return self.table.select(["dedup__thumb", "dedup__orb"]).take(pa.array(idx, pa.int64()))
+
+
+def _binary_views(col: pa.ChunkedArray) -> list:
+    """Each value of a binary column as a uint8 numpy view of the column's own buffer (None when null)."""
+    arr = col.combine_chunks()
+    if len(arr) == 0:
+        return []
+    big = pa.types.is_large_binary(arr.type)
+    _, off_buf, data_buf = arr.buffers()
+    offs = np.frombuffer(off_buf, np.int64 if big else np.int32)[arr.offset: arr.offset + len(arr) + 1]
+    data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    valid = np.asarray(arr.is_valid())
+    return [data[offs[i]:offs[i + 1]] if valid[i] else None for i in range(len(arr))]
 
 
 def _decision_rank(ids: list, sources: list, wh: np.ndarray, quality: np.ndarray, prior_count: int,

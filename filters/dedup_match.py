@@ -112,7 +112,7 @@ def orb_features(rgb: np.ndarray) -> bytes:
 
 def unpack(blob: bytes | None) -> tuple[np.ndarray, np.ndarray]:
     """(points (n, 2) float32 in units of the longer side, descriptors (n, 32) uint8)."""
-    if not blob:
+    if blob is None or not len(blob):  # bytes, or a uint8 view of a stored column
         return np.zeros((0, 2), np.float32), np.zeros((0, _DESC), np.uint8)
     n = len(blob) // (4 + _DESC)
     pts = np.frombuffer(blob, dtype="<u2", count=2 * n).reshape(n, 2).astype(np.float32) / 65535.0
@@ -126,16 +126,22 @@ class Side:
 
     w: float  # frame size in units of its longer side
     h: float
-    thumbs: np.ndarray  # (len(VIEWS), 16, 16) float32: one per centred view, whole frame first
+    thumbs8: np.ndarray  # (len(VIEWS), 16, 16) uint8 as stored: one per centred view, whole frame first
     pts: np.ndarray
     des: np.ndarray
+
+    @property
+    def thumbs(self) -> np.ndarray:
+        """The thumbnails as float32, made on use: the barrier holds every candidate row's Side at once,
+        and float32 copies were 3 KB a row (~90 MB for the 29k candidate rows of 200k generated images)."""
+        return self.thumbs8.astype(np.float32)
 
     @classmethod
     def of(cls, width: int, height: int, thumb: bytes | None, orb: bytes | None) -> "Side":
         m = float(max(width, height, 1))
         k = len(VIEWS) * THUMB * THUMB
-        t = np.frombuffer(thumb, np.uint8).reshape(len(VIEWS), THUMB, THUMB).astype(np.float32) if thumb and len(thumb) == k \
-            else np.zeros((len(VIEWS), THUMB, THUMB), np.float32)
+        t = np.frombuffer(thumb, np.uint8).reshape(len(VIEWS), THUMB, THUMB) if thumb is not None and len(thumb) == k \
+            else np.zeros((len(VIEWS), THUMB, THUMB), np.uint8)
         pts, des = unpack(orb)
         return cls(max(width, 1) / m, max(height, 1) / m, t, pts, des)
 

@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Callable
 
 import pyarrow as pa
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from flywheel import config
 from flywheel.catalog import Catalog
 from flywheel.datasets import storage
+from flywheel.datasets.reader import read_columns
 from flywheel.filters import base
 from flywheel.filters.decode import Decode
 from flywheel.lifecycle import Job, JobBusy
@@ -233,7 +233,7 @@ def score(state: str, on_progress: Callable[[int, dict], None] | None = None) ->
     done_by_shard: dict[str, frozenset] = {}
     resumed = 0
     if parts:
-        t = pads.dataset(parts, format="parquet").to_table(columns=["source"])
+        t = read_columns(parts, ["source"])
         done = set(t.column("source").to_pylist())
         resumed = len(done)
         done_all = frozenset(done)  # one object shared by every dataset shard (pickled once)
@@ -355,7 +355,7 @@ def barrier(state: str) -> dict:
         t0 = time.perf_counter()
         need = dict.fromkeys([*op.decide_reads, *op.writes, *op.reads])
         cols = [c for c in need if c in schema_names and c not in op.deferred]
-        table = pads.dataset(parts, format="parquet").to_table(columns=cols) if parts else pa.table({})
+        table = read_columns(parts, cols) if parts else pa.table({})  # file by file: see read_columns
         prior = _prior_datasets(plan, job.catalog) if op.uses_prior() else None
         deferred = [c for c in op.deferred if c in schema_names]
         # stored features only: the barrier never opens an image
