@@ -413,11 +413,11 @@ def finalize(state: str) -> dict:
         f = st / "barrier" / f"{s.name}.parquet"
         if f.exists():
             barrier_tables[s.name] = pq.read_table(f)
-    # index barrier decisions by source
-    bindex = {}
-    for name, bt in barrier_tables.items():
-        srcs = bt.column("source").to_pylist()
-        bindex[name] = (dict(zip(srcs, range(len(srcs)))), bt)
+    # Barrier decisions are rows in the order the barrier read the parts (the same list), so each
+    # part's are a slice of them; a source -> row dict is built only if some part's rows are not where
+    # the barrier saw them (a dict over 200k sources cost tens of MB for nothing).
+    lookups: dict[str, dict] = {}
+    offset = 0
     cat = job.catalog
     schema = _union_schema(parts, barrier_tables, DECISION_FIELDS, barriers)
     counts: Counter = Counter()
@@ -432,7 +432,8 @@ def finalize(state: str) -> dict:
     try:
         for part in parts:
             t = pq.read_table(part)
-            srcs = t.column("source").to_pylist()
+            whole = t.column("source")
+            srcs = whole.to_pylist()
             keep_rows = []
             for i, s in enumerate(srcs):
                 if s in seen_sources:
@@ -443,13 +444,22 @@ def finalize(state: str) -> dict:
             if len(keep_rows) != t.num_rows:
                 t = t.take(pa.array(keep_rows, pa.int64()))
                 srcs = [srcs[i] for i in keep_rows]
-            for name, (idx, bt) in bindex.items():
-                pos = pa.array([idx.get(s, -1) for s in srcs], pa.int64())
-                sub = bt.take(pa.compute.if_else(pa.compute.equal(pos, -1), pa.scalar(None, pa.int64()), pos))
+            for name, bt in barrier_tables.items():
+                sub = bt.slice(offset, len(whole))
+                if sub.num_rows == len(whole) and sub.column("source").equals(whole):
+                    if len(keep_rows) != len(whole):
+                        sub = sub.take(pa.array(keep_rows, pa.int64()))
+                else:
+                    if name not in lookups:
+                        bsrc = bt.column("source").to_pylist()
+                        lookups[name] = dict(zip(bsrc, range(len(bsrc))))
+                    pos = pa.array([lookups[name].get(s, -1) for s in srcs], pa.int64())
+                    sub = bt.take(pa.compute.if_else(pa.compute.equal(pos, -1), pa.scalar(None, pa.int64()), pos))
                 for c in sub.column_names:
                     if c == "source":
                         continue
                     t = t.append_column(c, sub.column(c)) if c not in t.column_names else t.set_column(t.column_names.index(c), c, sub.column(c))
+            offset += len(whole)
             t = decide_table(t, steps, r.decode)
             for op in barriers:
                 for c, arr in op.dataset_columns(t).items():

@@ -307,3 +307,27 @@ def test_shipped_inputs_give_the_rows_of_workers_reading_them(demo_corpus, ray_l
     with pytest.raises(pipeline.CurateError, match="--ship-inputs.*nsfw"):
         pipeline.prepare("stage1", str(demo_corpus), str(tmp_path / "o"), skip=["rotation", "clip"], ship_inputs=True,
                          allow_missing=True)
+
+
+def test_rows_a_rerun_task_wrote_twice_keep_their_first_copy_and_its_decisions(curated, demo_corpus, ray_local, tmp_path,
+                                                                              monkeypatch):
+    """A task rerun after its worker died can write a block a second time under another part name. The
+    barrier sees both copies (the later is an exact duplicate of the earlier); finalize keeps the first
+    copy with the first copy's own decisions, so the result is the clean run's, less nothing."""
+    import shutil
+
+    from flywheel.curation import pipeline
+    from flywheel.lifecycle import Job
+
+    _, clean, _ = curated
+    monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path / "home"))
+    plan = pipeline.prepare("stage1", str(demo_corpus), str(tmp_path / "out"), name="demo", workers=2, skip=CPU_SKIP)
+    pipeline.score(plan["state"])
+    parts = Job(plan["state"]).written_parts()
+    shutil.copy(parts[0], parts[0].with_name("part-zzzz-rerun.parquet"))  # read after every other part
+    again = pads.dataset(str(parts[0])).count_rows()
+    pipeline.barrier(plan["state"])
+    stats = pipeline.finalize(plan["state"])
+    assert again > 0 and stats["duplicate_rows_dropped_on_resume"] == again
+    assert stats["rows"] == clean["rows"] and stats["accepted"] == clean["accepted"]
+    assert stats["reject_reason"] == clean["reject_reason"]
