@@ -181,11 +181,12 @@ class Dedup(Barrier):
             sub = r.table.select(["id", "source", "width", "height", "dedup__quality"]).take(pa.array(idx, pa.int64()))
             qual.append(np.nan_to_num(sub.column("dedup__quality").to_numpy(zero_copy_only=False).astype(np.float64),
                                       nan=50.0))  # unknown (lossy WebP, HEIC...): below a good JPEG
-            ids += sub.column("id").to_pylist()
-            sources += sub.column("source").to_pylist()
+            ids += sub.column("id").chunks
+            sources += sub.column("source").chunks
             views.append(r.views)
             wh.append(np.stack([np.nan_to_num(sub.column(c).to_numpy(zero_copy_only=False).astype(np.float64))
                                 for c in ("width", "height")], 1).astype(np.int64))
+        ids, sources = _Strings(ids), _Strings(sources)
         views = np.concatenate(views)
         wh = np.concatenate(wh)
         qual = np.concatenate(qual)
@@ -193,7 +194,7 @@ class Dedup(Barrier):
         # same bytes (same id) always joins a family, without a candidate
         # each later row with an earlier row's id pairs with its first occurrence; found with
         # Arrow's dictionary encoding and numpy (a Python dict over 1M ids cost ~0.7 s of CPU)
-        codes = pa.array(ids, pa.string()).dictionary_encode().indices.to_numpy(zero_copy_only=False)
+        codes = ids.arr.dictionary_encode().indices.to_numpy(zero_copy_only=False)
         first = np.full(int(codes.max()) + 1 if len(codes) else 0, len(codes), np.int64)
         np.minimum.at(first, codes, np.arange(len(codes)))
         later = np.flatnonzero(first[codes] != np.arange(len(codes)))
@@ -330,6 +331,21 @@ class _Rows:
         if self.rows is not None:
             return self.rows.take(idx)
         return self.table.select(["dedup__thumb", "dedup__orb"]).take(pa.array(idx, pa.int64()))
+
+
+class _Strings:
+    """A string column read by position, without a Python list of every row (the ids and sources of
+    200k rows as lists were ~100 MB of the barrier's peak; it reads only candidates and families)."""
+
+    def __init__(self, chunks: list):
+        chunks = [c if c.type == pa.string() else c.cast(pa.string()) for c in chunks]
+        self.arr = pa.chunked_array(chunks, pa.string()).combine_chunks() if chunks else pa.array([], pa.string())
+
+    def __len__(self) -> int:
+        return len(self.arr)
+
+    def __getitem__(self, i: int):
+        return self.arr[i].as_py()
 
 
 def _binary_views(col: pa.ChunkedArray) -> list:
