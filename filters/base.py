@@ -319,10 +319,11 @@ class ParquetRows:
     def __init__(self, files: Sequence[str], columns: Sequence[str]):
         self.files, self.columns = list(files), list(columns)
 
-    def take(self, rows: np.ndarray) -> pa.Table:
-        """The columns at these row numbers, in the order given."""
+    def take(self, rows: np.ndarray, columns: Sequence[str] | None = None) -> pa.Table:
+        """The columns (all of this reader's, or `columns` of them) at these row numbers, in the order given."""
         import pyarrow.parquet as pq
 
+        columns = list(columns) if columns is not None else self.columns
         rows = np.asarray(rows, dtype=np.int64)
         order = np.argsort(rows, kind="stable")
         want = rows[order]
@@ -333,14 +334,16 @@ class ParquetRows:
                 n = pf.metadata.row_group(rg).num_rows
                 lo, hi = np.searchsorted(want, [start, start + n])
                 if hi > lo:
-                    t = pf.read_row_group(rg, columns=self.columns)
+                    t = pf.read_row_group(rg, columns=columns)
                     pieces.append(t.take(pa.array(want[lo:hi] - start)))
                 start += n
         if not len(rows):
-            return pa.table({c: pa.array([], pa.binary()) for c in self.columns})
+            return pa.table({c: pa.array([], pa.binary()) for c in columns})
         got = pa.concat_tables(pieces) if pieces else pa.table({})
         if got.num_rows != len(rows):
             raise IndexError(f"asked for {len(rows)} rows, the files hold {got.num_rows} of them (last row {start - 1})")
+        if np.all(order == np.arange(len(rows))):
+            return got  # asked in file order: no reordering copy
         back = np.empty(len(rows), dtype=np.int64)
         back[order] = np.arange(len(rows))
         return got.take(pa.array(back))

@@ -202,20 +202,27 @@ class Dedup(Barrier):
         how = [("exact", 0)] * len(ei)
         t1, c1 = time.perf_counter(), time.process_time()
         need = np.unique(np.concatenate([ci, cj])) if len(ci) else np.zeros(0, np.int64)
-        feats = self._features(srcs, need, wh)
+        size = len(VIEWS) * THUMB * THUMB  # a row without thumbnails compares as flat (never a copy)
+        thumbs = {c: np.frombuffer(v, np.uint8) if v is not None and len(v) == size else np.zeros(size, np.uint8)
+                  for c, (v,) in self._stored(srcs, need, ["dedup__thumb"]).items()}
         th = Thresholds(min_inliers=p.min_inliers, min_ratio=p.min_inlier_ratio, max_diff_same_scale=p.max_orb_diff,
                         max_diff_scaled=p.max_orb_diff_scaled, max_view_diff=p.max_view_diff,
                         max_desc_same_scale=p.max_orb_desc)
         confirmed = 0
         # the view test for every candidate at once (in chunks); ORB only where it fails but the
         # thumbnails are still alike (`orb_gate`: unrelated images are ~1.1 std apart)
+        # Memory: the view test needs only the thumbnails (768 B a row); the ORB features (~1.7 KB) are
+        # read afterwards for the rows of the pairs that go on to ORB, usually a few.
         vd = np.zeros(len(ci))
         for s0 in range(0, len(ci), 8192):  # 8k pairs: two 8 MB stacks, not a peak that grows with the run
             sl = slice(s0, s0 + 8192)
-            vd[sl] = view_diffs(np.stack([feats[a].thumbs8[va].ravel() for a, va in zip(ci[sl].tolist(), vi[sl].tolist())]).astype(np.float32),
-                                np.stack([feats[b].thumbs8[vb].ravel() for b, vb in zip(cj[sl].tolist(), vj[sl].tolist())]).astype(np.float32))
-        for a, b, va, vb, d, x in zip(ci.tolist(), cj.tolist(), vi.tolist(), vj.tolist(), dist.tolist(), vd.tolist()):
-            if ids[a] == ids[b] or (x > p.max_view_diff and x > p.orb_gate):
+            vd[sl] = view_diffs(_view_stack(thumbs, ci[sl], vi[sl]), _view_stack(thumbs, cj[sl], vj[sl]))
+        del thumbs
+        go = [(a, b, va, vb, d, x) for a, b, va, vb, d, x in zip(ci.tolist(), cj.tolist(), vi.tolist(), vj.tolist(), dist.tolist(),
+                                                                vd.tolist()) if not (x > p.max_view_diff and x > p.orb_gate)]
+        feats = self._features(srcs, np.unique(np.array([c for g in go for c in g[:2]], np.int64)), wh)
+        for a, b, va, vb, d, x in go:
+            if ids[a] == ids[b]:
                 continue
             m = confirm(feats[a], feats[b], va, vb, th, view_diff=x)
             if m.ok:
@@ -249,21 +256,27 @@ class Dedup(Barrier):
         return out
 
     def _features(self, srcs: list, need: np.ndarray, wh: np.ndarray) -> dict:
-        """Side features of the candidate rows only, read from each row set's stored columns."""
+        """Side features of these rows (candidates going on to ORB), read from the stored columns."""
         from flywheel.filters.dedup_match import Side
 
-        feats: dict[int, Side] = {}
+        return {c: Side.of(int(wh[c, 0]), int(wh[c, 1]), a, b)
+                for c, (a, b) in self._stored(srcs, need, ["dedup__thumb", "dedup__orb"]).items()}
+
+    @staticmethod
+    def _stored(srcs: list, need: np.ndarray, columns: list[str]) -> dict[int, tuple]:
+        """Combined row -> the stored binary values of `columns` (uint8 views of the columns' buffers:
+        as Python bytes they were another copy of every candidate row), read from each row set."""
+        got: dict[int, tuple] = {}
         groups: dict[int, tuple[Any, list[int]]] = {}
         for c in need.tolist():
             r, i = srcs[c]
             groups.setdefault(id(r), (r, []))[1].append(c)
         for r, cs in groups.values():
-            t = r.features(np.array([srcs[c][1] for c in cs], np.int64))
-            # views into the table's buffers: as Python bytes they were another copy of every candidate row
-            th, orb = _binary_views(t.column("dedup__thumb")), _binary_views(t.column("dedup__orb"))
-            for c, a, b in zip(cs, th, orb):
-                feats[c] = Side.of(int(wh[c, 0]), int(wh[c, 1]), a, b)
-        return feats
+            cs.sort(key=lambda c: srcs[c][1])  # in file order: the reader returns them without a reordering copy
+            t = r.features(np.array([srcs[c][1] for c in cs], np.int64), columns)
+            for c, vals in zip(cs, zip(*(_binary_views(t.column(col)) for col in columns))):
+                got[c] = vals
+        return got
 
     def _read_prior(self, paths: Sequence[str]) -> "_Rows | None":
         import pyarrow.parquet as pq
@@ -327,10 +340,10 @@ class _Rows:
     def of(cls, table: pa.Table, rows: ParquetRows | None) -> "_Rows":
         return cls(table, rows)
 
-    def features(self, idx: np.ndarray) -> pa.Table:
+    def features(self, idx: np.ndarray, columns: list[str]) -> pa.Table:
         if self.rows is not None:
-            return self.rows.take(idx)
-        return self.table.select(["dedup__thumb", "dedup__orb"]).take(pa.array(idx, pa.int64()))
+            return self.rows.take(idx, columns)
+        return self.table.select(columns).take(pa.array(idx, pa.int64()))
 
 
 class _Strings:
@@ -346,6 +359,13 @@ class _Strings:
 
     def __getitem__(self, i: int):
         return self.arr[i].as_py()
+
+
+def _view_stack(thumbs: dict, rows: np.ndarray, views: np.ndarray) -> np.ndarray:
+    """(k, 256) float32: the thumbnail of view `views[j]` of row `rows[j]`."""
+    k = THUMB * THUMB
+    return np.stack([thumbs[c][v * k:(v + 1) * k] for c, v in zip(rows.tolist(), views.tolist())]).astype(np.float32) \
+        if len(rows) else np.zeros((0, k), np.float32)
 
 
 def _binary_views(col: pa.ChunkedArray) -> list:
