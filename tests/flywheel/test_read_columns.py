@@ -5,6 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
+import pytest
 
 
 def _write(path, **cols):
@@ -31,11 +32,14 @@ def test_parts_read_file_by_file_match_the_dataset_scan_and_unify_types(tmp_path
     assert read_columns([a, c], ["source", "width"]).equals(pads.dataset([a, c]).to_table(columns=["source", "width"]))
 
 
-def test_a_column_no_part_has_is_nulls_and_no_parts_is_an_empty_table(tmp_path):
+def test_a_column_one_part_lacks_is_null_there_one_no_part_has_is_an_error(tmp_path):
     from flywheel.datasets.reader import read_columns
 
     a = _write(tmp_path / "a.parquet", source=["s1", "s2"])
-    t = read_columns([a], ["source", "dedup__quality"])
-    assert t.column("dedup__quality").null_count == 2 and t.num_rows == 2
+    b = _write(tmp_path / "b.parquet", source=["s3"], dedup__quality=pa.array([90.0]))
+    t = read_columns([a, b], ["source", "dedup__quality"])
+    assert t.column("dedup__quality").to_pylist() == [None, None, 90.0]
+    with pytest.raises(KeyError, match="capton"):
+        read_columns([a, b], ["source", "capton"])  # a misspelt column is not silently all null
     empty = read_columns([], ["source"])
     assert empty.num_rows == 0 and empty.column_names == ["source"]
