@@ -381,7 +381,7 @@ def _binary_views(col: pa.ChunkedArray) -> list:
     return [data[offs[i]:offs[i + 1]] if valid[i] else None for i in range(len(arr))]
 
 
-def _decision_rank(ids: list, sources: list, wh: np.ndarray, quality: np.ndarray, prior_count: int,
+def _decision_rank(ids: Sequence[str], sources: Sequence[str], wh: np.ndarray, quality: np.ndarray, prior_count: int,
                    nodes: np.ndarray) -> np.ndarray:
     """Survivor order of the rows in some family (`nodes`): catalog rows first, then the most
     pixels (the least reduced copy), then the highest encoder quality (the least compressed), then

@@ -132,8 +132,8 @@ class Side:
 
     @property
     def thumbs(self) -> np.ndarray:
-        """The thumbnails as float32, made on use: the barrier holds every candidate row's Side at once,
-        and float32 copies were 3 KB a row (~90 MB for the 29k candidate rows of 200k generated images)."""
+        """The thumbnails as float32, made on use: a Side kept them as float32 before, 3 KB a row held
+        for every row the barrier confirms against (uint8: 768 B)."""
         return self.thumbs8.astype(np.float32)
 
     @classmethod
