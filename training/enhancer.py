@@ -237,6 +237,7 @@ def rl(cfg: TrainConfig) -> dict:
     from flywheel.training import checkpoint as ck
     from flywheel.training import policy as pol
     from flywheel.training.generate import Generator
+    from flywheel.training.grpo import advantages
     from flywheel.training.rewards import Rewards
 
     rewards = Rewards(cfg.reward_weights, cfg.reward_weights_end, cfg.reward_ramp, cfg.reward_clip, cfg.reward_aesthetic,
@@ -277,7 +278,7 @@ def rl(cfg: TrainConfig) -> dict:
         seeds = np.repeat(rng.integers(2**31, size=cfg.batch_size), G)
         r, rlog = score(texts, [s for _, s in expanded], seeds, step)
         r = torch.tensor(r, dtype=torch.float32).view(-1, G)
-        adv = ((r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True) + 1e-4)).clamp(-cfg.adv_clip, cfg.adv_clip).flatten().to(device)
+        adv = advantages(r, cfg.adv_clip).flatten().to(device)
         distinct, flat = group_spread(texts, r)
         flat_steps += flat == 1.0
         for g in opt.param_groups:
@@ -306,10 +307,10 @@ def rl(cfg: TrainConfig) -> dict:
 def group_spread(texts: list[str], rewards) -> tuple[float, float]:
     """(distinct rewrites per group / G, share of groups whose rewards are all equal) for (P, G) rewards
     and the P*G rewrites in group order: when every group is flat, GRPO's advantages are all zero."""
+    from flywheel.training.grpo import flat_share
+
     P, G = rewards.shape
-    distinct = sum(len(set(texts[i * G:(i + 1) * G])) for i in range(P)) / (P * G)
-    flat = float((rewards.max(1).values - rewards.min(1).values <= 1e-9).float().mean())
-    return distinct, flat
+    return sum(len(set(texts[i * G:(i + 1) * G])) for i in range(P)) / (P * G), flat_share(rewards)
 
 
 def _step_end(cfg: TrainConfig, out: Path, enh, opt, loss, step: int, history: list, budget, log: dict) -> bool:

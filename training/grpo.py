@@ -53,6 +53,12 @@ def advantages(rewards, clip: float):
     return a.clamp(-clip, clip)
 
 
+def flat_share(rewards) -> float:
+    """Share of the (P, G) rewards' groups whose members all scored the same: their advantages are all
+    zero, so they teach nothing (image GRPO and the enhancer's GRPO log it as `flat_groups`)."""
+    return float((rewards.max(1).values - rewards.min(1).values <= 1e-9).float().mean())
+
+
 @dataclass
 class Rollout:
     xs: "object"  # (T+1, B, N, z) the states visited, noise first
@@ -240,7 +246,7 @@ def main(cfg: TrainConfig) -> dict:
         if cfg.shuffle_rewards:  # the control arm: same steps, KL and EMA, rewards carrying no information
             r = r[torch.randperm(len(r), generator=gen)]
         grouped = r.view(cfg.batch_size, cfg.group_size)
-        flat = float((grouped.std(1) < 1e-6).float().mean())  # groups whose images all scored alike teach nothing
+        flat = flat_share(grouped)
         adv = advantages(grouped, cfg.adv_clip).flatten().to(device)  # (B,)
         for g in opt.param_groups:
             g["lr"] = cfg.schedule.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
