@@ -15,8 +15,10 @@ With --demo, `flywheel demo` on a new FLYWHEEL_HOME as well (what `make demo` ru
 
 Wall time depends on the machine's load, so each line also gives CPU seconds: the command's own
 (user+sys, its reaped children included) plus what the local server's process tree spent
-during the command. Overhead = wall - the scoring phase's own time (score_s minus the first
-block's wait, i.e. the operators at work) is also printed. The load average is printed first.
+during the command (the runner, Ray's workers and actors are the server's). Work = the
+operators' CPU seconds (stats.json `operator_cpu_s`) over the workers that had blocks; overhead =
+wall - work. "(runner)": the local server's runner ran the flow (`flywheel.flows.runner`). The
+load average is printed first.
 """
 
 from __future__ import annotations
@@ -109,8 +111,11 @@ def curate(inp: Path, work: Path, home: Path, mode: str, tag: str) -> dict:
     r["command_cpu_s"] = children_cpu() - c0
     tm = json.loads((out / "stats.json").read_text())["timing"]
     r["timing"] = tm
-    scoring_work = (tm.get("score_s") or 0) - (tm.get("first_block_s") or 0)
-    r["overhead_s"] = r["wall_s"] - max(0.0, scoring_work)
+    # the operators' own work, as wall time: their CPU seconds spread over the workers that had
+    # blocks to score (20 images in one folder are one shard: one worker)
+    cpu = sum((tm.get("operator_cpu_s") or {}).values())
+    r["work_s"] = cpu / max(1, min(2, len(tm.get("blocks") or [1])))
+    r["overhead_s"] = r["wall_s"] - r["work_s"]
     return r
 
 
@@ -120,7 +125,8 @@ def show(tag: str, r: dict) -> None:
             "first_block_s", "barrier_s", "finalize_s", "report_s", "after_flow_s", "total_s")
     phases = " ".join(f"{k[:-2]}={tm[k]:.1f}" for k in keys if isinstance(tm.get(k), (int, float)))
     print(f"{tag:>6}: wall {r['wall_s']:5.1f}s  cpu {r['command_cpu_s'] + r['server_cpu_s']:5.1f}s "
-          f"(command {r['command_cpu_s']:.1f} + server {r['server_cpu_s']:.1f})  overhead {r.get('overhead_s', 0):.1f}s | {phases}",
+          f"(command {r['command_cpu_s']:.1f} + server {r['server_cpu_s']:.1f})  work {r.get('work_s', 0):.1f}s "
+          f"overhead {r.get('overhead_s', 0):.1f}s{' (runner)' if tm.get('runner') else ''} | {phases}",
           flush=True)
 
 

@@ -54,12 +54,26 @@ def _print_plan(con, plan: dict) -> None:
 
 def run_curate(recipe: str, input: str, output: str, *, name: str | None, workers: int, skip: list[str],
                sets: list[str], image_col: str, caption_col: str, keep_state: bool = False,
-               uncaptioned: str | None = None, caption_backend: str | None = None, ship_inputs: bool = False) -> dict:
+               uncaptioned: str | None = None, caption_backend: str | None = None, ship_inputs: bool = False,
+               console=None) -> dict:
+    """Plan and run a curation. With no `console` (a command), the local server's runner runs it
+    when it can (`flywheel.flows.runner`: warm imports, Ray driver and model actors), else this
+    process does; the runner calls this with its console on the command's socket."""
+    if console is None:
+        from flywheel.flows import runner
+
+        t_client = time.perf_counter()
+        stats = runner.submit(dict(recipe=recipe, input=input, output=output, name=name, workers=workers, skip=skip,
+                                   sets=sets, image_col=image_col, caption_col=caption_col, keep_state=keep_state,
+                                   uncaptioned=uncaptioned, caption_backend=caption_backend, ship_inputs=ship_inputs))
+        if stats is not None:
+            stats["timing"]["command_s"] = time.perf_counter() - t_client
+            return stats
     from flywheel.curation import pipeline
     from flywheel.filters import recipe as recipes
     from flywheel.flows import server
 
-    con = _console()
+    con = console or _console()
     t0 = time.perf_counter()
     try:
         server.prestart()  # the local server (auto mode) comes up while the run is planned

@@ -104,6 +104,13 @@ class Scorer:
                     op.side_dir = str(Path(self.side_root) / op.side_output)
                 op.setup()
 
+    def set_side_root(self, side_root: str | None) -> None:
+        """A run's output for operators' side datasets (a pooled scorer serves many runs)."""
+        self.side_root = side_root
+        for op in self.ops or []:
+            if getattr(op, "side_output", None):
+                op.side_dir = str(Path(side_root) / op.side_output) if side_root else None
+
     # -- decode ------------------------------------------------------------------------------
     def _decode(self, table: pa.Table, need: list[bool]) -> tuple[pa.Table, list[Work | None], list[list[Work | None]]]:
         bp = Decode.Params(**self.decode_params)

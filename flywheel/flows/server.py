@@ -243,6 +243,13 @@ def _ray_argv(d: Path):
     return argv_env
 
 
+def _runner_argv(d: Path):
+    def argv_env(port: int):
+        # the warm process that runs commands' flows (`flywheel.flows.runner`); no port of its own
+        return [sys.executable, "-m", "flywheel.flows.runner", str(d.parent)], dict(os.environ)
+    return argv_env
+
+
 def _ray_ready(d: Path, child: _Child) -> bool:
     if not _port_open(child.port):
         return False
@@ -279,6 +286,10 @@ def supervise(home: Path) -> None:
     # and event triggers fire with no command running)
     services = os.environ.get("FLYWHEEL_SERVER_SERVICES") == "1"
     prefect, ray = _Child("prefect", d, _prefect_argv(d, services)), _Child("ray", d, _ray_argv(d))
+    # the runner (`flywheel.flows.runner`): started beside them, it imports while they start and
+    # joins them when they answer; FLYWHEEL_RUNNER=0 at the server's start leaves it out
+    runner = _Child("runner", d, _runner_argv(d)) if os.environ.get("FLYWHEEL_RUNNER", "1") != "0" else None
+    children = [c for c in (prefect, ray, runner) if c is not None]
     me = {"pid": os.getpid(), "start": _start_time(os.getpid()), "python": sys.executable, "started_at": time.time(),
           "idle_s": IDLE_S, "ray_temp_dir": str(ray_temp_dir(d)), "services": services}
 
@@ -286,20 +297,32 @@ def supervise(home: Path) -> None:
         _write_state(d, {**me, "ready": ready, "prefect_url": f"http://127.0.0.1:{prefect.port}/api",
                          "ray_address": f"127.0.0.1:{ray.port}",
                          "children": {c.name: {"pid": c.proc.pid if c.proc else None, "start": c.start_time,
-                                               "port": c.port, "restarts": c.restarts} for c in (prefect, ray)}})
+                                               "port": c.port, "restarts": c.restarts} for c in children}})
 
     def log(msg: str) -> None:
         print(time.strftime("%Y-%m-%d %H:%M:%S"), msg, flush=True)
 
-    ready, fails, last_check = False, 0, 0.0
+    ready, fails, last_check, runner_fails = False, 0, 0.0, 0
     try:
-        prefect.start()
-        ray.start()
+        for c in children:
+            c.start()
         state(False)
         (d / "last_used").touch()
         while not stop.is_set():
-            for c in (prefect, ray):
+            for c in children:
                 if c.exited():
+                    if c is runner:  # commands run their flows themselves meanwhile; a runner that keeps failing is left out
+                        runner_fails += c.proc.returncode != 0  # 0: told to exit (it ran older code)
+                        if runner_fails >= 5:
+                            log(f"runner failed {runner_fails} times (rc {c.proc.returncode}); not restarting it, "
+                                f"see logs/runner.log")
+                            children.remove(c)
+                            state(ready)
+                            break
+                        log(f"runner exited (rc {c.proc.returncode if c.proc else None}); restarting")
+                        c.start()
+                        state(ready)
+                        continue
                     log(f"{c.name} exited (rc {c.proc.returncode if c.proc else None}); restarting")
                     c.stop()
                     c.start()
@@ -335,7 +358,7 @@ def supervise(home: Path) -> None:
                 break
             stop.wait(0.2 if not ready else 1.0)
     finally:
-        for c in (ray, prefect):
+        for c in reversed(children):
             c.stop()
         st = read_state(home)
         if st and st.get("pid") == me["pid"]:
