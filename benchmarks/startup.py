@@ -17,7 +17,7 @@ Wall time depends on the machine's load, so each line also gives CPU seconds: th
 (user+sys, its reaped children included) plus what the local server's process tree spent
 during the command (the runner, Ray's workers and actors are the server's). Work = the
 operators' CPU seconds (stats.json `operator_cpu_s`) over the workers that had blocks; overhead =
-wall - work. "(runner)": the local server's runner ran the flow (`flywheel.flows.runner`). The
+wall - work. "(runner)": the local server's runner ran the flow (`flywheel.cli.runner`). The
 load average is printed first.
 """
 

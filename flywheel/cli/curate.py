@@ -57,10 +57,10 @@ def run_curate(recipe: str, input: str, output: str, *, name: str | None, worker
                uncaptioned: str | None = None, caption_backend: str | None = None, ship_inputs: bool = False,
                console=None) -> dict:
     """Plan and run a curation. With no `console` (a command), the local server's runner runs it
-    when it can (`flywheel.flows.runner`: warm imports, Ray driver and model actors), else this
+    when it can (`flywheel.cli.runner`: warm imports, Ray driver and model actors), else this
     process does; the runner calls this with its console on the command's socket."""
     if console is None:
-        from flywheel.flows import runner
+        from flywheel.cli import runner
 
         t_client = time.perf_counter()
         stats = runner.submit(dict(recipe=recipe, input=input, output=output, name=name, workers=workers, skip=skip,

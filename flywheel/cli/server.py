@@ -57,4 +57,16 @@ def register(app: typer.Typer) -> None:
                    f"restarts={ch['prefect']['restarts']}")
         typer.echo(f"  ray     {st['ray_address']}  pid {ch['ray']['pid']}  healthy={st['healthy']['ray']}  "
                    f"restarts={ch['ray']['restarts']}  temp {st['ray_temp_dir']}")
+        if "runner" in ch:
+            from pathlib import Path
+
+            from flywheel.cli import runner
+
+            r = runner.ping(Path(st["dir"]))
+            what = (f"{'busy' if r['busy'] else 'idle'}, {r['runs']} runs" if r and r["pid"] == ch["runner"]["pid"]
+                    else "starting")
+            typer.echo(f"  runner  pid {ch['runner']['pid']}  {what}  restarts={ch['runner']['restarts']}  "
+                       f"socket {runner.sock_path(Path(st['dir']))}")
+        else:
+            typer.echo("  runner  off (FLYWHEEL_RUNNER=0 when the server started, or it kept failing): commands run their own flows")
         typer.echo(f"  logs    {st['dir']}/logs")

@@ -230,7 +230,7 @@ class _PoolActor:
 
 # The pool of the last recipe run with models on CPU: (key, actors). A command's run ends it
 # (its actors hold CPUs); a process that runs many commands (the local server's runner,
-# `flywheel.flows.runner`) sets KEEP_POOL and the next run of the same operators finds the
+# `flywheel.cli.runner`) sets KEEP_POOL and the next run of the same operators finds the
 # models loaded.
 _POOL: list = []
 KEEP_POOL = False

@@ -1,6 +1,7 @@
 """The local runtime a command runs its flow on: a Prefect API and Ray.
 
-Two modes (`FLYWHEEL_SERVER`):
+Two modes (`FLYWHEEL_SERVER`); in `auto` the server also has a runner that runs commands' curate
+flows in a warm process (`flywheel.cli.runner`):
 
 - `auto` (default): a local server, started on first use and reused by later commands. One
   supervisor process per `FLYWHEEL_HOME` (`python -m flywheel.flows.server`) owns a Prefect API
@@ -245,8 +246,8 @@ def _ray_argv(d: Path):
 
 def _runner_argv(d: Path):
     def argv_env(port: int):
-        # the warm process that runs commands' flows (`flywheel.flows.runner`); no port of its own
-        return [sys.executable, "-m", "flywheel.flows.runner", str(d.parent)], dict(os.environ)
+        # the warm process that runs commands' flows (`flywheel.cli.runnerd`); no port of its own
+        return [sys.executable, "-m", "flywheel.cli.runnerd", str(d.parent)], dict(os.environ)
     return argv_env
 
 
@@ -286,7 +287,7 @@ def supervise(home: Path) -> None:
     # and event triggers fire with no command running)
     services = os.environ.get("FLYWHEEL_SERVER_SERVICES") == "1"
     prefect, ray = _Child("prefect", d, _prefect_argv(d, services)), _Child("ray", d, _ray_argv(d))
-    # the runner (`flywheel.flows.runner`): started beside them, it imports while they start and
+    # the runner (`flywheel.cli.runner`): started beside them, it imports while they start and
     # joins them when they answer; FLYWHEEL_RUNNER=0 at the server's start leaves it out
     runner = _Child("runner", d, _runner_argv(d)) if os.environ.get("FLYWHEEL_RUNNER", "1") != "0" else None
     children = [c for c in (prefect, ray, runner) if c is not None]
@@ -301,6 +302,13 @@ def supervise(home: Path) -> None:
 
     def log(msg: str) -> None:
         print(time.strftime("%Y-%m-%d %H:%M:%S"), msg, flush=True)
+
+    def restart_runner() -> None:
+        """The runner is a driver of the Ray head: a new head needs a new runner."""
+        if runner is not None and runner in children and not runner.exited():
+            log("restarting the runner for the new Ray head")
+            runner.stop()
+            runner.start()
 
     ready, fails, last_check, runner_fails = False, 0, 0.0, 0
     try:
@@ -326,6 +334,8 @@ def supervise(home: Path) -> None:
                     log(f"{c.name} exited (rc {c.proc.returncode if c.proc else None}); restarting")
                     c.stop()
                     c.start()
+                    if c is ray:
+                        restart_runner()
                     ready = False
                     state(False)
             now = time.monotonic()
@@ -347,6 +357,7 @@ def supervise(home: Path) -> None:
                     log("ray's GCS stopped answering; restarting the head")
                     ray.stop()
                     ray.start()
+                    restart_runner()
                     ready = False
                     state(False)
             try:

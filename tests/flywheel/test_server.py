@@ -83,12 +83,16 @@ def test_start_reuse_crash_restart_stop(tmp_path, monkeypatch):
         inp = tmp_path / "in"
         inp.mkdir()
         Image.fromarray(data.astronaut()).save(inp / "a.jpg")
+        (inp / "a.txt").write_text("an astronaut")
         env = {**os.environ, "COLUMNS": "200"}
         p = subprocess.run([FLYWHEEL, "curate", "--recipe", "stage1", "--input", str(inp), "--output", str(tmp_path / "o"),
                             "--skip", "clip,nsfw,rotation"], env=env, capture_output=True, text=True, timeout=600)
         assert p.returncode == 0, p.stderr[-2000:]
         timing = json.loads((tmp_path / "o" / "stats.json").read_text())["timing"]
         assert timing["server_mode"] == "auto" and timing["rows_scored_this_attempt"] == 1
+        # run by the runner, restarted with the Ray head it is a driver of
+        assert timing["runner"]["pid"] == server.read_state(home)["children"]["runner"]["pid"]
+        assert server.read_state(home)["children"]["runner"]["restarts"] == 1
         assert server.status(home)["pid"] == st["pid"]  # reused, not restarted
         # the supervisor is killed -9: the next start stops what it left and starts a new one
         os.kill(st["pid"], signal.SIGKILL)

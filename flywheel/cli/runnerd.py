@@ -1,0 +1,208 @@
+"""The runner's own process (`python -m flywheel.cli.runnerd HOME`, started by the local server's
+supervisor): imports what a curation needs once, joins the server's Ray, and runs the commands
+that `flywheel.cli.runner.submit` sends it, one at a time (`flywheel.cli.runner` says why and how)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+from flywheel.cli.runner import SENTINEL, relevant_env, signature, sock_path
+
+
+class _Out(io.TextIOBase):
+    """The command's socket as a text stream for rich; after the command has gone, writes are
+    dropped (the run is being interrupted)."""
+
+    def __init__(self, f) -> None:
+        self.f, self.gone, self.lock = f, False, threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        if not self.gone:
+            with self.lock:
+                try:
+                    self.f.write(s.encode())
+                    self.f.flush()
+                except OSError:
+                    self.gone = True
+        return len(s)
+
+    def flush(self) -> None:
+        pass
+
+
+class Runner:
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.d = Path(home) / "server"
+        self.busy = threading.Lock()
+        self.jobs: list = []
+        self.job_ready = threading.Condition()
+        self.runs = 0
+        self.sig = signature()
+        self.env = relevant_env()
+        self.stop = threading.Event()
+
+    def warm(self) -> None:
+        """Import what a run needs and join the server's Ray, before answering anyone."""
+        from flywheel.cli import curate  # noqa: F401 - typer, rich, the flow, the pipeline
+        from flywheel.curation import engine, pipeline  # noqa: F401
+        from flywheel.flows import curate as flows  # noqa: F401 - Prefect
+        from flywheel.flows import server
+
+        engine.KEEP_POOL = True
+        st = server.wait_ready(self.home, 600)
+        os.environ["RAY_ADDRESS"] = st["ray_address"]
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+        engine.ensure_ray(2)
+        os.environ.pop("RAY_ADDRESS", None)  # a run's session() sets it again, from the server's state
+
+    def serve(self) -> None:
+        self.warm()
+        path = sock_path(self.d)
+        path.unlink(missing_ok=True)
+        ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)
+        try:
+            ls.bind(str(path))
+        finally:
+            os.umask(old)
+        ls.listen(8)
+        threading.Thread(target=self._accept, args=(ls,), daemon=True).start()
+        print(time.strftime("%Y-%m-%d %H:%M:%S"), f"runner ready on {path} (signature {self.sig})", flush=True)
+        try:
+            while not self.stop.is_set():
+                with self.job_ready:
+                    self.job_ready.wait_for(lambda: self.jobs or self.stop.is_set(), timeout=1.0)
+                    job = self.jobs.pop(0) if self.jobs else None
+                if job is not None:
+                    try:
+                        self._run(*job)
+                    finally:
+                        self.busy.release()
+        finally:
+            ls.close()
+            path.unlink(missing_ok=True)
+            from flywheel.curation import engine
+
+            with contextlib.suppress(Exception):
+                engine.end_pool()
+
+    def _accept(self, ls: socket.socket) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = ls.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        f = conn.makefile("rwb")
+
+        def reply(obj: dict) -> None:
+            f.write((json.dumps(obj) + "\n").encode())
+            f.flush()
+
+        try:
+            req = json.loads(f.readline() or b"{}")
+            op = req.get("op")
+            if op == "ping":
+                reply({"pid": os.getpid(), "busy": self.busy.locked(), "runs": self.runs, "signature": self.sig})
+            elif op == "exit":
+                reply({"exiting": True})
+                self.stop.set()
+                with self.job_ready:
+                    self.job_ready.notify()
+            elif op == "curate":
+                if req.get("signature") != self.sig:
+                    reply({"accepted": False, "stale": True})
+                elif relevant_env(req.get("env") or {}) != self.env:
+                    reply({"accepted": False, "reason": "environment"})
+                elif not self.busy.acquire(blocking=False):
+                    reply({"accepted": False, "reason": "busy"})
+                else:
+                    reply({"accepted": True})
+                    with self.job_ready:
+                        self.jobs.append((conn, f, req))
+                        self.job_ready.notify()
+                    return  # the main thread answers and closes
+            else:
+                reply({"error": f"unknown op {op!r}"})
+        except (OSError, ValueError):
+            pass
+        f.close()
+        conn.close()
+
+    def _run(self, conn: socket.socket, f, req: dict) -> None:
+        import _thread
+        import traceback
+
+        from rich.console import Console
+
+        from flywheel.cli import UserError
+        from flywheel.cli.curate import run_curate
+
+        out = _Out(f)
+        done = threading.Event()
+
+        def watch() -> None:
+            """The command went away (Ctrl-C): interrupt the run in the main thread."""
+            with contextlib.suppress(OSError):
+                conn.settimeout(None)
+                while not done.is_set():
+                    if not conn.recv(1):
+                        break
+            if not done.is_set():
+                out.gone = True
+                _thread.interrupt_main()
+
+        threading.Thread(target=watch, daemon=True).start()
+        saved_env, saved_cwd = dict(os.environ), os.getcwd()
+        res: dict
+        t0 = time.perf_counter()
+        try:
+            os.environ.clear()
+            os.environ.update({k: v for k, v in req["env"].items() if k not in ("RAY_ADDRESS", "PREFECT_API_URL")})
+            os.chdir(req["cwd"])
+            con = Console(file=out, force_terminal=req.get("tty") or None, width=req.get("width"),
+                          color_system="auto" if req.get("tty") else None)
+            stats = run_curate(**req["kwargs"], console=con)
+            stats["timing"]["runner"] = {"pid": os.getpid(), "run": self.runs + 1, "s": time.perf_counter() - t0}
+            p = Path(stats["output"]) / "stats.json"
+            if p.exists():  # the record says the run was the runner's (an output on an object store keeps it local)
+                p.write_text(json.dumps(stats, indent=2))
+            res = {"stats": stats}
+        except UserError as e:
+            res = {"error": str(e)}
+        except KeyboardInterrupt:
+            res = {"error": "interrupted"}
+        except BaseException:  # noqa: BLE001 - the command shows it; the runner serves the next one
+            res = {"traceback": traceback.format_exc()}
+        finally:
+            os.chdir(saved_cwd)
+            os.environ.clear()
+            os.environ.update(saved_env)
+            self.runs += 1
+        done.set()
+        out.write(SENTINEL + json.dumps(res, default=str) + "\n")
+        with contextlib.suppress(OSError):
+            f.close()
+            conn.close()
+
+
+def main(home: str) -> None:
+    Runner(Path(home)).serve()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
