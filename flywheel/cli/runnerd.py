@@ -16,6 +16,8 @@ from pathlib import Path
 
 from flywheel.cli.runner import SENTINEL, relevant_env, signature, sock_path
 
+POOL = "runner-pool.json"  # the last run's pool of model actors, made again when a runner starts
+
 
 class _Out(io.TextIOBase):
     """The command's socket as a text stream for rich; after the command has gone, writes are
@@ -61,11 +63,47 @@ class Runner:
         from flywheel.flows import server
 
         engine.KEEP_POOL = True
-        st = server.wait_ready(self.home, 600)
+        # join the head as soon as it answers, while Prefect may still be starting
+        t = time.monotonic() + 600
+        while not (st := server.read_state(self.home) or {}).get("ray_ready"):
+            if time.monotonic() > t or not server._alive(st.get("pid"), st.get("start")):
+                raise RuntimeError("the local server's Ray head did not start")
+            time.sleep(0.05)
         os.environ["RAY_ADDRESS"] = st["ray_address"]
         os.environ.setdefault("RAY_AUTH_MODE", "token")
         engine.ensure_ray(2)
         os.environ.pop("RAY_ADDRESS", None)  # a run's session() sets it again, from the server's state
+        # the last recipe's models load meanwhile (a command that needs them waits for them)
+        spec = self._last_pool()
+        if spec:
+            threading.Thread(target=self._warm_pool, args=(spec,), daemon=True).start()
+        server.wait_ready(self.home, 600)
+
+    def _last_pool(self) -> dict | None:
+        try:
+            return json.loads((self.d / POOL).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _warm_pool(self, spec: dict) -> None:
+        from flywheel.curation import engine
+
+        t = time.perf_counter()
+        try:
+            engine.warm_pool(spec)
+            print(time.strftime("%Y-%m-%d %H:%M:%S"), f"last recipe's actors ready in {time.perf_counter() - t:.1f}s", flush=True)
+        except Exception as e:  # noqa: BLE001 - a command makes its own pool then
+            print(time.strftime("%Y-%m-%d %H:%M:%S"), f"could not warm the last recipe's actors: {e}", flush=True)
+            (self.d / POOL).unlink(missing_ok=True)
+
+    def _save_pool(self) -> None:
+        from flywheel.curation import engine
+
+        spec = engine.pool_spec()
+        if spec:
+            tmp = self.d / f".{POOL}.tmp"
+            tmp.write_text(json.dumps(spec))
+            os.replace(tmp, self.d / POOL)
 
     def serve(self) -> None:
         self.warm()
@@ -193,6 +231,8 @@ class Runner:
             os.environ.clear()
             os.environ.update(saved_env)
             self.runs += 1
+        with contextlib.suppress(OSError):
+            self._save_pool()
         done.set()
         out.write(SENTINEL + json.dumps(res, default=str) + "\n")
         with contextlib.suppress(OSError):

@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import threading
 import time
 import uuid
 import warnings
@@ -233,6 +234,7 @@ class _PoolActor:
 # `flywheel.cli.runner`) sets KEEP_POOL and the next run of the same operators finds the
 # models loaded.
 _POOL: list = []
+_POOL_LOCK = threading.Lock()
 KEEP_POOL = False
 
 
@@ -240,20 +242,36 @@ def end_pool() -> None:
     import ray
 
     while _POOL:
-        _key, actors = _POOL.pop()
+        _key, actors, _spec = _POOL.pop()
         for a in actors:
             with contextlib.suppress(Exception):
                 ray.kill(a)
 
 
+def pool_spec() -> dict | None:
+    """What the kept pool was made for (JSON): `warm_pool(spec)` makes the same one again (the
+    runner, started again, loads the last recipe's models before a command asks for them)."""
+    return dict(_POOL[0][2], workers=len(_POOL[0][1])) if _POOL else None
+
+
+def warm_pool(spec: dict) -> None:
+    _pool(**spec)
+
+
 def _pool(steps, work_size, decode_params, num_cpus: float, workers: int, env: dict) -> list:
+    with _POOL_LOCK:  # the runner warms a pool in a thread while a command may already ask for one
+        return _pool_locked(steps, work_size, decode_params, num_cpus, workers, env)
+
+
+def _pool_locked(steps, work_size, decode_params, num_cpus: float, workers: int, env: dict) -> list:
     import ray
 
     key = json.dumps([steps, work_size, decode_params, num_cpus, env], sort_keys=True, default=str)
     if _POOL and _POOL[0][0] != key:
         end_pool()
     if not _POOL:
-        _POOL.append((key, []))
+        _POOL.append((key, [], dict(steps=steps, work_size=work_size, decode_params=decode_params, num_cpus=num_cpus,
+                                    env=env)))
     actors = _POOL[0][1]
     if len(actors) < workers:
         cls = ray.remote(num_cpus=num_cpus, max_restarts=0, scheduling_strategy="SPREAD", **env)(_PoolActor)

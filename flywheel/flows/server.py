@@ -294,8 +294,11 @@ def supervise(home: Path) -> None:
     me = {"pid": os.getpid(), "start": _start_time(os.getpid()), "python": sys.executable, "started_at": time.time(),
           "idle_s": IDLE_S, "ray_temp_dir": str(ray_temp_dir(d)), "services": services}
 
+    ray_up = [False]  # the head answers (the runner joins it before Prefect is up)
+
     def state(ready: bool) -> None:
-        _write_state(d, {**me, "ready": ready, "prefect_url": f"http://127.0.0.1:{prefect.port}/api",
+        _write_state(d, {**me, "ready": ready, "ray_ready": ready or ray_up[0],
+                         "prefect_url": f"http://127.0.0.1:{prefect.port}/api",
                          "ray_address": f"127.0.0.1:{ray.port}",
                          "children": {c.name: {"pid": c.proc.pid if c.proc else None, "start": c.start_time,
                                                "port": c.port, "restarts": c.restarts} for c in children}})
@@ -335,12 +338,16 @@ def supervise(home: Path) -> None:
                     c.stop()
                     c.start()
                     if c is ray:
+                        ray_up[0] = False
                         restart_runner()
                     ready = False
                     state(False)
             now = time.monotonic()
             if not ready:
-                if prefect_healthy(f"http://127.0.0.1:{prefect.port}/api", 1.0) and _ray_ready(d, ray):
+                if not ray_up[0] and _ray_ready(d, ray):
+                    ray_up[0] = True
+                    state(False)
+                if ray_up[0] and prefect_healthy(f"http://127.0.0.1:{prefect.port}/api", 1.0):
                     ready, fails = True, 0
                     state(True)
                     log(f"ready: prefect :{prefect.port}, ray :{ray.port}")
@@ -357,6 +364,7 @@ def supervise(home: Path) -> None:
                     log("ray's GCS stopped answering; restarting the head")
                     ray.stop()
                     ray.start()
+                    ray_up[0] = False
                     restart_runner()
                     ready = False
                     state(False)

@@ -56,6 +56,15 @@ def _decisions(out: Path) -> dict:
     return rows
 
 
+def _wait_for(cond, timeout: float = 120.0) -> bool:
+    t = time.monotonic() + timeout
+    while time.monotonic() < t:
+        if cond():
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def _timing(out: Path) -> dict:
     return json.loads((out / "stats.json").read_text())["timing"]
 
@@ -111,6 +120,11 @@ def test_curate_runs_in_the_warm_runner_and_falls_back_when_it_cannot(tmp_path):
         while time.monotonic() < t and (runner.ping(d) or {}).get("pid") in (None, state["pid"]):
             time.sleep(0.2)
         assert runner.ping(d)["pid"] != state["pid"]
+        # the new runner loads the last recipe's models before a command asks for them
+        log = d / "logs" / "runner.log"
+        assert _wait_for(lambda: "last recipe's actors ready" in log.read_text())
+        _curate(inp, tmp_path / "o3", env)
+        assert _decisions(tmp_path / "o3") == _decisions(tmp_path / "off") and _timing(tmp_path / "o3")["runner"]["run"] == 1
     finally:
         server.stop(home)
     assert not runner.sock_path(server.server_dir(home)).exists()
