@@ -26,6 +26,7 @@ No torch, onnxruntime or open_clip import here: `flywheel --help` and preflight 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -192,7 +193,10 @@ def verify(name: str, d: Path | None = None, use_cache: bool = True) -> dict[str
         if d is None:
             raise ModelMissing(f"model {name} is missing: {why}; install with: {m.install_command}")
     cache_file = config.cache_dir("model-verify") / f"{name}.json"
-    cache = json.loads(cache_file.read_text()) if use_cache and cache_file.is_file() else {}
+    cache = {}
+    if use_cache:
+        with contextlib.suppress(OSError, ValueError):  # none yet, or one a crash left half written: hash again
+            cache = json.loads(cache_file.read_text())
     out = {}
     for f, want in _expected(m, d).items():
         p = d / f
@@ -203,7 +207,11 @@ def verify(name: str, d: Path | None = None, use_cache: bool = True) -> dict[str
             raise ChecksumMismatch(f"model {name}: {p} has SHA-256 {got}, pinned {want}; reinstall with: {m.install_command}")
         cache[key] = got
         out[f] = got
-    cache_file.write_text(json.dumps(cache))
+    # atomically: the model actors of a run start together, and one read another's half-written
+    # file (a JSONDecodeError that killed the run's actor at start)
+    tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(cache))
+    os.replace(tmp, cache_file)
     return out
 
 

@@ -54,6 +54,7 @@ class Runner:
         self.sig = signature()
         self.env = relevant_env()
         self.stop = threading.Event()
+        self.release_after = False
 
     def warm(self) -> None:
         """Import what a run needs and join the server's Ray, before answering anyone."""
@@ -126,6 +127,8 @@ class Runner:
                 if job is not None:
                     try:
                         self._run(*job)
+                    except KeyboardInterrupt:  # the command left just as its run ended
+                        pass
                     finally:
                         self.busy.release()
         finally:
@@ -163,10 +166,13 @@ class Runner:
                     self.job_ready.notify()
             elif op == "curate":
                 if req.get("signature") != self.sig:
+                    self._release()
                     reply({"accepted": False, "stale": True})
                 elif relevant_env(req.get("env") or {}) != self.env:
+                    self._release()
                     reply({"accepted": False, "reason": "environment"})
                 elif not self.busy.acquire(blocking=False):
+                    self.release_after = True
                     reply({"accepted": False, "reason": "busy"})
                 else:
                     reply({"accepted": True})
@@ -180,6 +186,20 @@ class Runner:
             pass
         f.close()
         conn.close()
+
+    def _release(self) -> None:
+        """A command is about to run its own flow on the same Ray head: the kept actors must not
+        hold the CPUs it needs (its actors would wait for them for ever). Now when idle, else as
+        soon as the run in progress ends."""
+        from flywheel.curation import engine
+
+        if self.busy.acquire(blocking=False):
+            try:
+                engine.end_pool()
+            finally:
+                self.busy.release()
+        else:
+            self.release_after = True
 
     def _run(self, conn: socket.socket, f, req: dict) -> None:
         import _thread
@@ -233,6 +253,11 @@ class Runner:
             self.runs += 1
         with contextlib.suppress(OSError):
             self._save_pool()
+        if self.release_after:  # a command ran its own flow meanwhile (this one was busy)
+            self.release_after = False
+            from flywheel.curation import engine
+
+            engine.end_pool()
         done.set()
         out.write(SENTINEL + json.dumps(res, default=str) + "\n")
         with contextlib.suppress(OSError):

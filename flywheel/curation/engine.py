@@ -234,18 +234,19 @@ class _PoolActor:
 # `flywheel.cli.runner`) sets KEEP_POOL and the next run of the same operators finds the
 # models loaded.
 _POOL: list = []
-_POOL_LOCK = threading.Lock()
+_POOL_LOCK = threading.RLock()
 KEEP_POOL = False
 
 
 def end_pool() -> None:
     import ray
 
-    while _POOL:
-        _key, actors, _spec = _POOL.pop()
-        for a in actors:
-            with contextlib.suppress(Exception):
-                ray.kill(a)
+    with _POOL_LOCK:
+        while _POOL:
+            _key, actors, _spec = _POOL.pop()
+            for a in actors:
+                with contextlib.suppress(Exception):
+                    ray.kill(a)
 
 
 def pool_spec() -> dict | None:

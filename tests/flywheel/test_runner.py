@@ -87,8 +87,10 @@ def test_curate_runs_in_the_warm_runner_and_falls_back_when_it_cannot(tmp_path):
         assert "runner" not in _timing(tmp_path / "off")
         assert _decisions(tmp_path / "o2") == _decisions(tmp_path / "o1") == _decisions(tmp_path / "off")
         assert len(_decisions(tmp_path / "off")) == 4
-        # another environment for the workers: the command runs its own flow (on the same server)
-        _curate(inp, tmp_path / "env", {**env, "FLYWHEEL_EXTRA_SETTING": "1"})
+        # another environment for the workers: the command runs its own flow (on the same server);
+        # the runner's kept actors give back their CPUs (the head has 5: 4 workers' actors would
+        # otherwise wait for ever behind the runner's 2 idle ones)
+        _curate(inp, tmp_path / "env", {**env, "FLYWHEEL_EXTRA_SETTING": "1"}, "--workers", "4")
         te = _timing(tmp_path / "env")
         assert "runner" not in te and te["server_mode"] == "auto"
         # a user error found by the runner is the command's error (exit 2, the message, no traceback)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import subprocess
 import sys
 import time
@@ -173,3 +175,16 @@ def test_cli_check_fails_fast_naming_model_and_command(tmp_path):
     p = subprocess.run([str(Path(sys.executable).parent / "flywheel"), "models", "check", "--recipe", "stage4",
                         "--skip", "clip,aesthetic,rotation"], capture_output=True, text=True, env=env, timeout=120)
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_a_half_written_verify_cache_is_hashed_again_and_replaced_whole():
+    """The model actors of a run start together; one read another's half-written cache and died."""
+    from flywheel import config
+
+    cache = config.cache_dir("model-verify") / "opennsfw.json"
+    first = store.verify("opennsfw")
+    full = cache.read_text()
+    cache.write_text(full[: len(full) // 2])  # what a reader saw while another actor was writing
+    assert store.verify("opennsfw") == first
+    assert json.loads(cache.read_text()) == json.loads(full)
+    assert not list(cache.parent.glob(".*.tmp"))
