@@ -212,7 +212,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Generate a small varied sample set and run stage 1 on it with the embedded defaults."""
         from flywheel.demos import sample_data as demo_mod
+        from flywheel.flows import server
 
+        server.prestart()  # the local server (auto mode) and its runner come up while the samples are made
         con = _console()
         root = Path(out).resolve()
         run_dir = root / time.strftime("run-%Y%m%d-%H%M%S")

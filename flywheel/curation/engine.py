@@ -295,7 +295,7 @@ def _run_pool(items, steps, recipe, parts_dir, ingest_dir, workers, done_by_shar
 
     actors = _pool(steps, recipe.work_size, recipe.decode, num_cpus, max(1, workers), _remote_env(items))
     attempt = uuid.uuid4().hex
-    groups = [items[i:i + SHARDS_PER_TASK] for i in range(0, len(items), SHARDS_PER_TASK)]
+    groups = _groups(items, workers)
     pending = list(reversed(groups))
     busy: dict = {}  # ref -> actor
     free = list(actors)
@@ -438,6 +438,13 @@ def score_shards(
     return {"timing": totals, "rows": rows}
 
 
+def _groups(items: list, workers: int) -> list[list]:
+    """Shards per call: SHARDS_PER_TASK, or one when there are too few shards to give every
+    worker two calls (a small run's shards spread over the workers instead of queueing on one)."""
+    per = SHARDS_PER_TASK if len(items) >= 2 * SHARDS_PER_TASK * max(1, workers) else 1
+    return [items[i:i + per] for i in range(0, len(items), per)]
+
+
 def _gpus(stateful, workers: int) -> float:
     """GPUs per model actor: what an operator asks for, or an equal share of the cluster's GPUs."""
     import ray
@@ -489,7 +496,7 @@ def _run_tasks(items, stateless, recipe, parts_dir, ingest_dir, workers, done_by
                     scheduling_strategy="SPREAD")(_score_task)
     fn = fn.options(**_remote_env(items))
     attempt = uuid.uuid4().hex
-    groups = [items[i:i + SHARDS_PER_TASK] for i in range(0, len(items), SHARDS_PER_TASK)]
+    groups = _groups(items, workers)
     args = dict(steps=ray.put(stateless), work_size=recipe.work_size, decode_params=recipe.decode,
                 ingest_dir=ingest_dir, parts_dir=parts_dir, side_root=side_root, caption_fill=caption_fill, attempt=attempt)
     pending = list(reversed(groups))
