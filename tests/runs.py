@@ -1,4 +1,5 @@
-"""Helpers for tests that kill a curation run mid-way (imported as `runs`; tests/ is on sys.path)."""
+"""Helpers for tests that kill a curation run mid-way or wait on the local server (imported as `runs`;
+tests/ is on sys.path)."""
 
 from __future__ import annotations
 
@@ -21,3 +22,13 @@ def kill_after_first_part(proc, home: Path, timeout: float = 240) -> list[Path]:
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     return parts
+
+
+def wait_until(cond, timeout: float = 240.0) -> bool:
+    """Poll `cond()` every 0.2 s until it is true (True) or `timeout` seconds pass (False)."""
+    t = time.monotonic() + timeout
+    while time.monotonic() < t:
+        if cond():
+            return True
+        time.sleep(0.2)
+    return False

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from runs import wait_until
 
 from flywheel.cli import runner
 from flywheel.flows import server
@@ -56,15 +57,6 @@ def _decisions(out: Path) -> dict:
     return rows
 
 
-def _wait_for(cond, timeout: float = 120.0) -> bool:
-    t = time.monotonic() + timeout
-    while time.monotonic() < t:
-        if cond():
-            return True
-        time.sleep(0.2)
-    return False
-
-
 def _timing(out: Path) -> dict:
     return json.loads((out / "stats.json").read_text())["timing"]
 
@@ -101,15 +93,11 @@ def test_curate_runs_in_the_warm_runner_and_falls_back_when_it_cannot(tmp_path):
         big = _photos(tmp_path / "big", 40)
         p = subprocess.Popen([FLYWHEEL, "curate", "--recipe", "stage1", "--input", str(big), "--output",
                               str(tmp_path / "int"), "--skip", SKIP], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        t = time.monotonic() + 120
-        while time.monotonic() < t and not (runner.ping(d) or {}).get("busy"):
-            time.sleep(0.1)
+        assert wait_until(lambda: (runner.ping(d) or {}).get("busy"), 120)
         time.sleep(0.5)
         p.send_signal(signal.SIGINT)
         assert p.wait(timeout=60) != 0
-        t = time.monotonic() + 120
-        while time.monotonic() < t and (runner.ping(d) or {"busy": True}).get("busy"):
-            time.sleep(0.1)
+        assert wait_until(lambda: not (runner.ping(d) or {"busy": True})["busy"], 120)
         state = runner.ping(d)
         assert state and not state["busy"] and state["pid"] == t1["runner"]["pid"]
         _curate(big, tmp_path / "int", env)  # the interrupted output resumes, in the runner
@@ -118,13 +106,10 @@ def test_curate_runs_in_the_warm_runner_and_falls_back_when_it_cannot(tmp_path):
         # a runner from other code is told so; asked to exit, the supervisor starts a new one
         assert runner._ask(d, {"op": "curate", "signature": "other code", "env": {}}) == {"accepted": False, "stale": True}
         assert runner._ask(d, {"op": "exit"}) == {"exiting": True}
-        t = time.monotonic() + 180
-        while time.monotonic() < t and (runner.ping(d) or {}).get("pid") in (None, state["pid"]):
-            time.sleep(0.2)
-        assert runner.ping(d)["pid"] != state["pid"]
+        assert wait_until(lambda: (runner.ping(d) or {}).get("pid") not in (None, state["pid"]), 180)
         # the new runner loads the last recipe's models before a command asks for them
         log = d / "logs" / "runner.log"
-        assert _wait_for(lambda: "last recipe's actors ready" in log.read_text())
+        assert wait_until(lambda: "last recipe's actors ready" in log.read_text())
         _curate(inp, tmp_path / "o3", env)
         assert _decisions(tmp_path / "o3") == _decisions(tmp_path / "off") and _timing(tmp_path / "o3")["runner"]["run"] == 1
     finally:

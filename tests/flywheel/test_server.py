@@ -8,23 +8,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from runs import wait_until
 
 from flywheel.flows import server
 
 FLYWHEEL = str(Path(sys.executable).parent / "flywheel")
-
-
-def _wait(cond, timeout: float = 240.0) -> bool:
-    t = time.monotonic() + timeout
-    while time.monotonic() < t:
-        if cond():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def _fake_server(home: Path) -> subprocess.Popen:
@@ -73,7 +64,7 @@ def test_start_reuse_crash_restart_stop(tmp_path, monkeypatch):
         # the Ray head crashes: the supervisor notices and starts it again
         ray = st["children"]["ray"]
         os.killpg(ray["pid"], signal.SIGKILL)
-        assert _wait(lambda: (server.read_state(home) or {}).get("children", {}).get("ray", {}).get("restarts") == 1)
+        assert wait_until(lambda: (server.read_state(home) or {}).get("children", {}).get("ray", {}).get("restarts") == 1)
         st2 = server.wait_ready(home)
         assert st2["healthy"]["ray"] and st2["children"]["ray"]["pid"] != ray["pid"]
         # a command runs a real flow on it (Prefect API of the server, Ray head of the server)
@@ -96,7 +87,7 @@ def test_start_reuse_crash_restart_stop(tmp_path, monkeypatch):
         assert server.status(home)["pid"] == st["pid"]  # reused, not restarted
         # the supervisor is killed -9: the next start stops what it left and starts a new one
         os.kill(st["pid"], signal.SIGKILL)
-        assert _wait(lambda: not server._alive(st["pid"], st["start"]), 30)
+        assert wait_until(lambda: not server._alive(st["pid"], st["start"]), 30)
         left = server.read_state(home)["children"]
         st3 = server.start(home)
         assert st3["pid"] != st["pid"]
