@@ -122,11 +122,11 @@ def _scorer(steps, work_size, keep_work, decode_params, side_root):
     per task (a worker runs hundreds of shard tasks)."""
     from flywheel.curation.scoring import Scorer
 
-    key = json.dumps([steps, work_size, keep_work, decode_params, side_root], sort_keys=True, default=str)
+    key = json.dumps([steps, work_size, keep_work, decode_params], sort_keys=True, default=str)
     if key not in _SCORERS:
         _SCORERS.clear()
-        _SCORERS[key] = Scorer(steps, work_size, decode_step=True, keep_work=keep_work, decode_params=decode_params,
-                               side_root=side_root)
+        _SCORERS[key] = Scorer(steps, work_size, decode_step=True, keep_work=keep_work, decode_params=decode_params)
+    _SCORERS[key].set_side_root(side_root)  # the run's output; one scorer serves every run of its recipe
     return _SCORERS[key]
 
 
@@ -207,26 +207,16 @@ class _PoolActor:
     parts itself, as `_score_task` does (the same part names), returning one-row summaries."""
 
     def __init__(self, steps, work_size, decode_params):
-        from flywheel.curation.scoring import Scorer
-
-        self.scorer = Scorer(steps, work_size, decode_step=True, keep_work=False, decode_params=decode_params)
-        self.scorer._setup()
+        self.args = (steps, work_size, decode_params)
+        _scorer(steps, work_size, False, decode_params, None)._setup()  # the models load now, not in the first call
 
     def ready(self) -> int:
         return os.getpid()
 
     def score(self, pairs, done_by_shard, ingest_dir, parts_dir, side_root, caption_fill, attempt) -> list[pa.Table]:
-        from flywheel.filters.decode import Decode
-
-        self.scorer.set_side_root(side_root)
-        fill = _filler(caption_fill)
-        max_bytes = Decode.Params(**(self.scorer.decode_params or {})).max_bytes
-        out = []
-        for shard_json, shard_key in pairs:
-            for i, t in _shard_blocks(json.loads(shard_json), shard_key, done_by_shard, max_bytes, ingest_dir):
-                scored = self.scorer(fill(t) if fill else t)
-                out.append(_write_block(scored, parts_dir, _part_name(attempt, shard_key, i)))
-        return out
+        steps, work_size, decode_params = self.args
+        return list(_score_shard_group(pairs, steps, work_size, False, decode_params, done_by_shard, ingest_dir,
+                                       parts_dir, side_root, caption_fill, attempt))
 
 
 # The pool of the last recipe run with models on CPU: (key, actors). A command's run ends it
