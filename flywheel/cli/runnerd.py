@@ -8,6 +8,7 @@ import contextlib
 import io
 import json
 import os
+import queue
 import socket
 import sys
 import threading
@@ -17,6 +18,10 @@ from pathlib import Path
 from flywheel.cli.runner import SENTINEL, relevant_env, signature, sock_path
 
 POOL = "runner-pool.json"  # the last run's pool of model actors, made again when a runner starts
+
+
+def _log(msg: str) -> None:
+    print(time.strftime("%Y-%m-%d %H:%M:%S"), msg, flush=True)  # logs/runner.log
 
 
 class _Out(io.TextIOBase):
@@ -48,8 +53,7 @@ class Runner:
         self.home = home
         self.d = Path(home) / "server"
         self.busy = threading.Lock()
-        self.jobs: list = []
-        self.job_ready = threading.Condition()
+        self.jobs: queue.Queue = queue.Queue()  # at most one: `busy` is held from accepting a job to its end
         self.runs = 0
         self.sig = signature()
         self.env = relevant_env()
@@ -92,9 +96,9 @@ class Runner:
         t = time.perf_counter()
         try:
             engine.warm_pool(spec)
-            print(time.strftime("%Y-%m-%d %H:%M:%S"), f"last recipe's actors ready in {time.perf_counter() - t:.1f}s", flush=True)
+            _log(f"last recipe's actors ready in {time.perf_counter() - t:.1f}s")
         except Exception as e:  # noqa: BLE001 - a command makes its own pool then
-            print(time.strftime("%Y-%m-%d %H:%M:%S"), f"could not warm the last recipe's actors: {e}", flush=True)
+            _log(f"could not warm the last recipe's actors: {e}")
             (self.d / POOL).unlink(missing_ok=True)
 
     def _save_pool(self) -> None:
@@ -118,13 +122,14 @@ class Runner:
             os.umask(old)
         ls.listen(8)
         threading.Thread(target=self._accept, args=(ls,), daemon=True).start()
-        print(time.strftime("%Y-%m-%d %H:%M:%S"), f"runner ready on {path} (signature {self.sig})", flush=True)
+        _log(f"runner ready on {path} (signature {self.sig})")
         try:
             while not self.stop.is_set():
-                with self.job_ready:
-                    self.job_ready.wait_for(lambda: self.jobs or self.stop.is_set(), timeout=1.0)
-                    job = self.jobs.pop(0) if self.jobs else None
-                if job is not None:
+                try:
+                    job = self.jobs.get(timeout=1.0)
+                except queue.Empty:
+                    continue
+                if job is not None:  # None: told to exit
                     try:
                         self._run(*job)
                     except KeyboardInterrupt:  # the command left just as its run ended
@@ -162,8 +167,7 @@ class Runner:
             elif op == "exit":
                 reply({"exiting": True})
                 self.stop.set()
-                with self.job_ready:
-                    self.job_ready.notify()
+                self.jobs.put(None)
             elif op == "curate":
                 if req.get("signature") != self.sig:
                     self._release()
@@ -176,9 +180,7 @@ class Runner:
                     reply({"accepted": False, "reason": "busy"})
                 else:
                     reply({"accepted": True})
-                    with self.job_ready:
-                        self.jobs.append((conn, f, req))
-                        self.job_ready.notify()
+                    self.jobs.put((conn, f, req))
                     return  # the main thread answers and closes
             else:
                 reply({"error": f"unknown op {op!r}"})
